@@ -1,0 +1,33 @@
+//! The domain of presenced: who is online, away or offline, and the rules that change it.
+//!
+//! This crate holds no networking and no storage engine; the service and both stores build on
+//! it. Its parts:
+//!
+//! - [`ids`]: validated user, zone, org, session and node ids (SPEC §2).
+//! - [`view`]: statuses, devices and the public [`PresenceView`] (SPEC §3).
+//! - [`record`]: a user's stored record and the state machine of SPEC §3.
+//! - [`event`]: presence events and feed ids (SPEC §4).
+//! - [`scope`]: scopes, list queries, pages and cursors.
+//! - [`store`]: the [`Store`] trait both stores implement.
+//! - [`settings`]: timings and limits with their defaults.
+//! - [`time`]: milliseconds, the [`Clock`], RFC 3339.
+
+pub mod event;
+pub mod ids;
+pub mod record;
+pub mod scope;
+pub mod settings;
+pub mod store;
+pub mod time;
+pub mod view;
+
+pub use event::{FeedId, PresenceEvent};
+pub use ids::{IdError, NodeId, OrgId, SessionId, UserId, ZoneId};
+pub use record::{Change, Metadata, Session, TransitionError, UserRecord};
+pub use scope::{ListCursor, ListQuery, Scope, ScopePage};
+pub use settings::StoreSettings;
+pub use store::{
+    Activity, Applied, FeedRead, LeaseRenewal, NodeInfo, OpenSession, ScopeCount, Store, StoreError, SweepReport,
+};
+pub use time::{Clock, ManualClock, Millis, SharedClock, SystemClock};
+pub use view::{AwayReason, DeviceKind, DeviceSet, PresenceView, Status};

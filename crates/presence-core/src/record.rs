@@ -1,0 +1,439 @@
+//! A user's stored presence and the rules of SPEC §3 that change it.
+//!
+//! [`UserRecord`] is what a store keeps per user. Its methods are the transitions; each one only
+//! mutates the record. [`UserRecord::finish`] then compares the public view before and after:
+//! if anything other than `last_activity` changed, it bumps `version` and returns the one event
+//! for the change. So a store runs "mutate, then finish" inside one atomic step, and every
+//! visible change has exactly one event.
+//!
+//! The Redis store's Lua scripts implement the same rules; the conformance suite and the
+//! property test hold both stores to a separate reference model.
+
+use std::collections::BTreeMap;
+
+use crate::event::PresenceEvent;
+use crate::ids::{NodeId, OrgId, SessionId, UserId, ZoneId};
+use crate::time::Millis;
+use crate::view::{AwayReason, DeviceKind, DeviceSet, PresenceView, Status};
+
+/// JSON object held as metadata.
+pub type Metadata = serde_json::Map<String, serde_json::Value>;
+
+/// One live session of a user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// The node holding the WebSocket; `None` for a REST heartbeat session, which belongs to no
+    /// node and ends only by its lease.
+    pub node: Option<NodeId>,
+    /// What the session runs on.
+    pub device: DeviceKind,
+    /// For REST heartbeat sessions: when the lease runs out.
+    pub lease_until: Option<Millis>,
+}
+
+/// A change a user (or a service acting for one) asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// Manual away: sticks until [`Change::SetOnline`], across reconnects.
+    SetAway,
+    /// Back online; clears manual away and counts as activity.
+    SetOnline,
+    /// Move to a zone, or leave zones.
+    SetZone(Option<ZoneId>),
+    /// Move to an org, or leave orgs.
+    SetOrg(Option<OrgId>),
+    /// Replace the metadata object (or clear it).
+    SetMetadata(Option<Metadata>),
+}
+
+/// A transition refused by the rules.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransitionError {
+    /// The user already holds `sessions_per_user` sessions.
+    #[error("user already has {limit} sessions")]
+    TooManySessions {
+        /// The limit in force.
+        limit: usize,
+    },
+    /// A session with that id is already open.
+    #[error("session {0} is already open")]
+    SessionExists(SessionId),
+}
+
+/// What a user's record holds. Invariant: `status == Offline` exactly when there is no session
+/// and no pending grace.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserRecord {
+    /// Whose record.
+    pub user_id: UserId,
+    /// Current status.
+    pub status: Status,
+    /// Set while away.
+    pub away_reason: Option<AwayReason>,
+    /// The user chose away; kept while offline so it applies on the next session.
+    pub manual_away: bool,
+    /// Last counted activity.
+    pub last_activity: Millis,
+    /// When the last session ended (shown only while offline).
+    pub last_seen: Option<Millis>,
+    /// Current zone.
+    pub zone_id: Option<ZoneId>,
+    /// Current org.
+    pub org_id: Option<OrgId>,
+    /// Device kinds of the open sessions; kept unchanged through the grace so a reload shows
+    /// nothing.
+    pub devices: DeviceSet,
+    /// Metadata object.
+    pub metadata: Option<Metadata>,
+    /// Open sessions by id.
+    pub sessions: BTreeMap<SessionId, Session>,
+    /// With no session left: when the user goes offline.
+    pub grace_until: Option<Millis>,
+    /// Bumped by every event.
+    pub version: u64,
+    /// When the view last changed.
+    pub updated_at: Millis,
+}
+
+/// The part of a record the public view shows, minus `last_activity`: what decides whether a
+/// change is an event.
+#[derive(Debug, Clone, PartialEq)]
+struct Visible {
+    status: Status,
+    away_reason: Option<AwayReason>,
+    last_seen: Option<Millis>,
+    zone_id: Option<ZoneId>,
+    org_id: Option<OrgId>,
+    devices: DeviceSet,
+    metadata: Option<Metadata>,
+}
+
+/// The record as it was before a transition; [`UserRecord::finish`] needs it.
+#[derive(Debug, Clone)]
+pub struct Before(Visible);
+
+/// Where a non-offline user sits in the scope indexes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexEntry {
+    /// Sort key: last activity.
+    pub activity: Millis,
+    /// Zone set membership.
+    pub zone_id: Option<ZoneId>,
+    /// Org set membership.
+    pub org_id: Option<OrgId>,
+    /// Counted in the scopes' away counts.
+    pub away: bool,
+}
+
+impl UserRecord {
+    /// A user never seen before: offline, no sessions, version 0.
+    pub fn new(user_id: UserId, now: Millis) -> Self {
+        Self {
+            user_id,
+            status: Status::Offline,
+            away_reason: None,
+            manual_away: false,
+            last_activity: now,
+            last_seen: None,
+            zone_id: None,
+            org_id: None,
+            devices: DeviceSet::EMPTY,
+            metadata: None,
+            sessions: BTreeMap::new(),
+            grace_until: None,
+            version: 0,
+            updated_at: now,
+        }
+    }
+
+    /// The public view.
+    pub fn view(&self) -> PresenceView {
+        PresenceView {
+            user_id: self.user_id.clone(),
+            status: self.status,
+            away_reason: self.away_reason,
+            last_activity: self.last_activity,
+            last_seen: if self.status == Status::Offline { self.last_seen } else { None },
+            zone_id: self.zone_id.clone(),
+            org_id: self.org_id.clone(),
+            devices: self.devices,
+            custom_status: None,
+            metadata: self.metadata.clone(),
+            invisible: false,
+            version: self.version,
+            updated_at: self.updated_at,
+        }
+    }
+
+    /// Where the user belongs in the scope indexes, or `None` while offline.
+    pub fn index_entry(&self) -> Option<IndexEntry> {
+        (self.status != Status::Offline).then(|| IndexEntry {
+            activity: self.last_activity,
+            zone_id: self.zone_id.clone(),
+            org_id: self.org_id.clone(),
+            away: self.status == Status::Away,
+        })
+    }
+
+    fn visible(&self) -> Visible {
+        let v = self.view();
+        Visible {
+            status: v.status,
+            away_reason: v.away_reason,
+            last_seen: v.last_seen,
+            zone_id: v.zone_id,
+            org_id: v.org_id,
+            devices: v.devices,
+            metadata: v.metadata,
+        }
+    }
+
+    /// Remembers the visible state before a transition.
+    pub fn before(&self) -> Before {
+        Before(self.visible())
+    }
+
+    /// Ends a transition: if the view changed (beyond `last_activity`), bumps `version`, stamps
+    /// `updated_at` and returns the event, with a zero feed id for the store to fill in.
+    pub fn finish(&mut self, before: Before, now: Millis) -> Option<PresenceEvent> {
+        if before.0 == self.visible() {
+            return None;
+        }
+        self.version += 1;
+        self.updated_at = now;
+        Some(PresenceEvent {
+            feed_id: Default::default(),
+            user: self.view(),
+            prev_status: before.0.status,
+            prev_zone_id: before.0.zone_id,
+            prev_org_id: before.0.org_id,
+            ts: now,
+        })
+    }
+
+    fn recompute_devices(&mut self) {
+        self.devices = self.sessions.values().map(|s| s.device).collect();
+    }
+
+    /// The status a connected (or graced) user has given manual away and activity.
+    fn present_status(&mut self, auto_away: bool) {
+        if self.manual_away {
+            self.status = Status::Away;
+            self.away_reason = Some(AwayReason::Manual);
+        } else if auto_away {
+            self.status = Status::Away;
+            self.away_reason = Some(AwayReason::Auto);
+        } else {
+            self.status = Status::Online;
+            self.away_reason = None;
+        }
+    }
+
+    /// A session opens. Counts as activity; cancels a pending grace; zone and org, when given,
+    /// replace the current ones.
+    pub fn open(
+        &mut self,
+        id: SessionId,
+        session: Session,
+        zone: Option<ZoneId>,
+        org: Option<OrgId>,
+        now: Millis,
+        sessions_per_user: usize,
+    ) -> Result<(), TransitionError> {
+        if self.sessions.contains_key(&id) {
+            return Err(TransitionError::SessionExists(id));
+        }
+        if self.sessions.len() >= sessions_per_user {
+            return Err(TransitionError::TooManySessions { limit: sessions_per_user });
+        }
+        self.sessions.insert(id, session);
+        self.grace_until = None;
+        self.last_seen = None;
+        self.last_activity = self.last_activity.max(now);
+        self.present_status(false);
+        if zone.is_some() {
+            self.zone_id = zone;
+        }
+        if org.is_some() {
+            self.org_id = org;
+        }
+        self.recompute_devices();
+        Ok(())
+    }
+
+    /// A session closes cleanly. The last one starts the grace (or goes offline at once when
+    /// the grace is zero). Returns whether the session existed.
+    pub fn close(&mut self, id: &SessionId, now: Millis, grace_ms: i64) -> bool {
+        if self.sessions.remove(id).is_none() {
+            return false;
+        }
+        if !self.sessions.is_empty() {
+            self.recompute_devices();
+        } else if grace_ms <= 0 {
+            self.go_offline(now);
+        } else {
+            self.grace_until = Some(now + grace_ms);
+            self.last_seen = Some(now);
+        }
+        true
+    }
+
+    /// Sessions end without grace (their REST lease or their node's lease ran out). A user
+    /// left with none goes offline at once. Returns how many sessions ended.
+    pub fn end_sessions(&mut self, ended: impl Fn(&SessionId, &Session) -> bool, now: Millis) -> usize {
+        let before = self.sessions.len();
+        self.sessions.retain(|id, s| !ended(id, s));
+        let n = before - self.sessions.len();
+        if n > 0 {
+            if self.sessions.is_empty() {
+                self.go_offline(now);
+            } else {
+                self.recompute_devices();
+            }
+        }
+        n
+    }
+
+    fn go_offline(&mut self, last_seen: Millis) {
+        self.status = Status::Offline;
+        self.away_reason = None;
+        self.devices = DeviceSet::EMPTY;
+        self.grace_until = None;
+        self.last_seen = Some(last_seen);
+    }
+
+    /// Activity at `at` (SPEC §3). Ignored while offline: a user without a session is not
+    /// present, whatever a backend reports.
+    pub fn activity(&mut self, at: Millis) {
+        if self.status == Status::Offline {
+            return;
+        }
+        self.last_activity = self.last_activity.max(at);
+        if self.away_reason == Some(AwayReason::Auto) {
+            self.present_status(false);
+        }
+    }
+
+    /// A change the user asked for.
+    pub fn change(&mut self, change: Change, now: Millis) {
+        match change {
+            Change::SetAway => {
+                self.manual_away = true;
+                if self.status != Status::Offline {
+                    self.present_status(false);
+                }
+            }
+            Change::SetOnline => {
+                self.manual_away = false;
+                if self.status != Status::Offline {
+                    self.last_activity = self.last_activity.max(now);
+                    self.present_status(false);
+                }
+            }
+            Change::SetZone(z) => self.zone_id = z,
+            Change::SetOrg(o) => self.org_id = o,
+            Change::SetMetadata(m) => self.metadata = m,
+        }
+    }
+
+    /// Auto-away: an `online` user inactive since `cutoff` or earlier turns `away (auto)`.
+    /// Returns whether it applied.
+    pub fn auto_away(&mut self, cutoff: Millis) -> bool {
+        if self.status == Status::Online && self.last_activity <= cutoff {
+            self.present_status(true);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Ends the grace if it is due. Returns whether the user went offline.
+    pub fn expire_grace(&mut self, now: Millis) -> bool {
+        match self.grace_until {
+            Some(t) if t <= now && self.sessions.is_empty() => {
+                let seen = self.last_seen.unwrap_or(now);
+                self.go_offline(seen);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether an offline record is past retention and should be deleted.
+    pub fn retention_expired(&self, cutoff: Millis) -> bool {
+        self.status == Status::Offline && self.last_seen.is_some_and(|t| t <= cutoff)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uid(s: &str) -> UserId {
+        UserId::new(s).unwrap()
+    }
+    fn sid(s: &str) -> SessionId {
+        SessionId::new(s).unwrap()
+    }
+    fn ws(device: DeviceKind) -> Session {
+        Session { node: Some(NodeId::new("n1").unwrap()), device, lease_until: None }
+    }
+
+    #[test]
+    fn first_open_is_one_online_event_and_a_reload_in_grace_is_none() {
+        let mut r = UserRecord::new(uid("1"), 0);
+        let b = r.before();
+        r.open(sid("a"), ws(DeviceKind::Web), None, None, 10, 10).unwrap();
+        let e = r.finish(b, 10).expect("online event");
+        assert_eq!((e.prev_status, e.user.status, e.user.version), (Status::Offline, Status::Online, 1));
+
+        let b = r.before();
+        assert!(r.close(&sid("a"), 20, 5000));
+        assert!(r.finish(b, 20).is_none(), "closing into grace shows nothing");
+        let b = r.before();
+        r.open(sid("b"), ws(DeviceKind::Web), None, None, 30, 10).unwrap();
+        assert!(r.finish(b, 30).is_none(), "reload within grace shows nothing");
+        assert_eq!(r.version, 1);
+    }
+
+    #[test]
+    fn manual_away_survives_activity_and_reconnects() {
+        let mut r = UserRecord::new(uid("1"), 0);
+        r.open(sid("a"), ws(DeviceKind::Web), None, None, 0, 10).unwrap();
+        r.change(Change::SetAway, 1);
+        r.activity(2);
+        assert_eq!((r.status, r.away_reason), (Status::Away, Some(AwayReason::Manual)));
+        assert_eq!(r.last_activity, 2);
+        r.close(&sid("a"), 3, 0);
+        assert_eq!(r.status, Status::Offline);
+        r.open(sid("b"), ws(DeviceKind::Web), None, None, 4, 10).unwrap();
+        assert_eq!((r.status, r.away_reason), (Status::Away, Some(AwayReason::Manual)));
+        r.change(Change::SetOnline, 5);
+        assert_eq!((r.status, r.away_reason), (Status::Online, None));
+    }
+
+    #[test]
+    fn auto_away_reverts_on_activity() {
+        let mut r = UserRecord::new(uid("1"), 0);
+        r.open(sid("a"), ws(DeviceKind::Web), None, None, 0, 10).unwrap();
+        assert!(!r.auto_away(-1));
+        assert!(r.auto_away(0));
+        assert_eq!(r.away_reason, Some(AwayReason::Auto));
+        r.activity(7);
+        assert_eq!(r.status, Status::Online);
+    }
+
+    #[test]
+    fn session_limit_and_duplicate_ids_are_refused() {
+        let mut r = UserRecord::new(uid("1"), 0);
+        r.open(sid("a"), ws(DeviceKind::Web), None, None, 0, 1).unwrap();
+        assert_eq!(
+            r.open(sid("a"), ws(DeviceKind::Web), None, None, 0, 5),
+            Err(TransitionError::SessionExists(sid("a")))
+        );
+        assert_eq!(
+            r.open(sid("b"), ws(DeviceKind::Web), None, None, 0, 1),
+            Err(TransitionError::TooManySessions { limit: 1 })
+        );
+    }
+}

@@ -1,0 +1,45 @@
+//! The timings and limits the stores enforce, with the SPEC §9 defaults in one place.
+
+use std::time::Duration;
+
+/// Everything a store needs to decide transitions. Every node on one Redis must use the same
+/// values: the scripts take them as arguments from whichever node calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreSettings {
+    /// Inactivity before `online` turns `away (auto)`.
+    pub away_after: Duration,
+    /// Lease of a REST heartbeat session.
+    pub online_ttl: Duration,
+    /// Delay between the last session closing and `offline`.
+    pub offline_grace: Duration,
+    /// How long a node's sessions outlive its last lease renewal.
+    pub node_lease: Duration,
+    /// How long an offline user's record (last seen) is kept.
+    pub last_seen_retention: Duration,
+    /// Most sessions one user may hold at once.
+    pub sessions_per_user: usize,
+    /// Events kept in the feed for resume (trimmed approximately in Redis).
+    pub feed_max_len: usize,
+    /// Most candidates one sweep step handles per store call.
+    pub sweep_batch: usize,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        Self {
+            away_after: Duration::from_secs(300),
+            online_ttl: Duration::from_secs(300),
+            offline_grace: Duration::from_secs(5),
+            node_lease: Duration::from_secs(15),
+            last_seen_retention: Duration::from_secs(30 * 86_400),
+            sessions_per_user: 10,
+            feed_max_len: 100_000,
+            sweep_batch: 500,
+        }
+    }
+}
+
+/// A duration in whole milliseconds, as stores and scripts count time.
+pub fn ms(d: Duration) -> i64 {
+    d.as_millis().min(i64::MAX as u128) as i64
+}

@@ -1,0 +1,310 @@
+//! The public view of a user's presence (SPEC §3) and the enums it is made of.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{OrgId, UserId, ZoneId};
+use crate::time::{Millis, rfc3339};
+
+/// The seed's three states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Connected and active within `away_after`.
+    Online,
+    /// Connected but inactive (auto) or away by choice (manual).
+    Away,
+    /// No session, and no offline grace pending.
+    Offline,
+}
+
+impl Status {
+    /// The wire name: `online`, `away`, `offline`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Online => "online",
+            Status::Away => "away",
+            Status::Offline => "offline",
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An unknown status, device kind or away reason name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} {value:?}")]
+pub struct UnknownName {
+    /// What was being parsed.
+    pub what: &'static str,
+    /// The text that did not match.
+    pub value: String,
+}
+
+impl FromStr for Status {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
+        match s {
+            "online" => Ok(Status::Online),
+            "away" => Ok(Status::Away),
+            "offline" => Ok(Status::Offline),
+            _ => Err(UnknownName { what: "status", value: s.into() }),
+        }
+    }
+}
+
+/// Why an `away` user is away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AwayReason {
+    /// Inactive for `away_after`; any activity brings the user back.
+    Auto,
+    /// The user asked; sticks until the user sets online.
+    Manual,
+}
+
+impl AwayReason {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AwayReason::Auto => "auto",
+            AwayReason::Manual => "manual",
+        }
+    }
+}
+
+impl FromStr for AwayReason {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
+        match s {
+            "auto" => Ok(AwayReason::Auto),
+            "manual" => Ok(AwayReason::Manual),
+            _ => Err(UnknownName { what: "away reason", value: s.into() }),
+        }
+    }
+}
+
+/// The kind of device a session runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceKind {
+    /// A browser tab (the default).
+    Web,
+    /// A desktop app.
+    Desktop,
+    /// A phone or tablet app.
+    Mobile,
+    /// Anything else (bots, integrations).
+    Other,
+}
+
+impl DeviceKind {
+    /// All kinds, in the order views list them.
+    pub const ALL: [DeviceKind; 4] = [DeviceKind::Web, DeviceKind::Desktop, DeviceKind::Mobile, DeviceKind::Other];
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceKind::Web => "web",
+            DeviceKind::Desktop => "desktop",
+            DeviceKind::Mobile => "mobile",
+            DeviceKind::Other => "other",
+        }
+    }
+}
+
+impl fmt::Display for DeviceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for DeviceKind {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
+        DeviceKind::ALL
+            .into_iter()
+            .find(|d| d.as_str() == s)
+            .ok_or_else(|| UnknownName { what: "device", value: s.into() })
+    }
+}
+
+/// The set of device kinds a user is connected from, as a small bit set: views list them in
+/// [`DeviceKind::ALL`] order, without repeats, whichever order sessions opened in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct DeviceSet(u8);
+
+impl DeviceSet {
+    /// No devices.
+    pub const EMPTY: DeviceSet = DeviceSet(0);
+
+    fn bit(d: DeviceKind) -> u8 {
+        1 << DeviceKind::ALL.iter().position(|k| *k == d).unwrap_or(0)
+    }
+
+    /// Adds `d`.
+    pub fn insert(&mut self, d: DeviceKind) {
+        self.0 |= Self::bit(d);
+    }
+
+    /// Whether the set holds `d`.
+    pub fn contains(self, d: DeviceKind) -> bool {
+        self.0 & Self::bit(d) != 0
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The kinds in view order.
+    pub fn iter(self) -> impl Iterator<Item = DeviceKind> {
+        DeviceKind::ALL.into_iter().filter(move |d| self.contains(*d))
+    }
+}
+
+impl FromIterator<DeviceKind> for DeviceSet {
+    fn from_iter<I: IntoIterator<Item = DeviceKind>>(iter: I) -> Self {
+        let mut s = DeviceSet::EMPTY;
+        for d in iter {
+            s.insert(d);
+        }
+        s
+    }
+}
+
+impl Serialize for DeviceSet {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for DeviceSet {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Vec::<DeviceKind>::deserialize(d)?.into_iter().collect())
+    }
+}
+
+/// The kinds of custom status (SPEC §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CustomStatusKind {
+    /// Do not disturb.
+    Dnd,
+    /// Busy.
+    Busy,
+    /// In a meeting.
+    InMeeting,
+    /// On a break.
+    OnBreak,
+    /// Free text.
+    Custom,
+}
+
+/// A custom status. Part of the view's shape; the stores do not set it yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CustomStatus {
+    /// What kind.
+    pub kind: CustomStatusKind,
+    /// Free text, at most 140 characters.
+    pub text: Option<String>,
+    /// An emoji, at most 16 bytes.
+    pub emoji: Option<String>,
+    /// When it clears itself.
+    #[serde(with = "rfc3339::option")]
+    pub expires_at: Option<Millis>,
+}
+
+/// What everyone sees of a user (SPEC §3). Every field is always present; `null` where it
+/// does not apply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PresenceView {
+    /// Whose presence.
+    pub user_id: UserId,
+    /// Online, away or offline.
+    pub status: Status,
+    /// Set only while `away`.
+    pub away_reason: Option<AwayReason>,
+    /// The user's last counted activity.
+    #[serde(with = "rfc3339")]
+    pub last_activity: Millis,
+    /// When the user's last session ended; set only while `offline`.
+    #[serde(with = "rfc3339::option")]
+    pub last_seen: Option<Millis>,
+    /// The user's current zone.
+    pub zone_id: Option<ZoneId>,
+    /// The user's current organisation.
+    pub org_id: Option<OrgId>,
+    /// Kinds of device the user is connected from (kept through the offline grace).
+    pub devices: DeviceSet,
+    /// The custom status, if any.
+    pub custom_status: Option<CustomStatus>,
+    /// Free-form JSON object set by the user or the app.
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Whether the user hides as offline (only the user and privileged tokens see `true`).
+    pub invisible: bool,
+    /// Increases strictly with every event of this user.
+    pub version: u64,
+    /// When the view last changed (not counting `last_activity`).
+    #[serde(with = "rfc3339")]
+    pub updated_at: Millis,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_names_are_the_seeds() {
+        for (s, name) in [(Status::Online, "online"), (Status::Away, "away"), (Status::Offline, "offline")] {
+            assert_eq!(s.as_str(), name);
+            assert_eq!(name.parse::<Status>().unwrap(), s);
+            assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{name}\""));
+        }
+        assert!("busy".parse::<Status>().is_err());
+    }
+
+    #[test]
+    fn device_sets_list_in_fixed_order_without_repeats() {
+        let s: DeviceSet = [DeviceKind::Mobile, DeviceKind::Desktop, DeviceKind::Mobile].into_iter().collect();
+        assert_eq!(serde_json::to_string(&s).unwrap(), r#"["desktop","mobile"]"#);
+    }
+
+    #[test]
+    fn the_view_serialises_every_field_with_nulls() {
+        let v = PresenceView {
+            user_id: UserId::new("123").unwrap(),
+            status: Status::Online,
+            away_reason: None,
+            last_activity: 1_732_616_700_000,
+            last_seen: None,
+            zone_id: Some(ZoneId::new("10").unwrap()),
+            org_id: None,
+            devices: [DeviceKind::Web].into_iter().collect(),
+            custom_status: None,
+            metadata: None,
+            invisible: false,
+            version: 1,
+            updated_at: 1_732_616_700_000,
+        };
+        let j = serde_json::to_value(&v).unwrap();
+        assert_eq!(
+            j,
+            serde_json::json!({
+                "user_id": "123", "status": "online", "away_reason": null,
+                "last_activity": "2024-11-26T10:25:00.000Z", "last_seen": null,
+                "zone_id": "10", "org_id": null, "devices": ["web"], "custom_status": null,
+                "metadata": null, "invisible": false, "version": 1,
+                "updated_at": "2024-11-26T10:25:00.000Z"
+            })
+        );
+        let back: PresenceView = serde_json::from_value(j).unwrap();
+        assert_eq!(back, v);
+    }
+}
