@@ -40,11 +40,15 @@ impl FromStr for FeedId {
     fn from_str(s: &str) -> Result<Self, BadFeedId> {
         let bad = || BadFeedId(s.chars().take(64).collect());
         let (ms, seq) = s.split_once('-').ok_or_else(bad)?;
-        let digits = |p: &str| !p.is_empty() && p.len() <= 20 && p.bytes().all(|b| b.is_ascii_digit());
+        let digits =
+            |p: &str| !p.is_empty() && p.len() <= 20 && p.bytes().all(|b| b.is_ascii_digit());
         if !digits(ms) || !digits(seq) {
             return Err(bad());
         }
-        Ok(FeedId { ms: ms.parse().map_err(|_| bad())?, seq: seq.parse().map_err(|_| bad())? })
+        Ok(FeedId {
+            ms: ms.parse().map_err(|_| bad())?,
+            seq: seq.parse().map_err(|_| bad())?,
+        })
     }
 }
 
@@ -56,7 +60,9 @@ impl Serialize for FeedId {
 
 impl<'de> Deserialize<'de> for FeedId {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -90,7 +96,15 @@ mod tests {
         let c: FeedId = "1732616700124-0".parse().unwrap();
         assert!(a < b && b < c);
         assert_eq!(b.to_string(), "1732616700123-7");
-        for bad in ["", "1", "-1", "1-", "a-1", "1-2-3", "99999999999999999999999-0"] {
+        for bad in [
+            "",
+            "1",
+            "-1",
+            "1-",
+            "a-1",
+            "1-2-3",
+            "99999999999999999999999-0",
+        ] {
             assert!(bad.parse::<FeedId>().is_err(), "{bad:?}");
         }
     }

@@ -153,7 +153,11 @@ impl UserRecord {
             status: self.status,
             away_reason: self.away_reason,
             last_activity: self.last_activity,
-            last_seen: if self.status == Status::Offline { self.last_seen } else { None },
+            last_seen: if self.status == Status::Offline {
+                self.last_seen
+            } else {
+                None
+            },
             zone_id: self.zone_id.clone(),
             org_id: self.org_id.clone(),
             devices: self.devices,
@@ -244,7 +248,9 @@ impl UserRecord {
             return Err(TransitionError::SessionExists(id));
         }
         if self.sessions.len() >= sessions_per_user {
-            return Err(TransitionError::TooManySessions { limit: sessions_per_user });
+            return Err(TransitionError::TooManySessions {
+                limit: sessions_per_user,
+            });
         }
         self.sessions.insert(id, session);
         self.grace_until = None;
@@ -280,7 +286,11 @@ impl UserRecord {
 
     /// Sessions end without grace (their REST lease or their node's lease ran out). A user
     /// left with none goes offline at once. Returns how many sessions ended.
-    pub fn end_sessions(&mut self, ended: impl Fn(&SessionId, &Session) -> bool, now: Millis) -> usize {
+    pub fn end_sessions(
+        &mut self,
+        ended: impl Fn(&SessionId, &Session) -> bool,
+        now: Millis,
+    ) -> usize {
         let before = self.sessions.len();
         self.sessions.retain(|id, s| !ended(id, s));
         let n = before - self.sessions.len();
@@ -376,38 +386,61 @@ mod tests {
         SessionId::new(s).unwrap()
     }
     fn ws(device: DeviceKind) -> Session {
-        Session { node: Some(NodeId::new("n1").unwrap()), device, lease_until: None }
+        Session {
+            node: Some(NodeId::new("n1").unwrap()),
+            device,
+            lease_until: None,
+        }
     }
 
     #[test]
     fn first_open_is_one_online_event_and_a_reload_in_grace_is_none() {
         let mut r = UserRecord::new(uid("1"), 0);
         let b = r.before();
-        r.open(sid("a"), ws(DeviceKind::Web), None, None, 10, 10).unwrap();
+        r.open(sid("a"), ws(DeviceKind::Web), None, None, 10, 10)
+            .unwrap();
         let e = r.finish(b, 10).expect("online event");
-        assert_eq!((e.prev_status, e.user.status, e.user.version), (Status::Offline, Status::Online, 1));
+        assert_eq!(
+            (e.prev_status, e.user.status, e.user.version),
+            (Status::Offline, Status::Online, 1)
+        );
 
         let b = r.before();
         assert!(r.close(&sid("a"), 20, 5000));
-        assert!(r.finish(b, 20).is_none(), "closing into grace shows nothing");
+        assert!(
+            r.finish(b, 20).is_none(),
+            "closing into grace shows nothing"
+        );
         let b = r.before();
-        r.open(sid("b"), ws(DeviceKind::Web), None, None, 30, 10).unwrap();
-        assert!(r.finish(b, 30).is_none(), "reload within grace shows nothing");
+        r.open(sid("b"), ws(DeviceKind::Web), None, None, 30, 10)
+            .unwrap();
+        assert!(
+            r.finish(b, 30).is_none(),
+            "reload within grace shows nothing"
+        );
         assert_eq!(r.version, 1);
     }
 
     #[test]
     fn manual_away_survives_activity_and_reconnects() {
         let mut r = UserRecord::new(uid("1"), 0);
-        r.open(sid("a"), ws(DeviceKind::Web), None, None, 0, 10).unwrap();
+        r.open(sid("a"), ws(DeviceKind::Web), None, None, 0, 10)
+            .unwrap();
         r.change(Change::SetAway, 1);
         r.activity(2);
-        assert_eq!((r.status, r.away_reason), (Status::Away, Some(AwayReason::Manual)));
+        assert_eq!(
+            (r.status, r.away_reason),
+            (Status::Away, Some(AwayReason::Manual))
+        );
         assert_eq!(r.last_activity, 2);
         r.close(&sid("a"), 3, 0);
         assert_eq!(r.status, Status::Offline);
-        r.open(sid("b"), ws(DeviceKind::Web), None, None, 4, 10).unwrap();
-        assert_eq!((r.status, r.away_reason), (Status::Away, Some(AwayReason::Manual)));
+        r.open(sid("b"), ws(DeviceKind::Web), None, None, 4, 10)
+            .unwrap();
+        assert_eq!(
+            (r.status, r.away_reason),
+            (Status::Away, Some(AwayReason::Manual))
+        );
         r.change(Change::SetOnline, 5);
         assert_eq!((r.status, r.away_reason), (Status::Online, None));
     }
@@ -415,7 +448,8 @@ mod tests {
     #[test]
     fn auto_away_reverts_on_activity() {
         let mut r = UserRecord::new(uid("1"), 0);
-        r.open(sid("a"), ws(DeviceKind::Web), None, None, 0, 10).unwrap();
+        r.open(sid("a"), ws(DeviceKind::Web), None, None, 0, 10)
+            .unwrap();
         assert!(!r.auto_away(-1));
         assert!(r.auto_away(0));
         assert_eq!(r.away_reason, Some(AwayReason::Auto));
@@ -426,7 +460,8 @@ mod tests {
     #[test]
     fn session_limit_and_duplicate_ids_are_refused() {
         let mut r = UserRecord::new(uid("1"), 0);
-        r.open(sid("a"), ws(DeviceKind::Web), None, None, 0, 1).unwrap();
+        r.open(sid("a"), ws(DeviceKind::Web), None, None, 0, 1)
+            .unwrap();
         assert_eq!(
             r.open(sid("a"), ws(DeviceKind::Web), None, None, 0, 5),
             Err(TransitionError::SessionExists(sid("a")))

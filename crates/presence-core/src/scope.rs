@@ -83,7 +83,10 @@ impl ListCursor {
         let raw = URL_SAFE_NO_PAD.decode(s).map_err(|_| BadCursor)?;
         let raw = String::from_utf8(raw).map_err(|_| BadCursor)?;
         let (a, u) = raw.split_once('|').ok_or(BadCursor)?;
-        Ok(ListCursor { activity: a.parse().map_err(|_| BadCursor)?, user: UserId::new(u).map_err(|_| BadCursor)? })
+        Ok(ListCursor {
+            activity: a.parse().map_err(|_| BadCursor)?,
+            user: UserId::new(u).map_err(|_| BadCursor)?,
+        })
     }
 }
 
@@ -131,9 +134,15 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_reject_garbage() {
-        let c = ListCursor { activity: 1_732_616_700_123, user: UserId::new("u:1").unwrap() };
+        let c = ListCursor {
+            activity: 1_732_616_700_123,
+            user: UserId::new("u:1").unwrap(),
+        };
         assert_eq!(ListCursor::decode(&c.encode()), Ok(c));
         assert_eq!(ListCursor::decode("!!"), Err(BadCursor));
-        assert_eq!(ListCursor::decode(&URL_SAFE_NO_PAD.encode("x|")), Err(BadCursor));
+        assert_eq!(
+            ListCursor::decode(&URL_SAFE_NO_PAD.encode("x|")),
+            Err(BadCursor)
+        );
     }
 }

@@ -148,10 +148,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Closes a session; the last one starts the offline grace. Closing a session that is
     /// not open is not an error (closes may race with reaps): the view is returned unchanged.
-    async fn close_session(&self, user: &UserId, session: &SessionId) -> Result<Applied, StoreError>;
+    async fn close_session(
+        &self,
+        user: &UserId,
+        session: &SessionId,
+    ) -> Result<Applied, StoreError>;
 
     /// Renews a REST heartbeat session's lease; returns the new expiry.
-    async fn renew_session(&self, user: &UserId, session: &SessionId) -> Result<Millis, StoreError>;
+    async fn renew_session(&self, user: &UserId, session: &SessionId)
+    -> Result<Millis, StoreError>;
 
     /// Records activity for many users in one call; returns the events (auto-away ended).
     async fn record_activity(&self, batch: &[Activity]) -> Result<Vec<PresenceEvent>, StoreError>;
@@ -190,7 +195,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn read_feed(&self, after: FeedId, limit: usize) -> Result<FeedRead, StoreError>;
 
     /// Like [`Store::read_feed`], but waits up to `wait` for an event when there is none yet.
-    async fn wait_feed(&self, after: FeedId, limit: usize, wait: Duration) -> Result<FeedRead, StoreError>;
+    async fn wait_feed(
+        &self,
+        after: FeedId,
+        limit: usize,
+        wait: Duration,
+    ) -> Result<FeedRead, StoreError>;
 
     /// Checks that the store answers.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -111,7 +111,10 @@ pub fn parse_rfc3339(s: &str) -> Option<Millis> {
     }
     let offset_s = match &s[i..] {
         "Z" | "z" => 0,
-        tz if tz.len() == 6 && matches!(tz.as_bytes()[0], b'+' | b'-') && tz.as_bytes()[3] == b':' => {
+        tz if tz.len() == 6
+            && matches!(tz.as_bytes()[0], b'+' | b'-')
+            && tz.as_bytes()[3] == b':' =>
+        {
             let oh = num(i + 1..i + 3)?;
             let om = num(i + 4..i + 6)?;
             let sign = if tz.as_bytes()[0] == b'-' { -1 } else { 1 };
@@ -144,7 +147,15 @@ pub fn civil_from_days(z: i64) -> (i64, i64, i64) {
     let mp = (5 * doy + 2) / 153;
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { yoe + era * 400 + 1 } else { yoe + era * 400 }, m, d)
+    (
+        if m <= 2 {
+            yoe + era * 400 + 1
+        } else {
+            yoe + era * 400
+        },
+        m,
+        d,
+    )
 }
 
 /// Serde adapters writing [`Millis`] as RFC 3339.
@@ -194,7 +205,10 @@ mod tests {
     #[test]
     fn formats_with_three_fraction_digits_and_z() {
         assert_eq!(format_rfc3339(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(format_rfc3339(1_732_616_700_123), "2024-11-26T10:25:00.123Z");
+        assert_eq!(
+            format_rfc3339(1_732_616_700_123),
+            "2024-11-26T10:25:00.123Z"
+        );
         assert_eq!(format_rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
     }
 
@@ -203,10 +217,25 @@ mod tests {
         for ms in [0, 1_732_616_700_123, 951_782_400_000, 4_102_444_799_999] {
             assert_eq!(parse_rfc3339(&format_rfc3339(ms)), Some(ms));
         }
-        assert_eq!(parse_rfc3339("2024-11-26T10:25:00Z"), Some(1_732_616_700_000));
-        assert_eq!(parse_rfc3339("2024-11-26T10:25:00.5Z"), Some(1_732_616_700_500));
-        assert_eq!(parse_rfc3339("2024-11-26T11:25:00+01:00"), Some(1_732_616_700_000));
-        for bad in ["", "2024-11-26", "2024-13-01T00:00:00Z", "2024-11-26T10:25:00", "2024-11-26T10:25:00.Z"] {
+        assert_eq!(
+            parse_rfc3339("2024-11-26T10:25:00Z"),
+            Some(1_732_616_700_000)
+        );
+        assert_eq!(
+            parse_rfc3339("2024-11-26T10:25:00.5Z"),
+            Some(1_732_616_700_500)
+        );
+        assert_eq!(
+            parse_rfc3339("2024-11-26T11:25:00+01:00"),
+            Some(1_732_616_700_000)
+        );
+        for bad in [
+            "",
+            "2024-11-26",
+            "2024-13-01T00:00:00Z",
+            "2024-11-26T10:25:00",
+            "2024-11-26T10:25:00.Z",
+        ] {
             assert_eq!(parse_rfc3339(bad), None, "{bad:?}");
         }
     }

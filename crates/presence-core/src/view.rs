@@ -54,7 +54,10 @@ impl FromStr for Status {
             "online" => Ok(Status::Online),
             "away" => Ok(Status::Away),
             "offline" => Ok(Status::Offline),
-            _ => Err(UnknownName { what: "status", value: s.into() }),
+            _ => Err(UnknownName {
+                what: "status",
+                value: s.into(),
+            }),
         }
     }
 }
@@ -85,7 +88,10 @@ impl FromStr for AwayReason {
         match s {
             "auto" => Ok(AwayReason::Auto),
             "manual" => Ok(AwayReason::Manual),
-            _ => Err(UnknownName { what: "away reason", value: s.into() }),
+            _ => Err(UnknownName {
+                what: "away reason",
+                value: s.into(),
+            }),
         }
     }
 }
@@ -106,7 +112,12 @@ pub enum DeviceKind {
 
 impl DeviceKind {
     /// All kinds, in the order views list them.
-    pub const ALL: [DeviceKind; 4] = [DeviceKind::Web, DeviceKind::Desktop, DeviceKind::Mobile, DeviceKind::Other];
+    pub const ALL: [DeviceKind; 4] = [
+        DeviceKind::Web,
+        DeviceKind::Desktop,
+        DeviceKind::Mobile,
+        DeviceKind::Other,
+    ];
 
     /// The wire name.
     pub fn as_str(self) -> &'static str {
@@ -131,7 +142,10 @@ impl FromStr for DeviceKind {
         DeviceKind::ALL
             .into_iter()
             .find(|d| d.as_str() == s)
-            .ok_or_else(|| UnknownName { what: "device", value: s.into() })
+            .ok_or_else(|| UnknownName {
+                what: "device",
+                value: s.into(),
+            })
     }
 }
 
@@ -165,7 +179,9 @@ impl DeviceSet {
 
     /// The kinds in view order.
     pub fn iter(self) -> impl Iterator<Item = DeviceKind> {
-        DeviceKind::ALL.into_iter().filter(move |d| self.contains(*d))
+        DeviceKind::ALL
+            .into_iter()
+            .filter(move |d| self.contains(*d))
     }
 }
 
@@ -262,7 +278,11 @@ mod tests {
 
     #[test]
     fn status_names_are_the_seeds() {
-        for (s, name) in [(Status::Online, "online"), (Status::Away, "away"), (Status::Offline, "offline")] {
+        for (s, name) in [
+            (Status::Online, "online"),
+            (Status::Away, "away"),
+            (Status::Offline, "offline"),
+        ] {
             assert_eq!(s.as_str(), name);
             assert_eq!(name.parse::<Status>().unwrap(), s);
             assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{name}\""));
@@ -272,8 +292,13 @@ mod tests {
 
     #[test]
     fn device_sets_list_in_fixed_order_without_repeats() {
-        let s: DeviceSet = [DeviceKind::Mobile, DeviceKind::Desktop, DeviceKind::Mobile].into_iter().collect();
-        assert_eq!(serde_json::to_string(&s).unwrap(), r#"["desktop","mobile"]"#);
+        let s: DeviceSet = [DeviceKind::Mobile, DeviceKind::Desktop, DeviceKind::Mobile]
+            .into_iter()
+            .collect();
+        assert_eq!(
+            serde_json::to_string(&s).unwrap(),
+            r#"["desktop","mobile"]"#
+        );
     }
 
     #[test]

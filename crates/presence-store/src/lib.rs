@@ -1,1 +1,16 @@
-//! placeholder
+//! The two stores behind [`presence_core::Store`]:
+//!
+//! - [`MemoryStore`]: embedded, one node, the default.
+//! - [`RedisStore`]: Redis or Valkey, any number of nodes. Every transition is one Lua script
+//!   (in `lua/`, loaded with `include_str!`) that re-checks the state and writes the record,
+//!   the indexes and the feed entry together.
+//!
+//! Both pass one conformance suite (`tests/conformance.rs`) and one property test against a
+//! naive reference model (`tests/model.rs`). This crate depends on the domain crate and the
+//! storage clients only: no HTTP, no WebSockets.
+
+mod memory;
+mod redis;
+
+pub use memory::MemoryStore;
+pub use redis::{RedisConfig, RedisStore};

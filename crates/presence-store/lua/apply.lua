@@ -1,0 +1,23 @@
+-- apply.lua: a change the user asked for.
+-- ARGV[5] user   ARGV[6] op: away | online | zone | org | metadata
+-- ARGV[7] the new zone, org or metadata JSON ('' clears)
+-- Returns {'ok', feed_id, event, record} | {'not_found'}
+local user, op, value = ARGV[5], ARGV[6], ARGV[7]
+local old = load(user)
+if not old then return {'not_found'} end
+local r = copy(old)
+if value == '' then value = nil end
+if op == 'away' then
+  r.ma = '1'
+  if r.status ~= 'offline' then present_status(r, false) end
+elseif op == 'online' then
+  r.ma = nil
+  if r.status ~= 'offline' then
+    touch(r, NOW)
+    present_status(r, false)
+  end
+elseif op == 'zone' then r.zone_id = value
+elseif op == 'org' then r.org_id = value
+elseif op == 'metadata' then r.metadata = value
+else return redis.error_reply('unknown op ' .. op) end
+return answer(user, old, r)

@@ -1,0 +1,266 @@
+-- common.lua: shared by every presenced script; prepended to each one at build time.
+--
+-- Every script takes the same first four ARGV:
+--   ARGV[1] key prefix ("" keeps the seed's key names)
+--   ARGV[2] now, unix milliseconds (from the calling node's Clock)
+--   ARGV[3] now as RFC 3339 (for the seed's `updated_at` field)
+--   ARGV[4] feed max length (XADD MAXLEN ~)
+-- and their own arguments from ARGV[5] on. Keys are built from the prefix inside the script:
+-- presenced runs on one Redis (or a primary with replicas), not on Redis Cluster.
+--
+-- The rules below mirror presence-core's record.rs; the conformance suite and the property
+-- test hold both to one reference model.
+
+local P = ARGV[1]
+local NOW = tonumber(ARGV[2])
+local NOW_TXT = ARGV[3]
+local FEED_MAX = ARGV[4]
+
+local function key(name) return P .. name end
+local function ukey(user) return P .. 'presence:' .. user end
+
+-- Times: ms inside the scripts; unix seconds with three decimals in the seed's fields and in
+-- sorted-set scores, so `redis-cli` shows what the seed showed.
+local function secs(ms) return string.format('%.3f', ms / 1000) end
+local function ms_of(s) return math.floor(tonumber(s) * 1000 + 0.5) end
+local function int(n) return string.format('%.0f', n) end
+
+-- Byte order, as sorted sets order ties (Lua's `<` on strings follows the locale).
+local function bytes_less(a, b)
+  local n = math.min(#a, #b)
+  for i = 1, n do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
+
+-- Scalar fields of a record (absent = nil). Sessions are fields `s:{id}` = "node|device|lease".
+local FIELDS = {'status', 'ar', 'ma', 'last_activity', 'last_seen', 'zone_id', 'org_id', 'dev',
+  'metadata', 'v', 'updated_at', 'gr'}
+-- Fields the public view shows, minus last_activity: a change to any is one event.
+local VISIBLE = {'status', 'ar', 'zone_id', 'org_id', 'dev', 'metadata'}
+local DEVICE_ORDER = {'web', 'desktop', 'mobile', 'other'}
+
+local function parse_session(v)
+  local node, device, lease = string.match(v, '^([^|]*)|([^|]*)|([^|]*)$')
+  return node, device, tonumber(lease)
+end
+
+local function load(user)
+  local flat = redis.call('HGETALL', ukey(user))
+  if #flat == 0 then return nil end
+  local r = {sessions = {}, n = 0}
+  for i = 1, #flat, 2 do
+    local f = flat[i]
+    if string.sub(f, 1, 2) == 's:' then
+      r.sessions[string.sub(f, 3)] = flat[i + 1]
+      r.n = r.n + 1
+    else
+      r[f] = flat[i + 1]
+    end
+  end
+  return r
+end
+
+local function new_record()
+  return {sessions = {}, n = 0, status = 'offline', last_activity = secs(NOW), v = '0',
+    updated_at = NOW_TXT}
+end
+
+local function copy(r)
+  local c = {sessions = {}, n = r.n}
+  for _, f in ipairs(FIELDS) do c[f] = r[f] end
+  for id, v in pairs(r.sessions) do c.sessions[id] = v end
+  return c
+end
+
+-- The state machine (record.rs) ----------------------------------------------------------
+
+local function present_status(r, auto_away)
+  if r.ma == '1' then r.status = 'away'; r.ar = 'manual'
+  elseif auto_away then r.status = 'away'; r.ar = 'auto'
+  else r.status = 'online'; r.ar = nil end
+end
+
+local function recompute_devices(r)
+  local have = {}
+  for _, v in pairs(r.sessions) do
+    local _, device = parse_session(v)
+    have[device] = true
+  end
+  local list = {}
+  for _, d in ipairs(DEVICE_ORDER) do
+    if have[d] then list[#list + 1] = d end
+  end
+  if #list == 0 then r.dev = nil else r.dev = table.concat(list, ',') end
+end
+
+local function touch(r, at)
+  if at > ms_of(r.last_activity) then r.last_activity = secs(at) end
+end
+
+local function go_offline(r, seen)
+  r.status = 'offline'; r.ar = nil; r.dev = nil; r.gr = nil
+  r.last_seen = secs(seen)
+end
+
+local function remove_session(r, id)
+  if r.sessions[id] == nil then return false end
+  r.sessions[id] = nil
+  r.n = r.n - 1
+  return true
+end
+
+-- Sessions ended without grace (lease or node gone): offline at once when none is left.
+local function after_sessions_ended(r)
+  if r.n == 0 then go_offline(r, NOW) else recompute_devices(r) end
+end
+
+-- Writing -------------------------------------------------------------------------------
+
+local function visible_changed(a, b)
+  for _, f in ipairs(VISIBLE) do
+    if a[f] ~= b[f] then return true end
+  end
+  -- last_seen shows only while offline
+  local sa = a.status == 'offline' and a.last_seen or nil
+  local sb = b.status == 'offline' and b.last_seen or nil
+  return sa ~= sb
+end
+
+local function save(user, old, r)
+  local k = ukey(user)
+  local set, del = {}, {}
+  for _, f in ipairs(FIELDS) do
+    if r[f] ~= old[f] then
+      if r[f] == nil then del[#del + 1] = f else set[#set + 1] = f; set[#set + 1] = r[f] end
+    end
+  end
+  for id, v in pairs(r.sessions) do
+    if old.sessions[id] ~= v then set[#set + 1] = 's:' .. id; set[#set + 1] = v end
+  end
+  for id in pairs(old.sessions) do
+    if r.sessions[id] == nil then del[#del + 1] = 's:' .. id end
+  end
+  if #set > 0 then redis.call('HSET', k, unpack(set)) end
+  if #del > 0 then redis.call('HDEL', k, unpack(del)) end
+end
+
+local function scope_sets(r)
+  if r == nil or r.status == nil or r.status == 'offline' then return {} end
+  local s = {['global'] = true}
+  if r.zone_id then s['zone:' .. r.zone_id] = true end
+  if r.org_id then s['org:' .. r.org_id] = true end
+  return s
+end
+
+local function lease_members(user, r)
+  local m = {}
+  for id, v in pairs(r.sessions) do
+    local _, _, lease = parse_session(v)
+    if lease then m[user .. '|' .. id] = lease end
+  end
+  return m
+end
+
+local function node_set(r)
+  local m = {}
+  for _, v in pairs(r.sessions) do
+    local node = parse_session(v)
+    if node ~= '' then m[node] = true end
+  end
+  return m
+end
+
+-- Brings every index in line with the record: the seed's online:* sets (score = last
+-- activity), the away counts, grace, REST leases, node membership and last seen.
+local function reindex(user, old, r)
+  local before, after = scope_sets(old), scope_sets(r)
+  local was_away, is_away = old.status == 'away', r and r.status == 'away'
+  for scope in pairs(before) do
+    if not after[scope] then
+      redis.call('ZREM', key('online:' .. scope), user)
+      if was_away then redis.call('HINCRBY', key('away_count'), scope, -1) end
+    end
+  end
+  for scope in pairs(after) do
+    if not before[scope] or old.last_activity ~= r.last_activity then
+      redis.call('ZADD', key('online:' .. scope), r.last_activity, user)
+    end
+    if not before[scope] then
+      if is_away then redis.call('HINCRBY', key('away_count'), scope, 1) end
+    elseif was_away ~= is_away then
+      redis.call('HINCRBY', key('away_count'), scope, is_away and 1 or -1)
+    end
+  end
+  local empty = {sessions = {}}
+  r = r or empty
+  if old.gr ~= r.gr then
+    if old.gr then redis.call('ZREM', key('grace'), user) end
+    if r.gr then redis.call('ZADD', key('grace'), r.gr, user) end
+  end
+  local lb, la = lease_members(user, old), lease_members(user, r)
+  for m in pairs(lb) do if la[m] == nil then redis.call('ZREM', key('leases'), m) end end
+  for m, t in pairs(la) do if lb[m] ~= t then redis.call('ZADD', key('leases'), t, m) end end
+  local nb, na = node_set(old), node_set(r)
+  for n in pairs(nb) do if not na[n] then redis.call('SREM', key('node:' .. n .. ':users'), user) end end
+  for n in pairs(na) do if not nb[n] then redis.call('SADD', key('node:' .. n .. ':users'), user) end end
+  local sb = old.status == 'offline' and old.last_seen or nil
+  local sa = r.status == 'offline' and r.last_seen or nil
+  if sb ~= sa then
+    if sa then redis.call('ZADD', key('last_seen'), sa, user)
+    else redis.call('ZREM', key('last_seen'), user) end
+  end
+end
+
+-- The feed entry of a change: the record's visible fields after it, then the previous
+-- status, zone and org, and the time. presence-store decodes it into a PresenceEvent.
+local function event_fields(user, old, r)
+  local e = {'u', user}
+  local function put(f, v) if v ~= nil then e[#e + 1] = f; e[#e + 1] = v end end
+  for _, f in ipairs({'status', 'ar', 'last_activity', 'zone_id', 'org_id', 'dev', 'metadata',
+      'v', 'updated_at'}) do
+    put(f, r[f])
+  end
+  if r.status == 'offline' then put('last_seen', r.last_seen) end
+  put('ps', old.status); put('pz', old.zone_id); put('po', old.org_id); put('ts', int(NOW))
+  return e
+end
+
+local function flatten(r)
+  local flat = {}
+  for _, f in ipairs(FIELDS) do
+    if r[f] ~= nil then flat[#flat + 1] = f; flat[#flat + 1] = r[f] end
+  end
+  for id, v in pairs(r.sessions) do flat[#flat + 1] = 's:' .. id; flat[#flat + 1] = v end
+  return flat
+end
+
+-- Ends a transition: when the view changed, bumps the version and appends the one event to
+-- the feed; then writes the record and its indexes. Returns {feed_id, event_fields} or
+-- {'', {}}.
+local function commit(user, old, r)
+  local id, ev = '', {}
+  if visible_changed(old, r) then
+    r.v = int((tonumber(r.v) or 0) + 1)
+    r.updated_at = NOW_TXT
+    ev = event_fields(user, old, r)
+    id = redis.call('XADD', key('feed'), 'MAXLEN', '~', FEED_MAX, '*', unpack(ev))
+  end
+  save(user, old, r)
+  reindex(user, old, r)
+  return {id, ev}
+end
+
+-- The usual answer of a transition on one user: {'ok', feed_id, event_fields, record}.
+local function answer(user, old, r)
+  local c = commit(user, old, r)
+  return {'ok', c[1], c[2], flatten(r)}
+end
+
+-- Deletes a record and every index entry it had.
+local function delete_record(user, r)
+  redis.call('DEL', ukey(user))
+  reindex(user, r, nil)
+end

@@ -1,0 +1,33 @@
+-- reap_node.lua: ends the sessions of a node whose lease lapsed, a batch at a time. Safe to
+-- run twice or on many nodes at once: it re-checks the lease, and each user it pops is
+-- handled once.
+-- ARGV[5] node id   ARGV[6] batch size
+-- Returns {sessions ended, 1 when the node is fully reaped else 0}
+local node, batch = ARGV[5], tonumber(ARGV[6])
+local lease = redis.call('ZSCORE', key('nodes'), node)
+if not lease or tonumber(lease) >= NOW then return {0, 0} end
+local set = key('node:' .. node .. ':users')
+local users = redis.call('SPOP', set, batch)
+local ended = 0
+for _, user in ipairs(users) do
+  local old = load(user)
+  if old then
+    local r = copy(old)
+    local gone = 0
+    for id, v in pairs(old.sessions) do
+      if parse_session(v) == node then remove_session(r, id); gone = gone + 1 end
+    end
+    if gone > 0 then
+      after_sessions_ended(r)
+      commit(user, old, r)
+      ended = ended + gone
+    end
+  end
+end
+if redis.call('SCARD', set) == 0 then
+  redis.call('ZREM', key('nodes'), node)
+  -- Tells the node, should it come back, that its sessions are gone (node_lease.lua).
+  redis.call('SET', key('node:' .. node .. ':reaped'), '1', 'PX', 86400000)
+  return {ended, 1}
+end
+return {ended, 0}

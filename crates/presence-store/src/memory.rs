@@ -1,0 +1,738 @@
+//! The embedded memory store: one node's presence in process memory.
+//!
+//! The same rules as the Redis store, over maps and ordered sets behind one `std::sync::Mutex`
+//! (nothing awaits while it is held, so a std mutex is right and cheap). Each transition runs
+//! the state machine of `presence_core::record` on a copy of the record, then re-indexes by
+//! diffing what the record contributes to each index before and after — the one place where
+//! indexes change, so they cannot drift from the records.
+//!
+//! Handles made by [`MemoryStore::handle`] share the state and speak for other node ids; tests
+//! use them to play several nodes.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use presence_core::record::IndexEntry;
+use presence_core::scope::filtered_scan_budget;
+use presence_core::settings::ms;
+use presence_core::{
+    Activity, Applied, Change, FeedId, FeedRead, LeaseRenewal, ListCursor, ListQuery, Millis,
+    NodeId, NodeInfo, OpenSession, PresenceEvent, PresenceView, Scope, ScopeCount, ScopePage,
+    Session, SessionId, SharedClock, Store, StoreError, StoreSettings, SweepReport, UserId,
+    UserRecord,
+};
+use tokio::sync::Notify;
+
+/// Most bounded passes one `sweep` makes; the next sweep carries on.
+const MAX_PASSES_PER_SWEEP: usize = 100;
+
+/// The embedded store.
+#[derive(Debug, Clone)]
+pub struct MemoryStore {
+    shared: Arc<Shared>,
+    node: NodeId,
+}
+
+#[derive(Debug)]
+struct Shared {
+    state: Mutex<State>,
+    feed_grew: Notify,
+    clock: SharedClock,
+    settings: StoreSettings,
+}
+
+/// Where one user sits in a scope index.
+#[derive(Debug, Default)]
+struct ScopeIndex {
+    by_activity: BTreeSet<(Millis, UserId)>,
+    away: u64,
+}
+
+#[derive(Debug, Default)]
+struct NodeState {
+    lease_until: Millis,
+    users: HashSet<UserId>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    users: HashMap<UserId, UserRecord>,
+    scopes: HashMap<Scope, ScopeIndex>,
+    grace: BTreeSet<(Millis, UserId)>,
+    leases: BTreeSet<(Millis, UserId, SessionId)>,
+    nodes: BTreeMap<NodeId, NodeState>,
+    /// Nodes reaped since they last renewed: their next renewal answers `Lost`.
+    reaped: HashSet<NodeId>,
+    last_seen: BTreeSet<(Millis, UserId)>,
+    /// Auto-away has examined every activity up to here (see `sweep_auto_away`).
+    away_cutoff: Option<Millis>,
+    feed: VecDeque<PresenceEvent>,
+    feed_last: FeedId,
+    feed_trimmed: bool,
+}
+
+/// Everything a record contributes to the indexes; diffed before and after each change.
+#[derive(Debug, Default, PartialEq)]
+struct IndexKeys {
+    entry: Option<IndexEntry>,
+    grace: Option<Millis>,
+    leases: Vec<(Millis, SessionId)>,
+    nodes: BTreeSet<NodeId>,
+    last_seen: Option<Millis>,
+}
+
+impl IndexKeys {
+    fn of(rec: Option<&UserRecord>) -> Self {
+        let Some(r) = rec else { return Self::default() };
+        Self {
+            entry: r.index_entry(),
+            grace: r.grace_until,
+            leases: r
+                .sessions
+                .iter()
+                .filter_map(|(id, s)| s.lease_until.map(|t| (t, id.clone())))
+                .collect(),
+            nodes: r.sessions.values().filter_map(|s| s.node.clone()).collect(),
+            last_seen: r
+                .last_seen
+                .filter(|_| r.status == presence_core::Status::Offline),
+        }
+    }
+}
+
+/// The least id in byte order: `-` is the smallest byte ids may hold.
+fn smallest_user_id() -> UserId {
+    UserId::new("-").expect("a valid id")
+}
+
+fn scopes_of(e: &IndexEntry) -> impl Iterator<Item = Scope> + '_ {
+    std::iter::once(Scope::Global)
+        .chain(e.zone_id.clone().map(Scope::Zone))
+        .chain(e.org_id.clone().map(Scope::Org))
+}
+
+impl State {
+    fn reindex(&mut self, user: &UserId, old: IndexKeys, new: IndexKeys) {
+        if old.entry != new.entry {
+            if let Some(e) = &old.entry {
+                for scope in scopes_of(e) {
+                    if let Some(ix) = self.scopes.get_mut(&scope) {
+                        ix.by_activity.remove(&(e.activity, user.clone()));
+                        ix.away -= u64::from(e.away);
+                        if ix.by_activity.is_empty() {
+                            self.scopes.remove(&scope);
+                        }
+                    }
+                }
+            }
+            if let Some(e) = &new.entry {
+                for scope in scopes_of(e) {
+                    let ix = self.scopes.entry(scope).or_default();
+                    ix.by_activity.insert((e.activity, user.clone()));
+                    ix.away += u64::from(e.away);
+                }
+            }
+        }
+        if old.grace != new.grace {
+            if let Some(t) = old.grace {
+                self.grace.remove(&(t, user.clone()));
+            }
+            if let Some(t) = new.grace {
+                self.grace.insert((t, user.clone()));
+            }
+        }
+        if old.leases != new.leases {
+            for (t, s) in old.leases {
+                self.leases.remove(&(t, user.clone(), s));
+            }
+            for (t, s) in new.leases {
+                self.leases.insert((t, user.clone(), s));
+            }
+        }
+        for n in old.nodes.difference(&new.nodes) {
+            if let Some(ns) = self.nodes.get_mut(n) {
+                ns.users.remove(user);
+            }
+        }
+        for n in new.nodes.difference(&old.nodes) {
+            self.nodes
+                .entry(n.clone())
+                .or_default()
+                .users
+                .insert(user.clone());
+        }
+        if old.last_seen != new.last_seen {
+            if let Some(t) = old.last_seen {
+                self.last_seen.remove(&(t, user.clone()));
+            }
+            if let Some(t) = new.last_seen {
+                self.last_seen.insert((t, user.clone()));
+            }
+        }
+    }
+
+    /// Runs one transition on `user`'s record (created when `create`), writes the record and
+    /// its indexes, appends the event to the feed. `f` sees a copy: an error leaves nothing
+    /// changed.
+    fn transition<T>(
+        &mut self,
+        user: &UserId,
+        now: Millis,
+        create: bool,
+        feed_max_len: usize,
+        f: impl FnOnce(&mut UserRecord) -> Result<T, StoreError>,
+    ) -> Result<(T, Option<UserRecord>, Option<PresenceEvent>), StoreError> {
+        let old = self.users.get(user);
+        let mut rec = match (old, create) {
+            (Some(r), _) => r.clone(),
+            (None, true) => UserRecord::new(user.clone(), now),
+            (None, false) => return Err(StoreError::NotFound(user.clone())),
+        };
+        let old_keys = IndexKeys::of(old);
+        let before = rec.before();
+        let out = f(&mut rec)?;
+        let event = rec
+            .finish(before, now)
+            .map(|e| self.append(e, now, feed_max_len));
+        self.reindex(user, old_keys, IndexKeys::of(Some(&rec)));
+        self.users.insert(user.clone(), rec.clone());
+        Ok((out, Some(rec), event))
+    }
+
+    fn delete(&mut self, user: &UserId) {
+        if let Some(rec) = self.users.remove(user) {
+            self.reindex(user, IndexKeys::of(Some(&rec)), IndexKeys::default());
+        }
+    }
+
+    fn append(&mut self, mut event: PresenceEvent, now: Millis, max_len: usize) -> PresenceEvent {
+        let now = now.max(0) as u64;
+        let last = self.feed_last;
+        self.feed_last = if now > last.ms {
+            FeedId { ms: now, seq: 0 }
+        } else {
+            FeedId {
+                ms: last.ms,
+                seq: last.seq + 1,
+            }
+        };
+        event.feed_id = self.feed_last;
+        self.feed.push_back(event.clone());
+        while self.feed.len() > max_len.max(1) {
+            self.feed.pop_front();
+            self.feed_trimmed = true;
+        }
+        event
+    }
+
+    fn read_feed(&self, after: FeedId, limit: usize) -> FeedRead {
+        // Conservative like the Redis store: once anything was trimmed, an id older than the
+        // oldest kept event may have missed events, so the reader must take a snapshot.
+        let reset =
+            self.feed_trimmed && self.feed.front().is_some_and(|first| after < first.feed_id);
+        if reset {
+            return FeedRead {
+                events: Vec::new(),
+                reset,
+            };
+        }
+        let start = self.feed.partition_point(|e| e.feed_id <= after);
+        FeedRead {
+            events: self.feed.iter().skip(start).take(limit).cloned().collect(),
+            reset,
+        }
+    }
+}
+
+impl MemoryStore {
+    /// A new, empty store speaking for `node`.
+    pub fn new(node: NodeId, clock: SharedClock, settings: StoreSettings) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                state: Mutex::default(),
+                feed_grew: Notify::new(),
+                clock,
+                settings,
+            }),
+            node,
+        }
+    }
+
+    /// Another handle on the same state, speaking for `node`.
+    pub fn handle(&self, node: NodeId) -> Self {
+        Self {
+            shared: self.shared.clone(),
+            node,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves the state as the panicking transition found
+        // it only if the panic came before any write; transitions write last, so recover.
+        self.shared.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn now(&self) -> Millis {
+        self.shared.clock.now_ms()
+    }
+
+    fn settings(&self) -> &StoreSettings {
+        &self.shared.settings
+    }
+
+    fn run<T>(
+        &self,
+        user: &UserId,
+        create: bool,
+        f: impl FnOnce(&mut UserRecord, Millis) -> Result<T, StoreError>,
+    ) -> Result<(T, Option<UserRecord>, Option<PresenceEvent>), StoreError> {
+        let now = self.now();
+        let max = self.settings().feed_max_len;
+        let out = self
+            .lock()
+            .transition(user, now, create, max, |r| f(r, now));
+        if matches!(out, Ok((_, _, Some(_)))) {
+            self.shared.feed_grew.notify_waiters();
+        }
+        out
+    }
+
+    fn applied(
+        rec: Option<UserRecord>,
+        event: Option<PresenceEvent>,
+        user: &UserId,
+    ) -> Result<Applied, StoreError> {
+        let rec = rec.ok_or_else(|| StoreError::NotFound(user.clone()))?;
+        Ok(Applied {
+            view: rec.view(),
+            event,
+        })
+    }
+
+    /// Ends sessions in a sweep step and counts the events.
+    fn end_sessions_where(
+        &self,
+        st: &mut State,
+        user: &UserId,
+        now: Millis,
+        ended: impl Fn(&SessionId, &Session) -> bool,
+    ) -> (usize, bool) {
+        let max = self.settings().feed_max_len;
+        match st.transition(user, now, false, max, |r| Ok(r.end_sessions(ended, now))) {
+            Ok((n, _, ev)) => (n, ev.is_some()),
+            Err(_) => (0, false),
+        }
+    }
+
+    fn sweep_auto_away(&self, st: &mut State, now: Millis) -> usize {
+        // The users who just crossed `away_after` are the global index entries with activity
+        // in (previous cutoff, now - away_after]. Users already away or active sit outside the
+        // window, so a sweep costs O(users that change), not O(all users).
+        let target = now - ms(self.settings().away_after);
+        let from = st.away_cutoff.unwrap_or(Millis::MIN);
+        if target <= from {
+            return 0;
+        }
+        let batch = self.settings().sweep_batch.max(1);
+        let Some(ix) = st.scopes.get(&Scope::Global) else {
+            st.away_cutoff = Some(target);
+            return 0;
+        };
+        let mut candidates: Vec<(Millis, UserId)> = ix
+            .by_activity
+            .range((from.saturating_add(1), smallest_user_id())..)
+            .take_while(|(a, _)| *a <= target)
+            .take(batch)
+            .cloned()
+            .collect();
+        // A full batch stops at the last candidate's activity, with every tie at that
+        // activity included, so the next window can start strictly after it.
+        let cutoff = match candidates.last() {
+            Some(last) if candidates.len() == batch => {
+                let last = last.clone();
+                let ties = ix
+                    .by_activity
+                    .range(last.clone()..)
+                    .skip(1)
+                    .take_while(|(a, _)| *a == last.0);
+                candidates.extend(ties.cloned().collect::<Vec<_>>());
+                last.0
+            }
+            _ => target,
+        };
+        st.away_cutoff = Some(cutoff);
+        let max = self.settings().feed_max_len;
+        let mut n = 0;
+        for (_, user) in candidates {
+            if let Ok((true, _, _)) =
+                st.transition(&user, now, false, max, |r| Ok(r.auto_away(target)))
+            {
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+impl MemoryStore {
+    fn sweep_locked(&self, st: &mut State, now: Millis) -> SweepReport {
+        let s = self.settings();
+        let batch = s.sweep_batch.max(1);
+        let max = s.feed_max_len;
+        let mut report = SweepReport {
+            auto_away: self.sweep_auto_away(st, now),
+            ..Default::default()
+        };
+
+        let due: Vec<UserId> = st
+            .grace
+            .iter()
+            .take_while(|(t, _)| *t <= now)
+            .take(batch)
+            .map(|(_, u)| u.clone())
+            .collect();
+        for user in due {
+            if let Ok((true, _, _)) =
+                st.transition(&user, now, false, max, |r| Ok(r.expire_grace(now)))
+            {
+                report.grace_expired += 1;
+            }
+        }
+
+        let due: Vec<(UserId, SessionId)> = st
+            .leases
+            .iter()
+            .take_while(|(t, _, _)| *t <= now)
+            .take(batch)
+            .map(|(_, u, s)| (u.clone(), s.clone()))
+            .collect();
+        for (user, sid) in due {
+            let (n, _) = self.end_sessions_where(st, &user, now, |id, s| {
+                *id == sid && s.lease_until.is_some_and(|t| t <= now)
+            });
+            report.leases_expired += n;
+        }
+
+        let dead: Vec<NodeId> = st
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.lease_until < now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut budget = batch;
+        for node in dead {
+            let users: Vec<UserId> = st.nodes[&node].users.iter().take(budget).cloned().collect();
+            budget -= users.len();
+            for user in users {
+                let (n, _) =
+                    self.end_sessions_where(st, &user, now, |_, s| s.node.as_ref() == Some(&node));
+                report.node_sessions_reaped += n;
+                // A user whose record is gone still leaves the node's index.
+                if let Some(ns) = st.nodes.get_mut(&node) {
+                    ns.users.remove(&user);
+                }
+            }
+            if st.nodes[&node].users.is_empty() {
+                st.nodes.remove(&node);
+                st.reaped.insert(node);
+                report.nodes_reaped += 1;
+            }
+            if budget == 0 {
+                break;
+            }
+        }
+
+        let cutoff = now - ms(s.last_seen_retention);
+        let old: Vec<UserId> = st
+            .last_seen
+            .iter()
+            .take_while(|(t, _)| *t <= cutoff)
+            .take(batch)
+            .map(|(_, u)| u.clone())
+            .collect();
+        for user in old {
+            if st
+                .users
+                .get(&user)
+                .is_some_and(|r| r.retention_expired(cutoff))
+            {
+                st.delete(&user);
+                report.records_deleted += 1;
+            }
+        }
+        report
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    fn node_id(&self) -> &NodeId {
+        &self.node
+    }
+
+    async fn open_session(&self, open: OpenSession) -> Result<Applied, StoreError> {
+        let s = self.settings();
+        let (online_ttl, limit) = (ms(s.online_ttl), s.sessions_per_user);
+        if !open.leased {
+            // A node that opens sessions is live: register it if it never renewed, so its
+            // sessions can be reaped should it die before its first renewal.
+            let until = self.now() + ms(s.node_lease);
+            self.lock()
+                .nodes
+                .entry(self.node.clone())
+                .or_insert_with(|| NodeState {
+                    lease_until: until,
+                    ..Default::default()
+                });
+        }
+        let node = self.node.clone();
+        let (_, rec, event) = self.run(&open.user, true, |r, now| {
+            let session = Session {
+                node: (!open.leased).then_some(node),
+                device: open.device,
+                lease_until: open.leased.then_some(now + online_ttl),
+            };
+            r.open(open.session, session, open.zone, open.org, now, limit)
+                .map_err(StoreError::from)
+        })?;
+        Self::applied(rec, event, &open.user)
+    }
+
+    async fn close_session(
+        &self,
+        user: &UserId,
+        session: &SessionId,
+    ) -> Result<Applied, StoreError> {
+        let grace = ms(self.settings().offline_grace);
+        let (_, rec, event) = self.run(user, false, |r, now| Ok(r.close(session, now, grace)))?;
+        Self::applied(rec, event, user)
+    }
+
+    async fn renew_session(
+        &self,
+        user: &UserId,
+        session: &SessionId,
+    ) -> Result<Millis, StoreError> {
+        let ttl = ms(self.settings().online_ttl);
+        let (until, _, _) = self.run(user, false, |r, now| match r.sessions.get_mut(session) {
+            Some(s) if s.lease_until.is_some() => {
+                s.lease_until = Some(now + ttl);
+                Ok(now + ttl)
+            }
+            _ => Err(StoreError::NoSuchSession(session.clone())),
+        })?;
+        Ok(until)
+    }
+
+    async fn record_activity(&self, batch: &[Activity]) -> Result<Vec<PresenceEvent>, StoreError> {
+        let mut events = Vec::new();
+        for a in batch {
+            match self.run(&a.user, false, |r, now| {
+                r.activity(a.at.min(now));
+                Ok(())
+            }) {
+                Ok((_, _, Some(e))) => events.push(e),
+                Ok(_) | Err(StoreError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(events)
+    }
+
+    async fn apply(&self, user: &UserId, change: Change) -> Result<Applied, StoreError> {
+        let (_, rec, event) = self.run(user, false, |r, now| {
+            r.change(change, now);
+            Ok(())
+        })?;
+        Self::applied(rec, event, user)
+    }
+
+    async fn view(&self, user: &UserId) -> Result<Option<PresenceView>, StoreError> {
+        Ok(self.lock().users.get(user).map(UserRecord::view))
+    }
+
+    async fn views(&self, users: &[UserId]) -> Result<Vec<Option<PresenceView>>, StoreError> {
+        let st = self.lock();
+        Ok(users
+            .iter()
+            .map(|u| st.users.get(u).map(UserRecord::view))
+            .collect())
+    }
+
+    async fn list(&self, scope: &Scope, query: &ListQuery) -> Result<ScopePage, StoreError> {
+        let st = self.lock();
+        let Some(ix) = st.scopes.get(scope) else {
+            return Ok(ScopePage {
+                users: Vec::new(),
+                count: 0,
+                next_cursor: None,
+            });
+        };
+        let count = ScopeCount {
+            total: ix.by_activity.len() as u64,
+            away: ix.away,
+        }
+        .narrowed(query.status);
+        let mut iter: Box<dyn Iterator<Item = &(Millis, UserId)>> = match &query.cursor {
+            Some(c) => Box::new(ix.by_activity.range(..(c.activity, c.user.clone())).rev()),
+            None => Box::new(ix.by_activity.iter().rev()),
+        };
+        let budget = if query.status.is_some() {
+            filtered_scan_budget(query.limit)
+        } else {
+            usize::MAX
+        };
+        let mut users = Vec::new();
+        let mut last = None;
+        let mut examined = 0;
+        let mut exhausted = true;
+        for entry in iter.by_ref() {
+            if users.len() == query.limit || examined == budget {
+                exhausted = false;
+                break;
+            }
+            examined += 1;
+            last = Some(entry);
+            let rec = &st.users[&entry.1];
+            if query.status.is_none_or(|s| s == rec.status) {
+                users.push(rec.view());
+            }
+        }
+        let next_cursor = match last {
+            Some((a, u)) if !exhausted => Some(ListCursor {
+                activity: *a,
+                user: u.clone(),
+            }),
+            _ => None,
+        };
+        Ok(ScopePage {
+            users,
+            count,
+            next_cursor,
+        })
+    }
+
+    async fn counts(&self, scopes: &[Scope]) -> Result<Vec<ScopeCount>, StoreError> {
+        let st = self.lock();
+        Ok(scopes
+            .iter()
+            .map(|s| {
+                st.scopes
+                    .get(s)
+                    .map_or_else(ScopeCount::default, |ix| ScopeCount {
+                        total: ix.by_activity.len() as u64,
+                        away: ix.away,
+                    })
+            })
+            .collect())
+    }
+
+    async fn renew_node_lease(&self) -> Result<LeaseRenewal, StoreError> {
+        let until = self.now() + ms(self.settings().node_lease);
+        let mut st = self.lock();
+        let lost = st.reaped.remove(&self.node);
+        st.nodes.entry(self.node.clone()).or_default().lease_until = until;
+        Ok(if lost {
+            LeaseRenewal::Lost
+        } else {
+            LeaseRenewal::Held
+        })
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeInfo>, StoreError> {
+        let now = self.now();
+        Ok(self
+            .lock()
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.lease_until >= now)
+            .map(|(id, n)| NodeInfo {
+                node_id: id.clone(),
+                lease_until: n.lease_until,
+            })
+            .collect())
+    }
+
+    async fn sweep(&self) -> Result<SweepReport, StoreError> {
+        let now = self.now();
+        let report = {
+            let mut st = self.lock();
+            let mut total = SweepReport::default();
+            // Each pass is bounded by `sweep_batch`; repeat while passes come back full, up to
+            // a cap so one sweep never holds the lock for long.
+            for _ in 0..MAX_PASSES_PER_SWEEP {
+                let r = self.sweep_locked(&mut st, now);
+                total = add_reports(total, r);
+                if !is_full(&r, self.settings().sweep_batch) {
+                    break;
+                }
+            }
+            total
+        };
+        self.shared.feed_grew.notify_waiters();
+        Ok(report)
+    }
+
+    async fn feed_head(&self) -> Result<FeedId, StoreError> {
+        Ok(self.lock().feed_last)
+    }
+
+    async fn read_feed(&self, after: FeedId, limit: usize) -> Result<FeedRead, StoreError> {
+        Ok(self.lock().read_feed(after, limit))
+    }
+
+    async fn wait_feed(
+        &self,
+        after: FeedId,
+        limit: usize,
+        wait: Duration,
+    ) -> Result<FeedRead, StoreError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            // Register interest before reading, so an append between the read and the wait
+            // still wakes us.
+            let grew = self.shared.feed_grew.notified();
+            let read = self.lock().read_feed(after, limit);
+            if read.reset || !read.events.is_empty() {
+                return Ok(read);
+            }
+            if tokio::time::timeout_at(deadline, grew).await.is_err() {
+                return Ok(read);
+            }
+        }
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// Sums two sweep reports.
+pub(crate) fn add_reports(a: SweepReport, b: SweepReport) -> SweepReport {
+    SweepReport {
+        auto_away: a.auto_away + b.auto_away,
+        grace_expired: a.grace_expired + b.grace_expired,
+        leases_expired: a.leases_expired + b.leases_expired,
+        node_sessions_reaped: a.node_sessions_reaped + b.node_sessions_reaped,
+        nodes_reaped: a.nodes_reaped + b.nodes_reaped,
+        records_deleted: a.records_deleted + b.records_deleted,
+        stale_entries: a.stale_entries + b.stale_entries,
+    }
+}
+
+/// Whether any step of a pass used its whole batch (so more may be waiting).
+pub(crate) fn is_full(r: &SweepReport, batch: usize) -> bool {
+    let batch = batch.max(1);
+    [
+        r.auto_away,
+        r.grace_expired,
+        r.leases_expired,
+        r.node_sessions_reaped,
+        r.records_deleted,
+        r.stale_entries,
+    ]
+    .iter()
+    .any(|n| *n >= batch)
+}

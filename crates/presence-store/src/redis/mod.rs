@@ -1,0 +1,701 @@
+//! The Redis store: presence shared by any number of nodes through one Redis (≥ 7) or Valkey.
+//!
+//! Layout (after `key_prefix`; the seed's keys keep the seed's names and fields):
+//!
+//! | key | type | holds |
+//! | --- | --- | --- |
+//! | `presence:{user}` | hash | the seed's fields plus version, away reason, devices, sessions |
+//! | `online:global`, `online:zone:{z}`, `online:org:{o}` | zset | online and away users by last activity (s) |
+//! | `away_count` | hash | scope → how many of its users are away |
+//! | `grace` | zset | users in the offline grace, by deadline (ms) |
+//! | `leases` | zset | `user|session` of REST heartbeat sessions, by expiry (ms) |
+//! | `nodes` | zset | node id → lease expiry (ms) |
+//! | `node:{id}:users` | set | users with a session on that node, for reaping |
+//! | `last_seen` | zset | offline users by last seen (s), for retention |
+//! | `feed` | stream | events, capped with `MAXLEN ~` |
+//! | `sweep:away_cutoff`, `sweep:stale_pos` | string | where the sweeps' windows stand |
+//!
+//! No key carries a Redis TTL: every expiry is decided by the sweep against the nodes' `Clock`,
+//! so a record and its index entries always leave together (the seed's TTLs left sorted-set
+//! members behind), and tests can drive time.
+
+mod codec;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use presence_core::scope::filtered_scan_budget;
+use presence_core::settings::ms;
+use presence_core::time::format_rfc3339;
+use presence_core::{
+    Activity, Applied, Change, FeedId, FeedRead, LeaseRenewal, ListCursor, ListQuery, Millis,
+    NodeId, NodeInfo, OpenSession, PresenceEvent, PresenceView, Scope, ScopeCount, ScopePage,
+    SessionId, SharedClock, Store, StoreError, StoreSettings, SweepReport, TransitionError, UserId,
+};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::{AsyncConnectionConfig, Client, Script, ScriptInvocation, Value};
+use tokio::sync::Mutex;
+
+use crate::memory::{add_reports, is_full};
+use codec::{array, decode_committed, decode_entries, decode_record, int, pairs, text};
+
+/// How to reach Redis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    /// `redis://host:port/db` (or `rediss://`).
+    pub url: String,
+    /// Prepended to every key (`""` keeps the seed's names).
+    pub key_prefix: String,
+    /// How long one command may take before the call fails as unavailable.
+    pub command_timeout: Duration,
+}
+
+impl RedisConfig {
+    /// A config for `url` with no prefix and a 2 s command timeout.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            key_prefix: String::new(),
+            command_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+macro_rules! script {
+    ($file:literal) => {
+        Script::new(concat!(
+            include_str!("../../lua/common.lua"),
+            "\n",
+            include_str!(concat!("../../lua/", $file))
+        ))
+    };
+}
+
+/// The Lua scripts, one per transition kind; see the `.lua` files for KEYS and ARGV.
+#[derive(Debug)]
+struct Scripts {
+    open: Script,
+    close: Script,
+    renew_session: Script,
+    apply: Script,
+    activity: Script,
+    node_lease: Script,
+    sweep_away: Script,
+    sweep_grace: Script,
+    sweep_leases: Script,
+    reap_node: Script,
+    sweep_retention: Script,
+    sweep_stale: Script,
+    list: Script,
+    read_feed: Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        Self {
+            open: script!("open.lua"),
+            close: script!("close.lua"),
+            renew_session: script!("renew_session.lua"),
+            apply: script!("apply.lua"),
+            activity: script!("activity.lua"),
+            node_lease: script!("node_lease.lua"),
+            sweep_away: script!("sweep_away.lua"),
+            sweep_grace: script!("sweep_grace.lua"),
+            sweep_leases: script!("sweep_leases.lua"),
+            reap_node: script!("reap_node.lua"),
+            sweep_retention: script!("sweep_retention.lua"),
+            sweep_stale: script!("sweep_stale.lua"),
+            list: script!("list.lua"),
+            read_feed: script!("read_feed.lua"),
+        }
+    }
+
+    fn all(&self) -> [&Script; 14] {
+        [
+            &self.open,
+            &self.close,
+            &self.renew_session,
+            &self.apply,
+            &self.activity,
+            &self.node_lease,
+            &self.sweep_away,
+            &self.sweep_grace,
+            &self.sweep_leases,
+            &self.reap_node,
+            &self.sweep_retention,
+            &self.sweep_stale,
+            &self.list,
+            &self.read_feed,
+        ]
+    }
+}
+
+/// Most users one activity script call carries; bigger batches are split.
+const ACTIVITY_CHUNK: usize = 500;
+
+/// Most passes of one sweep; the next sweep carries on.
+const MAX_PASSES_PER_SWEEP: usize = 100;
+
+/// A handle on the Redis store, speaking for one node. Cheap to clone.
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    /// `XREAD BLOCK` holds its connection: waiting gets a connection of its own so it never
+    /// stalls the commands multiplexed on `conn`.
+    waiter: Arc<Mutex<Option<MultiplexedConnection>>>,
+    client: Client,
+    config: RedisConfig,
+    node: NodeId,
+    clock: SharedClock,
+    settings: StoreSettings,
+    scripts: Arc<Scripts>,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("key_prefix", &self.config.key_prefix)
+            .field("node", &self.node)
+            .finish()
+    }
+}
+
+fn unavailable(e: redis::RedisError) -> StoreError {
+    if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
+        StoreError::Unavailable(e.to_string())
+    } else {
+        StoreError::Corrupt(e.to_string())
+    }
+}
+
+impl RedisStore {
+    /// Connects, checks the server version and loads the scripts.
+    pub async fn connect(
+        config: RedisConfig,
+        node: NodeId,
+        clock: SharedClock,
+        settings: StoreSettings,
+    ) -> Result<Self, StoreError> {
+        let client = Client::open(config.url.as_str())
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let manager = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(config.command_timeout))
+            .set_connection_timeout(Some(config.command_timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(1));
+        let conn = ConnectionManager::new_with_config(client.clone(), manager)
+            .await
+            .map_err(unavailable)?;
+        let store = Self {
+            conn,
+            waiter: Arc::new(Mutex::new(None)),
+            client,
+            config,
+            node,
+            clock,
+            settings,
+            scripts: Arc::new(Scripts::new()),
+        };
+        store.check_version().await?;
+        let mut conn = store.conn.clone();
+        for s in store.scripts.all() {
+            s.prepare_invoke()
+                .load_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(store)
+    }
+
+    /// Another handle on the same Redis and prefix, speaking for `node`.
+    pub fn handle(&self, node: NodeId) -> Self {
+        Self {
+            node,
+            waiter: Arc::new(Mutex::new(None)),
+            ..self.clone()
+        }
+    }
+
+    /// The key prefix in use.
+    pub fn key_prefix(&self) -> &str {
+        &self.config.key_prefix
+    }
+
+    async fn check_version(&self) -> Result<(), StoreError> {
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        let version = info
+            .lines()
+            .find_map(|l| l.strip_prefix("redis_version:"))
+            .and_then(|v| v.trim().split('.').next()?.parse::<u32>().ok());
+        match version {
+            Some(v) if v >= 7 => Ok(()),
+            Some(v) => Err(StoreError::Unavailable(format!(
+                "presenced needs Redis 7 or newer (found {v})"
+            ))),
+            None => Err(StoreError::Unavailable(
+                "could not read the Redis version".into(),
+            )),
+        }
+    }
+
+    fn now(&self) -> Millis {
+        self.clock.now_ms()
+    }
+
+    /// An invocation with the common ARGV (prefix, now, now as text, feed length).
+    fn invocation<'a>(&self, script: &'a Script, now: Millis) -> ScriptInvocation<'a> {
+        let mut inv = script.prepare_invoke();
+        inv.arg(&self.config.key_prefix)
+            .arg(now)
+            .arg(format_rfc3339(now))
+            .arg(self.settings.feed_max_len);
+        inv
+    }
+
+    async fn invoke(&self, inv: &ScriptInvocation<'_>) -> Result<Value, StoreError> {
+        inv.invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)
+    }
+
+    fn key(&self, name: &str) -> String {
+        format!("{}{name}", self.config.key_prefix)
+    }
+
+    /// Reads `{'ok', feed_id, event, record}` or a refusal.
+    fn applied(&self, user: &UserId, reply: Value) -> Result<Applied, StoreError> {
+        let parts = array(&reply)?;
+        let tag = parts.first().map(text).transpose()?.unwrap_or_default();
+        match (tag.as_str(), parts) {
+            ("ok", [_, id, ev, rec]) => Ok(Applied {
+                view: decode_record(user.clone(), &pairs(rec)?)?.view(),
+                event: decode_committed(id, ev)?,
+            }),
+            ("not_found", _) => Err(StoreError::NotFound(user.clone())),
+            ("too_many", [_, limit]) => Err(TransitionError::TooManySessions {
+                limit: int(limit)? as usize,
+            }
+            .into()),
+            _ => Err(StoreError::Corrupt(format!(
+                "unexpected script reply {reply:?}"
+            ))),
+        }
+    }
+
+    async fn sweep_pass(&self, now: Millis) -> Result<SweepReport, StoreError> {
+        let s = &self.settings;
+        let batch = s.sweep_batch.max(1);
+        let count = |v: Value| int(&v).map(|n| n as usize);
+        let mut r = SweepReport::default();
+
+        let mut inv = self.invocation(&self.scripts.sweep_away, now);
+        inv.arg(ms(s.away_after)).arg(batch);
+        r.auto_away = count(self.invoke(&inv).await?)?;
+
+        let mut inv = self.invocation(&self.scripts.sweep_grace, now);
+        inv.arg(batch);
+        r.grace_expired = count(self.invoke(&inv).await?)?;
+
+        let mut inv = self.invocation(&self.scripts.sweep_leases, now);
+        inv.arg(batch);
+        r.leases_expired = count(self.invoke(&inv).await?)?;
+
+        let dead: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(self.key("nodes"))
+            .arg("-inf")
+            .arg(format!("({now}"))
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        for node in dead {
+            let mut inv = self.invocation(&self.scripts.reap_node, now);
+            inv.arg(&node).arg(batch);
+            let reply = self.invoke(&inv).await?;
+            let reply = array(&reply)?;
+            if let [ended, done] = reply {
+                r.node_sessions_reaped += int(ended)? as usize;
+                r.nodes_reaped += int(done)? as usize;
+            }
+        }
+
+        let mut inv = self.invocation(&self.scripts.sweep_retention, now);
+        inv.arg(now - ms(s.last_seen_retention)).arg(batch);
+        r.records_deleted = count(self.invoke(&inv).await?)?;
+
+        let mut inv = self.invocation(&self.scripts.sweep_stale, now);
+        inv.arg(batch);
+        r.stale_entries = count(self.invoke(&inv).await?)?;
+        Ok(r)
+    }
+
+    async fn read_feed_at(&self, after: FeedId, limit: usize) -> Result<FeedRead, StoreError> {
+        let mut inv = self.invocation(&self.scripts.read_feed, self.now());
+        inv.arg(after.to_string()).arg(limit.max(1));
+        let reply = self.invoke(&inv).await?;
+        match array(&reply)? {
+            [reset, entries] => Ok(FeedRead {
+                reset: int(reset)? == 1,
+                events: decode_entries(entries)?,
+            }),
+            _ => Err(StoreError::Corrupt("unexpected read_feed reply".into())),
+        }
+    }
+
+    async fn waiter_connection(&self) -> Result<MultiplexedConnection, StoreError> {
+        let mut slot = self.waiter.lock().await;
+        if let Some(c) = slot.as_ref() {
+            return Ok(c.clone());
+        }
+        // No response timeout here: XREAD BLOCK is bounded by its own BLOCK argument and the
+        // tokio timeout around it.
+        let config =
+            AsyncConnectionConfig::new().set_connection_timeout(Some(self.config.command_timeout));
+        let c = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(unavailable)?;
+        *slot = Some(c.clone());
+        Ok(c)
+    }
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    fn node_id(&self) -> &NodeId {
+        &self.node
+    }
+
+    async fn open_session(&self, open: OpenSession) -> Result<Applied, StoreError> {
+        let now = self.now();
+        let s = &self.settings;
+        let mut inv = self.invocation(&self.scripts.open, now);
+        inv.arg(open.user.as_str())
+            .arg(open.session.as_str())
+            .arg(open.device.as_str())
+            .arg(if open.leased { "" } else { self.node.as_str() })
+            .arg(open.zone.as_ref().map_or("", |z| z.as_str()))
+            .arg(open.org.as_ref().map_or("", |o| o.as_str()))
+            .arg(if open.leased {
+                (now + ms(s.online_ttl)).to_string()
+            } else {
+                String::new()
+            })
+            .arg(s.sessions_per_user)
+            .arg(ms(s.node_lease));
+        let reply = self.invoke(&inv).await?;
+        if let [tag] = array(&reply)?
+            && text(tag)? == "exists"
+        {
+            return Err(TransitionError::SessionExists(open.session).into());
+        }
+        self.applied(&open.user, reply)
+    }
+
+    async fn close_session(
+        &self,
+        user: &UserId,
+        session: &SessionId,
+    ) -> Result<Applied, StoreError> {
+        let mut inv = self.invocation(&self.scripts.close, self.now());
+        inv.arg(user.as_str())
+            .arg(session.as_str())
+            .arg(ms(self.settings.offline_grace));
+        let reply = self.invoke(&inv).await?;
+        self.applied(user, reply)
+    }
+
+    async fn renew_session(
+        &self,
+        user: &UserId,
+        session: &SessionId,
+    ) -> Result<Millis, StoreError> {
+        let mut inv = self.invocation(&self.scripts.renew_session, self.now());
+        inv.arg(user.as_str())
+            .arg(session.as_str())
+            .arg(ms(self.settings.online_ttl));
+        let reply = self.invoke(&inv).await?;
+        match array(&reply)? {
+            [tag, until] if text(tag)? == "ok" => Ok(text(until)?
+                .parse()
+                .map_err(|_| StoreError::Corrupt("bad lease".into()))?),
+            _ => Err(StoreError::NoSuchSession(session.clone())),
+        }
+    }
+
+    async fn record_activity(&self, batch: &[Activity]) -> Result<Vec<PresenceEvent>, StoreError> {
+        let mut events = Vec::new();
+        for chunk in batch.chunks(ACTIVITY_CHUNK) {
+            let mut inv = self.invocation(&self.scripts.activity, self.now());
+            for a in chunk {
+                inv.arg(a.user.as_str()).arg(a.at);
+            }
+            let reply = self.invoke(&inv).await?;
+            for committed in array(&reply)? {
+                if let [id, ev] = array(committed)?
+                    && let Some(e) = decode_committed(id, ev)?
+                {
+                    events.push(e);
+                }
+            }
+        }
+        Ok(events)
+    }
+
+    async fn apply(&self, user: &UserId, change: Change) -> Result<Applied, StoreError> {
+        let (op, value) = match change {
+            Change::SetAway => ("away", String::new()),
+            Change::SetOnline => ("online", String::new()),
+            Change::SetZone(z) => ("zone", z.map(|z| z.to_string()).unwrap_or_default()),
+            Change::SetOrg(o) => ("org", o.map(|o| o.to_string()).unwrap_or_default()),
+            Change::SetMetadata(m) => (
+                "metadata",
+                m.map(|m| serde_json::Value::Object(m).to_string())
+                    .unwrap_or_default(),
+            ),
+        };
+        let mut inv = self.invocation(&self.scripts.apply, self.now());
+        inv.arg(user.as_str()).arg(op).arg(value);
+        let reply = self.invoke(&inv).await?;
+        self.applied(user, reply)
+    }
+
+    async fn view(&self, user: &UserId) -> Result<Option<PresenceView>, StoreError> {
+        Ok(self
+            .views(std::slice::from_ref(user))
+            .await?
+            .pop()
+            .flatten())
+    }
+
+    async fn views(&self, users: &[UserId]) -> Result<Vec<Option<PresenceView>>, StoreError> {
+        if users.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for u in users {
+            pipe.cmd("HGETALL").arg(self.key(&format!("presence:{u}")));
+        }
+        let replies: Vec<Value> = pipe
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        users
+            .iter()
+            .zip(replies.iter())
+            .map(|(u, v)| {
+                let fields = match v {
+                    Value::Map(m) => m
+                        .iter()
+                        .map(|(f, v)| Ok((text(f)?, text(v)?)))
+                        .collect::<Result<Vec<_>, StoreError>>()?,
+                    other => pairs(other)?,
+                };
+                if fields.is_empty() {
+                    Ok(None)
+                } else {
+                    Ok(Some(decode_record(u.clone(), &fields)?.view()))
+                }
+            })
+            .collect()
+    }
+
+    async fn list(&self, scope: &Scope, query: &ListQuery) -> Result<ScopePage, StoreError> {
+        let mut inv = self.invocation(&self.scripts.list, self.now());
+        inv.arg(scope.to_string()).arg(query.limit);
+        match &query.cursor {
+            Some(c) => inv.arg(c.activity).arg(c.user.as_str()),
+            None => inv.arg("").arg(""),
+        };
+        let budget = if query.status.is_some() {
+            filtered_scan_budget(query.limit)
+        } else {
+            usize::MAX / 2
+        };
+        inv.arg(query.status.map_or("", |s| s.as_str())).arg(budget);
+        let reply = self.invoke(&inv).await?;
+        let parts = array(&reply)?;
+        let [total, away, cur_ms, cur_user, rest @ ..] = parts else {
+            return Err(StoreError::Corrupt("unexpected list reply".into()));
+        };
+        let count = ScopeCount {
+            total: int(total)? as u64,
+            away: int(away)? as u64,
+        }
+        .narrowed(query.status);
+        let cur_ms = text(cur_ms)?;
+        let next_cursor = if cur_ms.is_empty() {
+            None
+        } else {
+            Some(ListCursor {
+                activity: cur_ms
+                    .parse()
+                    .map_err(|_| StoreError::Corrupt("bad cursor".into()))?,
+                user: UserId::new(text(cur_user)?)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            })
+        };
+        let users = rest
+            .chunks(2)
+            .map(|c| {
+                let user =
+                    UserId::new(text(&c[0])?).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                Ok(decode_record(user, &pairs(&c[1])?)?.view())
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(ScopePage {
+            users,
+            count,
+            next_cursor,
+        })
+    }
+
+    async fn counts(&self, scopes: &[Scope]) -> Result<Vec<ScopeCount>, StoreError> {
+        if scopes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for s in scopes {
+            pipe.cmd("ZCARD").arg(self.key(&format!("online:{s}")));
+            pipe.cmd("HGET")
+                .arg(self.key("away_count"))
+                .arg(s.to_string());
+        }
+        let replies: Vec<Option<i64>> = pipe
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(replies
+            .chunks(2)
+            .map(|c| ScopeCount {
+                total: c[0].unwrap_or(0).max(0) as u64,
+                away: c[1].unwrap_or(0).max(0) as u64,
+            })
+            .collect())
+    }
+
+    async fn renew_node_lease(&self) -> Result<LeaseRenewal, StoreError> {
+        let now = self.now();
+        let mut inv = self.invocation(&self.scripts.node_lease, now);
+        inv.arg(self.node.as_str())
+            .arg(now + ms(self.settings.node_lease));
+        let lost = int(&self.invoke(&inv).await?)?;
+        Ok(if lost == 1 {
+            LeaseRenewal::Lost
+        } else {
+            LeaseRenewal::Held
+        })
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeInfo>, StoreError> {
+        let now = self.now();
+        let live: Vec<(String, i64)> = redis::cmd("ZRANGEBYSCORE")
+            .arg(self.key("nodes"))
+            .arg(now)
+            .arg("+inf")
+            .arg("WITHSCORES")
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        live.into_iter()
+            .map(|(id, until)| {
+                Ok(NodeInfo {
+                    node_id: NodeId::new(id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    lease_until: until,
+                })
+            })
+            .collect()
+    }
+
+    async fn sweep(&self) -> Result<SweepReport, StoreError> {
+        let now = self.now();
+        let mut total = SweepReport::default();
+        for _ in 0..MAX_PASSES_PER_SWEEP {
+            let r = self.sweep_pass(now).await?;
+            total = add_reports(total, r);
+            if !is_full(&r, self.settings.sweep_batch)
+                && r.nodes_reaped == 0
+                && r.node_sessions_reaped == 0
+            {
+                break;
+            }
+        }
+        Ok(total)
+    }
+
+    async fn feed_head(&self) -> Result<FeedId, StoreError> {
+        let last: Vec<Value> = redis::cmd("XREVRANGE")
+            .arg(self.key("feed"))
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        match last.first() {
+            Some(entry) => match array(entry)? {
+                [id, _] => text(id)?
+                    .parse()
+                    .map_err(|e: presence_core::event::BadFeedId| {
+                        StoreError::Corrupt(e.to_string())
+                    }),
+                _ => Err(StoreError::Corrupt("bad stream entry".into())),
+            },
+            None => Ok(FeedId::ZERO),
+        }
+    }
+
+    async fn read_feed(&self, after: FeedId, limit: usize) -> Result<FeedRead, StoreError> {
+        self.read_feed_at(after, limit).await
+    }
+
+    async fn wait_feed(
+        &self,
+        after: FeedId,
+        limit: usize,
+        wait: Duration,
+    ) -> Result<FeedRead, StoreError> {
+        let read = self.read_feed_at(after, limit).await?;
+        if read.reset || !read.events.is_empty() || wait.is_zero() {
+            return Ok(read);
+        }
+        let mut conn = self.waiter_connection().await?;
+        let mut xread = redis::cmd("XREAD");
+        xread
+            .arg("COUNT")
+            .arg(1)
+            .arg("BLOCK")
+            .arg(wait.as_millis().max(1) as u64)
+            .arg("STREAMS")
+            .arg(self.key("feed"))
+            .arg(after.to_string());
+        let block = xread.query_async::<Value>(&mut conn);
+        match tokio::time::timeout(wait + self.config.command_timeout, block).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                *self.waiter.lock().await = None;
+                return Err(unavailable(e));
+            }
+            Err(_) => {
+                *self.waiter.lock().await = None;
+                return Err(StoreError::Unavailable("feed wait timed out".into()));
+            }
+        }
+        // The blocking read only wakes us; the script decides what is new and whether it aged out.
+        self.read_feed_at(after, limit).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        redis::cmd("PING")
+            .query_async::<String>(&mut self.conn.clone())
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+}

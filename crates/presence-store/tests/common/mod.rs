@@ -1,0 +1,223 @@
+//! Shared by the store test binaries: builds a fresh store of either kind on a manual clock.
+//!
+//! Redis tests use `PRESENCE_TEST_REDIS_URL` (set by `.ci/run`, default
+//! `redis://127.0.0.1:6379`) and a unique key prefix per test, so tests share one Redis safely.
+//! When Redis cannot be reached they fail: they never skip.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use presence_core::*;
+use presence_store::{MemoryStore, RedisConfig, RedisStore};
+
+/// 2024-11-26T10:25:00Z, the seed's date.
+pub const T0: Millis = 1_732_616_700_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Memory,
+    Redis,
+}
+
+pub struct Kit {
+    pub kind: Kind,
+    pub clock: ManualClock,
+    pub store: Arc<dyn Store>,
+    pub settings: StoreSettings,
+    memory: Option<MemoryStore>,
+    redis: Option<RedisStore>,
+}
+
+pub fn redis_url() -> String {
+    std::env::var("PRESENCE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+fn unique_prefix() -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "test:{}:{}:{}:",
+        std::process::id(),
+        nanos,
+        N.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+pub fn node(s: &str) -> NodeId {
+    NodeId::new(s).unwrap()
+}
+pub fn uid(s: &str) -> UserId {
+    UserId::new(s).unwrap()
+}
+pub fn sid(s: &str) -> SessionId {
+    SessionId::new(s).unwrap()
+}
+pub fn zone(s: &str) -> ZoneId {
+    ZoneId::new(s).unwrap()
+}
+pub fn org(s: &str) -> OrgId {
+    OrgId::new(s).unwrap()
+}
+
+impl Kit {
+    pub async fn new(kind: Kind) -> Self {
+        Self::with(kind, StoreSettings::default()).await
+    }
+
+    pub async fn with(kind: Kind, settings: StoreSettings) -> Self {
+        let clock = ManualClock::new(T0);
+        let shared: SharedClock = Arc::new(clock.clone());
+        match kind {
+            Kind::Memory => {
+                let m = MemoryStore::new(node("node-a"), shared, settings.clone());
+                Kit {
+                    kind,
+                    clock,
+                    store: Arc::new(m.clone()),
+                    settings,
+                    memory: Some(m),
+                    redis: None,
+                }
+            }
+            Kind::Redis => {
+                let mut config = RedisConfig::new(redis_url());
+                config.key_prefix = unique_prefix();
+                let r = RedisStore::connect(config, node("node-a"), shared, settings.clone())
+                    .await
+                    .unwrap_or_else(|e| {
+                        panic!(
+                            "Redis tests need a Redis at {} (bash .ci/run starts one): {e}",
+                            redis_url()
+                        )
+                    });
+                Kit {
+                    kind,
+                    clock,
+                    store: Arc::new(r.clone()),
+                    settings,
+                    memory: None,
+                    redis: Some(r),
+                }
+            }
+        }
+    }
+
+    /// Another handle on the same store, speaking for node `id`.
+    pub fn node(&self, id: &str) -> Arc<dyn Store> {
+        match (&self.memory, &self.redis) {
+            (Some(m), _) => Arc::new(m.handle(node(id))),
+            (_, Some(r)) => Arc::new(r.handle(node(id))),
+            _ => unreachable!(),
+        }
+    }
+
+    /// The Redis store, for tests that look at the keys.
+    pub fn redis(&self) -> Option<&RedisStore> {
+        self.redis.as_ref()
+    }
+
+    /// Moves time on. The kit's own node renews its lease as a live node would; other
+    /// handles renew only when a test says so.
+    pub async fn advance(&self, d: Duration) {
+        self.clock.advance(d);
+        self.store.renew_node_lease().await.expect("renew lease");
+    }
+
+    pub fn now(&self) -> Millis {
+        self.clock.now_ms()
+    }
+
+    pub async fn open(&self, user: &str, session: &str) -> Applied {
+        self.open_with(&self.store, user, session, DeviceKind::Web, None, None)
+            .await
+    }
+
+    pub async fn open_with(
+        &self,
+        store: &Arc<dyn Store>,
+        user: &str,
+        session: &str,
+        device: DeviceKind,
+        zone_id: Option<&str>,
+        org_id: Option<&str>,
+    ) -> Applied {
+        store
+            .open_session(OpenSession {
+                user: uid(user),
+                session: sid(session),
+                device,
+                zone: zone_id.map(zone),
+                org: org_id.map(org),
+                leased: false,
+            })
+            .await
+            .expect("open")
+    }
+
+    pub async fn close(&self, user: &str, session: &str) -> Applied {
+        self.store
+            .close_session(&uid(user), &sid(session))
+            .await
+            .expect("close")
+    }
+
+    pub async fn view(&self, user: &str) -> Option<PresenceView> {
+        self.store.view(&uid(user)).await.expect("view")
+    }
+
+    pub async fn status(&self, user: &str) -> Option<Status> {
+        self.view(user).await.map(|v| v.status)
+    }
+
+    pub async fn count(&self, scope: Scope) -> ScopeCount {
+        self.store.counts(&[scope]).await.expect("counts")[0]
+    }
+
+    pub async fn list(&self, scope: Scope, limit: usize) -> ScopePage {
+        self.store
+            .list(
+                &scope,
+                &ListQuery {
+                    limit,
+                    cursor: None,
+                    status: None,
+                },
+            )
+            .await
+            .expect("list")
+    }
+
+    pub async fn list_ids(&self, scope: Scope) -> Vec<String> {
+        self.list(scope, 1000)
+            .await
+            .users
+            .into_iter()
+            .map(|v| v.user_id.to_string())
+            .collect()
+    }
+
+    pub async fn head(&self) -> FeedId {
+        self.store.feed_head().await.expect("head")
+    }
+
+    /// Every event after `after`.
+    pub async fn events_since(&self, after: FeedId) -> Vec<PresenceEvent> {
+        let read = self
+            .store
+            .read_feed(after, 100_000)
+            .await
+            .expect("read feed");
+        assert!(!read.reset, "unexpected feed reset");
+        read.events
+    }
+
+    pub async fn sweep(&self) -> SweepReport {
+        self.store.sweep().await.expect("sweep")
+    }
+}

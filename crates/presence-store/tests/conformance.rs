@@ -1,0 +1,1111 @@
+//! One conformance suite, run against both stores: the seed's own 14 scenarios, every row of
+//! the SPEC §3 table, two nodes on one store, scopes and pages, and the feed.
+//! Each scenario is an `async fn(Kind)`; `conformance!` instantiates it for memory and Redis.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::*;
+use presence_core::*;
+
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Kind::Memory).await })*
+        }
+        mod redis {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Kind::Redis).await })*
+        }
+    };
+}
+
+conformance!(
+    seed_set_online,
+    seed_set_offline,
+    seed_set_away,
+    seed_update_activity,
+    seed_get_status,
+    seed_get_status_not_found,
+    seed_get_online_users_global,
+    seed_get_online_users_with_zone,
+    seed_get_online_count,
+    seed_check_and_set_away,
+    seed_check_and_set_away_no_change,
+    seed_cleanup_stale_presence,
+    seed_singleton_two_handles_share_state,
+    seed_status_enum_in_views_and_events,
+    another_session_counts_as_activity_and_devices,
+    activity_reverts_auto_away_but_not_manual_away,
+    manual_away_sticks_across_reconnects_until_set_online,
+    quick_reconnect_within_grace_emits_nothing,
+    zero_grace_goes_offline_at_close,
+    rest_lease_expires_after_online_ttl_and_renewal_extends_it,
+    last_seen_retention_deletes_the_record,
+    zone_and_org_moves_leave_no_trace,
+    sessions_per_user_limit_refuses_and_changes_nothing,
+    duplicate_session_and_unknown_close_change_nothing,
+    metadata_replaces_and_clears,
+    offline_user_activity_is_ignored,
+    two_nodes_keep_a_user_online_until_both_close,
+    dead_node_is_reaped_once_by_any_node,
+    versions_increase_strictly_and_one_event_per_change,
+    feed_resumes_after_any_id_in_order,
+    feed_reports_reset_once_trimmed,
+    wait_feed_wakes_on_a_new_event,
+    list_pages_cover_everyone_once_with_ties,
+    status_filter_narrows_lists_and_counts,
+    auto_away_handles_more_users_than_one_batch,
+    batch_views_keep_order,
+);
+
+/// The events of one call, checked to be exactly one.
+fn one(a: &Applied) -> &PresenceEvent {
+    a.event.as_ref().expect("one event")
+}
+
+// --- The seed's scenarios ---------------------------------------------------------------
+
+async fn seed_set_online(kind: Kind) {
+    let k = Kit::new(kind).await;
+    let a = k
+        .open_with(
+            &k.store,
+            "1",
+            "s1",
+            DeviceKind::Web,
+            Some("10"),
+            Some("100"),
+        )
+        .await;
+    assert_eq!(a.view.status, Status::Online);
+    assert_eq!(a.view.zone_id, Some(zone("10")));
+    assert_eq!(a.view.org_id, Some(org("100")));
+    assert_eq!(a.view.last_activity, T0);
+    let e = one(&a);
+    assert_eq!(
+        (e.prev_status, e.user.status),
+        (Status::Offline, Status::Online)
+    );
+    for scope in [
+        Scope::Global,
+        Scope::Zone(zone("10")),
+        Scope::Org(org("100")),
+    ] {
+        assert_eq!(k.count(scope.clone()).await.total, 1, "{scope}");
+        assert_eq!(k.list_ids(scope).await, ["1"]);
+    }
+}
+
+async fn seed_set_offline(kind: Kind) {
+    let k = Kit::new(kind).await;
+    k.open_with(
+        &k.store,
+        "1",
+        "s1",
+        DeviceKind::Web,
+        Some("10"),
+        Some("100"),
+    )
+    .await;
+    let head = k.head().await;
+    k.advance(Duration::from_secs(1)).await;
+    let closed_at = k.now();
+    let a = k.close("1", "s1").await;
+    assert_eq!(
+        a.view.status,
+        Status::Online,
+        "still online during the grace"
+    );
+    assert!(a.event.is_none());
+    k.advance(k.settings.offline_grace).await;
+    assert_eq!(k.sweep().await.grace_expired, 1);
+    let v = k.view("1").await.unwrap();
+    assert_eq!(v.status, Status::Offline);
+    assert_eq!(
+        v.last_seen,
+        Some(closed_at),
+        "last seen is when the last session closed"
+    );
+    assert!(v.devices.is_empty());
+    for scope in [
+        Scope::Global,
+        Scope::Zone(zone("10")),
+        Scope::Org(org("100")),
+    ] {
+        assert_eq!(k.count(scope.clone()).await.total, 0);
+        assert!(k.list_ids(scope).await.is_empty());
+    }
+    let events = k.events_since(head).await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        (events[0].prev_status, events[0].user.status),
+        (Status::Online, Status::Offline)
+    );
+}
+
+async fn seed_set_away(kind: Kind) {
+    let k = Kit::new(kind).await;
+    k.open("1", "s1").await;
+    let a = k.store.apply(&uid("1"), Change::SetAway).await.unwrap();
+    assert_eq!(
+        (a.view.status, a.view.away_reason),
+        (Status::Away, Some(AwayReason::Manual))
+    );
+    assert_eq!(one(&a).prev_status, Status::Online);
+    assert_eq!(
+        k.list_ids(Scope::Global).await,
+        ["1"],
+        "away users stay listed"
+    );
+    assert_eq!(
+        k.count(Scope::Global).await,
+        ScopeCount { total: 1, away: 1 }
+    );
+}
+
+async fn seed_update_activity(kind: Kind) {
+    let k = Kit::new(kind).await;
+    k.open("1", "s1").await;
+    k.open("2", "s2").await;
+    assert_eq!(
+        k.list_ids(Scope::Global).await,
+        ["2", "1"],
+        "ties: user id descending"
+    );
+    let head = k.head().await;
+    k.advance(Duration::from_secs(10)).await;
+    let events = k
+        .store
+        .record_activity(&[Activity {
+            user: uid("1"),
+            at: k.now(),
+        }])
+        .await
+        .unwrap();
+    assert!(events.is_empty(), "activity alone is no event");
+    let v = k.view("1").await.unwrap();
+    assert_eq!(v.last_activity, T0 + 10_000);
+    assert_eq!(v.version, 1);
+    assert_eq!(
+        k.list_ids(Scope::Global).await,
+        ["1", "2"],
+        "the sorted-set score follows activity"
+    );
+    assert!(k.events_since(head).await.is_empty());
+}
+
+async fn seed_get_status(kind: Kind) {
+    let k = Kit::new(kind).await;
+    k.open_with(
+        &k.store,
+        "123",
+        "s1",
+        DeviceKind::Desktop,
+        Some("10"),
+        Some("100"),
+    )
+    .await;
+    let v = k.view("123").await.unwrap();
+    assert_eq!(v.user_id, uid("123"));
+    assert_eq!(v.status, Status::Online);
+    assert_eq!(v.away_reason, None);
+    assert_eq!(v.last_seen, None);
+    assert_eq!(v.devices.iter().collect::<Vec<_>>(), [DeviceKind::Desktop]);
+    assert_eq!(v.version, 1);
+    assert_eq!(v.updated_at, T0);
+    assert_eq!(v.metadata, None);
+    assert!(!v.invisible);
+}
+
+async fn seed_get_status_not_found(kind: Kind) {
+    let k = Kit::new(kind).await;
+    assert_eq!(k.view("nobody").await, None);
+    assert!(matches!(
+        k.store.apply(&uid("nobody"), Change::SetAway).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        k.store.close_session(&uid("nobody"), &sid("s")).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(k.view("nobody").await, None, "refusals create nothing");
+}
+
+async fn seed_get_online_users_global(kind: Kind) {
+    let k = Kit::new(kind).await;
+    for u in ["1", "2", "3"] {
+        k.open(u, "s").await;
+        k.advance(Duration::from_secs(1)).await;
+    }
+    let page = k.list(Scope::Global, 100).await;
+    let ids: Vec<_> = page.users.iter().map(|v| v.user_id.to_string()).collect();
+    assert_eq!(ids, ["3", "2", "1"], "most recent activity first");
+    assert_eq!(page.count, 3);
+    assert_eq!(page.next_cursor, None);
+    let page = k.list(Scope::Global, 2).await;
+    assert_eq!(page.users.len(), 2);
+    assert_eq!(page.count, 3);
+    assert!(page.next_cursor.is_some());
+}
+
+async fn seed_get_online_users_with_zone(kind: Kind) {
+    let k = Kit::new(kind).await;
+    k.open_with(&k.store, "1", "s", DeviceKind::Web, Some("10"), None)
+        .await;
+    k.open_with(&k.store, "2", "s", DeviceKind::Web, Some("11"), None)
+        .await;
+    k.open_with(&k.store, "3", "s", DeviceKind::Web, Some("10"), None)
+        .await;
+    assert_eq!(k.list_ids(Scope::Zone(zone("10"))).await, ["3", "1"]);
+    assert_eq!(k.list_ids(Scope::Zone(zone("11"))).await, ["2"]);
+    assert!(k.list_ids(Scope::Zone(zone("12"))).await.is_empty());
+}
+
+async fn seed_get_online_count(kind: Kind) {
+    let k = Kit::new(kind).await;
+    k.open_with(&k.store, "1", "s", DeviceKind::Web, Some("10"), Some("100"))
+        .await;
+    k.open_with(&k.store, "2", "s", DeviceKind::Web, Some("10"), Some("101"))
+        .await;
+    k.open_with(&k.store, "3", "s", DeviceKind::Web, None, Some("100"))
+        .await;
+    let counts = k
+        .store
+        .counts(&[
+            Scope::Global,
+            Scope::Zone(zone("10")),
+            Scope::Org(org("100")),
+            Scope::Zone(zone("99")),
+        ])
+        .await
+        .unwrap();
+    let totals: Vec<u64> = counts.iter().map(|c| c.total).collect();
+    assert_eq!(totals, [3, 2, 2, 0]);
+}
+
+async fn seed_check_and_set_away(kind: Kind) {
+    let k = Kit::new(kind).await;
+    k.open("1", "s").await;
+    let head = k.head().await;
+    k.advance(k.settings.away_after).await;
+    assert_eq!(k.sweep().await.auto_away, 1);
+    let v = k.view("1").await.unwrap();
+    assert_eq!(
+        (v.status, v.away_reason),
+        (Status::Away, Some(AwayReason::Auto))
+    );
+    let events = k.events_since(head).await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].prev_status, Status::Online);
+    assert_eq!(
+        k.sweep().await.auto_away,
+        0,
+        "a second sweep changes nothing"
+    );
+    assert_eq!(k.events_since(head).await.len(), 1);
+}
+
+async fn seed_check_and_set_away_no_change(kind: Kind) {
+    let k = Kit::new(kind).await;
+    k.open("1", "s").await;
+    k.advance(k.settings.away_after - Duration::from_secs(1))
+        .await;
+    k.store
+        .record_activity(&[Activity {
+            user: uid("1"),
+            at: k.now(),
+        }])
+        .await
+        .unwrap();
+    k.advance(Duration::from_secs(2)).await;
+    let head = k.head().await;
+    assert_eq!(k.sweep().await.auto_away, 0);
+    assert_eq!(k.status("1").await, Some(Status::Online));
+    assert!(k.events_since(head).await.is_empty());
+    // The user who was active is found in a later window once their own time comes.
+    k.advance(k.settings.away_after).await;
+    assert_eq!(k.sweep().await.auto_away, 1);
+}
+
+async fn seed_cleanup_stale_presence(kind: Kind) {
+    // The seed's cleanup removed users whose record had expired; here the store's sweep ends
+    // sessions whose node or REST lease lapsed, and they leave counts and lists at once.
+    let k = Kit::new(kind).await;
+    let b = k.node("node-b");
+    b.renew_node_lease().await.unwrap();
+    k.store.renew_node_lease().await.unwrap();
+    k.open_with(&b, "crashed", "s", DeviceKind::Web, Some("10"), None)
+        .await;
+    k.store
+        .open_session(OpenSession {
+            user: uid("rest"),
+            session: sid("h"),
+            device: DeviceKind::Other,
+            zone: Some(zone("10")),
+            org: None,
+            leased: true,
+        })
+        .await
+        .unwrap();
+    k.open_with(&k.store, "alive", "s", DeviceKind::Web, Some("10"), None)
+        .await;
+    assert_eq!(k.count(Scope::Zone(zone("10"))).await.total, 3);
+    // Only node-a renews; node-b's lease and the REST lease run out.
+    k.advance(k.settings.online_ttl + Duration::from_secs(1))
+        .await;
+    k.store.renew_node_lease().await.unwrap();
+    k.store
+        .record_activity(&[Activity {
+            user: uid("alive"),
+            at: k.now(),
+        }])
+        .await
+        .unwrap();
+    let r = k.sweep().await;
+    assert_eq!(
+        (r.leases_expired, r.node_sessions_reaped, r.nodes_reaped),
+        (1, 1, 1)
+    );
+    assert_eq!(k.list_ids(Scope::Zone(zone("10"))).await, ["alive"]);
+    assert_eq!(k.count(Scope::Global).await.total, 1);
+    assert_eq!(k.status("crashed").await, Some(Status::Offline));
+    assert_eq!(k.status("rest").await, Some(Status::Offline));
+}
+
+async fn seed_singleton_two_handles_share_state(kind: Kind) {
+    // The seed's singleton test made sure every caller shared one manager; here every handle
+    // on one store (memory handles, Redis connections) sees the same presence.
+    let k = Kit::new(kind).await;
+    let other = k.node("node-a");
+    k.open("1", "s").await;
+    assert_eq!(
+        other.view(&uid("1")).await.unwrap().unwrap().status,
+        Status::Online
+    );
+    other.apply(&uid("1"), Change::SetAway).await.unwrap();
+    assert_eq!(k.status("1").await, Some(Status::Away));
+}
+
+async fn seed_status_enum_in_views_and_events(kind: Kind) {
+    let k = Kit::new(kind).await;
+    let a = k.open("1", "s").await;
+    let json = serde_json::to_value(one(&a)).unwrap();
+    assert_eq!(json["type"], "presence");
+    assert_eq!(json["user"]["status"], "online");
+    assert_eq!(json["prev_status"], "offline");
+    let a = k.store.apply(&uid("1"), Change::SetAway).await.unwrap();
+    assert_eq!(serde_json::to_value(&a.view).unwrap()["status"], "away");
+    assert_eq!(
+        serde_json::to_value(&a.view).unwrap()["away_reason"],
+        "manual"
+    );
+}
+
+// --- SPEC §3 ------------------------------------------------------------------------
+
+async fn another_session_counts_as_activity_and_devices(kind: Kind) {
+    let k = Kit::new(kind).await;
+    k.open_with(&k.store, "1", "a", DeviceKind::Web, None, None)
+        .await;
+    k.advance(Duration::from_secs(5)).await;
+    let same = k
+        .open_with(&k.store, "1", "b", DeviceKind::Web, None, None)
+        .await;
+    assert!(same.event.is_none(), "same device set: no event");
+    assert_eq!(same.view.last_activity, T0 + 5000, "it counts as activity");
+    let phone = k
+        .open_with(&k.store, "1", "c", DeviceKind::Mobile, None, None)
+        .await;
+    assert_eq!(
+        one(&phone).user.devices.iter().collect::<Vec<_>>(),
+        [DeviceKind::Web, DeviceKind::Mobile]
+    );
+    let closed = k.close("1", "c").await;
+    assert_eq!(
+        one(&closed).user.devices.iter().collect::<Vec<_>>(),
+        [DeviceKind::Web]
+    );
+    assert!(k.close("1", "b").await.event.is_none());
+}
+
+async fn activity_reverts_auto_away_but_not_manual_away(kind: Kind) {
+    let k = Kit::new(kind).await;
+    k.open("auto", "s").await;
+    k.open("manual", "s").await;
+    k.store
+        .apply(&uid("manual"), Change::SetAway)
+        .await
+        .unwrap();
+    k.advance(k.settings.away_after).await;
+    assert_eq!(
+        k.sweep().await.auto_away,
+        1,
+        "only the online user turns auto-away"
+    );
+    let head = k.head().await;
+    k.advance(Duration::from_secs(1)).await;
+    let at = k.now();
+    let batch = [
+        Activity {
+            user: uid("auto"),
+            at,
+        },
+        Activity {
+            user: uid("manual"),
+            at,
+        },
+    ];
+    let events = k.store.record_activity(&batch).await.unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].user.user_id, uid("auto"));
+    assert_eq!(
+        (events[0].prev_status, events[0].user.status),
+        (Status::Away, Status::Online)
+    );
+    let m = k.view("manual").await.unwrap();
+    assert_eq!(
+        (m.status, m.away_reason),
+        (Status::Away, Some(AwayReason::Manual))
+    );
+    assert_eq!(m.last_activity, at, "manual away still records activity");
+    assert_eq!(k.events_since(head).await.len(), 1);
+}
+
+async fn manual_away_sticks_across_reconnects_until_set_online(kind: Kind) {
+    let k = Kit::new(kind).await;
+    k.open("1", "a").await;
+    k.store.apply(&uid("1"), Change::SetAway).await.unwrap();
+    k.close("1", "a").await;
+    k.advance(k.settings.offline_grace).await;
+    k.sweep().await;
+    assert_eq!(k.status("1").await, Some(Status::Offline));
+    let a = k.open("1", "b").await;
+    assert_eq!(
+        (a.view.status, a.view.away_reason),
+        (Status::Away, Some(AwayReason::Manual))
+    );
+    assert_eq!(one(&a).prev_status, Status::Offline);
+    let back = k.store.apply(&uid("1"), Change::SetOnline).await.unwrap();
+    assert_eq!(
+        (back.view.status, back.view.away_reason),
+        (Status::Online, None)
+    );
+    assert_eq!(one(&back).prev_status, Status::Away);
+}
+
+async fn quick_reconnect_within_grace_emits_nothing(kind: Kind) {
+    let k = Kit::new(kind).await;
+    k.open("1", "a").await;
+    let head = k.head().await;
+    k.close("1", "a").await;
+    k.advance(k.settings.offline_grace - Duration::from_millis(1))
+        .await;
+    k.sweep().await;
+    k.open("1", "b").await;
+    k.advance(k.settings.offline_grace * 2).await;
+    k.sweep().await;
+    assert_eq!(k.status("1").await, Some(Status::Online));
+    assert!(
+        k.events_since(head).await.is_empty(),
+        "a page reload shows nothing"
+    );
+}
+
+async fn zero_grace_goes_offline_at_close(kind: Kind) {
+    let k = Kit::with(
+        kind,
+        StoreSettings {
+            offline_grace: Duration::ZERO,
+            ..Default::default()
+        },
+    )
+    .await;
+    k.open("1", "a").await;
+    let a = k.close("1", "a").await;
+    assert_eq!(a.view.status, Status::Offline);
+    assert_eq!(one(&a).prev_status, Status::Online);
+    assert_eq!(k.count(Scope::Global).await.total, 0);
+}
+
+async fn rest_lease_expires_after_online_ttl_and_renewal_extends_it(kind: Kind) {
+    let k = Kit::new(kind).await;
+    let open = OpenSession {
+        user: uid("1"),
+        session: sid("h"),
+        device: DeviceKind::Other,
+        zone: None,
+        org: None,
+        leased: true,
+    };
+    assert_eq!(
+        k.store.open_session(open).await.unwrap().view.status,
+        Status::Online
+    );
+    k.advance(k.settings.online_ttl - Duration::from_secs(1))
+        .await;
+    let until = k.store.renew_session(&uid("1"), &sid("h")).await.unwrap();
+    assert_eq!(until, k.now() + k.settings.online_ttl.as_millis() as i64);
+    k.advance(k.settings.online_ttl - Duration::from_secs(1))
+        .await;
+    k.store
+        .record_activity(&[Activity {
+            user: uid("1"),
+            at: k.now(),
+        }])
+        .await
+        .unwrap();
+    assert_eq!(k.sweep().await.leases_expired, 0);
+    k.advance(Duration::from_secs(1)).await;
+    let head = k.head().await;
+    assert_eq!(k.sweep().await.leases_expired, 1);
+    let v = k.view("1").await.unwrap();
+    assert_eq!(v.status, Status::Offline, "no further grace after a lease");
+    assert_eq!(k.events_since(head).await.len(), 1);
+    assert!(matches!(
+        k.store.renew_session(&uid("1"), &sid("h")).await,
+        Err(StoreError::NoSuchSession(_))
+    ));
+    // A WebSocket session cannot be "renewed" as a lease.
+    k.open("1", "ws").await;
+    assert!(matches!(
+        k.store.renew_session(&uid("1"), &sid("ws")).await,
+        Err(StoreError::NoSuchSession(_))
+    ));
+}
+
+async fn last_seen_retention_deletes_the_record(kind: Kind) {
+    let k = Kit::new(kind).await;
+    k.open("old", "s").await;
+    k.close("old", "s").await;
+    k.advance(k.settings.offline_grace).await;
+    k.sweep().await;
+    k.advance(k.settings.last_seen_retention - Duration::from_secs(10))
+        .await;
+    k.open("recent", "s").await;
+    k.close("recent", "s").await;
+    k.advance(Duration::from_secs(10)).await;
+    let r = k.sweep().await;
+    assert_eq!(r.records_deleted, 1);
+    assert_eq!(k.view("old").await, None);
+    assert!(k.view("recent").await.is_some());
+    // A user who comes back before retention is not deleted later for their old last seen.
+    k.open("recent", "s2").await;
+    k.advance(k.settings.last_seen_retention * 2).await;
+    k.store.renew_node_lease().await.unwrap();
+    k.store
+        .record_activity(&[Activity {
+            user: uid("recent"),
+            at: k.now(),
+        }])
+        .await
+        .unwrap();
+    assert_eq!(k.sweep().await.records_deleted, 0);
+    assert!(k.view("recent").await.is_some());
+}
+
+async fn zone_and_org_moves_leave_no_trace(kind: Kind) {
+    let k = Kit::new(kind).await;
+    k.open_with(&k.store, "1", "s", DeviceKind::Web, Some("10"), Some("100"))
+        .await;
+    let a = k
+        .store
+        .apply(&uid("1"), Change::SetZone(Some(zone("11"))))
+        .await
+        .unwrap();
+    let e = one(&a);
+    assert_eq!(
+        (e.prev_zone_id.clone(), e.user.zone_id.clone()),
+        (Some(zone("10")), Some(zone("11")))
+    );
+    assert_eq!(e.prev_status, Status::Online);
+    let a = k
+        .store
+        .apply(&uid("1"), Change::SetOrg(None))
+        .await
+        .unwrap();
+    assert_eq!(one(&a).prev_org_id, Some(org("100")));
+    assert_eq!(k.count(Scope::Zone(zone("10"))).await.total, 0);
+    assert_eq!(k.count(Scope::Org(org("100"))).await.total, 0);
+    assert_eq!(k.list_ids(Scope::Zone(zone("11"))).await, ["1"]);
+    // Reconnecting with a zone moves too, in the same single event.
+    k.close("1", "s").await;
+    let a = k
+        .open_with(&k.store, "1", "t", DeviceKind::Web, Some("12"), None)
+        .await;
+    assert_eq!(one(&a).prev_zone_id, Some(zone("11")));
+    assert_eq!(k.count(Scope::Zone(zone("11"))).await.total, 0);
+    assert_eq!(k.count(Scope::Zone(zone("12"))).await.total, 1);
+    // Moving to the zone one is in is no change.
+    assert!(
+        k.store
+            .apply(&uid("1"), Change::SetZone(Some(zone("12"))))
+            .await
+            .unwrap()
+            .event
+            .is_none()
+    );
+    // Away users move their away count along.
+    k.store.apply(&uid("1"), Change::SetAway).await.unwrap();
+    k.store
+        .apply(&uid("1"), Change::SetZone(Some(zone("13"))))
+        .await
+        .unwrap();
+    assert_eq!(
+        k.count(Scope::Zone(zone("12"))).await,
+        ScopeCount::default()
+    );
+    assert_eq!(
+        k.count(Scope::Zone(zone("13"))).await,
+        ScopeCount { total: 1, away: 1 }
+    );
+}
+
+async fn sessions_per_user_limit_refuses_and_changes_nothing(kind: Kind) {
+    let k = Kit::with(
+        kind,
+        StoreSettings {
+            sessions_per_user: 2,
+            ..Default::default()
+        },
+    )
+    .await;
+    k.open("1", "a").await;
+    k.open_with(&k.store, "1", "b", DeviceKind::Mobile, None, None)
+        .await;
+    let before = k.view("1").await;
+    let head = k.head().await;
+    let err = k
+        .store
+        .open_session(OpenSession {
+            user: uid("1"),
+            session: sid("c"),
+            device: DeviceKind::Desktop,
+            zone: Some(zone("9")),
+            org: None,
+            leased: false,
+        })
+        .await;
+    assert!(
+        matches!(
+            err,
+            Err(StoreError::Refused(TransitionError::TooManySessions {
+                limit: 2
+            }))
+        ),
+        "{err:?}"
+    );
+    assert_eq!(k.view("1").await, before);
+    assert!(k.events_since(head).await.is_empty());
+}
+
+async fn duplicate_session_and_unknown_close_change_nothing(kind: Kind) {
+    let k = Kit::new(kind).await;
+    k.open("1", "a").await;
+    let before = k.view("1").await;
+    let dup = k.store.open_session(OpenSession {
+        user: uid("1"),
+        session: sid("a"),
+        device: DeviceKind::Mobile,
+        zone: None,
+        org: None,
+        leased: false,
+    });
+    assert!(matches!(
+        dup.await,
+        Err(StoreError::Refused(TransitionError::SessionExists(_)))
+    ));
+    let closed = k.close("1", "nope").await;
+    assert!(closed.event.is_none());
+    assert_eq!(Some(closed.view), before);
+    assert_eq!(k.view("1").await, before);
+}
+
+async fn metadata_replaces_and_clears(kind: Kind) {
+    let k = Kit::new(kind).await;
+    k.open("1", "a").await;
+    let md: Metadata = serde_json::from_str(r#"{"any": "json", "n": [1, 2]}"#).unwrap();
+    let a = k
+        .store
+        .apply(&uid("1"), Change::SetMetadata(Some(md.clone())))
+        .await
+        .unwrap();
+    assert_eq!(one(&a).user.metadata, Some(md.clone()));
+    assert!(
+        k.store
+            .apply(&uid("1"), Change::SetMetadata(Some(md)))
+            .await
+            .unwrap()
+            .event
+            .is_none()
+    );
+    let a = k
+        .store
+        .apply(&uid("1"), Change::SetMetadata(None))
+        .await
+        .unwrap();
+    assert_eq!(a.view.metadata, None);
+    assert!(a.event.is_some());
+}
+
+async fn offline_user_activity_is_ignored(kind: Kind) {
+    let k = Kit::with(
+        kind,
+        StoreSettings {
+            offline_grace: Duration::ZERO,
+            ..Default::default()
+        },
+    )
+    .await;
+    k.open("1", "a").await;
+    k.close("1", "a").await;
+    let before = k.view("1").await;
+    k.advance(Duration::from_secs(5)).await;
+    let at = k.now();
+    let events = k
+        .store
+        .record_activity(&[
+            Activity { user: uid("1"), at },
+            Activity {
+                user: uid("ghost"),
+                at,
+            },
+        ])
+        .await
+        .unwrap();
+    assert!(events.is_empty());
+    assert_eq!(k.view("1").await, before);
+    assert_eq!(k.view("ghost").await, None);
+}
+
+// --- Two nodes -------------------------------------------------------------------------
+
+async fn two_nodes_keep_a_user_online_until_both_close(kind: Kind) {
+    let k = Kit::with(
+        kind,
+        StoreSettings {
+            offline_grace: Duration::ZERO,
+            ..Default::default()
+        },
+    )
+    .await;
+    let b = k.node("node-b");
+    let first = k
+        .open_with(&k.store, "1", "on-a", DeviceKind::Web, None, None)
+        .await;
+    assert!(first.event.is_some());
+    let second = k
+        .open_with(&b, "1", "on-b", DeviceKind::Web, None, None)
+        .await;
+    assert!(second.event.is_none(), "a second tab elsewhere is no event");
+    let a = k.close("1", "on-a").await;
+    assert_eq!(
+        a.view.status,
+        Status::Online,
+        "the seed's defect 1: still online through node b"
+    );
+    assert!(a.event.is_none());
+    let b_closed = b.close_session(&uid("1"), &sid("on-b")).await.unwrap();
+    assert_eq!(b_closed.view.status, Status::Offline);
+}
+
+async fn dead_node_is_reaped_once_by_any_node(kind: Kind) {
+    let k = Kit::new(kind).await;
+    let b = k.node("node-b");
+    let c = k.node("node-c");
+    for n in [&k.store, &b, &c] {
+        assert_eq!(n.renew_node_lease().await.unwrap(), LeaseRenewal::Held);
+    }
+    for i in 0..30 {
+        k.open_with(&b, &format!("u{i}"), "s", DeviceKind::Web, Some("10"), None)
+            .await;
+    }
+    // u0 is also connected through node a: it must stay online.
+    k.open_with(&k.store, "u0", "s-a", DeviceKind::Mobile, None, None)
+        .await;
+    k.open_with(&k.store, "other", "s", DeviceKind::Web, None, None)
+        .await;
+    let head = k.head().await;
+    k.advance(k.settings.node_lease + Duration::from_secs(1))
+        .await;
+    k.store.renew_node_lease().await.unwrap();
+    c.renew_node_lease().await.unwrap();
+    // Node a and node c sweep at once; every user ends exactly once.
+    let (ra, rc) = tokio::join!(k.store.sweep(), c.sweep());
+    let (ra, rc) = (ra.unwrap(), rc.unwrap());
+    assert_eq!(ra.node_sessions_reaped + rc.node_sessions_reaped, 30);
+    assert_eq!(ra.nodes_reaped + rc.nodes_reaped, 1);
+    let events = k.events_since(head).await;
+    let offline: Vec<_> = events
+        .iter()
+        .filter(|e| e.user.status == Status::Offline)
+        .collect();
+    assert_eq!(
+        offline.len(),
+        29,
+        "one offline event per user who had no other session"
+    );
+    let users: HashSet<_> = offline.iter().map(|e| e.user.user_id.clone()).collect();
+    assert_eq!(users.len(), 29);
+    let u0 = k.view("u0").await.unwrap();
+    assert_eq!(u0.status, Status::Online);
+    assert_eq!(u0.devices.iter().collect::<Vec<_>>(), [DeviceKind::Mobile]);
+    assert_eq!(events.len(), 30, "29 offline events and u0's device change");
+    assert_eq!(k.count(Scope::Zone(zone("10"))).await.total, 1);
+    assert_eq!(k.status("other").await, Some(Status::Online));
+    // Sweeping again changes nothing; the dead node learns its sessions are gone.
+    assert_eq!(k.sweep().await, SweepReport::default());
+    assert_eq!(b.renew_node_lease().await.unwrap(), LeaseRenewal::Lost);
+    assert_eq!(b.renew_node_lease().await.unwrap(), LeaseRenewal::Held);
+    let live: Vec<String> = k
+        .store
+        .nodes()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|n| n.node_id.to_string())
+        .collect();
+    assert!(live.contains(&"node-a".to_string()) && live.contains(&"node-b".to_string()));
+}
+
+// --- Events and the feed -----------------------------------------------------------------
+
+async fn versions_increase_strictly_and_one_event_per_change(kind: Kind) {
+    let k = Kit::new(kind).await;
+    let head = k.head().await;
+    let mut changes = 0;
+    changes += usize::from(
+        k.open_with(&k.store, "1", "a", DeviceKind::Web, Some("1"), None)
+            .await
+            .event
+            .is_some(),
+    );
+    for change in [
+        Change::SetAway,
+        Change::SetAway,
+        Change::SetOnline,
+        Change::SetZone(Some(zone("2"))),
+        Change::SetOrg(Some(org("3"))),
+        Change::SetOnline,
+    ] {
+        k.advance(Duration::from_millis(10)).await;
+        changes += usize::from(
+            k.store
+                .apply(&uid("1"), change)
+                .await
+                .unwrap()
+                .event
+                .is_some(),
+        );
+    }
+    assert_eq!(changes, 5, "repeated away and online are no change");
+    let events = k.events_since(head).await;
+    assert_eq!(events.len(), 5);
+    let versions: Vec<u64> = events.iter().map(|e| e.user.version).collect();
+    assert_eq!(versions, [1, 2, 3, 4, 5]);
+    for w in events.windows(2) {
+        assert!(w[0].feed_id < w[1].feed_id);
+        assert_eq!(w[1].prev_status, w[0].user.status);
+    }
+    assert_eq!(k.view("1").await.unwrap().version, 5);
+}
+
+async fn feed_resumes_after_any_id_in_order(kind: Kind) {
+    let k = Kit::new(kind).await;
+    let start = k.head().await;
+    for i in 0..20 {
+        k.open(&format!("u{i}"), "s").await;
+    }
+    let all = k.events_since(start).await;
+    assert_eq!(all.len(), 20);
+    for (i, e) in all.iter().enumerate() {
+        assert_eq!(
+            k.events_since(e.feed_id).await,
+            all[i + 1..].to_vec(),
+            "after event {i}"
+        );
+    }
+    let page = k.store.read_feed(start, 7).await.unwrap();
+    assert_eq!(page.events, all[..7].to_vec());
+    assert_eq!(k.head().await, all[19].feed_id);
+}
+
+async fn feed_reports_reset_once_trimmed(kind: Kind) {
+    let k = Kit::with(
+        kind,
+        StoreSettings {
+            feed_max_len: 10,
+            offline_grace: Duration::ZERO,
+            ..Default::default()
+        },
+    )
+    .await;
+    let start = k.head().await;
+    k.open("first", "s").await;
+    let first = k.events_since(start).await[0].feed_id;
+    // Redis trims `MAXLEN ~` a whole stream node (100 entries) at a time: write plenty.
+    for i in 0..150 {
+        k.open(&format!("u{i}"), "s").await;
+        k.close(&format!("u{i}"), "s").await;
+    }
+    let old = k.store.read_feed(first, 10).await.unwrap();
+    assert!(old.reset, "events after an aged-out id are gone");
+    assert!(old.events.is_empty());
+    let head = k.head().await;
+    let recent = k.store.read_feed(head, 10).await.unwrap();
+    assert!(!recent.reset);
+    assert!(recent.events.is_empty());
+}
+
+async fn wait_feed_wakes_on_a_new_event(kind: Kind) {
+    let k = Kit::new(kind).await;
+    let head = k.head().await;
+    let store = k.store.clone();
+    let waiter =
+        tokio::spawn(async move { store.wait_feed(head, 10, Duration::from_secs(10)).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    k.open("1", "s").await;
+    let read = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("woke")
+        .unwrap()
+        .unwrap();
+    assert_eq!(read.events.len(), 1);
+    // With nothing new it returns empty after the wait.
+    let head = k.head().await;
+    let idle = k
+        .store
+        .wait_feed(head, 10, Duration::from_millis(50))
+        .await
+        .unwrap();
+    assert!(idle.events.is_empty() && !idle.reset);
+}
+
+// --- Scopes and pages ---------------------------------------------------------------------
+
+async fn list_pages_cover_everyone_once_with_ties(kind: Kind) {
+    let k = Kit::new(kind).await;
+    // 25 users in 5 activity ties.
+    let mut expected = Vec::new();
+    for t in 0..5 {
+        for i in 0..5 {
+            let u = format!("u{t}{i}");
+            k.open_with(&k.store, &u, "s", DeviceKind::Web, Some("10"), None)
+                .await;
+            expected.push((k.now(), u));
+        }
+        k.advance(Duration::from_secs(1)).await;
+    }
+    expected.sort();
+    expected.reverse();
+    let expected: Vec<String> = expected.into_iter().map(|(_, u)| u).collect();
+    for limit in [1, 3, 5, 7, 25, 100] {
+        let mut seen = Vec::new();
+        let mut cursor = None;
+        loop {
+            let q = ListQuery {
+                limit,
+                cursor: cursor.clone(),
+                status: None,
+            };
+            let page = k.store.list(&Scope::Zone(zone("10")), &q).await.unwrap();
+            assert_eq!(page.count, 25);
+            assert!(page.users.len() <= limit);
+            seen.extend(page.users.into_iter().map(|v| v.user_id.to_string()));
+            match page.next_cursor {
+                Some(c) => cursor = Some(ListCursor::decode(&c.encode()).unwrap()),
+                None => break,
+            }
+        }
+        assert_eq!(seen, expected, "limit {limit}");
+    }
+}
+
+async fn status_filter_narrows_lists_and_counts(kind: Kind) {
+    let k = Kit::new(kind).await;
+    for i in 0..6 {
+        k.open(&format!("u{i}"), "s").await;
+        k.advance(Duration::from_secs(1)).await;
+    }
+    for u in ["u1", "u3"] {
+        k.store.apply(&uid(u), Change::SetAway).await.unwrap();
+    }
+    let q = |status, limit| ListQuery {
+        limit,
+        cursor: None,
+        status: Some(status),
+    };
+    let away = k
+        .store
+        .list(&Scope::Global, &q(Status::Away, 10))
+        .await
+        .unwrap();
+    let ids: Vec<_> = away.users.iter().map(|v| v.user_id.to_string()).collect();
+    assert_eq!(
+        (ids, away.count),
+        (vec!["u3".to_string(), "u1".to_string()], 2)
+    );
+    let online = k
+        .store
+        .list(&Scope::Global, &q(Status::Online, 2))
+        .await
+        .unwrap();
+    assert_eq!(online.count, 4);
+    let ids: Vec<_> = online.users.iter().map(|v| v.user_id.to_string()).collect();
+    assert_eq!(ids, ["u5", "u4"]);
+    let rest = ListQuery {
+        cursor: online.next_cursor,
+        ..q(Status::Online, 10)
+    };
+    let rest = k.store.list(&Scope::Global, &rest).await.unwrap();
+    let ids: Vec<_> = rest.users.iter().map(|v| v.user_id.to_string()).collect();
+    assert_eq!(ids, ["u2", "u0"]);
+    assert_eq!(rest.next_cursor, None);
+}
+
+async fn auto_away_handles_more_users_than_one_batch(kind: Kind) {
+    let k = Kit::with(
+        kind,
+        StoreSettings {
+            sweep_batch: 4,
+            ..Default::default()
+        },
+    )
+    .await;
+    // 9 users with the same activity (a tie across the batch boundary), 3 a second later.
+    for i in 0..9 {
+        k.open(&format!("a{i}"), "s").await;
+    }
+    k.advance(Duration::from_secs(1)).await;
+    for i in 0..3 {
+        k.open(&format!("b{i}"), "s").await;
+    }
+    k.advance(k.settings.away_after).await;
+    assert_eq!(k.sweep().await.auto_away, 12);
+    assert_eq!(
+        k.count(Scope::Global).await,
+        ScopeCount {
+            total: 12,
+            away: 12
+        }
+    );
+}
+
+async fn batch_views_keep_order(kind: Kind) {
+    let k = Kit::new(kind).await;
+    k.open("1", "s").await;
+    k.open("3", "s").await;
+    let views = k
+        .store
+        .views(&[uid("3"), uid("2"), uid("1")])
+        .await
+        .unwrap();
+    let got: Vec<_> = views
+        .iter()
+        .map(|v| v.as_ref().map(|v| v.user_id.to_string()))
+        .collect();
+    assert_eq!(got, [Some("3".to_string()), None, Some("1".to_string())]);
+}
