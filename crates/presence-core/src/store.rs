@@ -117,6 +117,18 @@ pub struct SweepReport {
     pub stale_entries: usize,
 }
 
+impl std::ops::AddAssign for SweepReport {
+    fn add_assign(&mut self, b: SweepReport) {
+        self.auto_away += b.auto_away;
+        self.grace_expired += b.grace_expired;
+        self.leases_expired += b.leases_expired;
+        self.node_sessions_reaped += b.node_sessions_reaped;
+        self.nodes_reaped += b.nodes_reaped;
+        self.records_deleted += b.records_deleted;
+        self.stale_entries += b.stale_entries;
+    }
+}
+
 /// A read from the feed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FeedRead {
@@ -159,6 +171,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     -> Result<Millis, StoreError>;
 
     /// Records activity for many users in one call; returns the events (auto-away ended).
+    /// Activity of offline or unknown users, and activity older than `away_after`, is skipped.
     async fn record_activity(&self, batch: &[Activity]) -> Result<Vec<PresenceEvent>, StoreError>;
 
     /// Applies a user's change (status, zone, org, metadata).

@@ -1,15 +1,18 @@
 -- activity.lua: activity of many users in one call (the node coalesces and batches).
 -- Refreshes last_activity and the scores in every set the user is in (the seed forgot the
 -- scores) and turns away (auto) back into online. Offline users and unknown users are skipped.
--- ARGV[5..] pairs: user, activity time ms
+-- Activity older than away_after says nothing about now and is skipped: it could otherwise
+-- bring a user back online below the auto-away window (sweep_away.lua), never to be scanned.
+-- ARGV[5] away_after ms   ARGV[6..] pairs: user, activity time ms
 -- Returns a list of {feed_id, event} for the users that came back from auto-away.
 local events = {}
-for i = 5, #ARGV, 2 do
+local too_old = NOW - tonumber(ARGV[5])
+for i = 6, #ARGV, 2 do
   local user, at = ARGV[i], math.min(tonumber(ARGV[i + 1]), NOW)
   -- Fast path: five fields, no session parsing; the full transition only for auto-away.
   local f = redis.call('HMGET', ukey(user), 'status', 'ar', 'last_activity', 'zone_id', 'org_id')
   local status, ar, la = f[1], f[2], f[3]
-  if status and status ~= 'offline' then
+  if status and status ~= 'offline' and at > too_old then
     if ar == 'auto' then
       local old = load(user)
       local r = copy(old)

@@ -2,10 +2,11 @@
 -- run twice or on many nodes at once: it re-checks the lease, and each user it pops is
 -- handled once.
 -- ARGV[5] node id   ARGV[6] batch size
--- Returns {sessions ended, 1 when the node is fully reaped else 0}
+-- Returns {sessions ended, state}: state 0 = users remain (call again), 1 = fully reaped now,
+-- 2 = nothing to reap (the node renewed meanwhile, or another node reaped it).
 local node, batch = ARGV[5], tonumber(ARGV[6])
 local lease = redis.call('ZSCORE', key('nodes'), node)
-if not lease or tonumber(lease) >= NOW then return {0, 0} end
+if not lease or tonumber(lease) >= NOW then return {0, 2} end
 local set = key('node:' .. node .. ':users')
 local users = redis.call('SPOP', set, batch)
 local ended = 0

@@ -4,13 +4,13 @@
 -- stay contiguous across nodes and restarts. Users already away, or active, lie outside the
 -- window and are never scanned. Each candidate is re-checked before it changes.
 -- ARGV[5] away_after ms   ARGV[6] batch size
--- Returns the number of users turned away (auto).
+-- Returns {users turned away (auto), 1 when the batch was full (call again) else 0}.
 local target = NOW - tonumber(ARGV[5])
 local batch = tonumber(ARGV[6])
 local from = redis.call('GET', key('sweep:away_cutoff'))
 local lower = '-inf'
 if from then
-  if tonumber(from) >= target then return 0 end
+  if tonumber(from) >= target then return {0, 0} end
   lower = '(' .. secs(tonumber(from))
 end
 local gset = key('online:global')
@@ -39,4 +39,4 @@ for _, user in ipairs(users) do
     n = n + 1
   end
 end
-return n
+return {n, #found / 2 >= batch and 1 or 0}

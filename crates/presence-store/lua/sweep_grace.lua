@@ -1,7 +1,7 @@
 -- sweep_grace.lua: users whose offline grace ran out go offline (last seen = when their last
 -- session closed). Stale grace entries are dropped.
 -- ARGV[5] batch size
--- Returns the number of users gone offline.
+-- Returns {users gone offline, 1 when the batch was full (call again) else 0}.
 local due = redis.call('ZRANGEBYSCORE', key('grace'), '-inf', int(NOW), 'LIMIT', 0, tonumber(ARGV[5]))
 local n = 0
 for _, user in ipairs(due) do
@@ -15,4 +15,4 @@ for _, user in ipairs(due) do
     redis.call('ZREM', key('grace'), user)
   end
 end
-return n
+return {n, #due >= tonumber(ARGV[5]) and 1 or 0}

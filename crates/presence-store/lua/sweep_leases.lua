@@ -1,7 +1,7 @@
 -- sweep_leases.lua: REST heartbeat sessions whose lease ran out end, with no further grace;
 -- a user left with no session goes offline. Stale lease entries are dropped.
 -- ARGV[5] batch size
--- Returns the number of sessions ended.
+-- Returns {sessions ended, 1 when the batch was full (call again) else 0}.
 local due = redis.call('ZRANGEBYSCORE', key('leases'), '-inf', int(NOW), 'LIMIT', 0, tonumber(ARGV[5]))
 local n = 0
 for _, member in ipairs(due) do
@@ -18,4 +18,4 @@ for _, member in ipairs(due) do
     redis.call('ZREM', key('leases'), member)
   end
 end
-return n
+return {n, #due >= tonumber(ARGV[5]) and 1 or 0}

@@ -1,7 +1,7 @@
 -- sweep_retention.lua: deletes offline records last seen before the cutoff
 -- (last_seen_retention). Stale last_seen entries are dropped.
 -- ARGV[5] cutoff ms   ARGV[6] batch size
--- Returns the number of records deleted.
+-- Returns {records deleted, 1 when the batch was full (call again) else 0}.
 local cutoff = tonumber(ARGV[5])
 local old = redis.call('ZRANGEBYSCORE', key('last_seen'), '-inf', secs(cutoff), 'LIMIT', 0, tonumber(ARGV[6]))
 local n = 0
@@ -14,4 +14,4 @@ for _, user in ipairs(old) do
     redis.call('ZREM', key('last_seen'), user)
   end
 end
-return n
+return {n, #old >= tonumber(ARGV[6]) and 1 or 0}

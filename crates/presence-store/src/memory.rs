@@ -25,8 +25,8 @@ use presence_core::{
 };
 use tokio::sync::Notify;
 
-/// Most bounded passes one `sweep` makes; the next sweep carries on.
-const MAX_PASSES_PER_SWEEP: usize = 100;
+/// Most bounded calls one sweep makes of one step; the next sweep carries on.
+const MAX_CALLS_PER_STEP: usize = 100;
 
 /// The embedded store.
 #[derive(Debug, Clone)]
@@ -311,34 +311,22 @@ impl MemoryStore {
         })
     }
 
-    /// Ends sessions in a sweep step and counts the events.
-    fn end_sessions_where(
-        &self,
-        st: &mut State,
-        user: &UserId,
-        now: Millis,
-        ended: impl Fn(&SessionId, &Session) -> bool,
-    ) -> (usize, bool) {
-        let max = self.settings().feed_max_len;
-        match st.transition(user, now, false, max, |r| Ok(r.end_sessions(ended, now))) {
-            Ok((n, _, ev)) => (n, ev.is_some()),
-            Err(_) => (0, false),
-        }
+    fn max_feed(&self) -> usize {
+        self.settings().feed_max_len
     }
 
-    fn sweep_auto_away(&self, st: &mut State, now: Millis) -> usize {
-        // The users who just crossed `away_after` are the global index entries with activity
-        // in (previous cutoff, now - away_after]. Users already away or active sit outside the
-        // window, so a sweep costs O(users that change), not O(all users).
+    /// Auto-away. The users who just crossed `away_after` are the global index entries with
+    /// activity in (previous cutoff, now - away_after]. Users already away or active sit
+    /// outside the window, so a sweep costs O(users that change), not O(all users).
+    fn sweep_auto_away(&self, st: &mut State, now: Millis, batch: usize) -> Step {
         let target = now - ms(self.settings().away_after);
         let from = st.away_cutoff.unwrap_or(Millis::MIN);
         if target <= from {
-            return 0;
+            return Step::default();
         }
-        let batch = self.settings().sweep_batch.max(1);
         let Some(ix) = st.scopes.get(&Scope::Global) else {
             st.away_cutoff = Some(target);
-            return 0;
+            return Step::default();
         };
         let mut candidates: Vec<(Millis, UserId)> = ix
             .by_activity
@@ -347,45 +335,32 @@ impl MemoryStore {
             .take(batch)
             .cloned()
             .collect();
+        let full = candidates.len() == batch;
         // A full batch stops at the last candidate's activity, with every tie at that
         // activity included, so the next window can start strictly after it.
         let cutoff = match candidates.last() {
-            Some(last) if candidates.len() == batch => {
+            Some(last) if full => {
                 let last = last.clone();
-                let ties = ix
-                    .by_activity
-                    .range(last.clone()..)
-                    .skip(1)
-                    .take_while(|(a, _)| *a == last.0);
-                candidates.extend(ties.cloned().collect::<Vec<_>>());
+                let ties = ix.by_activity.range(last.clone()..).skip(1);
+                let ties: Vec<_> = ties.take_while(|(a, _)| *a == last.0).cloned().collect();
+                candidates.extend(ties);
                 last.0
             }
             _ => target,
         };
         st.away_cutoff = Some(cutoff);
-        let max = self.settings().feed_max_len;
-        let mut n = 0;
+        let mut changed = 0;
         for (_, user) in candidates {
-            if let Ok((true, _, _)) =
-                st.transition(&user, now, false, max, |r| Ok(r.auto_away(target)))
-            {
-                n += 1;
-            }
+            let turned = st.transition(&user, now, false, self.max_feed(), |r| {
+                Ok(r.auto_away(target))
+            });
+            changed += usize::from(matches!(turned, Ok((true, _, _))));
         }
-        n
+        Step { changed, full }
     }
-}
 
-impl MemoryStore {
-    fn sweep_locked(&self, st: &mut State, now: Millis) -> SweepReport {
-        let s = self.settings();
-        let batch = s.sweep_batch.max(1);
-        let max = s.feed_max_len;
-        let mut report = SweepReport {
-            auto_away: self.sweep_auto_away(st, now),
-            ..Default::default()
-        };
-
+    /// Users whose offline grace ran out go offline.
+    fn sweep_grace(&self, st: &mut State, now: Millis, batch: usize) -> Step {
         let due: Vec<UserId> = st
             .grace
             .iter()
@@ -393,14 +368,21 @@ impl MemoryStore {
             .take(batch)
             .map(|(_, u)| u.clone())
             .collect();
-        for user in due {
-            if let Ok((true, _, _)) =
-                st.transition(&user, now, false, max, |r| Ok(r.expire_grace(now)))
-            {
-                report.grace_expired += 1;
-            }
+        let mut changed = 0;
+        for user in &due {
+            let gone = st.transition(user, now, false, self.max_feed(), |r| {
+                Ok(r.expire_grace(now))
+            });
+            changed += usize::from(matches!(gone, Ok((true, _, _))));
         }
+        Step {
+            changed,
+            full: due.len() == batch,
+        }
+    }
 
+    /// REST heartbeat sessions whose lease ran out end, with no further grace.
+    fn sweep_leases(&self, st: &mut State, now: Millis, batch: usize) -> Step {
         let due: Vec<(UserId, SessionId)> = st
             .leases
             .iter()
@@ -408,43 +390,60 @@ impl MemoryStore {
             .take(batch)
             .map(|(_, u, s)| (u.clone(), s.clone()))
             .collect();
-        for (user, sid) in due {
-            let (n, _) = self.end_sessions_where(st, &user, now, |id, s| {
-                *id == sid && s.lease_until.is_some_and(|t| t <= now)
+        let mut changed = 0;
+        for (user, sid) in &due {
+            changed += self.end_sessions_where(st, user, now, |id, s| {
+                id == sid && s.lease_until.is_some_and(|t| t <= now)
             });
-            report.leases_expired += n;
         }
+        Step {
+            changed,
+            full: due.len() == batch,
+        }
+    }
 
-        let dead: Vec<NodeId> = st
+    /// Sessions of nodes whose lease lapsed end; a fully reaped node is forgotten and told
+    /// so at its next renewal.
+    fn sweep_dead_nodes(
+        &self,
+        st: &mut State,
+        now: Millis,
+        batch: usize,
+        report: &mut SweepReport,
+    ) -> Step {
+        let Some(node) = st
             .nodes
             .iter()
-            .filter(|(_, n)| n.lease_until < now)
+            .find(|(_, n)| n.lease_until < now)
             .map(|(id, _)| id.clone())
-            .collect();
-        let mut budget = batch;
-        for node in dead {
-            let users: Vec<UserId> = st.nodes[&node].users.iter().take(budget).cloned().collect();
-            budget -= users.len();
-            for user in users {
-                let (n, _) =
-                    self.end_sessions_where(st, &user, now, |_, s| s.node.as_ref() == Some(&node));
-                report.node_sessions_reaped += n;
-                // A user whose record is gone still leaves the node's index.
-                if let Some(ns) = st.nodes.get_mut(&node) {
-                    ns.users.remove(&user);
-                }
-            }
-            if st.nodes[&node].users.is_empty() {
-                st.nodes.remove(&node);
-                st.reaped.insert(node);
-                report.nodes_reaped += 1;
-            }
-            if budget == 0 {
-                break;
+        else {
+            return Step::default();
+        };
+        let users: Vec<UserId> = st.nodes[&node].users.iter().take(batch).cloned().collect();
+        let mut changed = 0;
+        for user in users {
+            changed +=
+                self.end_sessions_where(st, &user, now, |_, s| s.node.as_ref() == Some(&node));
+            // A user whose record is gone still leaves the node's index.
+            if let Some(ns) = st.nodes.get_mut(&node) {
+                ns.users.remove(&user);
             }
         }
+        if st.nodes[&node].users.is_empty() {
+            st.nodes.remove(&node);
+            st.reaped.insert(node);
+            report.nodes_reaped += 1;
+        }
+        // Another dead node, or more users of this one, may be waiting.
+        Step {
+            changed,
+            full: st.nodes.values().any(|n| n.lease_until < now),
+        }
+    }
 
-        let cutoff = now - ms(s.last_seen_retention);
+    /// Offline records last seen before the retention cutoff are deleted.
+    fn sweep_retention(&self, st: &mut State, now: Millis, batch: usize) -> Step {
+        let cutoff = now - ms(self.settings().last_seen_retention);
         let old: Vec<UserId> = st
             .last_seen
             .iter()
@@ -452,18 +451,59 @@ impl MemoryStore {
             .take(batch)
             .map(|(_, u)| u.clone())
             .collect();
-        for user in old {
+        let mut changed = 0;
+        for user in &old {
             if st
                 .users
-                .get(&user)
+                .get(user)
                 .is_some_and(|r| r.retention_expired(cutoff))
             {
-                st.delete(&user);
-                report.records_deleted += 1;
+                st.delete(user);
+                changed += 1;
             }
         }
-        report
+        Step {
+            changed,
+            full: old.len() == batch,
+        }
     }
+
+    /// Ends sessions in a sweep step; returns how many ended.
+    fn end_sessions_where(
+        &self,
+        st: &mut State,
+        user: &UserId,
+        now: Millis,
+        ended: impl Fn(&SessionId, &Session) -> bool,
+    ) -> usize {
+        st.transition(user, now, false, self.max_feed(), |r| {
+            Ok(r.end_sessions(ended, now))
+        })
+        .map_or(0, |(n, _, _)| n)
+    }
+}
+
+/// What one bounded call of a sweep step did.
+#[derive(Debug, Default, Clone, Copy)]
+struct Step {
+    changed: usize,
+    /// The step's batch was full: more may be waiting.
+    full: bool,
+}
+
+/// Runs a sweep step until its batch comes back short (or a cap on calls is reached; the
+/// next sweep carries on). Draining each step before the next keeps what a sweep emits
+/// independent of the batch size.
+fn drain(mut step: impl FnMut() -> Step) -> usize {
+    let mut total = 0;
+    for _ in 0..MAX_CALLS_PER_STEP {
+        let s = step();
+        total += s.changed;
+        if !s.full {
+            break;
+        }
+    }
+    total
 }
 
 #[async_trait]
@@ -474,29 +514,31 @@ impl Store for MemoryStore {
 
     async fn open_session(&self, open: OpenSession) -> Result<Applied, StoreError> {
         let s = self.settings();
-        let (online_ttl, limit) = (ms(s.online_ttl), s.sessions_per_user);
-        if !open.leased {
+        let now = self.now();
+        let node = (!open.leased).then(|| self.node.clone());
+        let session = Session {
+            node: node.clone(),
+            device: open.device,
+            lease_until: open.leased.then_some(now + ms(s.online_ttl)),
+        };
+        let limit = s.sessions_per_user;
+        let (_, rec, event) = {
+            let mut st = self.lock();
+            let registered = node.as_ref().is_none_or(|n| st.nodes.contains_key(n));
+            let out = st.transition(&open.user, now, true, s.feed_max_len, |r| {
+                r.open(open.session, session, open.zone, open.org, now, limit)
+                    .map_err(StoreError::from)
+            })?;
             // A node that opens sessions is live: register it if it never renewed, so its
             // sessions can be reaped should it die before its first renewal.
-            let until = self.now() + ms(s.node_lease);
-            self.lock()
-                .nodes
-                .entry(self.node.clone())
-                .or_insert_with(|| NodeState {
-                    lease_until: until,
-                    ..Default::default()
-                });
+            if let (false, Some(n)) = (registered, &node) {
+                st.nodes.entry(n.clone()).or_default().lease_until = now + ms(s.node_lease);
+            }
+            out
+        };
+        if event.is_some() {
+            self.shared.feed_grew.notify_waiters();
         }
-        let node = self.node.clone();
-        let (_, rec, event) = self.run(&open.user, true, |r, now| {
-            let session = Session {
-                node: (!open.leased).then_some(node),
-                device: open.device,
-                lease_until: open.leased.then_some(now + online_ttl),
-            };
-            r.open(open.session, session, open.zone, open.org, now, limit)
-                .map_err(StoreError::from)
-        })?;
         Self::applied(rec, event, &open.user)
     }
 
@@ -516,21 +558,30 @@ impl Store for MemoryStore {
         session: &SessionId,
     ) -> Result<Millis, StoreError> {
         let ttl = ms(self.settings().online_ttl);
-        let (until, _, _) = self.run(user, false, |r, now| match r.sessions.get_mut(session) {
-            Some(s) if s.lease_until.is_some() => {
-                s.lease_until = Some(now + ttl);
-                Ok(now + ttl)
-            }
-            _ => Err(StoreError::NoSuchSession(session.clone())),
-        })?;
+        let (until, _, _) = self
+            .run(user, false, |r, now| match r.sessions.get_mut(session) {
+                Some(s) if s.lease_until.is_some() => {
+                    s.lease_until = Some(now + ttl);
+                    Ok(now + ttl)
+                }
+                _ => Err(StoreError::NoSuchSession(session.clone())),
+            })
+            .map_err(|e| match e {
+                StoreError::NotFound(_) => StoreError::NoSuchSession(session.clone()),
+                e => e,
+            })?;
         Ok(until)
     }
 
     async fn record_activity(&self, batch: &[Activity]) -> Result<Vec<PresenceEvent>, StoreError> {
+        let away_after = ms(self.settings().away_after);
         let mut events = Vec::new();
         for a in batch {
             match self.run(&a.user, false, |r, now| {
-                r.activity(a.at.min(now));
+                // Activity older than `away_after` says nothing about now (see activity.lua).
+                if a.at > now - away_after {
+                    r.activity(a.at.min(now));
+                }
                 Ok(())
             }) {
                 Ok((_, _, Some(e))) => events.push(e),
@@ -575,7 +626,7 @@ impl Store for MemoryStore {
             away: ix.away,
         }
         .narrowed(query.status);
-        let mut iter: Box<dyn Iterator<Item = &(Millis, UserId)>> = match &query.cursor {
+        let iter: Box<dyn Iterator<Item = &(Millis, UserId)>> = match &query.cursor {
             Some(c) => Box::new(ix.by_activity.range(..(c.activity, c.user.clone())).rev()),
             None => Box::new(ix.by_activity.iter().rev()),
         };
@@ -586,14 +637,13 @@ impl Store for MemoryStore {
         };
         let mut users = Vec::new();
         let mut last = None;
-        let mut examined = 0;
         let mut exhausted = true;
-        for entry in iter.by_ref() {
+        for (examined, entry) in iter.enumerate() {
+            // Stop before an entry we may not take: its presence means there is a next page.
             if users.len() == query.limit || examined == budget {
                 exhausted = false;
                 break;
             }
-            examined += 1;
             last = Some(entry);
             let rec = &st.users[&entry.1];
             if query.status.is_none_or(|s| s == rec.status) {
@@ -657,19 +707,20 @@ impl Store for MemoryStore {
 
     async fn sweep(&self) -> Result<SweepReport, StoreError> {
         let now = self.now();
+        let batch = self.settings().sweep_batch.max(1);
         let report = {
-            let mut st = self.lock();
-            let mut total = SweepReport::default();
-            // Each pass is bounded by `sweep_batch`; repeat while passes come back full, up to
-            // a cap so one sweep never holds the lock for long.
-            for _ in 0..MAX_PASSES_PER_SWEEP {
-                let r = self.sweep_locked(&mut st, now);
-                total = add_reports(total, r);
-                if !is_full(&r, self.settings().sweep_batch) {
-                    break;
-                }
-            }
-            total
+            let st = &mut *self.lock();
+            let mut r = SweepReport {
+                auto_away: drain(|| self.sweep_auto_away(st, now, batch)),
+                ..Default::default()
+            };
+            r.grace_expired = drain(|| self.sweep_grace(st, now, batch));
+            r.leases_expired = drain(|| self.sweep_leases(st, now, batch));
+            let mut reaped = SweepReport::default();
+            r.node_sessions_reaped = drain(|| self.sweep_dead_nodes(st, now, batch, &mut reaped));
+            r.nodes_reaped = reaped.nodes_reaped;
+            r.records_deleted = drain(|| self.sweep_retention(st, now, batch));
+            r
         };
         self.shared.feed_grew.notify_waiters();
         Ok(report)
@@ -707,32 +758,4 @@ impl Store for MemoryStore {
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }
-}
-
-/// Sums two sweep reports.
-pub(crate) fn add_reports(a: SweepReport, b: SweepReport) -> SweepReport {
-    SweepReport {
-        auto_away: a.auto_away + b.auto_away,
-        grace_expired: a.grace_expired + b.grace_expired,
-        leases_expired: a.leases_expired + b.leases_expired,
-        node_sessions_reaped: a.node_sessions_reaped + b.node_sessions_reaped,
-        nodes_reaped: a.nodes_reaped + b.nodes_reaped,
-        records_deleted: a.records_deleted + b.records_deleted,
-        stale_entries: a.stale_entries + b.stale_entries,
-    }
-}
-
-/// Whether any step of a pass used its whole batch (so more may be waiting).
-pub(crate) fn is_full(r: &SweepReport, batch: usize) -> bool {
-    let batch = batch.max(1);
-    [
-        r.auto_away,
-        r.grace_expired,
-        r.leases_expired,
-        r.node_sessions_reaped,
-        r.records_deleted,
-        r.stale_entries,
-    ]
-    .iter()
-    .any(|n| *n >= batch)
 }

@@ -37,7 +37,6 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnecti
 use redis::{AsyncConnectionConfig, Client, Script, ScriptInvocation, Value};
 use tokio::sync::Mutex;
 
-use crate::memory::{add_reports, is_full};
 use codec::{array, decode_committed, decode_entries, decode_record, int, pairs, text};
 
 /// How to reach Redis.
@@ -134,8 +133,8 @@ impl Scripts {
 /// Most users one activity script call carries; bigger batches are split.
 const ACTIVITY_CHUNK: usize = 500;
 
-/// Most passes of one sweep; the next sweep carries on.
-const MAX_PASSES_PER_SWEEP: usize = 100;
+/// Most bounded calls one sweep makes of one step; the next sweep carries on.
+const MAX_CALLS_PER_STEP: usize = 100;
 
 /// A handle on the Redis store, speaking for one node. Cheap to clone.
 #[derive(Clone)]
@@ -158,6 +157,14 @@ impl std::fmt::Debug for RedisStore {
             .field("key_prefix", &self.config.key_prefix)
             .field("node", &self.node)
             .finish()
+    }
+}
+
+/// A sweep step's `{changed, batch was full}`.
+fn sweep_step_reply(v: &Value) -> Result<(usize, bool), StoreError> {
+    match array(v)? {
+        [n, full] => Ok((int(n)? as usize, int(full)? == 1)),
+        _ => Err(StoreError::Corrupt("unexpected sweep reply".into())),
     }
 }
 
@@ -287,24 +294,27 @@ impl RedisStore {
         }
     }
 
-    async fn sweep_pass(&self, now: Millis) -> Result<SweepReport, StoreError> {
-        let s = &self.settings;
-        let batch = s.sweep_batch.max(1);
-        let count = |v: Value| int(&v).map(|n| n as usize);
-        let mut r = SweepReport::default();
+    /// Runs one sweep script until its batch comes back short (or a cap on calls is reached;
+    /// the next sweep carries on). Draining each step before the next keeps what a sweep emits
+    /// independent of the batch size. `args` follow the common ARGV.
+    async fn drain(&self, script: &Script, now: Millis, args: &[i64]) -> Result<usize, StoreError> {
+        let mut total = 0;
+        for _ in 0..MAX_CALLS_PER_STEP {
+            let mut inv = self.invocation(script, now);
+            for a in args {
+                inv.arg(*a);
+            }
+            let (changed, full) = sweep_step_reply(&self.invoke(&inv).await?)?;
+            total += changed;
+            if !full {
+                break;
+            }
+        }
+        Ok(total)
+    }
 
-        let mut inv = self.invocation(&self.scripts.sweep_away, now);
-        inv.arg(ms(s.away_after)).arg(batch);
-        r.auto_away = count(self.invoke(&inv).await?)?;
-
-        let mut inv = self.invocation(&self.scripts.sweep_grace, now);
-        inv.arg(batch);
-        r.grace_expired = count(self.invoke(&inv).await?)?;
-
-        let mut inv = self.invocation(&self.scripts.sweep_leases, now);
-        inv.arg(batch);
-        r.leases_expired = count(self.invoke(&inv).await?)?;
-
+    /// Ends the sessions of every node whose lease lapsed; returns (sessions, nodes reaped).
+    async fn reap_dead_nodes(&self, now: Millis, batch: i64) -> Result<(usize, usize), StoreError> {
         let dead: Vec<String> = redis::cmd("ZRANGEBYSCORE")
             .arg(self.key("nodes"))
             .arg("-inf")
@@ -312,25 +322,25 @@ impl RedisStore {
             .query_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
+        let (mut sessions, mut nodes) = (0, 0);
         for node in dead {
-            let mut inv = self.invocation(&self.scripts.reap_node, now);
-            inv.arg(&node).arg(batch);
-            let reply = self.invoke(&inv).await?;
-            let reply = array(&reply)?;
-            if let [ended, done] = reply {
-                r.node_sessions_reaped += int(ended)? as usize;
-                r.nodes_reaped += int(done)? as usize;
+            for _ in 0..MAX_CALLS_PER_STEP {
+                let mut inv = self.invocation(&self.scripts.reap_node, now);
+                inv.arg(&node).arg(batch);
+                let reply = self.invoke(&inv).await?;
+                let [ended, state] = array(&reply)? else {
+                    return Err(StoreError::Corrupt("unexpected reap_node reply".into()));
+                };
+                sessions += int(ended)? as usize;
+                match int(state)? {
+                    0 => continue,
+                    1 => nodes += 1,
+                    _ => {}
+                }
+                break;
             }
         }
-
-        let mut inv = self.invocation(&self.scripts.sweep_retention, now);
-        inv.arg(now - ms(s.last_seen_retention)).arg(batch);
-        r.records_deleted = count(self.invoke(&inv).await?)?;
-
-        let mut inv = self.invocation(&self.scripts.sweep_stale, now);
-        inv.arg(batch);
-        r.stale_entries = count(self.invoke(&inv).await?)?;
-        Ok(r)
+        Ok((sessions, nodes))
     }
 
     async fn read_feed_at(&self, after: FeedId, limit: usize) -> Result<FeedRead, StoreError> {
@@ -432,6 +442,7 @@ impl Store for RedisStore {
         let mut events = Vec::new();
         for chunk in batch.chunks(ACTIVITY_CHUNK) {
             let mut inv = self.invocation(&self.scripts.activity, self.now());
+            inv.arg(ms(self.settings.away_after));
             for a in chunk {
                 inv.arg(a.user.as_str()).arg(a.at);
             }
@@ -614,18 +625,27 @@ impl Store for RedisStore {
 
     async fn sweep(&self) -> Result<SweepReport, StoreError> {
         let now = self.now();
-        let mut total = SweepReport::default();
-        for _ in 0..MAX_PASSES_PER_SWEEP {
-            let r = self.sweep_pass(now).await?;
-            total = add_reports(total, r);
-            if !is_full(&r, self.settings.sweep_batch)
-                && r.nodes_reaped == 0
-                && r.node_sessions_reaped == 0
-            {
-                break;
-            }
-        }
-        Ok(total)
+        let s = &self.settings;
+        let batch = s.sweep_batch.max(1) as i64;
+        let scripts = &self.scripts;
+        let mut r = SweepReport {
+            auto_away: self
+                .drain(&scripts.sweep_away, now, &[ms(s.away_after), batch])
+                .await?,
+            ..Default::default()
+        };
+        r.grace_expired = self.drain(&scripts.sweep_grace, now, &[batch]).await?;
+        r.leases_expired = self.drain(&scripts.sweep_leases, now, &[batch]).await?;
+        (r.node_sessions_reaped, r.nodes_reaped) = self.reap_dead_nodes(now, batch).await?;
+        let cutoff = now - ms(s.last_seen_retention);
+        r.records_deleted = self
+            .drain(&scripts.sweep_retention, now, &[cutoff, batch])
+            .await?;
+        // One slice of the stale-entry walk per sweep: a background check, not a backlog.
+        let mut inv = self.invocation(&scripts.sweep_stale, now);
+        inv.arg(batch);
+        r.stale_entries = int(&self.invoke(&inv).await?)? as usize;
+        Ok(r)
     }
 
     async fn feed_head(&self) -> Result<FeedId, StoreError> {
