@@ -118,6 +118,34 @@ macro_rules! id_type {
     };
 }
 
+/// Length of generated session and node ids: 8 base62 characters, about 47 bits. Session ids
+/// need only be unique among one user's sessions and node ids among live nodes; every online
+/// user's Redis hash holds one of each, so they are kept short.
+pub const GENERATED_ID_LEN: usize = 8;
+
+fn random_base62(len: usize) -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut rng = rand::rng();
+    (0..len)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+impl SessionId {
+    /// A new random session id.
+    pub fn random() -> Self {
+        Self(random_base62(GENERATED_ID_LEN))
+    }
+}
+
+impl NodeId {
+    /// A new random node id, made once per process start.
+    pub fn random() -> Self {
+        Self(random_base62(GENERATED_ID_LEN))
+    }
+}
+
 id_type!(
     /// A user, as the product identifies them.
     UserId,
@@ -165,6 +193,14 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn generated_ids_are_valid_short_and_distinct() {
+        let a = SessionId::random();
+        assert_eq!(a.as_str().len(), GENERATED_ID_LEN);
+        assert!(SessionId::new(a.as_str()).is_ok());
+        assert_ne!(NodeId::random(), NodeId::random());
     }
 
     #[test]

@@ -36,8 +36,9 @@ local function bytes_less(a, b)
 end
 
 -- Scalar fields of a record (absent = nil). Sessions are fields `s:{id}` = "node|device|lease".
+-- `ni` lists the nodes whose index list holds an entry for this user (see index_nodes).
 local FIELDS = {'status', 'ar', 'ma', 'last_activity', 'last_seen', 'zone_id', 'org_id', 'dev',
-  'metadata', 'v', 'updated_at', 'gr'}
+  'metadata', 'v', 'updated_at', 'gr', 'ni'}
 -- Fields the public view shows, minus last_activity: a change to any is one event.
 local VISIBLE = {'status', 'ar', 'zone_id', 'org_id', 'dev', 'metadata'}
 local DEVICE_ORDER = {'web', 'desktop', 'mobile', 'other'}
@@ -47,6 +48,23 @@ local function parse_session(v)
   return node, device, tonumber(lease)
 end
 
+-- Devices in view order ('web,mobile'), from the sessions; nil when there is none.
+local function devices_of(sessions)
+  local have = {}
+  for _, v in pairs(sessions) do
+    local _, device = parse_session(v)
+    have[device] = true
+  end
+  local list = {}
+  for _, d in ipairs(DEVICE_ORDER) do
+    if have[d] then list[#list + 1] = d end
+  end
+  if #list == 0 then return nil end
+  return table.concat(list, ',')
+end
+
+-- `dev` is stored only while the user has no session (the grace keeps the devices shown);
+-- with sessions it is derived from them. `dev_stored` remembers what the hash holds.
 local function load(user)
   local flat = redis.call('HGETALL', ukey(user))
   if #flat == 0 then return nil end
@@ -60,6 +78,8 @@ local function load(user)
       r[f] = flat[i + 1]
     end
   end
+  r.dev_stored = r.dev
+  if r.n > 0 then r.dev = devices_of(r.sessions) end
   return r
 end
 
@@ -84,16 +104,7 @@ local function present_status(r, auto_away)
 end
 
 local function recompute_devices(r)
-  local have = {}
-  for _, v in pairs(r.sessions) do
-    local _, device = parse_session(v)
-    have[device] = true
-  end
-  local list = {}
-  for _, d in ipairs(DEVICE_ORDER) do
-    if have[d] then list[#list + 1] = d end
-  end
-  if #list == 0 then r.dev = nil else r.dev = table.concat(list, ',') end
+  r.dev = devices_of(r.sessions)
 end
 
 local function touch(r, at)
@@ -133,9 +144,13 @@ local function save(user, old, r)
   local k = ukey(user)
   local set, del = {}, {}
   for _, f in ipairs(FIELDS) do
-    if r[f] ~= old[f] then
+    if f ~= 'dev' and r[f] ~= old[f] then
       if r[f] == nil then del[#del + 1] = f else set[#set + 1] = f; set[#set + 1] = r[f] end
     end
+  end
+  local dev = r.n == 0 and r.dev or nil
+  if dev ~= old.dev_stored then
+    if dev == nil then del[#del + 1] = 'dev' else set[#set + 1] = 'dev'; set[#set + 1] = dev end
   end
   for id, v in pairs(r.sessions) do
     if old.sessions[id] ~= v then set[#set + 1] = 's:' .. id; set[#set + 1] = v end
@@ -173,6 +188,33 @@ local function node_set(r)
   return m
 end
 
+-- Node index: `node:{id}:users` is a list of the users with a session on that node, for
+-- reaping it should it die. A list entry costs a few bytes where a set member costs ~50; the
+-- price is that closes leave entries behind. `ni` in the user's hash names the nodes whose
+-- list holds an entry for the user, so each (user, node) pair has exactly one entry; the
+-- node's sweep rotates its list and drops the entries of users who left (compact_node.lua).
+local function has_node(r, node)
+  return r.ni ~= nil and string.find(',' .. r.ni .. ',', ',' .. node .. ',', 1, true) ~= nil
+end
+
+local function drop_node(r, node)
+  if not has_node(r, node) then return end
+  local kept = {}
+  for n in string.gmatch(r.ni, '[^,]+') do
+    if n ~= node then kept[#kept + 1] = n end
+  end
+  if #kept == 0 then r.ni = nil else r.ni = table.concat(kept, ',') end
+end
+
+local function index_nodes(user, r)
+  for n in pairs(node_set(r)) do
+    if not has_node(r, n) then
+      redis.call('RPUSH', key('node:' .. n .. ':users'), user)
+      if r.ni then r.ni = r.ni .. ',' .. n else r.ni = n end
+    end
+  end
+end
+
 -- Brings every index in line with the record: the seed's online:* sets (score = last
 -- activity), the away counts, grace, REST leases, node membership and last seen.
 local function reindex(user, old, r)
@@ -203,9 +245,6 @@ local function reindex(user, old, r)
   local lb, la = lease_members(user, old), lease_members(user, r)
   for m in pairs(lb) do if la[m] == nil then redis.call('ZREM', key('leases'), m) end end
   for m, t in pairs(la) do if lb[m] ~= t then redis.call('ZADD', key('leases'), t, m) end end
-  local nb, na = node_set(old), node_set(r)
-  for n in pairs(nb) do if not na[n] then redis.call('SREM', key('node:' .. n .. ':users'), user) end end
-  for n in pairs(na) do if not nb[n] then redis.call('SADD', key('node:' .. n .. ':users'), user) end end
   local sb = old.status == 'offline' and old.last_seen or nil
   local sa = r.status == 'offline' and r.last_seen or nil
   if sb ~= sa then
@@ -248,6 +287,7 @@ local function commit(user, old, r)
     ev = event_fields(user, old, r)
     id = redis.call('XADD', key('feed'), 'MAXLEN', '~', FEED_MAX, '*', unpack(ev))
   end
+  index_nodes(user, r)
   save(user, old, r)
   reindex(user, old, r)
   return {id, ev}

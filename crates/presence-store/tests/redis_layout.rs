@@ -176,8 +176,69 @@ async fn stale_entries_never_show_and_are_swept() {
     let n: u64 = raw.zcard(&global).await.unwrap();
     assert_eq!(n, 3, "not yet swept");
     k.store.renew_node_lease().await.unwrap();
-    assert_eq!(k.sweep().await.stale_entries, 1);
+    // Two stale entries: user 2 in online:global and in this node's index list.
+    assert_eq!(k.sweep().await.stale_entries, 2);
     let n: u64 = raw.zcard(&global).await.unwrap();
     assert_eq!(n, 2);
     assert_eq!(k.list_ids(Scope::Global).await, ["3", "1"]);
+}
+
+#[tokio::test]
+async fn node_index_lists_hold_each_user_once_and_shrink_to_live_users() {
+    let k = Kit::with(
+        Kind::Redis,
+        StoreSettings {
+            offline_grace: Duration::ZERO,
+            ..Default::default()
+        },
+    )
+    .await;
+    let store = k.redis().unwrap();
+    let client = redis::Client::open(redis_url().as_str()).unwrap();
+    let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+    let list = format!("{}node:node-a:users", store.key_prefix());
+    // A flapping user reconnects many times; two tabs of one user; 50 users who leave.
+    for i in 0..20 {
+        k.open("flappy", &format!("s{i}")).await;
+        k.close("flappy", &format!("s{i}")).await;
+    }
+    k.open("flappy", "last").await;
+    k.open("tabs", "a").await;
+    k.open("tabs", "b").await;
+    for i in 0..50 {
+        k.open(&format!("gone{i}"), "s").await;
+        k.close(&format!("gone{i}"), "s").await;
+    }
+    let len: usize = raw.llen(&list).await.unwrap();
+    assert_eq!(len, 52, "one entry per user, however often they reconnect");
+    k.sweep().await;
+    let mut entries: Vec<String> = raw.lrange(&list, 0, -1).await.unwrap();
+    entries.sort();
+    assert_eq!(entries, ["flappy", "tabs"]);
+    // A user who comes back after being dropped is indexed again, once.
+    k.open("gone0", "again").await;
+    let len: usize = raw.llen(&list).await.unwrap();
+    assert_eq!(len, 3);
+    // And the node's death still ends every live session exactly once.
+    let head = k.head().await;
+    k.advance(k.settings.node_lease + Duration::from_secs(1))
+        .await;
+    let c = k.node("node-c");
+    c.renew_node_lease().await.unwrap();
+    // node-a renewed in advance(); simulate its death by expiring its lease entry.
+    let _: () = raw
+        .zadd(format!("{}nodes", store.key_prefix()), "node-a", 0)
+        .await
+        .unwrap();
+    let r = c.sweep().await.unwrap();
+    assert_eq!((r.node_sessions_reaped, r.nodes_reaped), (4, 1));
+    let offline = k
+        .events_since(head)
+        .await
+        .iter()
+        .filter(|e| e.user.status == Status::Offline)
+        .count();
+    assert_eq!(offline, 3);
+    let len: usize = raw.llen(&list).await.unwrap();
+    assert_eq!(len, 0);
 }

@@ -2,8 +2,10 @@
 //!
 //! The hash `presence:{user}` keeps the seed's fields (`status`, `last_activity` in unix
 //! seconds, `zone_id`, `org_id`, `updated_at` in RFC 3339, `metadata` JSON) plus short fields
-//! of ours: `v` version, `ar` away reason, `ma` manual away, `dev` devices (csv), `last_seen`
-//! (unix seconds), `gr` grace deadline (ms) and `s:{session}` = `node|device|lease ms`.
+//! of ours: `v` version, `ar` away reason, `ma` manual away, `dev` devices (csv; stored only
+//! while no session is open, else derived from the sessions), `last_seen`
+//! (unix seconds), `gr` grace deadline (ms), `ni` nodes whose index list holds the user, and
+//! `s:{session}` = `node|device|lease ms`.
 //! A feed entry holds the same visible fields after the change plus `u` (user), `ps`, `pz`,
 //! `po` (previous status, zone, org) and `ts` (ms), so one decoder reads both.
 
@@ -132,6 +134,10 @@ pub(crate) fn decode_record(
                 }
             }
         }
+    }
+    // `dev` is stored only while there is no session; otherwise the sessions say it.
+    if !r.sessions.is_empty() {
+        r.devices = r.sessions.values().map(|s| s.device).collect();
     }
     Ok(r)
 }

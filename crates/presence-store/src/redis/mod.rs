@@ -10,7 +10,7 @@
 //! | `grace` | zset | users in the offline grace, by deadline (ms) |
 //! | `leases` | zset | `user|session` of REST heartbeat sessions, by expiry (ms) |
 //! | `nodes` | zset | node id → lease expiry (ms) |
-//! | `node:{id}:users` | set | users with a session on that node, for reaping |
+//! | `node:{id}:users` | list | users with a session on that node, for reaping; each node's sweep drops those who left |
 //! | `last_seen` | zset | offline users by last seen (s), for retention |
 //! | `feed` | stream | events, capped with `MAXLEN ~` |
 //! | `sweep:away_cutoff`, `sweep:stale_pos` | string | where the sweeps' windows stand |
@@ -86,6 +86,7 @@ struct Scripts {
     reap_node: Script,
     sweep_retention: Script,
     sweep_stale: Script,
+    compact_node: Script,
     list: Script,
     read_feed: Script,
 }
@@ -105,12 +106,13 @@ impl Scripts {
             reap_node: script!("reap_node.lua"),
             sweep_retention: script!("sweep_retention.lua"),
             sweep_stale: script!("sweep_stale.lua"),
+            compact_node: script!("compact_node.lua"),
             list: script!("list.lua"),
             read_feed: script!("read_feed.lua"),
         }
     }
 
-    fn all(&self) -> [&Script; 14] {
+    fn all(&self) -> [&Script; 15] {
         [
             &self.open,
             &self.close,
@@ -124,6 +126,7 @@ impl Scripts {
             &self.reap_node,
             &self.sweep_retention,
             &self.sweep_stale,
+            &self.compact_node,
             &self.list,
             &self.read_feed,
         ]
@@ -645,6 +648,10 @@ impl Store for RedisStore {
         let mut inv = self.invocation(&scripts.sweep_stale, now);
         inv.arg(batch);
         r.stale_entries = int(&self.invoke(&inv).await?)? as usize;
+        // And one slice of this node's own index list.
+        let mut inv = self.invocation(&scripts.compact_node, now);
+        inv.arg(self.node.as_str()).arg(batch);
+        r.stale_entries += int(&self.invoke(&inv).await?)? as usize;
         Ok(r)
     }
 
