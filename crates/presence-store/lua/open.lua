@@ -13,7 +13,7 @@ local r = old and copy(old) or new_record()
 old = old or {sessions = {}, n = 0}
 if r.sessions[sid] then return {'exists'} end
 if r.n >= limit then return {'too_many', limit} end
-r.sessions[sid] = node .. '|' .. device .. '|' .. lease
+r.sessions[sid] = session_value(node, device, tonumber(lease))
 r.n = r.n + 1
 r.gr = nil
 r.last_seen = nil

@@ -7,7 +7,7 @@ if not old or not old.sessions[sid] then return {'no_session'} end
 local node, device, lease = parse_session(old.sessions[sid])
 if not lease then return {'no_session'} end
 local r = copy(old)
-local until_ms = int(NOW + ttl)
-r.sessions[sid] = node .. '|' .. device .. '|' .. until_ms
+local until_ms = NOW + ttl
+r.sessions[sid] = session_value(node, device, until_ms)
 commit(user, old, r)
-return {'ok', until_ms}
+return {'ok', int(until_ms)}

@@ -5,14 +5,13 @@
 //! of ours: `v` version, `ar` away reason, `ma` manual away, `dev` devices (csv; stored only
 //! while no session is open, else derived from the sessions), `last_seen`
 //! (unix seconds), `gr` grace deadline (ms), `ni` nodes whose index list holds the user, and
-//! `s:{session}` = `node|device|lease ms`.
-//! A feed entry holds the same visible fields after the change plus `u` (user), `ps`, `pz`,
-//! `po` (previous status, zone, org) and `ts` (ms), so one decoder reads both.
+//! `s:{session}` = `node|device` (WebSocket) or `|device|lease ms` (REST heartbeat).
+//! A feed entry holds the view after the change in short fixed fields (see [`decode_event`]).
 
 use presence_core::time::parse_rfc3339;
 use presence_core::{
-    AwayReason, DeviceKind, DeviceSet, FeedId, Millis, NodeId, OrgId, PresenceEvent, Session,
-    SessionId, Status, StoreError, UserId, UserRecord, ZoneId,
+    AwayReason, DeviceKind, DeviceSet, FeedId, Millis, NodeId, OrgId, PresenceEvent, PresenceView,
+    Session, SessionId, Status, StoreError, UserId, UserRecord, ZoneId,
 };
 use redis::Value;
 
@@ -76,10 +75,11 @@ fn parse<T: std::str::FromStr>(field: &str, v: &str) -> Result<T, StoreError> {
         .map_err(|_| corrupt(format_args!("bad {field} {v:?}")))
 }
 
+/// `node|device` (a WebSocket) or `|device|lease` (a REST heartbeat lease).
 fn parse_session(v: &str) -> Result<Session, StoreError> {
     let mut parts = v.splitn(3, '|');
-    let (node, device, lease) = (parts.next(), parts.next(), parts.next());
-    let (Some(node), Some(device), Some(lease)) = (node, device, lease) else {
+    let (node, device, lease) = (parts.next(), parts.next(), parts.next().unwrap_or(""));
+    let (Some(node), Some(device)) = (node, device) else {
         return Err(corrupt(format_args!("bad session {v:?}")));
     };
     Ok(Session {
@@ -142,27 +142,69 @@ pub(crate) fn decode_record(
     Ok(r)
 }
 
-/// A feed entry (`id`, fields) as an event.
+/// A feed entry (`id`, fields) as an event. Entries hold the fields `event_fields` in
+/// common.lua writes, in that order, with `''` for none: `u` user, `s` status, `r` away
+/// reason, `la` last activity ms, `ls` last seen ms, `z` zone, `o` org, `d` devices, `m`
+/// metadata, `v` version, `ps`/`pz`/`po` the previous status, zone and org, `ts` ms.
 pub(crate) fn decode_event(
     id: &str,
     fields: &[(String, String)],
 ) -> Result<PresenceEvent, StoreError> {
-    let get = |name: &str| {
-        fields
-            .iter()
-            .find(|(f, _)| f == name)
-            .map(|(_, v)| v.as_str())
+    let get = |name: &str| field(fields, name);
+    let need = |name: &str| get(name).ok_or_else(|| corrupt(format_args!("event without {name}")));
+    let opt = |name: &str| OptField(get(name), name.to_string());
+    let ts: Millis = parse("ts", need("ts")?)?;
+    let metadata = match get("m") {
+        Some(m) => Some(serde_json::from_str(m).map_err(|_| corrupt("bad metadata JSON"))?),
+        None => None,
     };
-    let user = parse::<UserId>("u", get("u").ok_or_else(|| corrupt("event without user"))?)?;
-    let view = decode_record(user, fields)?.view();
+    let devices = match get("d") {
+        Some(d) => d
+            .split(',')
+            .map(|d| parse::<DeviceKind>("d", d))
+            .collect::<Result<DeviceSet, _>>()?,
+        None => DeviceSet::EMPTY,
+    };
     Ok(PresenceEvent {
         feed_id: parse::<FeedId>("feed id", id)?,
-        user: view,
-        prev_status: parse::<Status>("ps", get("ps").unwrap_or("offline"))?,
-        prev_zone_id: get("pz").map(|z| parse("pz", z)).transpose()?,
-        prev_org_id: get("po").map(|o| parse("po", o)).transpose()?,
-        ts: parse("ts", get("ts").unwrap_or("0"))?,
+        user: PresenceView {
+            user_id: parse("u", need("u")?)?,
+            status: parse("s", need("s")?)?,
+            away_reason: opt("r").parse()?,
+            last_activity: parse("la", need("la")?)?,
+            last_seen: opt("ls").parse()?,
+            zone_id: opt("z").parse()?,
+            org_id: opt("o").parse()?,
+            devices,
+            custom_status: None,
+            metadata,
+            invisible: false,
+            version: parse("v", need("v")?)?,
+            updated_at: ts,
+        },
+        prev_status: opt("ps").parse()?.unwrap_or(Status::Offline),
+        prev_zone_id: opt("pz").parse()?,
+        prev_org_id: opt("po").parse()?,
+        ts,
     })
+}
+
+/// A non-empty field of a feed entry.
+fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    fields
+        .iter()
+        .find(|(f, _)| f == name)
+        .map(|(_, v)| v.as_str())
+        .filter(|v| !v.is_empty())
+}
+
+/// An optional field, parsed into whatever type the event needs there.
+struct OptField<'a>(Option<&'a str>, String);
+
+impl OptField<'_> {
+    fn parse<T: std::str::FromStr>(&self) -> Result<Option<T>, StoreError> {
+        self.0.map(|v| parse(&self.1, v)).transpose()
+    }
 }
 
 /// A script's `{feed_id, event_fields}` pair as an optional event.
