@@ -1,122 +1,193 @@
 //! The seed's own Redis command sequences (SPEC §8 layout, the seed document's
 //! `set_online`, `set_offline`, `update_activity`), the baseline for P1–P3.
 //!
-//! They run as pipelines of plain commands, many users per round trip: the cheapest way the
-//! seed's sequence can run, so the baseline is as strong as it can be. Pub/Sub `PUBLISH`es
-//! go to a channel with no subscriber, which is cheaper than the seed's real broadcast.
+//! Two ways to send them:
+//! - [`Sending::AsTheSeed`]: one command per round trip, as the Python seed awaited each call,
+//!   from a pool of [`POOL`] connections working on different users at once.
+//! - [`Sending::Pipelined`]: many users' commands per round trip, the cheapest way the
+//!   sequence can run at all: the strictest baseline.
+//!
+//! `PUBLISH`es go to a channel with no subscriber, cheaper than the seed's real broadcast.
+//! [`SeedFormat::Python`] writes times as the seed did (`str(time.time())`,
+//! `datetime.utcnow().isoformat()`); [`SeedFormat::Millis`] as presenced does.
 
+use futures::{StreamExt, TryStreamExt};
 use presence_core::time::format_rfc3339;
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, MultiplexedConnection};
 
 /// The seed's TTLs: 5 minutes online, 30 days for last seen.
 const ONLINE_TTL_S: i64 = 300;
 const LAST_SEEN_TTL_S: i64 = 30 * 86_400;
+/// Users per pipeline.
+const PIPELINE: usize = 1000;
+/// Connections of the seed's pool.
+pub(crate) const POOL: usize = 64;
+
+/// One of the seed's operations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SeedOp {
+    /// `set_online(user, zone, org)`.
+    Online,
+    /// `set_offline(user)`.
+    Offline,
+    /// `update_activity(user)`.
+    Activity,
+}
+
+/// How the commands travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sending {
+    /// One command per round trip from a pool of connections, as the seed ran.
+    AsTheSeed,
+    /// Many users per pipeline.
+    Pipelined,
+}
+
+/// How the baseline writes times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SeedFormat {
+    /// As the Python seed wrote them: `1764268243.1234567`, `2026-11-27T18:30:43.123456`.
+    Python,
+    /// As presenced writes them: `1764268243.123`, `2026-11-27T18:30:43.123Z`.
+    Millis,
+}
+
+impl SeedFormat {
+    /// `last_activity` (and score) text and `updated_at` text for now.
+    fn now(self) -> (String, String) {
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let ms = since.as_millis() as i64;
+        match self {
+            // Python's float repr and Rust's `{}` for f64 are both the shortest round-trip form.
+            SeedFormat::Python => {
+                let iso = format_rfc3339(ms);
+                (
+                    format!("{}", since.as_secs_f64()),
+                    format!("{}.{:06}", &iso[..19], since.subsec_micros()),
+                )
+            }
+            SeedFormat::Millis => (format!("{:.3}", ms as f64 / 1000.0), format_rfc3339(ms)),
+        }
+    }
+}
 
 /// Where a bench user sits: zone and org derived from the id.
 pub(crate) fn place(user: u64) -> (u64, u64) {
     (user % 100, user % 10)
 }
 
-fn secs(ms: i64) -> String {
-    format!("{:.3}", ms as f64 / 1000.0)
+/// The commands of one operation on one user, in the seed's order.
+fn commands(op: SeedOp, u: u64, format: SeedFormat) -> Vec<redis::Cmd> {
+    let (ts, iso) = format.now();
+    let (z, o) = place(u);
+    let (user, zs, os) = (u.to_string(), z.to_string(), o.to_string());
+    let key = format!("presence:{u}");
+    let (zone, org) = (format!("online:zone:{z}"), format!("online:org:{o}"));
+    let (online_ttl, seen_ttl) = (ONLINE_TTL_S.to_string(), LAST_SEEN_TTL_S.to_string());
+    let cmd = |args: &[&str]| {
+        let mut c = redis::cmd(args[0]);
+        for a in &args[1..] {
+            c.arg(*a);
+        }
+        c
+    };
+    match op {
+        SeedOp::Online => {
+            let event = format!(
+                r#"{{"type":"presence","user_id":"{u}","status":"online","zone_id":"{z}","org_id":"{o}"}}"#
+            );
+            vec![
+                cmd(&[
+                    "HSET",
+                    &key,
+                    "status",
+                    "online",
+                    "last_activity",
+                    &ts,
+                    "zone_id",
+                    &zs,
+                    "org_id",
+                    &os,
+                    "updated_at",
+                    &iso,
+                ]),
+                cmd(&["EXPIRE", &key, &online_ttl]),
+                cmd(&["ZADD", "online:global", &ts, &user]),
+                cmd(&["ZADD", &zone, &ts, &user]),
+                cmd(&["ZADD", &org, &ts, &user]),
+                cmd(&["PUBLISH", "presence:updates", &event]),
+            ]
+        }
+        SeedOp::Offline => {
+            let event = format!(r#"{{"type":"presence","user_id":"{u}","status":"offline"}}"#);
+            vec![
+                cmd(&["HMGET", &key, "zone_id", "org_id"]),
+                cmd(&[
+                    "HSET",
+                    &key,
+                    "status",
+                    "offline",
+                    "last_seen",
+                    &ts,
+                    "updated_at",
+                    &iso,
+                ]),
+                cmd(&["EXPIRE", &key, &seen_ttl]),
+                cmd(&["ZREM", "online:global", &user]),
+                cmd(&["ZREM", &zone, &user]),
+                cmd(&["ZREM", &org, &user]),
+                cmd(&["PUBLISH", "presence:updates", &event]),
+            ]
+        }
+        // Read the status (to revert away), write last_activity, refresh the TTL. The seed
+        // left the sorted-set scores stale.
+        SeedOp::Activity => vec![
+            cmd(&["HGET", &key, "status"]),
+            cmd(&["HSET", &key, "last_activity", &ts]),
+            cmd(&["EXPIRE", &key, &online_ttl]),
+        ],
+    }
 }
 
-/// `set_online` for many users, one pipeline.
-pub(crate) async fn set_online(
-    conn: &mut ConnectionManager,
+/// Runs `op` for every user (an activity event per entry for `Activity`).
+pub(crate) async fn run(
+    conn: &ConnectionManager,
+    pool: &[MultiplexedConnection],
     users: &[u64],
-    now: i64,
+    op: SeedOp,
+    format: SeedFormat,
+    sending: Sending,
 ) -> redis::RedisResult<()> {
-    let mut p = redis::pipe();
-    let (ts, iso) = (secs(now), format_rfc3339(now));
-    for &u in users {
-        let (z, o) = place(u);
-        let key = format!("presence:{u}");
-        p.cmd("HSET")
-            .arg(&key)
-            .arg(&[
-                ("status", "online"),
-                ("last_activity", &ts),
-                ("zone_id", &z.to_string()),
-                ("org_id", &o.to_string()),
-                ("updated_at", &iso),
-            ])
-            .ignore();
-        p.cmd("EXPIRE").arg(&key).arg(ONLINE_TTL_S).ignore();
-        p.cmd("ZADD").arg("online:global").arg(&ts).arg(u).ignore();
-        p.cmd("ZADD")
-            .arg(format!("online:zone:{z}"))
-            .arg(&ts)
-            .arg(u)
-            .ignore();
-        p.cmd("ZADD")
-            .arg(format!("online:org:{o}"))
-            .arg(&ts)
-            .arg(u)
-            .ignore();
-        let msg = format!(
-            r#"{{"type":"presence","user_id":"{u}","status":"online","zone_id":"{z}","org_id":"{o}"}}"#
-        );
-        p.cmd("PUBLISH").arg("presence:updates").arg(msg).ignore();
+    match sending {
+        Sending::Pipelined => {
+            for chunk in users.chunks(PIPELINE) {
+                let mut p = redis::pipe();
+                for &u in chunk {
+                    for c in commands(op, u, format) {
+                        p.add_command(c).ignore();
+                    }
+                }
+                p.query_async::<()>(&mut conn.clone()).await?;
+            }
+        }
+        Sending::AsTheSeed => {
+            // Each connection serves one user's commands at a time, awaiting each reply.
+            let per = users.len().div_ceil(pool.len()).max(1);
+            futures::stream::iter(users.chunks(per).zip(pool.iter().cloned()))
+                .map(|(chunk, mut c)| async move {
+                    for &u in chunk {
+                        for cmd in commands(op, u, format) {
+                            cmd.query_async::<redis::Value>(&mut c).await?;
+                        }
+                    }
+                    redis::RedisResult::Ok(())
+                })
+                .buffer_unordered(pool.len())
+                .try_collect::<Vec<()>>()
+                .await?;
+        }
     }
-    p.query_async(conn).await
-}
-
-/// `set_offline` for many users, one pipeline (the seed reads zone and org first).
-pub(crate) async fn set_offline(
-    conn: &mut ConnectionManager,
-    users: &[u64],
-    now: i64,
-) -> redis::RedisResult<()> {
-    let mut p = redis::pipe();
-    let (ts, iso) = (secs(now), format_rfc3339(now));
-    for &u in users {
-        let (z, o) = place(u);
-        let key = format!("presence:{u}");
-        p.cmd("HMGET")
-            .arg(&key)
-            .arg("zone_id")
-            .arg("org_id")
-            .ignore();
-        p.cmd("HSET")
-            .arg(&key)
-            .arg(&[
-                ("status", "offline"),
-                ("last_seen", &ts),
-                ("updated_at", &iso),
-            ])
-            .ignore();
-        p.cmd("EXPIRE").arg(&key).arg(LAST_SEEN_TTL_S).ignore();
-        p.cmd("ZREM").arg("online:global").arg(u).ignore();
-        p.cmd("ZREM")
-            .arg(format!("online:zone:{z}"))
-            .arg(u)
-            .ignore();
-        p.cmd("ZREM").arg(format!("online:org:{o}")).arg(u).ignore();
-        let msg = format!(r#"{{"type":"presence","user_id":"{u}","status":"offline"}}"#);
-        p.cmd("PUBLISH").arg("presence:updates").arg(msg).ignore();
-    }
-    p.query_async(conn).await
-}
-
-/// `update_activity` for many activity events, one pipeline: read the status (to revert
-/// away), write last_activity, refresh the TTL. The seed left the sorted-set scores stale.
-pub(crate) async fn update_activity(
-    conn: &mut ConnectionManager,
-    users: &[u64],
-    now: i64,
-) -> redis::RedisResult<()> {
-    let mut p = redis::pipe();
-    let ts = secs(now);
-    for &u in users {
-        let key = format!("presence:{u}");
-        p.cmd("HGET").arg(&key).arg("status").ignore();
-        p.cmd("HSET")
-            .arg(&key)
-            .arg("last_activity")
-            .arg(&ts)
-            .ignore();
-        p.cmd("EXPIRE").arg(&key).arg(ONLINE_TTL_S).ignore();
-    }
-    p.query_async(conn).await
+    Ok(())
 }

@@ -301,10 +301,12 @@ local function commit(user, old, r)
   return {id, ev}
 end
 
--- The usual answer of a transition on one user: {'ok', feed_id, event_fields, record}.
+-- The usual answer of a transition on one user: {'ok', feed_id, event_fields} when it made an
+-- event (the event holds the view), else {'ok', '', {}, record}.
 local function answer(user, old, r)
   local c = commit(user, old, r)
-  return {'ok', c[1], c[2], flatten(r)}
+  if c[1] ~= '' then return {'ok', c[1], c[2]} end
+  return {'ok', '', {}, flatten(r)}
 end
 
 -- Deletes a record and every index entry it had.

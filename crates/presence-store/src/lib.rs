@@ -5,12 +5,16 @@
 //!   (in `lua/`, loaded with `include_str!`) that re-checks the state and writes the record,
 //!   the indexes and the feed entry together.
 //!
-//! Both pass one conformance suite (`tests/conformance.rs`) and one property test against a
+//! - [`ActivityCoalescer`]: a node's activity buffer, so activity reaches a store in batches.
+//!
+//! Both stores pass one conformance suite (`tests/conformance.rs`) and one property test against a
 //! naive reference model (`tests/model.rs`). This crate depends on the domain crate and the
 //! storage clients only: no HTTP, no WebSockets.
 
+mod coalesce;
 mod memory;
 mod redis;
 
+pub use coalesce::ActivityCoalescer;
 pub use memory::MemoryStore;
 pub use redis::{RedisConfig, RedisStore};

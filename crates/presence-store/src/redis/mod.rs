@@ -22,6 +22,7 @@
 mod codec;
 
 use std::sync::Arc;
+
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -149,6 +150,7 @@ pub struct RedisStore {
     client: Client,
     config: RedisConfig,
     node: NodeId,
+
     clock: SharedClock,
     settings: StoreSettings,
     scripts: Arc<Scripts>,
@@ -203,6 +205,7 @@ impl RedisStore {
             client,
             config,
             node,
+
             clock,
             settings,
             scripts: Arc::new(Scripts::new()),
@@ -223,6 +226,7 @@ impl RedisStore {
         Self {
             node,
             waiter: Arc::new(Mutex::new(None)),
+
             ..self.clone()
         }
     }
@@ -277,14 +281,22 @@ impl RedisStore {
         format!("{}{name}", self.config.key_prefix)
     }
 
-    /// Reads `{'ok', feed_id, event, record}` or a refusal.
+    /// Reads `{'ok', feed_id, event}`, `{'ok', '', {}, record}` or a refusal.
     fn applied(&self, user: &UserId, reply: Value) -> Result<Applied, StoreError> {
         let parts = array(&reply)?;
         let tag = parts.first().map(text).transpose()?.unwrap_or_default();
         match (tag.as_str(), parts) {
-            ("ok", [_, id, ev, rec]) => Ok(Applied {
+            ("ok", [_, id, ev]) => {
+                let event = decode_committed(id, ev)?
+                    .ok_or_else(|| StoreError::Corrupt("reply without event".into()))?;
+                Ok(Applied {
+                    view: event.user.clone(),
+                    event: Some(event),
+                })
+            }
+            ("ok", [_, _, _, rec]) => Ok(Applied {
                 view: decode_record(user.clone(), &pairs(rec)?)?.view(),
-                event: decode_committed(id, ev)?,
+                event: None,
             }),
             ("not_found", _) => Err(StoreError::NotFound(user.clone())),
             ("too_many", [_, limit]) => Err(TransitionError::TooManySessions {
@@ -599,6 +611,7 @@ impl Store for RedisStore {
         inv.arg(self.node.as_str())
             .arg(now + ms(self.settings.node_lease));
         let lost = int(&self.invoke(&inv).await?)?;
+
         Ok(if lost == 1 {
             LeaseRenewal::Lost
         } else {
