@@ -342,12 +342,10 @@ async fn seed_cleanup_stale_presence(kind: Kind) {
         .await;
     k.store
         .open_session(OpenSession {
-            user: uid("rest"),
-            session: sid("h"),
             device: DeviceKind::Other,
             zone: Some(zone("10")),
-            org: None,
             leased: true,
+            ..request("rest", "h")
         })
         .await
         .unwrap();
@@ -516,14 +514,7 @@ async fn quick_reconnect_within_grace_emits_nothing(kind: Kind) {
 }
 
 async fn zero_grace_goes_offline_at_close(kind: Kind) {
-    let k = Kit::with(
-        kind,
-        StoreSettings {
-            offline_grace: Duration::ZERO,
-            ..Default::default()
-        },
-    )
-    .await;
+    let k = Kit::with(kind, no_grace()).await;
     k.open("1", "a").await;
     let a = k.close("1", "a").await;
     assert_eq!(a.view.status, Status::Offline);
@@ -534,12 +525,9 @@ async fn zero_grace_goes_offline_at_close(kind: Kind) {
 async fn rest_lease_expires_after_online_ttl_and_renewal_extends_it(kind: Kind) {
     let k = Kit::new(kind).await;
     let open = OpenSession {
-        user: uid("1"),
-        session: sid("h"),
         device: DeviceKind::Other,
-        zone: None,
-        org: None,
         leased: true,
+        ..request("1", "h")
     };
     assert_eq!(
         k.store.open_session(open).await.unwrap().view.status,
@@ -681,12 +669,9 @@ async fn sessions_per_user_limit_refuses_and_changes_nothing(kind: Kind) {
     let err = k
         .store
         .open_session(OpenSession {
-            user: uid("1"),
-            session: sid("c"),
             device: DeviceKind::Desktop,
             zone: Some(zone("9")),
-            org: None,
-            leased: false,
+            ..request("1", "c")
         })
         .await;
     assert!(
@@ -707,12 +692,8 @@ async fn duplicate_session_and_unknown_close_change_nothing(kind: Kind) {
     k.open("1", "a").await;
     let before = k.view("1").await;
     let dup = k.store.open_session(OpenSession {
-        user: uid("1"),
-        session: sid("a"),
         device: DeviceKind::Mobile,
-        zone: None,
-        org: None,
-        leased: false,
+        ..request("1", "a")
     });
     assert!(matches!(
         dup.await,
@@ -752,14 +733,7 @@ async fn metadata_replaces_and_clears(kind: Kind) {
 }
 
 async fn offline_user_activity_is_ignored(kind: Kind) {
-    let k = Kit::with(
-        kind,
-        StoreSettings {
-            offline_grace: Duration::ZERO,
-            ..Default::default()
-        },
-    )
-    .await;
+    let k = Kit::with(kind, no_grace()).await;
     k.open("1", "a").await;
     k.close("1", "a").await;
     let before = k.view("1").await;
@@ -784,14 +758,7 @@ async fn offline_user_activity_is_ignored(kind: Kind) {
 // --- Two nodes -------------------------------------------------------------------------
 
 async fn two_nodes_keep_a_user_online_until_both_close(kind: Kind) {
-    let k = Kit::with(
-        kind,
-        StoreSettings {
-            offline_grace: Duration::ZERO,
-            ..Default::default()
-        },
-    )
-    .await;
+    let k = Kit::with(kind, no_grace()).await;
     let b = k.node("node-b");
     let first = k
         .open_with(&k.store, "1", "on-a", DeviceKind::Web, None, None)

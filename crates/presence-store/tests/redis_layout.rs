@@ -121,12 +121,8 @@ async fn the_prefix_goes_before_every_key() {
     .unwrap();
     store
         .open_session(OpenSession {
-            user: uid("123"),
-            session: sid("s"),
-            device: DeviceKind::Web,
             zone: Some(zone("10")),
-            org: None,
-            leased: false,
+            ..request("123", "s")
         })
         .await
         .unwrap();
@@ -185,14 +181,7 @@ async fn stale_entries_never_show_and_are_swept() {
 
 #[tokio::test]
 async fn node_index_lists_hold_each_user_once_and_shrink_to_live_users() {
-    let k = Kit::with(
-        Kind::Redis,
-        StoreSettings {
-            offline_grace: Duration::ZERO,
-            ..Default::default()
-        },
-    )
-    .await;
+    let k = Kit::with(Kind::Redis, no_grace()).await;
     let store = k.redis().unwrap();
     let client = redis::Client::open(redis_url().as_str()).unwrap();
     let mut raw = client.get_multiplexed_async_connection().await.unwrap();

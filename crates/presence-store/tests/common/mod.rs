@@ -65,6 +65,26 @@ pub fn org(s: &str) -> OrgId {
     OrgId::new(s).unwrap()
 }
 
+/// Default settings but for an offline grace of zero: a close is the offline transition.
+pub fn no_grace() -> StoreSettings {
+    StoreSettings {
+        offline_grace: Duration::ZERO,
+        ..Default::default()
+    }
+}
+
+/// A WebSocket session on the web, keeping zone and org; change fields with `..request(…)`.
+pub fn request(user: &str, session: &str) -> OpenSession {
+    OpenSession {
+        user: uid(user),
+        session: sid(session),
+        device: DeviceKind::Web,
+        zone: None,
+        org: None,
+        leased: false,
+    }
+}
+
 impl Kit {
     pub async fn new(kind: Kind) -> Self {
         Self::with(kind, StoreSettings::default()).await
@@ -147,17 +167,13 @@ impl Kit {
         zone_id: Option<&str>,
         org_id: Option<&str>,
     ) -> Applied {
-        store
-            .open_session(OpenSession {
-                user: uid(user),
-                session: sid(session),
-                device,
-                zone: zone_id.map(zone),
-                org: org_id.map(org),
-                leased: false,
-            })
-            .await
-            .expect("open")
+        let open = OpenSession {
+            device,
+            zone: zone_id.map(zone),
+            org: org_id.map(org),
+            ..request(user, session)
+        };
+        store.open_session(open).await.expect("open")
     }
 
     pub async fn close(&self, user: &str, session: &str) -> Applied {
