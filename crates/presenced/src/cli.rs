@@ -1,0 +1,200 @@
+//! The `presenced` command line: `serve` and `token`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use figment::Figment;
+use figment::providers::Serialized;
+use presence_core::{NodeId, OrgId, UserId};
+use presenced::auth::{Authenticator, Role};
+use presenced::config::{Config, StoreKind};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "presenced",
+    version,
+    about = "Presence service: who is online, away or offline, right now"
+)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs a node. With no configuration: memory store on 127.0.0.1:8000 and a dev secret.
+    Serve(ServeArgs),
+    /// Prints one HS256 token signed with the configured secret.
+    Token(TokenArgs),
+}
+
+/// Flags for the common settings; every setting is also a TOML key and a `PRESENCE_*`
+/// variable (SPEC §9).
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// `server.listen`, e.g. 127.0.0.1:8000.
+    #[arg(long)]
+    listen: Option<String>,
+    /// `store.kind`: memory or redis.
+    #[arg(long, value_parser = ["memory", "redis"])]
+    store: Option<String>,
+    /// `store.redis_url`.
+    #[arg(long)]
+    redis_url: Option<String>,
+    /// `store.key_prefix`.
+    #[arg(long)]
+    key_prefix: Option<String>,
+    /// `server.max_connections`.
+    #[arg(long)]
+    max_connections: Option<usize>,
+}
+
+#[derive(clap::Args)]
+struct TokenArgs {
+    /// TOML configuration file holding `auth.jwt_secret` (or set PRESENCE_AUTH__JWT_SECRET).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The user (`sub`).
+    #[arg(long)]
+    sub: String,
+    /// The org (`org_id`).
+    #[arg(long)]
+    org: Option<String>,
+    /// user, service or admin.
+    #[arg(long, default_value = "user", value_parser = ["user", "service", "admin"])]
+    role: String,
+    /// Lifetime, e.g. 1h, 30m, 7d.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    ttl: Duration,
+}
+
+impl Cli {
+    pub(crate) async fn run(self) -> anyhow::Result<()> {
+        match self.command {
+            Command::Serve(a) => serve(a).await,
+            Command::Token(a) => token(a),
+        }
+    }
+}
+
+fn flags(a: &ServeArgs) -> Figment {
+    let mut f = Figment::new();
+    if let Some(v) = &a.listen {
+        f = f.merge(Serialized::default("server.listen", v));
+    }
+    if let Some(v) = &a.store {
+        f = f.merge(Serialized::default("store.kind", v));
+    }
+    if let Some(v) = &a.redis_url {
+        f = f.merge(Serialized::default("store.redis_url", v));
+    }
+    if let Some(v) = &a.key_prefix {
+        f = f.merge(Serialized::default("store.key_prefix", v));
+    }
+    if let Some(v) = a.max_connections {
+        f = f.merge(Serialized::default("server.max_connections", v));
+    }
+    f
+}
+
+fn authenticator(config: &Config) -> anyhow::Result<Authenticator> {
+    if let Some(file) = config.public_key_file() {
+        let pem = std::fs::read(&file)
+            .map_err(|e| anyhow::anyhow!("auth.jwt_public_key_file {}: {e}", file.display()))?;
+        return Authenticator::public_key(&pem)
+            .map_err(|e| anyhow::anyhow!("auth.jwt_public_key_file: {e}"));
+    }
+    Ok(Authenticator::hs256(config.auth.jwt_secret.as_bytes()))
+}
+
+async fn serve(a: ServeArgs) -> anyhow::Result<()> {
+    let mut config = Config::load(a.config.as_deref(), flags(&a))?;
+    let dev = config.dev_secret();
+    if dev {
+        config.auth.jwt_secret = presenced::auth::random_secret();
+    }
+    let auth = authenticator(&config)?;
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .ok();
+    let node = NodeId::random();
+    let store = presenced::open_store(&config, node.clone()).await?;
+    let listener = tokio::net::TcpListener::bind(config.listen_addr()).await?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, %node, store = ?config.store.kind, "presenced listening");
+    if dev {
+        let t = auth
+            .issue(
+                &UserId::new("1")?,
+                None,
+                Role::Admin,
+                Duration::from_secs(86_400),
+            )
+            .expect("an HS256 authenticator issues tokens");
+        println!("presenced is running on http://{addr}/ with a random development secret.");
+        println!(
+            "  secret (PRESENCE_AUTH__JWT_SECRET): {}",
+            config.auth.jwt_secret
+        );
+        println!("  admin token for user 1, valid 24h: {t}");
+        println!(
+            "  try: curl -H 'Authorization: Bearer {t}' http://{addr}/messenger/presence/count"
+        );
+    }
+    if config.store.kind == StoreKind::Memory {
+        tracing::info!("memory store: presence lives in this process only");
+    }
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down: closing connections with 1012");
+        stop.cancel();
+    });
+    presenced::serve(config, auth, store, listener, metrics, shutdown).await
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn token(a: TokenArgs) -> anyhow::Result<()> {
+    let config = Config::load(a.config.as_deref(), Figment::new())?;
+    if config.auth.jwt_secret.is_empty() {
+        anyhow::bail!(
+            "auth.jwt_secret is not set: pass --config FILE or set PRESENCE_AUTH__JWT_SECRET"
+        );
+    }
+    let role = match a.role.as_str() {
+        "service" => Role::Service,
+        "admin" => Role::Admin,
+        _ => Role::User,
+    };
+    let org = a
+        .org
+        .map(OrgId::new)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--org: {e}"))?;
+    let sub = UserId::new(a.sub).map_err(|e| anyhow::anyhow!("--sub: {e}"))?;
+    let t = Authenticator::hs256(config.auth.jwt_secret.as_bytes())
+        .issue(&sub, org.as_ref(), role, a.ttl)
+        .expect("an HS256 authenticator issues tokens");
+    println!("{t}");
+    Ok(())
+}

@@ -1,0 +1,460 @@
+//! Configuration (SPEC §9): embedded defaults, then a TOML file, then `PRESENCE_*`
+//! environment variables (`PRESENCE_STORE__REDIS_URL` is `store.redis_url`), then flags,
+//! then [`Config::validate`], which refuses nonsense with a message naming the setting.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use presence_core::StoreSettings;
+use serde::{Deserialize, Serialize};
+
+/// Every setting, with the SPEC's names and the seed's defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `[server]`
+    pub server: ServerConfig,
+    /// `[store]`
+    pub store: StoreConfig,
+    /// `[auth]`
+    pub auth: AuthConfig,
+    /// `[presence]`
+    pub presence: PresenceConfig,
+    /// `[limits]`
+    pub limits: LimitsConfig,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on; `0.0.0.0` must be asked for.
+    pub listen: String,
+    /// Most WebSocket connections this node holds; beyond, upgrades answer 503.
+    pub max_connections: usize,
+    /// How long a graceful shutdown waits for connections to close.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+    /// How often the server pings each WebSocket.
+    #[serde(with = "humantime_serde")]
+    pub ping_interval: Duration,
+    /// A WebSocket silent this long (no frame, no pong) is closed and its session ends.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8000".into(),
+            max_connections: 100_000,
+            shutdown_timeout: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(90),
+        }
+    }
+}
+
+/// Which store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// Embedded, one node.
+    #[default]
+    Memory,
+    /// Redis or Valkey, many nodes.
+    Redis,
+}
+
+/// `[store]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `memory` or `redis`.
+    pub kind: StoreKind,
+    /// Where Redis is.
+    pub redis_url: String,
+    /// Prepended to every Redis key.
+    pub key_prefix: String,
+    /// Memory store: where durable parts would be snapshotted (not implemented yet; must be
+    /// empty).
+    pub data_dir: String,
+    /// Events kept for resume.
+    pub feed_max_len: usize,
+    /// How long one Redis command may take.
+    #[serde(with = "humantime_serde")]
+    pub command_timeout: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            kind: StoreKind::Memory,
+            redis_url: "redis://127.0.0.1:6379".into(),
+            key_prefix: String::new(),
+            data_dir: String::new(),
+            feed_max_len: 100_000,
+            command_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// HS256 secret; empty with no public key: a random dev secret.
+    pub jwt_secret: String,
+    /// PEM public key for RS256 or ES256.
+    pub jwt_public_key_file: String,
+    /// A user token with `org_id` sees only users of that org.
+    pub tenant_isolation: bool,
+}
+
+/// `[presence]`: the timings of SPEC §3.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PresenceConfig {
+    /// Inactivity before auto-away.
+    #[serde(with = "humantime_serde")]
+    pub away_after: Duration,
+    /// Lease of a REST heartbeat session.
+    #[serde(with = "humantime_serde")]
+    pub online_ttl: Duration,
+    /// Delay between the last session closing and offline.
+    #[serde(with = "humantime_serde")]
+    pub offline_grace: Duration,
+    /// How long a crashed node's sessions outlive its last renewal.
+    #[serde(with = "humantime_serde")]
+    pub node_lease: Duration,
+    /// How long an offline user's record is kept.
+    #[serde(with = "humantime_serde")]
+    pub last_seen_retention: Duration,
+    /// How often retention runs (part of the sweep here; kept for the seed's setting).
+    #[serde(with = "humantime_serde")]
+    pub cleanup_interval: Duration,
+    /// How often the sweep runs (auto-away, grace, leases, expiry).
+    #[serde(with = "humantime_serde")]
+    pub sweep_interval: Duration,
+    /// How long a typing indicator lives.
+    #[serde(with = "humantime_serde")]
+    pub typing_ttl: Duration,
+    /// How long online history is kept.
+    #[serde(with = "humantime_serde")]
+    pub history_retention: Duration,
+    /// How often buffered activity is written.
+    #[serde(with = "humantime_serde")]
+    pub activity_flush_interval: Duration,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        let s = StoreSettings::default();
+        Self {
+            away_after: s.away_after,
+            online_ttl: s.online_ttl,
+            offline_grace: s.offline_grace,
+            node_lease: s.node_lease,
+            last_seen_retention: s.last_seen_retention,
+            cleanup_interval: Duration::from_secs(60),
+            sweep_interval: Duration::from_secs(1),
+            typing_ttl: Duration::from_secs(6),
+            history_retention: Duration::from_secs(90 * 86_400),
+            activity_flush_interval: Duration::from_millis(250),
+        }
+    }
+}
+
+/// `[limits]` (SPEC §10).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest client frame, bytes.
+    pub frame_bytes: usize,
+    /// Largest metadata object, bytes of JSON.
+    pub metadata_bytes: usize,
+    /// Sustained frames per second per connection.
+    pub frames_per_second: u32,
+    /// Burst of frames per connection.
+    pub frame_burst: u32,
+    /// Sessions per user.
+    pub sessions_per_user: usize,
+    /// Frames queued to one connection before it is closed as a slow consumer.
+    pub outbound_queue: usize,
+    /// Most ids in one batch call.
+    pub batch_ids: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            frame_bytes: 16_384,
+            metadata_bytes: 4096,
+            frames_per_second: 20,
+            frame_burst: 40,
+            sessions_per_user: 10,
+            outbound_queue: 1024,
+            batch_ids: 1000,
+        }
+    }
+}
+
+/// A configuration that cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The sources could not be read or parsed.
+    #[error("{0}")]
+    Load(#[from] Box<figment::Error>),
+    /// A setting is out of range.
+    #[error("{setting}: {problem}")]
+    Invalid {
+        /// The setting, as `section.key`.
+        setting: &'static str,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+fn invalid(setting: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        setting,
+        problem: problem.into(),
+    }
+}
+
+impl Config {
+    /// Defaults, then `file` (if any), then the environment, then `overrides` (flags).
+    pub fn load(file: Option<&Path>, overrides: Figment) -> Result<Self, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(f) = file {
+            if !f.exists() {
+                return Err(invalid(
+                    "--config",
+                    format!("{} does not exist", f.display()),
+                ));
+            }
+            fig = fig.merge(Toml::file(f));
+        }
+        let config: Config = fig
+            .merge(Env::prefixed("PRESENCE_").split("__"))
+            .merge(overrides)
+            .extract()
+            .map_err(|e| ConfigError::Load(Box::new(e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Refuses settings that cannot work, naming the setting.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let addr: SocketAddr = self.server.listen.parse().map_err(|_| {
+            invalid(
+                "server.listen",
+                format!(
+                    "{:?} is not an address like 127.0.0.1:8000",
+                    self.server.listen
+                ),
+            )
+        })?;
+        if self.server.max_connections == 0 {
+            return Err(invalid("server.max_connections", "must be at least 1"));
+        }
+        if self.server.ping_interval.is_zero()
+            || self.server.idle_timeout <= self.server.ping_interval
+        {
+            return Err(invalid(
+                "server.idle_timeout",
+                "must be longer than server.ping_interval (both positive)",
+            ));
+        }
+        if self.store.kind == StoreKind::Redis && self.store.redis_url.is_empty() {
+            return Err(invalid(
+                "store.redis_url",
+                "is required when store.kind = \"redis\"",
+            ));
+        }
+        if !self.store.data_dir.is_empty() {
+            return Err(invalid(
+                "store.data_dir",
+                "snapshots of the memory store are not implemented yet; leave it empty",
+            ));
+        }
+        if self.store.feed_max_len == 0 {
+            return Err(invalid("store.feed_max_len", "must be at least 1"));
+        }
+        if self.store.command_timeout.is_zero() {
+            return Err(invalid("store.command_timeout", "must be positive"));
+        }
+        if !self.auth.jwt_secret.is_empty() && !self.auth.jwt_public_key_file.is_empty() {
+            return Err(invalid(
+                "auth.jwt_public_key_file",
+                "set either auth.jwt_secret or a public key file, not both",
+            ));
+        }
+        if self.dev_secret() && !addr.ip().is_loopback() {
+            return Err(invalid(
+                "server.listen",
+                "without auth.jwt_secret or auth.jwt_public_key_file the node runs on a random dev secret and binds to loopback only",
+            ));
+        }
+        let p = &self.presence;
+        for (setting, d) in [
+            ("presence.away_after", p.away_after),
+            ("presence.online_ttl", p.online_ttl),
+            ("presence.node_lease", p.node_lease),
+            ("presence.last_seen_retention", p.last_seen_retention),
+            ("presence.sweep_interval", p.sweep_interval),
+            ("presence.typing_ttl", p.typing_ttl),
+            (
+                "presence.activity_flush_interval",
+                p.activity_flush_interval,
+            ),
+        ] {
+            if d.is_zero() {
+                return Err(invalid(setting, "must be positive"));
+            }
+        }
+        if p.sweep_interval > p.node_lease {
+            return Err(invalid(
+                "presence.sweep_interval",
+                "must not be longer than presence.node_lease",
+            ));
+        }
+        if p.node_lease < Duration::from_secs(1) {
+            return Err(invalid(
+                "presence.node_lease",
+                "must be at least 1s (the node renews every third of it)",
+            ));
+        }
+        let l = &self.limits;
+        for (setting, v) in [
+            ("limits.frame_bytes", l.frame_bytes),
+            ("limits.metadata_bytes", l.metadata_bytes),
+            ("limits.sessions_per_user", l.sessions_per_user),
+            ("limits.outbound_queue", l.outbound_queue),
+            ("limits.batch_ids", l.batch_ids),
+            ("limits.frames_per_second", l.frames_per_second as usize),
+            ("limits.frame_burst", l.frame_burst as usize),
+        ] {
+            if v == 0 {
+                return Err(invalid(setting, "must be at least 1"));
+            }
+        }
+        if l.frame_burst < l.frames_per_second {
+            return Err(invalid(
+                "limits.frame_burst",
+                "must be at least limits.frames_per_second",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether the node makes up a random HS256 secret (no secret and no key configured).
+    pub fn dev_secret(&self) -> bool {
+        self.auth.jwt_secret.is_empty() && self.auth.jwt_public_key_file.is_empty()
+    }
+
+    /// The listen address (valid after [`Config::validate`]).
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.server.listen.parse().expect("validated")
+    }
+
+    /// The public key file, if one is configured.
+    pub fn public_key_file(&self) -> Option<PathBuf> {
+        (!self.auth.jwt_public_key_file.is_empty())
+            .then(|| PathBuf::from(&self.auth.jwt_public_key_file))
+    }
+
+    /// What the stores enforce.
+    pub fn store_settings(&self) -> StoreSettings {
+        let p = &self.presence;
+        StoreSettings {
+            away_after: p.away_after,
+            online_ttl: p.online_ttl,
+            offline_grace: p.offline_grace,
+            node_lease: p.node_lease,
+            last_seen_retention: p.last_seen_retention,
+            sessions_per_user: self.limits.sessions_per_user,
+            feed_max_len: self.store.feed_max_len,
+            ..StoreSettings::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_specs_and_valid() {
+        let c = Config::default();
+        c.validate().unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:8000");
+        assert_eq!(c.presence.away_after, Duration::from_secs(300));
+        assert_eq!(c.presence.offline_grace, Duration::from_secs(5));
+        assert_eq!(c.limits.frame_bytes, 16_384);
+        assert_eq!(c.store.kind, StoreKind::Memory);
+    }
+
+    #[test]
+    fn toml_durations_and_sections_parse() {
+        let toml = r#"
+            [presence]
+            away_after = "5m"
+            offline_grace = "250ms"
+            last_seen_retention = "30d"
+            [store]
+            kind = "redis"
+            key_prefix = "tenantA:"
+        "#;
+        let c: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string(toml))
+            .extract()
+            .unwrap();
+        assert_eq!(c.presence.away_after, Duration::from_secs(300));
+        assert_eq!(c.presence.offline_grace, Duration::from_millis(250));
+        assert_eq!(
+            c.presence.last_seen_retention,
+            Duration::from_secs(30 * 86_400)
+        );
+        assert_eq!(c.store.kind, StoreKind::Redis);
+        assert_eq!(c.store.key_prefix, "tenantA:");
+    }
+
+    #[test]
+    fn nonsense_is_refused_naming_the_setting() {
+        let mut c = Config::default();
+        c.limits.frame_bytes = 0;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("limits.frame_bytes")
+        );
+        let mut c = Config::default();
+        c.server.listen = "0.0.0.0:8000".into();
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("server.listen"),
+            "dev secret binds loopback only"
+        );
+        c.auth.jwt_secret = "s3cret".into();
+        c.validate().unwrap();
+        let mut c = Config::default();
+        c.presence.sweep_interval = Duration::from_secs(60);
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("presence.sweep_interval")
+        );
+        let unknown: Result<Config, _> = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string("[server]\nlisten_on = \"x\""))
+            .extract();
+        assert!(unknown.is_err(), "unknown keys are refused");
+    }
+}

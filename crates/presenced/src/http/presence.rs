@@ -1,0 +1,418 @@
+//! `/messenger/presence/*`: the seed's four routes (same paths, same shapes) and the ones
+//! beyond it. Every route needs a bearer token; "the token's user" is the `sub`, or for a
+//! service token the `user_id` it names (query or JSON body).
+
+use std::collections::BTreeMap;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use presence_core::time::format_rfc3339;
+use presence_core::{
+    Change, DeviceKind, ListCursor, ListQuery, OpenSession, OrgId, PresenceView, Scope, SessionId,
+    Status, UserId, ZoneId,
+};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::Caller;
+use crate::error::{ApiError, Json, Path, Query};
+use crate::state::AppState;
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/messenger/presence/online",
+            get(list_online).post(set_online),
+        )
+        .route("/messenger/presence/count", get(count))
+        .route("/messenger/presence/status/{user_id}", get(status))
+        .route("/messenger/presence/status/batch", post(status_batch))
+        .route("/messenger/presence/away", post(set_away))
+        .route("/messenger/presence/activity", post(activity))
+        .route(
+            "/messenger/presence/heartbeat",
+            post(heartbeat).delete(end_heartbeat),
+        )
+        .route("/messenger/presence/zone", put(set_zone))
+        .route("/messenger/presence/org", put(set_org))
+}
+
+fn parse_id<T: std::str::FromStr<Err = presence_core::IdError>>(s: &str) -> Result<T, ApiError> {
+    s.parse()
+        .map_err(|e: presence_core::IdError| ApiError::invalid_argument(e.to_string()))
+}
+
+/// A JSON body that may be absent (empty).
+fn optional_body<T: DeserializeOwned>(body: &Bytes) -> Result<Option<T>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    serde_json::from_slice(body)
+        .map(Some)
+        .map_err(|e| ApiError::invalid_argument(format!("bad JSON body: {e}")))
+}
+
+/// Hides a view the caller may not see (tenant isolation): as if the user did not exist.
+fn visible(state: &AppState, who: &Caller, view: Option<PresenceView>) -> Option<PresenceView> {
+    let view = view?;
+    match state.confined_org(&who.0) {
+        Some(org) if view.org_id.as_ref() != Some(&org) => None,
+        _ => Some(view),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListParams {
+    zone_id: Option<String>,
+    org_id: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+    status: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct OnlinePage {
+    online_users: Vec<PresenceView>,
+    count: u64,
+    next_cursor: Option<String>,
+}
+
+fn scope_of(
+    state: &AppState,
+    who: &Caller,
+    zone: Option<&str>,
+    org: Option<&str>,
+) -> Result<Scope, ApiError> {
+    let scope = match (zone, org) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid_argument(
+                "give zone_id or org_id, not both",
+            ));
+        }
+        (Some(z), None) => Scope::Zone(parse_id::<ZoneId>(z)?),
+        (None, Some(o)) => Scope::Org(parse_id::<OrgId>(o)?),
+        (None, None) => Scope::Global,
+    };
+    // A confined caller lists its own org; a zone is filtered to it page by page.
+    match (state.confined_org(&who.0), &scope) {
+        (Some(own), Scope::Global) => Ok(Scope::Org(own)),
+        (Some(own), Scope::Org(o)) if *o != own => Err(ApiError::not_found("no such org")),
+        _ => Ok(scope),
+    }
+}
+
+async fn list_online(
+    State(state): State<AppState>,
+    who: Caller,
+    Query(q): Query<ListParams>,
+) -> Result<axum::Json<OnlinePage>, ApiError> {
+    let limit = match q.limit.as_deref() {
+        None => 100,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|l| (1..=1000).contains(l))
+            .ok_or_else(|| ApiError::invalid_argument("limit must be between 1 and 1000"))?,
+    };
+    let status = match q.status.as_deref() {
+        None => None,
+        Some("online") => Some(Status::Online),
+        Some("away") => Some(Status::Away),
+        Some(_) => return Err(ApiError::invalid_argument("status must be online or away")),
+    };
+    let cursor = q
+        .cursor
+        .as_deref()
+        .map(ListCursor::decode)
+        .transpose()
+        .map_err(|e| ApiError::invalid_argument(e.to_string()))?;
+    let scope = scope_of(&state, &who, q.zone_id.as_deref(), q.org_id.as_deref())?;
+    let page = state
+        .store
+        .list(
+            &scope,
+            &ListQuery {
+                limit,
+                cursor,
+                status,
+            },
+        )
+        .await?;
+    let users = page
+        .users
+        .into_iter()
+        .filter_map(|v| visible(&state, &who, Some(v)))
+        .collect();
+    Ok(axum::Json(OnlinePage {
+        online_users: users,
+        count: page.count,
+        next_cursor: page.next_cursor.map(|c| c.encode()),
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CountParams {
+    zone_id: Option<String>,
+    org_id: Option<String>,
+}
+
+async fn count(
+    State(state): State<AppState>,
+    who: Caller,
+    Query(q): Query<CountParams>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let global = scope_of(&state, &who, None, None)?;
+    let mut scopes = vec![global];
+    if let Some(z) = &q.zone_id {
+        scopes.push(Scope::Zone(parse_id(z)?));
+    }
+    if let Some(o) = &q.org_id {
+        scopes.push(scope_of(&state, &who, None, Some(o))?);
+    }
+    let counts = state.store.counts(&scopes).await?;
+    let mut it = counts.iter().map(|c| c.total);
+    let global = it.next();
+    let zone = q.zone_id.as_ref().and_then(|_| it.next());
+    let org = q.org_id.as_ref().and_then(|_| it.next());
+    Ok(axum::Json(
+        serde_json::json!({"global": global, "zone": zone, "org": org}),
+    ))
+}
+
+async fn status(
+    State(state): State<AppState>,
+    who: Caller,
+    Path(user_id): Path<String>,
+) -> Result<axum::Json<PresenceView>, ApiError> {
+    let user: UserId = parse_id(&user_id)?;
+    let view = visible(&state, &who, state.store.view(&user).await?);
+    view.map(axum::Json)
+        .ok_or_else(|| ApiError::not_found(format!("no presence for user {user}")))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchBody {
+    user_ids: Vec<serde_json::Value>,
+}
+
+fn ids_of(state: &AppState, raw: &[serde_json::Value]) -> Result<Vec<UserId>, ApiError> {
+    let max = state.config.limits.batch_ids;
+    if raw.len() > max {
+        return Err(ApiError::invalid_argument(format!(
+            "at most {max} user_ids per call"
+        )));
+    }
+    raw.iter()
+        .map(|v| {
+            serde_json::from_value::<UserId>(v.clone())
+                .map_err(|e| ApiError::invalid_argument(e.to_string()))
+        })
+        .collect()
+}
+
+async fn status_batch(
+    State(state): State<AppState>,
+    who: Caller,
+    Json(body): Json<BatchBody>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let ids = ids_of(&state, &body.user_ids)?;
+    let views = state.store.views(&ids).await?;
+    let users: BTreeMap<String, Option<PresenceView>> = ids
+        .iter()
+        .zip(views)
+        .map(|(id, v)| (id.to_string(), visible(&state, &who, v)))
+        .collect();
+    Ok(axum::Json(serde_json::json!({"users": users})))
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct UserParam {
+    user_id: Option<UserId>,
+}
+
+/// The user named by the query or a `{"user_id"}` body, checked against the caller.
+fn target(
+    state: &AppState,
+    who: &Caller,
+    query: UserParam,
+    body: Option<UserParam>,
+) -> Result<UserId, ApiError> {
+    let named = query.user_id.or(body.and_then(|b| b.user_id));
+    state.acting_user(&who.0, named)
+}
+
+async fn set_status(
+    state: AppState,
+    who: Caller,
+    q: UserParam,
+    body: Bytes,
+    change: Change,
+) -> Result<Response, ApiError> {
+    let status = if change == Change::SetAway {
+        "away"
+    } else {
+        "online"
+    };
+    let user = target(&state, &who, q, optional_body(&body)?)?;
+    state.store.apply(&user, change).await?;
+    Ok(axum::Json(serde_json::json!({"status": status, "user_id": user})).into_response())
+}
+
+async fn set_away(
+    State(state): State<AppState>,
+    who: Caller,
+    Query(q): Query<UserParam>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    set_status(state, who, q, body, Change::SetAway).await
+}
+
+async fn set_online(
+    State(state): State<AppState>,
+    who: Caller,
+    Query(q): Query<UserParam>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    set_status(state, who, q, body, Change::SetOnline).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActivityBody {
+    user_ids: Vec<serde_json::Value>,
+}
+
+async fn activity(
+    State(state): State<AppState>,
+    who: Caller,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    let users = match optional_body::<ActivityBody>(&body)? {
+        None => vec![who.0.user.clone()],
+        Some(b) => {
+            let ids = ids_of(&state, &b.user_ids)?;
+            if !who.0.role.is_privileged() && ids.iter().any(|u| *u != who.0.user) {
+                return Err(ApiError::permission_denied(
+                    "a user token reports only its own activity",
+                ));
+            }
+            ids
+        }
+    };
+    for u in &users {
+        state.record_activity(u);
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct HeartbeatBody {
+    user_id: Option<UserId>,
+    session_id: Option<SessionId>,
+    device: Option<DeviceKind>,
+    zone_id: Option<ZoneId>,
+    org_id: Option<OrgId>,
+}
+
+async fn heartbeat(
+    State(state): State<AppState>,
+    who: Caller,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let b: HeartbeatBody = optional_body(&body)?.unwrap_or_default();
+    let user = state.acting_user(&who.0, b.user_id.clone())?;
+    let (session, until) = match b.session_id {
+        Some(s) => {
+            let until = state.store.renew_session(&user, &s).await?;
+            (s, until)
+        }
+        None => {
+            let session = SessionId::random();
+            let open = OpenSession {
+                user: user.clone(),
+                session: session.clone(),
+                device: b.device.unwrap_or(DeviceKind::Web),
+                zone: b.zone_id,
+                org: b.org_id,
+                leased: true,
+            };
+            state.store.open_session(open).await?;
+            let ttl = presence_core::settings::ms(state.config.presence.online_ttl);
+            (session, state.store_now() + ttl)
+        }
+    };
+    Ok(
+        axum::Json(serde_json::json!({"session_id": session, "expires_at": format_rfc3339(until)}))
+            .into_response(),
+    )
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EndHeartbeat {
+    session_id: SessionId,
+    user_id: Option<UserId>,
+}
+
+async fn end_heartbeat(
+    State(state): State<AppState>,
+    who: Caller,
+    Query(q): Query<EndHeartbeat>,
+) -> Result<StatusCode, ApiError> {
+    let user = state.acting_user(&who.0, q.user_id)?;
+    state.store.close_session(&user, &q.session_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ZoneBody {
+    zone_id: Option<ZoneId>,
+    user_id: Option<UserId>,
+}
+
+async fn set_zone(
+    State(state): State<AppState>,
+    who: Caller,
+    Json(b): Json<ZoneBody>,
+) -> Result<axum::Json<PresenceView>, ApiError> {
+    let user = state.acting_user(&who.0, b.user_id)?;
+    Ok(axum::Json(
+        state
+            .store
+            .apply(&user, Change::SetZone(b.zone_id))
+            .await?
+            .view,
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OrgBody {
+    org_id: Option<OrgId>,
+    user_id: Option<UserId>,
+}
+
+async fn set_org(
+    State(state): State<AppState>,
+    who: Caller,
+    Json(b): Json<OrgBody>,
+) -> Result<axum::Json<PresenceView>, ApiError> {
+    let user = state.acting_user(&who.0, b.user_id)?;
+    Ok(axum::Json(
+        state
+            .store
+            .apply(&user, Change::SetOrg(b.org_id))
+            .await?
+            .view,
+    ))
+}

@@ -1,0 +1,111 @@
+//! The presenced service: one node of the presence service.
+//!
+//! - [`config`]: settings (SPEC §9), layered and validated.
+//! - [`auth`]: JWT checks and the `token` issuer (SPEC §7).
+//! - [`http`]: the REST API and operations routes (SPEC §6); [`http::router`] is the whole app.
+//! - [`ws`]: the WebSocket gateway (SPEC §5).
+//! - [`hub`]: fan-out of feed events to this node's subscribers.
+//! - [`loops`]: lease renewal, the sweep, activity flushing.
+//! - [`serve`]: runs a node on a bound listener until a shutdown token fires.
+//!
+//! Presence rules and storage live in `presence-core` and `presence-store`; nothing here
+//! decides a transition.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod hub;
+pub mod loops;
+pub mod state;
+pub mod ws;
+
+use std::sync::{Arc, Mutex};
+
+use presence_core::{NodeId, SharedClock, Store, SystemClock};
+use presence_store::{ActivityCoalescer, MemoryStore, RedisConfig, RedisStore};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Authenticator;
+use crate::config::{Config, StoreKind};
+use crate::hub::Hub;
+use crate::state::AppState;
+
+/// Opens the configured store as node `node`.
+pub async fn open_store(config: &Config, node: NodeId) -> anyhow::Result<Arc<dyn Store>> {
+    let clock: SharedClock = Arc::new(SystemClock);
+    let settings = config.store_settings();
+    Ok(match config.store.kind {
+        StoreKind::Memory => Arc::new(MemoryStore::new(node, clock, settings)),
+        StoreKind::Redis => {
+            let redis = RedisConfig {
+                url: config.store.redis_url.clone(),
+                key_prefix: config.store.key_prefix.clone(),
+                command_timeout: config.store.command_timeout,
+            };
+            Arc::new(RedisStore::connect(redis, node, clock, settings).await?)
+        }
+    })
+}
+
+/// Runs a node on `listener` until `shutdown` is cancelled: the loops, the feed, the HTTP
+/// and WebSocket server. On shutdown it stops accepting, closes WebSockets with 1012 (their
+/// sessions end through the offline grace) and returns.
+pub async fn serve(
+    config: Config,
+    auth: Authenticator,
+    store: Arc<dyn Store>,
+    listener: TcpListener,
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    let state = AppState {
+        store: store.clone(),
+        auth,
+        connections: Arc::new(Semaphore::new(config.server.max_connections)),
+        activity: Arc::new(Mutex::new(ActivityCoalescer::new(1000))),
+        hub: Arc::new(Hub::default()),
+        shutdown: shutdown.clone(),
+        metrics,
+        config: config.clone(),
+    };
+    store.renew_node_lease().await?;
+    let loops = CancellationToken::new();
+    let tasks = [
+        tokio::spawn(loops::renew_lease(state.clone(), loops.clone())),
+        tokio::spawn(loops::sweep(state.clone(), loops.clone())),
+        tokio::spawn(loops::flush_activity(state.clone(), loops.clone())),
+        tokio::spawn(state.hub.clone().run(store.clone(), loops.clone())),
+    ];
+    let app = http::router(state.clone());
+    let stop = shutdown.clone();
+    let server =
+        axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await });
+    // Graceful: stop accepting, let connections close (1012); give up after shutdown_timeout.
+    let served = server.into_future();
+    tokio::pin!(served);
+    let result = tokio::select! {
+        r = &mut served => r.map_err(anyhow::Error::from),
+        _ = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(config.server.shutdown_timeout).await;
+        } => Ok(()),
+    };
+    // Write what activity is buffered, then stop the loops.
+    let due = state
+        .activity
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take_due(i64::MAX);
+    if !due.is_empty() {
+        let _ = store.record_activity(&due).await;
+    }
+    loops.cancel();
+    for t in tasks {
+        let _ = t.await;
+    }
+    result
+}

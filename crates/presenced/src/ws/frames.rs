@@ -1,0 +1,184 @@
+//! Client frames (SPEC §5): JSON text with a `type`, and an optional `id` (string or number)
+//! that the reply echoes.
+
+use presence_core::{Change, FeedId, Metadata, OrgId, Scope, UserId, ZoneId};
+use serde::Deserialize;
+use serde_json::Value;
+
+/// A frame the gateway understands.
+#[derive(Debug)]
+pub(crate) enum ClientFrame {
+    Activity,
+    Ping,
+    Change(Change),
+    Subscribe {
+        scopes: Vec<Scope>,
+        users: Vec<UserId>,
+        after: Option<FeedId>,
+    },
+    Unsubscribe {
+        scopes: Vec<Scope>,
+        users: Vec<UserId>,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", deny_unknown_fields)]
+enum Wire {
+    #[serde(rename = "activity")]
+    Activity {},
+    #[serde(rename = "ping")]
+    Ping {},
+    #[serde(rename = "status.set")]
+    StatusSet {
+        status: String,
+        #[serde(default)]
+        invisible: Option<bool>,
+    },
+    #[serde(rename = "zone.set")]
+    ZoneSet { zone_id: Option<ZoneId> },
+    #[serde(rename = "org.set")]
+    OrgSet { org_id: Option<OrgId> },
+    #[serde(rename = "metadata.set")]
+    MetadataSet { metadata: Option<Metadata> },
+    #[serde(rename = "subscribe")]
+    Subscribe {
+        #[serde(default)]
+        scopes: Vec<String>,
+        #[serde(default)]
+        users: Vec<UserId>,
+        #[serde(default)]
+        conversations: Vec<String>,
+        #[serde(default)]
+        after: Option<FeedId>,
+        #[serde(default)]
+        counts_only: bool,
+    },
+    #[serde(rename = "unsubscribe")]
+    Unsubscribe {
+        #[serde(default)]
+        scopes: Vec<String>,
+        #[serde(default)]
+        users: Vec<UserId>,
+        #[serde(default)]
+        conversations: Vec<String>,
+    },
+}
+
+fn scopes(raw: Vec<String>) -> Result<Vec<Scope>, String> {
+    raw.iter()
+        .map(|s| s.parse::<Scope>().map_err(|e| format!("{s:?}: {e}")))
+        .collect()
+}
+
+/// Parses a frame. On failure returns the frame's `id` (when it had a readable one) and why.
+pub(crate) fn parse_frame(
+    raw: &str,
+) -> Result<(Option<Value>, ClientFrame), (Option<Value>, String)> {
+    let mut value: Value =
+        serde_json::from_str(raw).map_err(|e| (None, format!("not JSON: {e}")))?;
+    let Some(object) = value.as_object_mut() else {
+        return Err((None, "a frame is a JSON object".into()));
+    };
+    let id = object.remove("id");
+    if id
+        .as_ref()
+        .is_some_and(|v| !(v.is_string() || v.is_number()))
+    {
+        return Err((None, "id must be a string or a number".into()));
+    }
+    let unsupported = |what: &str| Err((id.clone(), format!("{what} is not supported yet")));
+    let wire: Wire = match value.get("type").and_then(Value::as_str) {
+        Some("typing.start" | "typing.stop") => return unsupported("typing"),
+        Some("custom_status.set" | "custom_status.clear") => return unsupported("custom status"),
+        Some(_) => serde_json::from_value(value).map_err(|e| (id.clone(), e.to_string()))?,
+        None => return Err((id, "a frame needs a \"type\"".into())),
+    };
+    let frame = match wire {
+        Wire::Activity { .. } => ClientFrame::Activity,
+        Wire::Ping { .. } => ClientFrame::Ping,
+        Wire::StatusSet {
+            status, invisible, ..
+        } => {
+            if invisible.is_some() {
+                return unsupported("invisible");
+            }
+            match status.as_str() {
+                "away" => ClientFrame::Change(Change::SetAway),
+                "online" => ClientFrame::Change(Change::SetOnline),
+                _ => return Err((id, "status must be away or online".into())),
+            }
+        }
+        Wire::ZoneSet { zone_id, .. } => ClientFrame::Change(Change::SetZone(zone_id)),
+        Wire::OrgSet { org_id, .. } => ClientFrame::Change(Change::SetOrg(org_id)),
+        Wire::MetadataSet { metadata, .. } => ClientFrame::Change(Change::SetMetadata(metadata)),
+        Wire::Subscribe {
+            scopes: s,
+            users,
+            conversations,
+            after,
+            counts_only,
+            ..
+        } => {
+            if !conversations.is_empty() {
+                return unsupported("subscribing to conversations (typing)");
+            }
+            if counts_only {
+                return unsupported("counts_only");
+            }
+            ClientFrame::Subscribe {
+                scopes: scopes(s).map_err(|e| (id.clone(), e))?,
+                users,
+                after,
+            }
+        }
+        Wire::Unsubscribe {
+            scopes: s,
+            users,
+            conversations,
+            ..
+        } => {
+            if !conversations.is_empty() {
+                return unsupported("conversations (typing)");
+            }
+            ClientFrame::Unsubscribe {
+                scopes: scopes(s).map_err(|e| (id.clone(), e))?,
+                users,
+            }
+        }
+    };
+    Ok((id, frame))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_parse_and_keep_their_id() {
+        let (id, f) = parse_frame(r#"{"type": "status.set", "status": "away", "id": 7}"#).unwrap();
+        assert_eq!(id, Some(Value::from(7)));
+        assert!(matches!(f, ClientFrame::Change(Change::SetAway)));
+        let (id, f) = parse_frame(
+            r#"{"type": "subscribe", "scopes": ["zone:10"], "users": [1, "2"], "id": "a"}"#,
+        )
+        .unwrap();
+        assert_eq!(id, Some(Value::from("a")));
+        assert!(
+            matches!(f, ClientFrame::Subscribe { ref scopes, ref users, after: None } if scopes.len() == 1 && users.len() == 2)
+        );
+    }
+
+    #[test]
+    fn bad_frames_say_why() {
+        assert!(parse_frame("{").is_err());
+        assert_eq!(
+            parse_frame(r#"{"type": "nope", "id": 1}"#).unwrap_err().0,
+            Some(Value::from(1))
+        );
+        assert!(parse_frame(r#"{"type": "zone.set", "zone_id": "a b"}"#).is_err());
+        assert!(parse_frame(r#"{"type": "subscribe", "scopes": ["room:1"]}"#).is_err());
+        assert!(parse_frame(r#"{"type": "ping", "extra": 1}"#).is_err());
+        assert!(parse_frame(r#"{"type": "ping", "id": {"x": 1}}"#).is_err());
+    }
+}
