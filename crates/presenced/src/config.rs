@@ -239,7 +239,13 @@ impl Config {
             fig = fig.merge(Toml::file(f));
         }
         let config: Config = fig
-            .merge(Env::prefixed("PRESENCE_").split("__"))
+            // Only `PRESENCE_SECTION__KEY` variables are settings; others with the prefix
+            // (a test's PRESENCE_TEST_REDIS_URL, say) are not this node's business.
+            .merge(
+                Env::prefixed("PRESENCE_")
+                    .filter(|k| k.as_str().contains("__"))
+                    .split("__"),
+            )
             .merge(overrides)
             .extract()
             .map_err(|e| ConfigError::Load(Box::new(e)))?;

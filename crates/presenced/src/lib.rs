@@ -94,6 +94,14 @@ pub async fn serve(
             tokio::time::sleep(config.server.shutdown_timeout).await;
         } => Ok(()),
     };
+    // Upgraded WebSockets outlive the HTTP server: wait until they have sent their 1012 and
+    // closed their sessions (each holds a connection permit), up to shutdown_timeout.
+    let drained = async {
+        while state.connections.available_permits() < config.server.max_connections {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    let _ = tokio::time::timeout(config.server.shutdown_timeout, drained).await;
     // Write what activity is buffered, then stop the loops.
     let due = state
         .activity

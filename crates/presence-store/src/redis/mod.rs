@@ -378,8 +378,9 @@ impl RedisStore {
         }
         // No response timeout here: XREAD BLOCK is bounded by its own BLOCK argument and the
         // tokio timeout around it.
-        let config =
-            AsyncConnectionConfig::new().set_connection_timeout(Some(self.config.command_timeout));
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.config.command_timeout))
+            .set_response_timeout(None);
         let c = self
             .client
             .get_multiplexed_async_connection_with_config(&config)

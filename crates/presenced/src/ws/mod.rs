@@ -136,7 +136,9 @@ struct RateLimit {
     burst: f64,
     tokens: f64,
     at: Instant,
+    /// When the client went over the limit; cleared after a second with nothing dropped.
     over_since: Option<Instant>,
+    last_drop: Option<Instant>,
     last_error: Option<Instant>,
 }
 
@@ -148,6 +150,7 @@ impl RateLimit {
             tokens: burst as f64,
             at: Instant::now(),
             over_since: None,
+            last_drop: None,
             last_error: None,
         }
     }
@@ -160,9 +163,17 @@ impl RateLimit {
         self.at = now;
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
-            self.over_since = None;
+            // A client that still gets frames dropped is still over the limit, even when the
+            // bucket lets one through now and then.
+            if self
+                .last_drop
+                .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+            {
+                self.over_since = None;
+            }
             return Ok(true);
         }
+        self.last_drop = Some(now);
         let since = *self.over_since.get_or_insert(now);
         if now.duration_since(since) >= Duration::from_secs(5) {
             Err(())

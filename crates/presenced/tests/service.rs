@@ -1,0 +1,661 @@
+//! Black-box tests of the real `presenced` binary: the seed's REST examples and WebSocket
+//! flow, SPEC §3 transitions as a client sees them, subscriptions and resume, and the bad
+//! input of SPEC §7 and §10. Each runs against the memory store and against Redis.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+macro_rules! both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                tokio::time::timeout(std::time::Duration::from_secs(60), super::$name(super::Kind::Memory)).await.expect("test timed out")
+            })*
+        }
+        mod redis {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                tokio::time::timeout(std::time::Duration::from_secs(60), super::$name(super::Kind::Redis)).await.expect("test timed out")
+            })*
+        }
+    };
+}
+
+both_stores!(
+    seed_rest_examples,
+    websocket_flow_with_subscriber,
+    quick_reconnect_emits_nothing,
+    auto_away_and_back,
+    resume_replays_missed_events,
+    rest_heartbeat_and_activity,
+    auth_refusals,
+    bad_rest_input_changes_nothing,
+    bad_frames_get_errors_and_the_connection_stays,
+    limits_close_with_their_codes,
+    shutdown_closes_with_1012,
+    operations_routes,
+);
+
+fn is_event(f: &Value, user: &str, status: &str) -> bool {
+    f["type"] == "presence" && f["user"]["user_id"] == user && f["user"]["status"] == status
+}
+
+async fn seed_rest_examples(kind: Kind) {
+    let node = Node::start(kind, "").await;
+    let u = user("seed");
+    let t = token(&u, "user", None);
+    let mut ws = node.ws(&t, "&zone_id=10&org_id=100").await;
+    let connected = ws.next().await;
+    assert_eq!(connected["type"], "system");
+    assert_eq!(connected["event"], "connected");
+    assert_eq!(connected["presence"]["status"], "online");
+
+    // curl -X GET "http://localhost:8000/messenger/presence/online?zone_id=10&limit=50"
+    let (s, page) = node
+        .get("/messenger/presence/online?zone_id=10&limit=50", &t)
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(page["count"], 1);
+    assert_eq!(page["online_users"][0]["user_id"], u.as_str());
+    assert_eq!(page["online_users"][0]["zone_id"], "10");
+    assert_eq!(page["online_users"][0]["org_id"], "100");
+    // curl -X GET "http://localhost:8000/messenger/presence/count?zone_id=10"
+    let (s, count) = node.get("/messenger/presence/count?zone_id=10", &t).await;
+    assert_eq!(s, 200);
+    assert_eq!(count, json!({"global": 1, "zone": 1, "org": null}));
+    // curl -X GET "http://localhost:8000/messenger/presence/status/123"
+    let (s, view) = node
+        .get(&format!("/messenger/presence/status/{u}"), &t)
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(view["status"], "online");
+    // curl -X POST "http://localhost:8000/messenger/presence/away"
+    let (s, away) = node
+        .send(Method::POST, "/messenger/presence/away", &t, None)
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(away, json!({"status": "away", "user_id": u}));
+    let (_, view) = node
+        .get(&format!("/messenger/presence/status/{u}"), &t)
+        .await;
+    assert_eq!(
+        (view["status"].as_str(), view["away_reason"].as_str()),
+        (Some("away"), Some("manual"))
+    );
+    let (s, back) = node
+        .send(Method::POST, "/messenger/presence/online", &t, None)
+        .await;
+    assert_eq!((s, back["status"].as_str()), (200, Some("online")));
+    // Unknown users are 404 in the error shape.
+    let (s, e) = node.get("/messenger/presence/status/nobody", &t).await;
+    assert_eq!(s, 404);
+    assert_eq!(e["error"]["code"], "not_found");
+    // The seed's zone change: PUT zone moves the user out of the old set.
+    let (s, moved) = node
+        .send(
+            Method::PUT,
+            "/messenger/presence/zone",
+            &t,
+            Some(json!({"zone_id": 11})),
+        )
+        .await;
+    assert_eq!((s, moved["zone_id"].as_str()), (200, Some("11")));
+    let (_, count) = node.get("/messenger/presence/count?zone_id=10", &t).await;
+    assert_eq!(count["zone"], 0);
+}
+
+async fn websocket_flow_with_subscriber(kind: Kind) {
+    let node = Node::start(kind, "").await;
+    let (a, b) = (user("a"), user("b"));
+    let mut watcher = node.ws(&token(&b, "user", None), "").await;
+    watcher.next().await;
+    watcher
+        .send(json!({"type": "subscribe", "scopes": ["zone:10"], "users": [a], "id": "s1"}))
+        .await;
+    let snap = watcher.until(|f| f["type"] == "snapshot").await;
+    assert_eq!(snap["id"], "s1");
+    assert_eq!(snap["scopes"]["zone:10"]["count"], 0);
+    assert_eq!(snap["users"][&a], Value::Null);
+
+    let mut alice = node
+        .ws(&token(&a, "user", None), "&zone_id=10&device=desktop")
+        .await;
+    let hello = alice.next().await;
+    assert_eq!(hello["presence"]["devices"], json!(["desktop"]));
+    let online = watcher.until(|f| f["type"] == "presence").await;
+    assert!(is_event(&online, &a, "online"), "{online}");
+    assert_eq!(online["prev_status"], "offline");
+
+    alice
+        .send(json!({"type": "status.set", "status": "away", "id": 7}))
+        .await;
+    assert_eq!(alice.until(|f| f["type"] == "ack").await["id"], 7);
+    let away = watcher.until(|f| f["type"] == "presence").await;
+    assert!(is_event(&away, &a, "away"));
+    assert_eq!(away["user"]["away_reason"], "manual");
+    assert!(away["user"]["version"].as_u64() > online["user"]["version"].as_u64());
+
+    alice.send(json!({"type": "ping", "id": "p"})).await;
+    assert_eq!(alice.until(|f| f["type"] == "pong").await["id"], "p");
+    alice
+        .send(json!({"type": "metadata.set", "metadata": {"theme": "dark"}, "id": 8}))
+        .await;
+    assert_eq!(alice.until(|f| f["type"] == "ack").await["id"], 8);
+    let md = watcher.until(|f| f["type"] == "presence").await;
+    assert_eq!(md["user"]["metadata"], json!({"theme": "dark"}));
+
+    drop(alice);
+    let gone = watcher.until(|f| f["type"] == "presence").await;
+    assert!(
+        is_event(&gone, &a, "offline"),
+        "offline after the grace: {gone}"
+    );
+}
+
+async fn quick_reconnect_emits_nothing(kind: Kind) {
+    let node = Node::start(kind, "").await;
+    let a = user("reload");
+    let mut watcher = node.ws(&token(&user("w"), "user", None), "").await;
+    watcher.next().await;
+    let mut tab = node.ws(&token(&a, "user", None), "").await;
+    tab.next().await;
+    watcher
+        .send(json!({"type": "subscribe", "users": [a]}))
+        .await;
+    watcher.until(|f| f["type"] == "snapshot").await;
+    drop(tab);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut tab = node.ws(&token(&a, "user", None), "").await;
+    tab.next().await;
+    assert_eq!(
+        watcher.next_within(Duration::from_millis(1500)).await,
+        None,
+        "a page reload shows nothing"
+    );
+}
+
+async fn auto_away_and_back(kind: Kind) {
+    let node = Node::start(kind, "").await;
+    let a = user("idle");
+    let mut watcher = node.ws(&token(&user("w"), "user", None), "").await;
+    watcher.next().await;
+    watcher
+        .send(json!({"type": "subscribe", "users": [a]}))
+        .await;
+    watcher.until(|f| f["type"] == "snapshot").await;
+    let mut idle = node.ws(&token(&a, "user", None), "").await;
+    idle.next().await;
+    watcher.until(|f| is_event(f, &a, "online")).await;
+    let away = watcher.until(|f| f["type"] == "presence").await;
+    assert!(is_event(&away, &a, "away"));
+    assert_eq!(away["user"]["away_reason"], "auto");
+    idle.send(json!({"type": "activity"})).await;
+    let back = watcher.until(|f| f["type"] == "presence").await;
+    assert!(is_event(&back, &a, "online"), "{back}");
+}
+
+async fn resume_replays_missed_events(kind: Kind) {
+    let node = Node::start(kind, "").await;
+    let a = user("resume");
+    let svc = token("backend", "service", None);
+    let mut alice = node.ws(&token(&a, "user", None), "").await;
+    alice.next().await;
+    let mut watcher = node.ws(&token(&user("w"), "user", None), "").await;
+    watcher.next().await;
+    watcher
+        .send(json!({"type": "subscribe", "users": [a]}))
+        .await;
+    let snap = watcher.until(|f| f["type"] == "snapshot").await;
+    let from = snap["feed_id"].as_str().unwrap().to_string();
+    drop(watcher);
+    for z in ["1", "2", "3"] {
+        let (s, _) = node
+            .send(
+                Method::PUT,
+                "/messenger/presence/zone",
+                &svc,
+                Some(json!({"zone_id": z, "user_id": a})),
+            )
+            .await;
+        assert_eq!(s, 200);
+    }
+    let mut watcher = node.ws(&token(&user("w"), "user", None), "").await;
+    watcher.next().await;
+    watcher
+        .send(json!({"type": "subscribe", "users": [a], "after": from, "id": 1}))
+        .await;
+    let snap = watcher.until(|f| f["type"] == "snapshot").await;
+    assert_eq!(snap["feed_id"], from.as_str());
+    assert_eq!(snap["reset"], false);
+    let zones: Vec<Value> = [
+        watcher.next().await,
+        watcher.next().await,
+        watcher.next().await,
+    ]
+    .iter()
+    .map(|e| e["user"]["zone_id"].clone())
+    .collect();
+    assert_eq!(
+        zones,
+        [json!("1"), json!("2"), json!("3")],
+        "missed events, in order"
+    );
+    // Live events continue after the replay.
+    node.send(
+        Method::PUT,
+        "/messenger/presence/zone",
+        &svc,
+        Some(json!({"zone_id": "4", "user_id": a})),
+    )
+    .await;
+    assert_eq!(watcher.next().await["user"]["zone_id"], "4");
+}
+
+async fn rest_heartbeat_and_activity(kind: Kind) {
+    let node = Node::start(kind, "").await;
+    let a = user("rest");
+    let t = token(&a, "user", None);
+    let (s, hb) = node
+        .send(
+            Method::POST,
+            "/messenger/presence/heartbeat",
+            &t,
+            Some(json!({"device": "mobile", "zone_id": 5})),
+        )
+        .await;
+    assert_eq!(s, 200, "{hb}");
+    let session = hb["session_id"].as_str().unwrap().to_string();
+    assert!(hb["expires_at"].as_str().unwrap().ends_with('Z'));
+    let (_, view) = node
+        .get(&format!("/messenger/presence/status/{a}"), &t)
+        .await;
+    assert_eq!(
+        (view["status"].as_str(), view["devices"].clone()),
+        (Some("online"), json!(["mobile"]))
+    );
+    let (s, renewed) = node
+        .send(
+            Method::POST,
+            "/messenger/presence/heartbeat",
+            &t,
+            Some(json!({"session_id": session})),
+        )
+        .await;
+    assert_eq!(
+        (s, renewed["session_id"].as_str()),
+        (200, Some(session.as_str()))
+    );
+    // Activity from a service token for several users, and from the user itself.
+    let svc = token("backend", "service", None);
+    let r = node
+        .http
+        .post(node.url("/messenger/presence/activity"))
+        .bearer_auth(&svc)
+        .json(&json!({"user_ids": [a, 12345]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = node
+        .http
+        .post(node.url("/messenger/presence/activity"))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    // Ending the lease: offline after the grace.
+    let r = node
+        .http
+        .delete(node.url(&format!(
+            "/messenger/presence/heartbeat?session_id={session}"
+        )))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (_, view) = node
+        .get(&format!("/messenger/presence/status/{a}"), &t)
+        .await;
+    assert_eq!(view["status"], "offline");
+    assert!(view["last_seen"].is_string());
+    // Batch status: one round trip for a contact list.
+    let (s, batch) = node
+        .send(
+            Method::POST,
+            "/messenger/presence/status/batch",
+            &t,
+            Some(json!({"user_ids": [a, "nobody"]})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(batch["users"][&a]["status"], "offline");
+    assert_eq!(batch["users"]["nobody"], Value::Null);
+}
+
+async fn auth_refusals(kind: Kind) {
+    let node = Node::start(kind, "").await;
+    let a = user("auth");
+    let r = node
+        .http
+        .get(node.url("/messenger/presence/count"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "unauthenticated"
+    );
+    for bad in [
+        "garbage".to_string(),
+        jwt(&json!({"sub": a, "exp": 1_000_000})),
+        jwt(&json!({"sub": a})),
+        jwt(&json!({"sub": "a b", "exp": 4_000_000_000u64})),
+        jwt(&json!({"sub": a, "exp": 4_000_000_000u64, "role": "root"})),
+        {
+            let key = jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes());
+            let h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS512);
+            jsonwebtoken::encode(&h, &json!({"sub": a, "exp": 4_000_000_000u64}), &key).unwrap()
+        },
+    ] {
+        let (s, e) = node.get("/messenger/presence/count", &bad).await;
+        assert_eq!(
+            (s, e["error"]["code"].as_str()),
+            (401, Some("unauthenticated")),
+            "{bad}"
+        );
+        let ws = tokio_tungstenite::connect_async(format!(
+            "ws://{}/messenger/ws?token={bad}",
+            node.addr
+        ))
+        .await;
+        match ws {
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 401),
+            other => panic!(
+                "upgrade should be refused with 401, got {:?}",
+                other.map(|_| ())
+            ),
+        }
+    }
+    // A user token acting on someone else is refused; a service token may.
+    let t = token(&a, "user", None);
+    let (s, e) = node
+        .send(
+            Method::POST,
+            "/messenger/presence/away?user_id=someone",
+            &t,
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (403, Some("permission_denied"))
+    );
+    let svc = token("backend", "service", None);
+    let (s, _) = node
+        .send(
+            Method::POST,
+            &format!("/messenger/presence/away?user_id={a}"),
+            &svc,
+            None,
+        )
+        .await;
+    assert_eq!(
+        s, 404,
+        "service tokens may act for users; this one has no presence"
+    );
+}
+
+async fn bad_rest_input_changes_nothing(kind: Kind) {
+    let node = Node::start(kind, "[limits]\nbatch_ids = 3").await;
+    let a = user("bad");
+    let t = token(&a, "user", None);
+    let mut ws = node.ws(&t, "&zone_id=1").await;
+    ws.next().await;
+    let (_, before) = node
+        .get(&format!("/messenger/presence/status/{a}"), &t)
+        .await;
+    for (method, path, body) in [
+        (Method::GET, "/messenger/presence/online?limit=0", None),
+        (Method::GET, "/messenger/presence/online?limit=1001", None),
+        (Method::GET, "/messenger/presence/online?limit=ten", None),
+        (Method::GET, "/messenger/presence/online?status=busy", None),
+        (
+            Method::GET,
+            "/messenger/presence/online?cursor=%21%21",
+            None,
+        ),
+        (
+            Method::GET,
+            "/messenger/presence/online?zone_id=a%20b",
+            None,
+        ),
+        (
+            Method::GET,
+            "/messenger/presence/online?zone_id=1&org_id=2",
+            None,
+        ),
+        (Method::GET, "/messenger/presence/online?surprise=1", None),
+        (Method::GET, "/messenger/presence/status/a%20b", None),
+        (
+            Method::POST,
+            "/messenger/presence/status/batch",
+            Some(json!({"user_ids": ["1", "2", "3", "4"]})),
+        ),
+        (
+            Method::POST,
+            "/messenger/presence/status/batch",
+            Some(json!({"user_ids": [null]})),
+        ),
+        (
+            Method::PUT,
+            "/messenger/presence/zone",
+            Some(json!({"zone_id": "a|b"})),
+        ),
+        (
+            Method::PUT,
+            "/messenger/presence/zone",
+            Some(json!({"zone": "2"})),
+        ),
+        (
+            Method::POST,
+            "/messenger/presence/heartbeat",
+            Some(json!({"device": "toaster"})),
+        ),
+    ] {
+        let (s, e) = node.send(method.clone(), path, &t, body.clone()).await;
+        assert_eq!(
+            (s, e["error"]["code"].as_str()),
+            (400, Some("invalid_argument")),
+            "{method} {path} {body:?}: {e}"
+        );
+        assert!(
+            e["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+    }
+    let r = node
+        .http
+        .put(node.url("/messenger/presence/zone"))
+        .bearer_auth(&t)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "invalid_argument"
+    );
+    let (s, e) = node.get("/no/such/route", &t).await;
+    assert_eq!((s, e["error"]["code"].as_str()), (404, Some("not_found")));
+    let (_, after) = node
+        .get(&format!("/messenger/presence/status/{a}"), &t)
+        .await;
+    assert_eq!(before, after, "refused input changed nothing");
+}
+
+async fn bad_frames_get_errors_and_the_connection_stays(kind: Kind) {
+    let node = Node::start(kind, "[limits]\nmetadata_bytes = 64").await;
+    let a = user("frames");
+    let mut ws = node.ws(&token(&a, "user", None), "").await;
+    ws.next().await;
+    ws.send_text("{not json".into()).await;
+    assert_eq!(ws.next().await["code"], "invalid_frame");
+    ws.send(json!({"type": "teleport", "id": 3})).await;
+    let e = ws.next().await;
+    assert_eq!(
+        (e["type"].as_str(), e["code"].as_str(), e["id"].clone()),
+        (Some("error"), Some("invalid_frame"), json!(3))
+    );
+    ws.send(json!({"type": "zone.set", "zone_id": "a b", "id": "z"}))
+        .await;
+    assert_eq!(ws.next().await["id"], "z");
+    ws.send(json!({"type": "status.set", "status": "busy"}))
+        .await;
+    assert_eq!(ws.next().await["code"], "invalid_frame");
+    ws.send(json!({"type": "subscribe", "scopes": ["room:1"]}))
+        .await;
+    assert_eq!(ws.next().await["code"], "invalid_frame");
+    ws.send(json!({"type": "metadata.set", "metadata": {"big": "x".repeat(100)}, "id": 9}))
+        .await;
+    let e = ws.next().await;
+    assert_eq!(
+        (e["code"].as_str(), e["id"].clone()),
+        (Some("payload_too_large"), json!(9))
+    );
+    ws.send(json!({"type": "ping", "id": 10})).await;
+    assert_eq!(
+        ws.next().await,
+        json!({"type": "pong", "id": 10}),
+        "still open"
+    );
+    let (_, view) = node
+        .get(
+            &format!("/messenger/presence/status/{a}"),
+            &token(&a, "user", None),
+        )
+        .await;
+    assert_eq!(
+        (view["metadata"].clone(), view["version"].clone()),
+        (Value::Null, json!(1)),
+        "nothing stored"
+    );
+}
+
+async fn limits_close_with_their_codes(kind: Kind) {
+    let node = Node::start(
+        kind,
+        "[limits]\nframe_bytes = 1024\nsessions_per_user = 2\nframes_per_second = 5\nframe_burst = 5\n[server]\nmax_connections = 5",
+    )
+    .await;
+    let a = user("limits");
+    let t = token(&a, "user", None);
+    // Frame too big: 1009.
+    let mut ws = node.ws(&t, "").await;
+    ws.next().await;
+    ws.send(json!({"type": "ping", "pad": "x".repeat(2000)}))
+        .await;
+    assert_eq!(ws.closed_with(Duration::from_secs(5)).await, Some(1009));
+    drop(ws);
+    // Sessions per user: the third socket is closed with 4009, the others stay.
+    let mut one = node.ws(&t, "").await;
+    one.next().await;
+    let mut two = node.ws(&t, "").await;
+    two.next().await;
+    let mut three = node.ws(&t, "").await;
+    assert_eq!(three.closed_with(Duration::from_secs(5)).await, Some(4009));
+    two.send(json!({"type": "ping", "id": 1})).await;
+    assert_eq!(two.next().await["type"], "pong");
+    // Flood: dropped frames answered by rate_limited, then 4008 after 5 s over the limit.
+    let mut errors = 0;
+    let started = std::time::Instant::now();
+    loop {
+        one.send(json!({"type": "ping"})).await;
+        match one.next_within(Duration::from_millis(20)).await {
+            Some(f) if f["code"] == "rate_limited" => errors += 1,
+            Some(f) if f.get("closed").is_some() => {
+                assert_eq!(f["closed"], 4008);
+                break;
+            }
+            _ => {}
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "flood was never closed"
+        );
+    }
+    assert!(
+        (1..=8).contains(&errors),
+        "at most one rate_limited error a second, got {errors}"
+    );
+    // max_connections: with 5, the sixth upgrade answers 503.
+    let mut keep = Vec::new();
+    for i in 0..4 {
+        keep.push(node.ws(&token(&format!("{a}_{i}"), "user", None), "").await);
+    }
+    let sixth = tokio_tungstenite::connect_async(format!(
+        "ws://{}/messenger/ws?token={}",
+        node.addr,
+        token("x", "user", None)
+    ))
+    .await;
+    match sixth {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 503),
+        other => panic!("expected 503, got {:?}", other.map(|_| ())),
+    }
+}
+
+async fn shutdown_closes_with_1012(kind: Kind) {
+    let node = Node::start(kind, "").await;
+    let a = user("bye");
+    let mut ws = node.ws(&token(&a, "user", None), "").await;
+    ws.next().await;
+    node.terminate();
+    assert_eq!(ws.closed_with(Duration::from_secs(5)).await, Some(1012));
+}
+
+async fn operations_routes(kind: Kind) {
+    let node = Node::start(kind, "").await;
+    assert_eq!(
+        node.http
+            .get(node.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        node.http
+            .get(node.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let mut ws = node.ws(&token(&user("m"), "user", None), "").await;
+    ws.next().await;
+    let metrics = node
+        .http
+        .get(node.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("presenced_connections 1"), "{metrics}");
+}
