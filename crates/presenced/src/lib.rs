@@ -6,6 +6,7 @@
 //! - [`ws`]: the WebSocket gateway (SPEC §5).
 //! - [`hub`]: fan-out of feed events to this node's subscribers.
 //! - [`loops`]: lease renewal, the sweep, activity flushing.
+//! - [`snapshot`]: snapshots and feed replays for subscribers.
 //! - [`serve`]: runs a node on a bound listener until a shutdown token fires.
 //!
 //! Presence rules and storage live in `presence-core` and `presence-store`; nothing here
@@ -17,6 +18,7 @@ pub mod error;
 pub mod http;
 pub mod hub;
 pub mod loops;
+pub mod snapshot;
 pub mod state;
 pub mod ws;
 

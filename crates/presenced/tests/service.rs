@@ -40,7 +40,70 @@ both_stores!(
     limits_close_with_their_codes,
     shutdown_closes_with_1012,
     operations_routes,
+    sse_follows_and_resumes,
+    tenant_isolation_hides_other_orgs,
+    rest_lease_runs_out_after_online_ttl,
+    a_subscriber_that_stops_reading_is_closed,
+    a_silent_peer_is_closed_and_goes_offline,
 );
+
+// Exact trimming of the feed is the memory store's (Redis trims `MAXLEN ~` a node at a
+// time); the conformance suite covers both stores' reset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aged_out_resume_gets_a_reset_snapshot() {
+    tokio::time::timeout(Duration::from_secs(60), aged_out(Kind::Memory))
+        .await
+        .expect("test timed out")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rs256_and_es256_public_keys_verify_tokens() {
+    tokio::time::timeout(Duration::from_secs(60), public_keys())
+        .await
+        .expect("test timed out")
+}
+
+#[test]
+fn token_command_prints_one_verifiable_token() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_presenced"))
+        .args([
+            "token", "--sub", "123", "--org", "100", "--role", "service", "--ttl", "1h",
+        ])
+        .env("PRESENCE_AUTH__JWT_SECRET", SECRET)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.lines().count(), 1, "one line on stdout");
+    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    v.set_required_spec_claims(&["exp", "sub"]);
+    let data = jsonwebtoken::decode::<Value>(
+        text.trim(),
+        &jsonwebtoken::DecodingKey::from_secret(SECRET.as_bytes()),
+        &v,
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            data.claims["sub"].clone(),
+            data.claims["org_id"].clone(),
+            data.claims["role"].clone()
+        ),
+        (json!("123"), json!("100"), json!("service"))
+    );
+    // Without a secret it says what to set.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_presenced"))
+        .args(["token", "--sub", "1"])
+        .env_remove("PRESENCE_AUTH__JWT_SECRET")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("jwt_secret"));
+}
 
 fn is_event(f: &Value, user: &str, status: &str) -> bool {
     f["type"] == "presence" && f["user"]["user_id"] == user && f["user"]["status"] == status
@@ -658,4 +721,285 @@ async fn operations_routes(kind: Kind) {
         .await
         .unwrap();
     assert!(metrics.contains("presenced_connections 1"), "{metrics}");
+}
+
+async fn sse_follows_and_resumes(kind: Kind) {
+    let node = Node::start(kind, "").await;
+    let svc = token("backend", "service", None);
+    let a = user("sse");
+    let mut feed = node.sse(&svc, "?scope=zone:10", None).await.unwrap();
+    let mut ws = node.ws(&token(&a, "user", None), "&zone_id=10").await;
+    ws.next().await;
+    let online = feed.next().await;
+    assert_eq!(online.event.as_deref(), Some("presence"));
+    assert_eq!(
+        (
+            online.data["user"]["user_id"].as_str(),
+            online.data["user"]["status"].as_str()
+        ),
+        (Some(a.as_str()), Some("online"))
+    );
+    let last = online.id.clone().unwrap();
+    assert_eq!(online.data["feed_id"].as_str(), Some(last.as_str()));
+    drop(feed);
+    // Missed while away: Last-Event-ID resumes in order.
+    node.send(
+        Method::POST,
+        &format!("/messenger/presence/away?user_id={a}"),
+        &svc,
+        None,
+    )
+    .await;
+    node.send(
+        Method::PUT,
+        "/messenger/presence/zone",
+        &svc,
+        Some(json!({"zone_id": "11", "user_id": a})),
+    )
+    .await;
+    let mut feed = node.sse(&svc, "?scope=zone:10", Some(&last)).await.unwrap();
+    assert_eq!(feed.next().await.data["user"]["status"], "away");
+    let moved = feed.next().await.data;
+    assert_eq!(
+        (
+            moved["prev_zone_id"].as_str(),
+            moved["user"]["zone_id"].as_str()
+        ),
+        (Some("10"), Some("11")),
+        "leaving the zone is its event"
+    );
+    // Bad parameters are refused.
+    assert_eq!(
+        node.sse(&svc, "?scope=room:1", None).await.err().unwrap().0,
+        400
+    );
+    assert_eq!(
+        node.sse(&svc, "?after=yesterday", None)
+            .await
+            .err()
+            .unwrap()
+            .0,
+        400
+    );
+}
+
+async fn aged_out(kind: Kind) {
+    let node = Node::start(kind, "[store]\nfeed_max_len = 5").await;
+    let svc = token("backend", "service", None);
+    let a = user("old");
+    let mut ws = node.ws(&token(&a, "user", None), "").await;
+    let first = ws.next().await;
+    assert_eq!(first["presence"]["version"], 1);
+    let mut feed = node.sse(&svc, "", None).await.unwrap();
+    node.send(
+        Method::PUT,
+        "/messenger/presence/zone",
+        &svc,
+        Some(json!({"zone_id": "0", "user_id": a})),
+    )
+    .await;
+    let old = feed.next().await.id.unwrap();
+    for z in 1..10 {
+        node.send(
+            Method::PUT,
+            "/messenger/presence/zone",
+            &svc,
+            Some(json!({"zone_id": z.to_string(), "user_id": a})),
+        )
+        .await;
+    }
+    let mut feed = node
+        .sse(&svc, &format!("?after={old}"), None)
+        .await
+        .unwrap();
+    let snap = feed.next().await;
+    assert_eq!(snap.event.as_deref(), Some("snapshot"));
+    assert_eq!(snap.data["reset"], true);
+    let mut watcher = node.ws(&svc, "").await;
+    watcher.next().await;
+    watcher
+        .send(json!({"type": "subscribe", "users": [a], "after": old}))
+        .await;
+    let snap = watcher.until(|f| f["type"] == "snapshot").await;
+    assert_eq!(snap["reset"], true);
+    assert_eq!(snap["users"][&a]["zone_id"], "9", "the current state");
+}
+
+async fn public_keys() {
+    let dir = std::env::temp_dir().join(user("keys"));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (alg, genargs) in [
+        (
+            jsonwebtoken::Algorithm::RS256,
+            vec!["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
+        ),
+        (
+            jsonwebtoken::Algorithm::ES256,
+            vec!["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
+        ),
+    ] {
+        let private = dir.join(format!("{alg:?}.key"));
+        let public = dir.join(format!("{alg:?}.pub"));
+        let ok = std::process::Command::new("openssl")
+            .arg("genpkey")
+            .args(&genargs)
+            .arg("-out")
+            .arg(&private)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let ok = std::process::Command::new("openssl")
+            .args(["pkey", "-pubout", "-in"])
+            .arg(&private)
+            .arg("-out")
+            .arg(&public)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let node = Node::start(
+            Kind::Memory,
+            &format!(
+                "[auth]\njwt_secret = \"\"\njwt_public_key_file = \"{}\"",
+                public.display()
+            ),
+        )
+        .await;
+        let pem = std::fs::read(&private).unwrap();
+        let key = match alg {
+            jsonwebtoken::Algorithm::RS256 => {
+                jsonwebtoken::EncodingKey::from_rsa_pem(&pem).unwrap()
+            }
+            _ => jsonwebtoken::EncodingKey::from_ec_pem(&pem).unwrap(),
+        };
+        let good = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(alg),
+            &json!({"sub": "1", "exp": 4_000_000_000u64}),
+            &key,
+        )
+        .unwrap();
+        let (s, _) = node.get("/messenger/presence/count", &good).await;
+        assert_eq!(s, 200, "{alg:?}");
+        // An HS256 token signed with the public key's bytes (the classic confusion) is refused.
+        let (s, _) = node
+            .get("/messenger/presence/count", &token("1", "user", None))
+            .await;
+        assert_eq!(s, 401, "{alg:?}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+async fn tenant_isolation_hides_other_orgs(kind: Kind) {
+    let node = Node::start(kind, "[auth]\ntenant_isolation = true").await;
+    let (mine, theirs) = (user("mine"), user("theirs"));
+    let mut a = node
+        .ws(&token(&mine, "user", Some("100")), "&org_id=100&zone_id=5")
+        .await;
+    a.next().await;
+    let mut b = node
+        .ws(
+            &token(&theirs, "user", Some("200")),
+            "&org_id=200&zone_id=5",
+        )
+        .await;
+    b.next().await;
+    let me = token(&user("viewer"), "user", Some("100"));
+    let (s, _) = node
+        .get(&format!("/messenger/presence/status/{theirs}"), &me)
+        .await;
+    assert_eq!(s, 404, "another org's user is not found");
+    let (s, _) = node
+        .get(&format!("/messenger/presence/status/{mine}"), &me)
+        .await;
+    assert_eq!(s, 200);
+    let (_, page) = node.get("/messenger/presence/online", &me).await;
+    let ids: Vec<&str> = page["online_users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["user_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [mine.as_str()]);
+    let (_, page) = node.get("/messenger/presence/online?zone_id=5", &me).await;
+    assert_eq!(page["online_users"].as_array().unwrap().len(), 1);
+    let (s, _) = node.get("/messenger/presence/online?org_id=200", &me).await;
+    assert_eq!(s, 404);
+    // A service token sees everyone.
+    let (_, page) = node
+        .get("/messenger/presence/online", &token("svc", "service", None))
+        .await;
+    assert_eq!(page["count"], 2);
+}
+
+async fn rest_lease_runs_out_after_online_ttl(kind: Kind) {
+    let node = Node::start(kind, "[presence]\nonline_ttl = \"1s\"").await;
+    let a = user("lease");
+    let t = token(&a, "user", None);
+    let (s, _) = node
+        .send(Method::POST, "/messenger/presence/heartbeat", &t, None)
+        .await;
+    assert_eq!(s, 200);
+    let (_, v) = node
+        .get(&format!("/messenger/presence/status/{a}"), &t)
+        .await;
+    assert_eq!(v["status"], "online");
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let (_, v) = node
+        .get(&format!("/messenger/presence/status/{a}"), &t)
+        .await;
+    assert_eq!(v["status"], "offline", "no further grace after a lease");
+}
+
+async fn a_subscriber_that_stops_reading_is_closed(kind: Kind) {
+    let limits = "[limits]\noutbound_queue = 4\nmetadata_bytes = 15000\nframes_per_second = 100000\nframe_burst = 100000";
+    let node = Node::start(kind, limits).await;
+    let a = user("busy");
+    let mut writer = node.ws(&token(&a, "user", None), "").await;
+    writer.next().await;
+    let mut lazy = node.ws(&token(&user("lazy"), "user", None), "").await;
+    lazy.next().await;
+    lazy.send(json!({"type": "subscribe", "users": [a], "id": 1}))
+        .await;
+    lazy.until(|f| f["type"] == "snapshot").await;
+    // ~14 KB events while the subscriber reads nothing: the socket buffers fill (a few MB on
+    // loopback), then its queue of 4, and the node closes it rather than buffer more.
+    let pad = "x".repeat(14_000);
+    for i in 0..3000 {
+        writer
+            .send(json!({"type": "metadata.set", "metadata": {"n": i, "pad": pad}}))
+            .await;
+    }
+    assert_eq!(lazy.closed_with(Duration::from_secs(20)).await, Some(4008));
+    // The writer was never held back.
+    writer.send(json!({"type": "ping", "id": "w"})).await;
+    assert_eq!(writer.until(|f| f["type"] == "pong").await["id"], "w");
+}
+
+async fn a_silent_peer_is_closed_and_goes_offline(kind: Kind) {
+    let node = Node::start(
+        kind,
+        "[server]\nping_interval = \"200ms\"\nidle_timeout = \"600ms\"",
+    )
+    .await;
+    let a = user("silent");
+    let t = token(&a, "user", None);
+    // A raw TCP client that upgrades, then never reads or answers a ping.
+    let mut tcp = tokio::net::TcpStream::connect(&node.addr).await.unwrap();
+    use tokio::io::AsyncWriteExt;
+    let req = format!(
+        "GET /messenger/ws?token={t} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        node.addr
+    );
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, v) = node
+        .get(&format!("/messenger/presence/status/{a}"), &t)
+        .await;
+    assert_eq!(v["status"], "online");
+    // Closed after idle_timeout, then offline after the grace.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let (_, v) = node
+        .get(&format!("/messenger/presence/status/{a}"), &t)
+        .await;
+    assert_eq!(v["status"], "offline");
+    drop(tcp);
 }

@@ -1,6 +1,7 @@
 //! The REST API (SPEC §6) and the operations routes. `router` builds the whole app so tests
 //! can call it without a socket.
 
+mod events;
 mod presence;
 
 use axum::Router;
@@ -18,6 +19,7 @@ use crate::state::AppState;
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(presence::routes())
+        .route("/messenger/presence/events", get(events::events))
         .route("/messenger/ws", get(crate::ws::upgrade))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))

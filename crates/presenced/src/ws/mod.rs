@@ -16,8 +16,8 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use presence_core::{
-    Change, DeviceKind, FeedId, ListQuery, OpenSession, OrgId, Scope, SessionId, StoreError,
-    TransitionError, UserId, ZoneId,
+    Change, DeviceKind, FeedId, OpenSession, OrgId, Scope, SessionId, StoreError, TransitionError,
+    UserId, ZoneId,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -470,35 +470,20 @@ impl Live {
                 let head = store.feed_head().await?;
                 (head, false, head)
             }
-            Some(after) => {
-                let mut replay = Vec::new();
-                let mut pos = after;
-                let mut reset = false;
-                loop {
-                    let read = store.read_feed(pos, 1000).await?;
-                    if read.reset {
-                        reset = true;
-                        break;
-                    }
-                    let Some(last) = read.events.last() else {
-                        break;
-                    };
-                    pos = last.feed_id;
-                    replay.extend(
-                        read.events
-                            .into_iter()
-                            .filter(|e| added.matches(e))
+            Some(after) => match crate::snapshot::replay(store.as_ref(), after, &added).await? {
+                Some((events, pos)) => {
+                    out.extend(
+                        events
+                            .iter()
                             .map(|e| serde_json::to_value(e).unwrap_or_default()),
                     );
-                }
-                if reset {
-                    let head = store.feed_head().await?;
-                    (head, true, head)
-                } else {
-                    out.extend(replay);
                     (after, false, pos)
                 }
-            }
+                None => {
+                    let head = store.feed_head().await?;
+                    (head, true, head)
+                }
+            },
         };
         self.covered = Some((covered_to, before));
         let snapshot = self.snapshot(&scopes, &users).await?;
@@ -515,41 +500,7 @@ impl Live {
         scopes: &[Scope],
         users: &[UserId],
     ) -> Result<(HashMap<String, Value>, HashMap<String, Value>), ApiError> {
-        let store = &self.state.store;
         let org = self.state.confined_org(&self.who);
-        let visible = |v: presence_core::PresenceView| match &org {
-            Some(o) if v.org_id.as_ref() != Some(o) => None,
-            _ => Some(v),
-        };
-        let mut by_scope = HashMap::new();
-        for scope in scopes {
-            let page = store
-                .list(
-                    scope,
-                    &ListQuery {
-                        limit: 100,
-                        cursor: None,
-                        status: None,
-                    },
-                )
-                .await?;
-            let list: Vec<_> = page.users.into_iter().filter_map(visible).collect();
-            by_scope.insert(
-                scope.to_string(),
-                json!({"count": page.count, "users": list, "next_cursor": page.next_cursor.map(|c| c.encode())}),
-            );
-        }
-        let views = store.views(users).await?;
-        let by_user = users
-            .iter()
-            .zip(views)
-            .map(|(u, v)| {
-                (
-                    u.to_string(),
-                    serde_json::to_value(v.and_then(visible)).unwrap_or(Value::Null),
-                )
-            })
-            .collect();
-        Ok((by_scope, by_user))
+        crate::snapshot::current(self.state.store.as_ref(), scopes, users, org.as_ref()).await
     }
 }

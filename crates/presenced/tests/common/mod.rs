@@ -277,3 +277,77 @@ impl Client {
         }
     }
 }
+
+/// A Server-Sent Events reader.
+pub struct Sse {
+    body: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    buf: String,
+}
+
+/// One SSE message.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct SseEvent {
+    pub id: Option<String>,
+    pub event: Option<String>,
+    pub data: Value,
+}
+
+impl Node {
+    /// Opens `GET /messenger/presence/events{query}`; `last_event_id` sets the header.
+    pub async fn sse(
+        &self,
+        token: &str,
+        query: &str,
+        last_event_id: Option<&str>,
+    ) -> Result<Sse, (u16, Value)> {
+        let mut req = self
+            .http
+            .get(self.url(&format!("/messenger/presence/events{query}")))
+            .bearer_auth(token);
+        if let Some(id) = last_event_id {
+            req = req.header("Last-Event-ID", id);
+        }
+        let r = req.send().await.unwrap();
+        if !r.status().is_success() {
+            return Err((r.status().as_u16(), r.json().await.unwrap_or(Value::Null)));
+        }
+        Ok(Sse {
+            body: Box::pin(r.bytes_stream()),
+            buf: String::new(),
+        })
+    }
+}
+
+impl Sse {
+    /// The next message (keep-alive comments skipped), within 5 s.
+    pub async fn next(&mut self) -> SseEvent {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..end + 2).collect();
+                let mut e = SseEvent::default();
+                let mut data = String::new();
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("id:") {
+                        e.id = Some(v.trim().to_string());
+                    } else if let Some(v) = line.strip_prefix("event:") {
+                        e.event = Some(v.trim().to_string());
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim_start());
+                    }
+                }
+                if data.is_empty() {
+                    continue;
+                }
+                e.data = serde_json::from_str(&data).unwrap();
+                return e;
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.body.next())
+                .await
+                .expect("an SSE message within 5 s");
+            self.buf.push_str(&String::from_utf8_lossy(
+                &chunk.expect("stream open").unwrap(),
+            ));
+        }
+    }
+}

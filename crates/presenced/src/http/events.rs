@@ -1,0 +1,125 @@
+//! `GET /messenger/presence/events`: the feed as Server-Sent Events (SPEC §6). Each event is
+//! `id: <feed_id>`, `event: presence`, `data: <event JSON>`. `?after=` or `Last-Event-ID`
+//! resumes; an id that aged out gets one `event: snapshot` with `"reset": true` first.
+//! `scope=` (repeatable) narrows; with none, every event the token may see.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures::Stream;
+use futures::stream::{self, StreamExt};
+use presence_core::{FeedId, Scope};
+use serde_json::json;
+
+use super::Caller;
+use crate::error::ApiError;
+use crate::hub::{Interest, Subscription};
+use crate::state::AppState;
+
+pub(super) async fn events(
+    State(state): State<AppState>,
+    who: Caller,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
+        .map_err(|e| ApiError::invalid_argument(e.to_string()))?;
+    let mut interest = Interest {
+        org: state.confined_org(&who.0),
+        ..Interest::default()
+    };
+    let mut after: Option<FeedId> = None;
+    for (k, v) in pairs {
+        match k.as_str() {
+            "scope" => {
+                interest.scopes.insert(
+                    v.parse::<Scope>()
+                        .map_err(|e| ApiError::invalid_argument(format!("scope {v:?}: {e}")))?,
+                );
+            }
+            "after" => {
+                after = Some(
+                    v.parse()
+                        .map_err(|_| ApiError::invalid_argument("after is not a feed id"))?,
+                )
+            }
+            other => {
+                return Err(ApiError::invalid_argument(format!(
+                    "unknown parameter {other:?}"
+                )));
+            }
+        }
+    }
+    if after.is_none()
+        && let Some(last) = headers.get("last-event-id").and_then(|v| v.to_str().ok())
+    {
+        after = Some(
+            last.parse()
+                .map_err(|_| ApiError::invalid_argument("Last-Event-ID is not a feed id"))?,
+        );
+    }
+    interest.all = interest.scopes.is_empty();
+    // Subscribe first, then read the feed: nothing after that point can be missed.
+    let sub = state
+        .hub
+        .subscribe(interest.clone(), state.config.limits.outbound_queue);
+    let store = state.store.as_ref();
+    let (first, covered): (Vec<Event>, FeedId) = match after {
+        None => (Vec::new(), store.feed_head().await?),
+        Some(after) => match crate::snapshot::replay(store, after, &interest).await? {
+            Some((events, pos)) => (
+                events
+                    .iter()
+                    .map(|e| {
+                        presence_event(e.feed_id, &serde_json::to_string(e).unwrap_or_default())
+                    })
+                    .collect(),
+                pos,
+            ),
+            None => {
+                let head = store.feed_head().await?;
+                let scopes: Vec<Scope> = interest.scopes.iter().cloned().collect();
+                let (by_scope, _) =
+                    crate::snapshot::current(store, &scopes, &[], interest.org.as_ref()).await?;
+                let snap =
+                    json!({"type": "snapshot", "feed_id": head, "reset": true, "scopes": by_scope});
+                (
+                    vec![
+                        Event::default()
+                            .event("snapshot")
+                            .id(head.to_string())
+                            .data(snap.to_string()),
+                    ],
+                    head,
+                )
+            }
+        },
+    };
+    let live = stream::unfold(
+        (sub, covered, state.shutdown.clone()),
+        |(mut sub, covered, stop): (Subscription, FeedId, _)| async move {
+            loop {
+                let d = tokio::select! {
+                    _ = stop.cancelled() => return None,
+                    _ = sub.slow.cancelled() => return None,
+                    d = sub.rx.recv() => d?,
+                };
+                if d.feed_id > covered {
+                    return Some((presence_event(d.feed_id, &d.json), (sub, covered, stop)));
+                }
+            }
+        },
+    );
+    let all = stream::iter(first).chain(live).map(Ok);
+    Ok(Sse::new(all).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+fn presence_event(id: FeedId, json: &str) -> Event {
+    Event::default()
+        .id(id.to_string())
+        .event("presence")
+        .data(json)
+}
