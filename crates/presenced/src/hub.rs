@@ -206,6 +206,7 @@ impl Hub {
                     pos = store.feed_head().await.unwrap_or(pos);
                 }
                 Ok(r) => {
+                    metrics::counter!("presenced_events_total").increment(r.events.len() as u64);
                     for e in &r.events {
                         self.dispatch(e);
                         pos = e.feed_id;

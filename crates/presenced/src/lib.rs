@@ -6,6 +6,8 @@
 //! - [`ws`]: the WebSocket gateway (SPEC §5).
 //! - [`hub`]: fan-out of feed events to this node's subscribers.
 //! - [`loops`]: lease renewal, the sweep, activity flushing.
+//! - [`metered`]: the store wrapped so every call is measured.
+
 //! - [`snapshot`]: snapshots and feed replays for subscribers.
 //! - [`serve`]: runs a node on a bound listener until a shutdown token fires.
 //!
@@ -18,6 +20,8 @@ pub mod error;
 pub mod http;
 pub mod hub;
 pub mod loops;
+pub mod metered;
+
 pub mod snapshot;
 pub mod state;
 pub mod ws;
@@ -33,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::Authenticator;
 use crate::config::{Config, StoreKind};
 use crate::hub::Hub;
+use crate::metered::MeteredStore;
 use crate::state::AppState;
 
 /// Opens the configured store as node `node`.
@@ -40,14 +45,16 @@ pub async fn open_store(config: &Config, node: NodeId) -> anyhow::Result<Arc<dyn
     let clock: SharedClock = Arc::new(SystemClock);
     let settings = config.store_settings();
     Ok(match config.store.kind {
-        StoreKind::Memory => Arc::new(MemoryStore::new(node, clock, settings)),
+        StoreKind::Memory => Arc::new(MeteredStore::new(MemoryStore::new(node, clock, settings))),
         StoreKind::Redis => {
             let redis = RedisConfig {
                 url: config.store.redis_url.clone(),
                 key_prefix: config.store.key_prefix.clone(),
                 command_timeout: config.store.command_timeout,
             };
-            Arc::new(RedisStore::connect(redis, node, clock, settings).await?)
+            Arc::new(MeteredStore::new(
+                RedisStore::connect(redis, node, clock, settings).await?,
+            ))
         }
     })
 }

@@ -720,7 +720,34 @@ async fn operations_routes(kind: Kind) {
         .text()
         .await
         .unwrap();
-    assert!(metrics.contains("presenced_connections 1"), "{metrics}");
+    for line in [
+        "presenced_connections 1",
+        "presenced_users{status=\"online\"} 1",
+        "presenced_sessions_opened_total 1",
+        "presenced_store_call_seconds_count{op=\"open_session\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
+    let r = node
+        .http
+        .get(node.url("/messenger/presence/count"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let metrics = node
+        .http
+        .get(node.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("presenced_refusals_total{reason=\"unauthenticated\"}"),
+        "{metrics}"
+    );
 }
 
 async fn sse_follows_and_resumes(kind: Kind) {

@@ -36,9 +36,15 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
-    metrics::gauge!("presenced_connections")
-        .set((state.config.server.max_connections - state.connections.available_permits()) as f64);
+    let open = state.config.server.max_connections - state.connections.available_permits();
+    metrics::gauge!("presenced_connections").set(open as f64);
     metrics::gauge!("presenced_subscribers").set(state.hub.len() as f64);
+    // Users by status, across every node on the store (one cheap call per scrape).
+    if let Ok(counts) = state.store.counts(&[presence_core::Scope::Global]).await {
+        let c = counts[0];
+        metrics::gauge!("presenced_users", "status" => "online").set((c.total - c.away) as f64);
+        metrics::gauge!("presenced_users", "status" => "away").set(c.away as f64);
+    }
     match &state.metrics {
         Some(h) => h.render().into_response(),
         None => (
@@ -56,8 +62,10 @@ pub struct Caller(pub Principal);
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = bearer(&parts.headers).ok_or(AuthError::Missing)?;
-        let principal = state.auth.verify(token).inspect_err(|_| {
+        let principal = bearer(&parts.headers)
+            .ok_or(AuthError::Missing)
+            .and_then(|t| state.auth.verify(t));
+        let principal = principal.inspect_err(|_| {
             metrics::counter!("presenced_refusals_total", "reason" => "unauthenticated")
                 .increment(1);
         })?;

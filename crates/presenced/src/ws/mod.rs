@@ -237,6 +237,8 @@ impl Connection {
         if ending.0 != 1000 {
             let _ = socket.send(close_frame(ending.0, ending.1)).await;
         }
+        metrics::counter!("presenced_sessions_closed_total", "code" => ending.0.to_string())
+            .increment(1);
         // The close starts the offline grace; a restart (1012) leaves presence to it too.
         if let Err(e) = state.store.close_session(&user, &session).await {
             tracing::warn!(error = %e, "could not close a session; the node lease will end it");

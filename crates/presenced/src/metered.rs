@@ -1,0 +1,113 @@
+//! A `Store` decorator that measures every call: `presenced_store_call_seconds{op}` (a
+//! histogram) and `presenced_store_errors_total{op,kind}`. The node wraps its store in it, so
+//! every route, connection and loop is measured in one place.
+
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use presence_core::{
+    Activity, Applied, Change, FeedId, FeedRead, LeaseRenewal, ListQuery, Millis, NodeId, NodeInfo,
+    OpenSession, PresenceEvent, PresenceView, Scope, ScopeCount, ScopePage, SessionId, Store,
+    StoreError, SweepReport, UserId,
+};
+
+/// Measures the calls to `inner`.
+#[derive(Debug)]
+pub struct MeteredStore<S> {
+    inner: S,
+}
+
+impl<S> MeteredStore<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S) -> Self {
+        Self { inner }
+    }
+}
+
+async fn measured<T>(
+    op: &'static str,
+    call: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    let started = Instant::now();
+    let out = call.await;
+    metrics::histogram!("presenced_store_call_seconds", "op" => op)
+        .record(started.elapsed().as_secs_f64());
+    if let Err(e) = &out {
+        let kind = match e {
+            StoreError::Unavailable(_) => "unavailable",
+            StoreError::Corrupt(_) => "corrupt",
+            _ => "refused",
+        };
+        metrics::counter!("presenced_store_errors_total", "op" => op, "kind" => kind).increment(1);
+    }
+    out
+}
+
+#[async_trait]
+impl<S: Store> Store for MeteredStore<S> {
+    fn node_id(&self) -> &NodeId {
+        self.inner.node_id()
+    }
+    async fn open_session(&self, open: OpenSession) -> Result<Applied, StoreError> {
+        measured("open_session", self.inner.open_session(open)).await
+    }
+    async fn close_session(
+        &self,
+        user: &UserId,
+        session: &SessionId,
+    ) -> Result<Applied, StoreError> {
+        measured("close_session", self.inner.close_session(user, session)).await
+    }
+    async fn renew_session(
+        &self,
+        user: &UserId,
+        session: &SessionId,
+    ) -> Result<Millis, StoreError> {
+        measured("renew_session", self.inner.renew_session(user, session)).await
+    }
+    async fn record_activity(&self, batch: &[Activity]) -> Result<Vec<PresenceEvent>, StoreError> {
+        measured("record_activity", self.inner.record_activity(batch)).await
+    }
+    async fn apply(&self, user: &UserId, change: Change) -> Result<Applied, StoreError> {
+        measured("apply", self.inner.apply(user, change)).await
+    }
+    async fn view(&self, user: &UserId) -> Result<Option<PresenceView>, StoreError> {
+        measured("view", self.inner.view(user)).await
+    }
+    async fn views(&self, users: &[UserId]) -> Result<Vec<Option<PresenceView>>, StoreError> {
+        measured("views", self.inner.views(users)).await
+    }
+    async fn list(&self, scope: &Scope, query: &ListQuery) -> Result<ScopePage, StoreError> {
+        measured("list", self.inner.list(scope, query)).await
+    }
+    async fn counts(&self, scopes: &[Scope]) -> Result<Vec<ScopeCount>, StoreError> {
+        measured("counts", self.inner.counts(scopes)).await
+    }
+    async fn renew_node_lease(&self) -> Result<LeaseRenewal, StoreError> {
+        measured("renew_node_lease", self.inner.renew_node_lease()).await
+    }
+    async fn nodes(&self) -> Result<Vec<NodeInfo>, StoreError> {
+        measured("nodes", self.inner.nodes()).await
+    }
+    async fn sweep(&self) -> Result<SweepReport, StoreError> {
+        measured("sweep", self.inner.sweep()).await
+    }
+    async fn feed_head(&self) -> Result<FeedId, StoreError> {
+        measured("feed_head", self.inner.feed_head()).await
+    }
+    async fn read_feed(&self, after: FeedId, limit: usize) -> Result<FeedRead, StoreError> {
+        measured("read_feed", self.inner.read_feed(after, limit)).await
+    }
+    // Not measured: it waits on purpose, so its time says nothing about the store.
+    async fn wait_feed(
+        &self,
+        after: FeedId,
+        limit: usize,
+        wait: Duration,
+    ) -> Result<FeedRead, StoreError> {
+        self.inner.wait_feed(after, limit, wait).await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        measured("ping", self.inner.ping()).await
+    }
+}
