@@ -68,9 +68,11 @@ impl<'de> Deserialize<'de> for FeedId {
 
 /// One change of a user's public view: `{"type": "presence", ...}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename = "presence")]
 pub struct PresenceEvent {
     /// Where the event sits in the feed.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "1732616700123-0"))]
     pub feed_id: FeedId,
     /// The view after the change.
     pub user: PresenceView,
@@ -82,6 +84,7 @@ pub struct PresenceEvent {
     pub prev_org_id: Option<OrgId>,
     /// When the change happened.
     #[serde(with = "rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub ts: Millis,
 }
 

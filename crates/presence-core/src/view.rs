@@ -11,6 +11,7 @@ use crate::time::{Millis, rfc3339};
 /// The seed's three states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Status {
     /// Connected and active within `away_after`.
     Online,
@@ -65,6 +66,7 @@ impl FromStr for Status {
 /// Why an `away` user is away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum AwayReason {
     /// Inactive for `away_after`; any activity brings the user back.
     Auto,
@@ -99,6 +101,7 @@ impl FromStr for AwayReason {
 /// The kind of device a session runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum DeviceKind {
     /// A browser tab (the default).
     Web,
@@ -210,6 +213,7 @@ impl<'de> Deserialize<'de> for DeviceSet {
 /// The kinds of custom status (SPEC §3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum CustomStatusKind {
     /// Do not disturb.
     Dnd,
@@ -225,6 +229,7 @@ pub enum CustomStatusKind {
 
 /// A custom status. Part of the view's shape; the stores do not set it yet.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CustomStatus {
     /// What kind.
     pub kind: CustomStatusKind,
@@ -234,12 +239,14 @@ pub struct CustomStatus {
     pub emoji: Option<String>,
     /// When it clears itself.
     #[serde(with = "rfc3339::option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub expires_at: Option<Millis>,
 }
 
 /// What everyone sees of a user (SPEC §3). Every field is always present; `null` where it
 /// does not apply.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PresenceView {
     /// Whose presence.
     pub user_id: UserId,
@@ -249,19 +256,23 @@ pub struct PresenceView {
     pub away_reason: Option<AwayReason>,
     /// The user's last counted activity.
     #[serde(with = "rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub last_activity: Millis,
     /// When the user's last session ended; set only while `offline`.
     #[serde(with = "rfc3339::option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub last_seen: Option<Millis>,
     /// The user's current zone.
     pub zone_id: Option<ZoneId>,
     /// The user's current organisation.
     pub org_id: Option<OrgId>,
     /// Kinds of device the user is connected from (kept through the offline grace).
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<DeviceKind>))]
     pub devices: DeviceSet,
     /// The custom status, if any.
     pub custom_status: Option<CustomStatus>,
     /// Free-form JSON object set by the user or the app.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
     /// Whether the user hides as offline (only the user and privileged tokens see `true`).
     pub invisible: bool,
@@ -269,6 +280,7 @@ pub struct PresenceView {
     pub version: u64,
     /// When the view last changed (not counting `last_activity`).
     #[serde(with = "rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub updated_at: Millis,
 }
 

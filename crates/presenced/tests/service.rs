@@ -1030,3 +1030,48 @@ async fn a_silent_peer_is_closed_and_goes_offline(kind: Kind) {
     assert_eq!(v["status"], "offline");
     drop(tcp);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_document_lists_the_routes() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let node = Node::start(Kind::Memory, "").await;
+        let doc: Value = node
+            .http
+            .get(node.url("/openapi.json"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+        for path in [
+            "/messenger/presence/online",
+            "/messenger/presence/count",
+            "/messenger/presence/status/{user_id}",
+            "/messenger/presence/status/batch",
+            "/messenger/presence/away",
+            "/messenger/presence/activity",
+            "/messenger/presence/heartbeat",
+            "/messenger/presence/zone",
+            "/messenger/presence/org",
+            "/messenger/presence/events",
+        ] {
+            assert!(doc["paths"][path].is_object(), "{path} in the document");
+        }
+        let view = &doc["components"]["schemas"]["PresenceView"]["properties"];
+        for field in [
+            "user_id",
+            "status",
+            "away_reason",
+            "last_activity",
+            "devices",
+            "version",
+            "updated_at",
+        ] {
+            assert!(view[field].is_object(), "PresenceView.{field}");
+        }
+    })
+    .await
+    .expect("test timed out")
+}

@@ -19,6 +19,14 @@ use crate::error::ApiError;
 use crate::hub::{Interest, Subscription};
 use crate::state::AppState;
 
+/// The feed as Server-Sent Events (`id`, `event: presence`, `data`); resume with `after` or
+/// `Last-Event-ID`.
+#[utoipa::path(get, path = "/messenger/presence/events",
+    params(("after" = Option<String>, Query, description = "feed id to resume after"),
+        ("scope" = Option<Vec<String>>, Query, description = "global, zone:{id} or org:{id}; repeatable")),
+    security(("bearer" = [])),
+    responses((status = 200, description = "text/event-stream of presence events"),
+        (status = 400, body = super::presence::ErrorBody), (status = 401, body = super::presence::ErrorBody)))]
 pub(super) async fn events(
     State(state): State<AppState>,
     who: Caller,

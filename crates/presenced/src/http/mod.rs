@@ -24,8 +24,14 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
+        .route("/openapi.json", get(openapi))
         .fallback(|| async { ApiError::not_found("no such route") })
         .with_state(state)
+}
+
+async fn openapi() -> impl IntoResponse {
+    use utoipa::OpenApi as _;
+    axum::Json(presence::ApiDoc::openapi())
 }
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {

@@ -65,7 +65,8 @@ fn visible(state: &AppState, who: &Caller, view: Option<PresenceView>) -> Option
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct ListParams {
     zone_id: Option<String>,
@@ -75,8 +76,9 @@ struct ListParams {
     status: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
-struct OnlinePage {
+/// One page of online and away users.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct OnlinePage {
     online_users: Vec<PresenceView>,
     count: u64,
     next_cursor: Option<String>,
@@ -106,6 +108,9 @@ fn scope_of(
     }
 }
 
+/// Users online or away in a scope, most recent activity first (the seed's route).
+#[utoipa::path(get, path = "/messenger/presence/online", params(ListParams), security(("bearer" = [])),
+    responses((status = 200, body = OnlinePage), (status = 400, description = "invalid_argument", body = ErrorBody), (status = 401, description = "unauthenticated", body = ErrorBody)))]
 async fn list_online(
     State(state): State<AppState>,
     who: Caller,
@@ -155,18 +160,22 @@ async fn list_online(
     }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct CountParams {
     zone_id: Option<String>,
     org_id: Option<String>,
 }
 
+/// Counts: `{"global": N, "zone": N | null, "org": N | null}` (the seed's route).
+#[utoipa::path(get, path = "/messenger/presence/count", params(CountParams), security(("bearer" = [])),
+    responses((status = 200, body = CountAnswer), (status = 400, description = "invalid_argument", body = ErrorBody), (status = 401, description = "unauthenticated", body = ErrorBody)))]
 async fn count(
     State(state): State<AppState>,
     who: Caller,
     Query(q): Query<CountParams>,
-) -> Result<axum::Json<serde_json::Value>, ApiError> {
+) -> Result<axum::Json<CountAnswer>, ApiError> {
     let global = scope_of(&state, &who, None, None)?;
     let mut scopes = vec![global];
     if let Some(z) = &q.zone_id {
@@ -177,14 +186,15 @@ async fn count(
     }
     let counts = state.store.counts(&scopes).await?;
     let mut it = counts.iter().map(|c| c.total);
-    let global = it.next();
+    let global = it.next().unwrap_or(0);
     let zone = q.zone_id.as_ref().and_then(|_| it.next());
     let org = q.org_id.as_ref().and_then(|_| it.next());
-    Ok(axum::Json(
-        serde_json::json!({"global": global, "zone": zone, "org": org}),
-    ))
+    Ok(axum::Json(CountAnswer { global, zone, org }))
 }
 
+/// One user's view; 404 if never seen or expired (the seed's route).
+#[utoipa::path(get, path = "/messenger/presence/status/{user_id}", params(("user_id" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, body = presence_core::PresenceView), (status = 404, body = ErrorBody), (status = 400, description = "invalid_argument", body = ErrorBody), (status = 401, description = "unauthenticated", body = ErrorBody)))]
 async fn status(
     State(state): State<AppState>,
     who: Caller,
@@ -196,9 +206,11 @@ async fn status(
         .ok_or_else(|| ApiError::not_found(format!("no presence for user {user}")))
 }
 
-#[derive(Debug, Deserialize)]
+/// Ids as strings or integers.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct BatchBody {
+pub(crate) struct BatchBody {
+    #[schema(value_type = Vec<String>)]
     user_ids: Vec<serde_json::Value>,
 }
 
@@ -217,11 +229,14 @@ fn ids_of(state: &AppState, raw: &[serde_json::Value]) -> Result<Vec<UserId>, Ap
         .collect()
 }
 
+/// Many users' views in one call: `{"users": {"id": view | null}}`.
+#[utoipa::path(post, path = "/messenger/presence/status/batch", request_body = BatchBody, security(("bearer" = [])),
+    responses((status = 200, body = BatchAnswer), (status = 400, description = "invalid_argument", body = ErrorBody), (status = 401, description = "unauthenticated", body = ErrorBody)))]
 async fn status_batch(
     State(state): State<AppState>,
     who: Caller,
     Json(body): Json<BatchBody>,
-) -> Result<axum::Json<serde_json::Value>, ApiError> {
+) -> Result<axum::Json<BatchAnswer>, ApiError> {
     let ids = ids_of(&state, &body.user_ids)?;
     let views = state.store.views(&ids).await?;
     let users: BTreeMap<String, Option<PresenceView>> = ids
@@ -229,10 +244,11 @@ async fn status_batch(
         .zip(views)
         .map(|(id, v)| (id.to_string(), visible(&state, &who, v)))
         .collect();
-    Ok(axum::Json(serde_json::json!({"users": users})))
+    Ok(axum::Json(BatchAnswer { users }))
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct UserParam {
     user_id: Option<UserId>,
@@ -263,9 +279,16 @@ async fn set_status(
     };
     let user = target(&state, &who, q, optional_body(&body)?)?;
     state.store.apply(&user, change).await?;
-    Ok(axum::Json(serde_json::json!({"status": status, "user_id": user})).into_response())
+    Ok(axum::Json(StatusAnswer {
+        status: status.into(),
+        user_id: user.to_string(),
+    })
+    .into_response())
 }
 
+/// Manual away for the token's user (the seed's route).
+#[utoipa::path(post, path = "/messenger/presence/away", params(UserParam), security(("bearer" = [])),
+    responses((status = 200, body = StatusAnswer), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 400, description = "invalid_argument", body = ErrorBody), (status = 401, description = "unauthenticated", body = ErrorBody)))]
 async fn set_away(
     State(state): State<AppState>,
     who: Caller,
@@ -275,6 +298,9 @@ async fn set_away(
     set_status(state, who, q, body, Change::SetAway).await
 }
 
+/// Back online; clears manual away.
+#[utoipa::path(post, path = "/messenger/presence/online", params(UserParam), security(("bearer" = [])),
+    responses((status = 200, body = StatusAnswer), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 400, description = "invalid_argument", body = ErrorBody), (status = 401, description = "unauthenticated", body = ErrorBody)))]
 async fn set_online(
     State(state): State<AppState>,
     who: Caller,
@@ -284,12 +310,17 @@ async fn set_online(
     set_status(state, who, q, body, Change::SetOnline).await
 }
 
-#[derive(Debug, Deserialize)]
+/// Users who were active (service tokens); no body: the token's user.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ActivityBody {
+pub(crate) struct ActivityBody {
+    #[schema(value_type = Vec<String>)]
     user_ids: Vec<serde_json::Value>,
 }
 
+/// Activity, buffered and written at the next flush.
+#[utoipa::path(post, path = "/messenger/presence/activity", request_body(content = Option<ActivityBody>), security(("bearer" = [])),
+    responses((status = 204, description = "recorded"), (status = 403, body = ErrorBody), (status = 400, description = "invalid_argument", body = ErrorBody), (status = 401, description = "unauthenticated", body = ErrorBody)))]
 async fn activity(
     State(state): State<AppState>,
     who: Caller,
@@ -313,9 +344,10 @@ async fn activity(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize, Default)]
+/// Opens a REST session leased for `online_ttl`, or renews one (`session_id`).
+#[derive(Debug, Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct HeartbeatBody {
+pub(crate) struct HeartbeatBody {
     user_id: Option<UserId>,
     session_id: Option<SessionId>,
     device: Option<DeviceKind>,
@@ -323,6 +355,9 @@ struct HeartbeatBody {
     org_id: Option<OrgId>,
 }
 
+/// A session without a WebSocket.
+#[utoipa::path(post, path = "/messenger/presence/heartbeat", request_body(content = Option<HeartbeatBody>), security(("bearer" = [])),
+    responses((status = 200, body = HeartbeatAnswer), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 400, description = "invalid_argument", body = ErrorBody), (status = 401, description = "unauthenticated", body = ErrorBody)))]
 async fn heartbeat(
     State(state): State<AppState>,
     who: Caller,
@@ -350,19 +385,24 @@ async fn heartbeat(
             (session, state.store_now() + ttl)
         }
     };
-    Ok(
-        axum::Json(serde_json::json!({"session_id": session, "expires_at": format_rfc3339(until)}))
-            .into_response(),
-    )
+    Ok(axum::Json(HeartbeatAnswer {
+        session_id: session.to_string(),
+        expires_at: format_rfc3339(until),
+    })
+    .into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct EndHeartbeat {
     session_id: SessionId,
     user_id: Option<UserId>,
 }
 
+/// Ends a REST session (the offline grace follows).
+#[utoipa::path(delete, path = "/messenger/presence/heartbeat", params(EndHeartbeat), security(("bearer" = [])),
+    responses((status = 204, description = "ended"), (status = 404, body = ErrorBody), (status = 400, description = "invalid_argument", body = ErrorBody), (status = 401, description = "unauthenticated", body = ErrorBody)))]
 async fn end_heartbeat(
     State(state): State<AppState>,
     who: Caller,
@@ -373,13 +413,17 @@ async fn end_heartbeat(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize)]
+/// Move to a zone (`null` leaves zones).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ZoneBody {
+pub(crate) struct ZoneBody {
     zone_id: Option<ZoneId>,
     user_id: Option<UserId>,
 }
 
+/// Moves the user; answers the view.
+#[utoipa::path(put, path = "/messenger/presence/zone", request_body = ZoneBody, security(("bearer" = [])),
+    responses((status = 200, body = presence_core::PresenceView), (status = 404, body = ErrorBody), (status = 400, description = "invalid_argument", body = ErrorBody), (status = 401, description = "unauthenticated", body = ErrorBody)))]
 async fn set_zone(
     State(state): State<AppState>,
     who: Caller,
@@ -395,13 +439,17 @@ async fn set_zone(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+/// Move to an org (`null` leaves orgs).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct OrgBody {
+pub(crate) struct OrgBody {
     org_id: Option<OrgId>,
     user_id: Option<UserId>,
 }
 
+/// Moves the user; answers the view.
+#[utoipa::path(put, path = "/messenger/presence/org", request_body = OrgBody, security(("bearer" = [])),
+    responses((status = 200, body = presence_core::PresenceView), (status = 404, body = ErrorBody), (status = 400, description = "invalid_argument", body = ErrorBody), (status = 401, description = "unauthenticated", body = ErrorBody)))]
 async fn set_org(
     State(state): State<AppState>,
     who: Caller,
@@ -415,4 +463,78 @@ async fn set_org(
             .await?
             .view,
     ))
+}
+
+/// `{"error": {"code", "message"}}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorBody {
+    error: ErrorDetail,
+}
+
+/// The error itself.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorDetail {
+    /// invalid_argument, unauthenticated, permission_denied, not_found, conflict,
+    /// payload_too_large, rate_limited, unavailable, internal.
+    code: String,
+    message: String,
+}
+
+/// Counts per scope; `null` for a scope not asked for.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct CountAnswer {
+    global: u64,
+    zone: Option<u64>,
+    org: Option<u64>,
+}
+
+/// `{"status": "away", "user_id": "123"}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct StatusAnswer {
+    status: String,
+    user_id: String,
+}
+
+/// Views by id, `null` for users without presence.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct BatchAnswer {
+    /// user id → PresenceView or null.
+    #[schema(value_type = Object)]
+    users: BTreeMap<String, Option<PresenceView>>,
+}
+
+/// A REST session and when its lease runs out.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct HeartbeatAnswer {
+    session_id: String,
+    expires_at: String,
+}
+
+/// The OpenAPI document of these routes.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "presenced", description = "Presence service: who is online, away or offline, right now."),
+    paths(list_online, count, status, status_batch, set_away, set_online, activity, heartbeat, end_heartbeat, set_zone, set_org,
+        super::events::events),
+    components(schemas(presence_core::PresenceView, presence_core::PresenceEvent, ErrorBody)),
+    modifiers(&BearerAuth)
+)]
+pub(crate) struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let scheme = SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .bearer_format("JWT")
+                .build(),
+        );
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme("bearer", scheme);
+    }
 }
