@@ -52,6 +52,17 @@ struct ServeArgs {
     /// `server.max_connections`.
     #[arg(long)]
     max_connections: Option<usize>,
+    /// Any setting, as `section.key=value` (repeatable), e.g. `--set presence.away_after=10m`.
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE", value_parser = parse_setting)]
+    settings: Vec<(String, String)>,
+}
+
+fn parse_setting(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s.split_once('=').ok_or("expected section.key=value")?;
+    if !k.contains('.') {
+        return Err("expected section.key=value, e.g. presence.away_after=10m".into());
+    }
+    Ok((k.trim().to_string(), v.trim().to_string()))
 }
 
 #[derive(clap::Args)]
@@ -98,6 +109,11 @@ fn flags(a: &ServeArgs) -> Figment {
     }
     if let Some(v) = a.max_connections {
         f = f.merge(Serialized::default("server.max_connections", v));
+    }
+    for (k, v) in &a.settings {
+        // Parsed like an environment variable: numbers and booleans as such, else a string.
+        let value: figment::value::Value = v.parse().unwrap_or_else(|_| v.as_str().into());
+        f = f.merge(Serialized::default(k, value));
     }
     f
 }

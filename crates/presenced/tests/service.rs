@@ -1075,3 +1075,60 @@ async fn openapi_document_lists_the_routes() {
     .await
     .expect("test timed out")
 }
+
+#[test]
+fn a_bad_setting_stops_the_node_naming_it() {
+    for (args, env, setting) in [
+        (
+            vec!["--set", "limits.frame_bytes=0"],
+            None,
+            "limits.frame_bytes",
+        ),
+        (
+            vec!["--set", "presence.away_after=soon"],
+            None,
+            "away_after",
+        ),
+        (vec!["--listen", "not-an-address"], None, "server.listen"),
+        (
+            vec![],
+            Some(("PRESENCE_LIMITS__BATCH_IDS", "0")),
+            "limits.batch_ids",
+        ),
+        (vec!["--set", "server.surprise=1"], None, "surprise"),
+    ] {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_presenced"));
+        cmd.arg("serve")
+            .args(&args)
+            .env("PRESENCE_AUTH__JWT_SECRET", SECRET);
+        if let Some((k, v)) = env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        assert!(!out.status.success(), "{args:?} should not start");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(setting), "{args:?}: {err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_method_answers_in_the_error_shape() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let node = Node::start(Kind::Memory, "").await;
+
+        let r = node
+            .http
+            .delete(node.url("/messenger/presence/count"))
+            .bearer_auth(token("1", "user", None))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 405);
+        assert_eq!(
+            r.json::<Value>().await.unwrap()["error"]["code"],
+            "invalid_argument"
+        );
+    })
+    .await
+    .expect("test timed out")
+}
