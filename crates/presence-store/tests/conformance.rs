@@ -178,14 +178,7 @@ async fn seed_update_activity(kind: Kind) {
     );
     let head = k.head().await;
     k.advance(Duration::from_secs(10)).await;
-    let events = k
-        .store
-        .record_activity(&[Activity {
-            user: uid("1"),
-            at: k.now(),
-        }])
-        .await
-        .unwrap();
+    let events = k.activity("1").await;
     assert!(events.is_empty(), "activity alone is no event");
     let v = k.view("1").await.unwrap();
     assert_eq!(v.last_activity, T0 + 10_000);
@@ -314,13 +307,7 @@ async fn seed_check_and_set_away_no_change(kind: Kind) {
     k.open("1", "s").await;
     k.advance(k.settings.away_after - Duration::from_secs(1))
         .await;
-    k.store
-        .record_activity(&[Activity {
-            user: uid("1"),
-            at: k.now(),
-        }])
-        .await
-        .unwrap();
+    k.activity("1").await;
     k.advance(Duration::from_secs(2)).await;
     let head = k.head().await;
     assert_eq!(k.sweep().await.auto_away, 0);
@@ -356,13 +343,7 @@ async fn seed_cleanup_stale_presence(kind: Kind) {
     k.advance(k.settings.online_ttl + Duration::from_secs(1))
         .await;
     k.store.renew_node_lease().await.unwrap();
-    k.store
-        .record_activity(&[Activity {
-            user: uid("alive"),
-            at: k.now(),
-        }])
-        .await
-        .unwrap();
+    k.activity("alive").await;
     let r = k.sweep().await;
     assert_eq!(
         (r.leases_expired, r.node_sessions_reaped, r.nodes_reaped),
@@ -539,13 +520,7 @@ async fn rest_lease_expires_after_online_ttl_and_renewal_extends_it(kind: Kind) 
     assert_eq!(until, k.now() + k.settings.online_ttl.as_millis() as i64);
     k.advance(k.settings.online_ttl - Duration::from_secs(1))
         .await;
-    k.store
-        .record_activity(&[Activity {
-            user: uid("1"),
-            at: k.now(),
-        }])
-        .await
-        .unwrap();
+    k.activity("1").await;
     assert_eq!(k.sweep().await.leases_expired, 0);
     k.advance(Duration::from_secs(1)).await;
     let head = k.head().await;
@@ -584,13 +559,7 @@ async fn last_seen_retention_deletes_the_record(kind: Kind) {
     k.open("recent", "s2").await;
     k.advance(k.settings.last_seen_retention * 2).await;
     k.store.renew_node_lease().await.unwrap();
-    k.store
-        .record_activity(&[Activity {
-            user: uid("recent"),
-            at: k.now(),
-        }])
-        .await
-        .unwrap();
+    k.activity("recent").await;
     assert_eq!(k.sweep().await.records_deleted, 0);
     assert!(k.view("recent").await.is_some());
 }

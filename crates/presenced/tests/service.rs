@@ -176,12 +176,10 @@ async fn seed_rest_examples(kind: Kind) {
 async fn websocket_flow_with_subscriber(kind: Kind) {
     let node = Node::start(kind, "").await;
     let (a, b) = (user("a"), user("b"));
-    let mut watcher = node.ws(&token(&b, "user", None), "").await;
-    watcher.next().await;
-    watcher
-        .send(json!({"type": "subscribe", "scopes": ["zone:10"], "users": [a], "id": "s1"}))
+    let mut watcher = node.connect(&token(&b, "user", None), "").await;
+    let snap = watcher
+        .subscribe(json!({"type": "subscribe", "scopes": ["zone:10"], "users": [a], "id": "s1"}))
         .await;
-    let snap = watcher.until(|f| f["type"] == "snapshot").await;
     assert_eq!(snap["id"], "s1");
     assert_eq!(snap["scopes"]["zone:10"]["count"], 0);
     assert_eq!(snap["users"][&a], Value::Null);
@@ -224,18 +222,14 @@ async fn websocket_flow_with_subscriber(kind: Kind) {
 async fn quick_reconnect_emits_nothing(kind: Kind) {
     let node = Node::start(kind, "").await;
     let a = user("reload");
-    let mut watcher = node.ws(&token(&user("w"), "user", None), "").await;
-    watcher.next().await;
-    let mut tab = node.ws(&token(&a, "user", None), "").await;
-    tab.next().await;
+    let mut watcher = node.connect(&token(&user("w"), "user", None), "").await;
+    let tab = node.connect(&token(&a, "user", None), "").await;
     watcher
-        .send(json!({"type": "subscribe", "users": [a]}))
+        .subscribe(json!({"type": "subscribe", "users": [a]}))
         .await;
-    watcher.until(|f| f["type"] == "snapshot").await;
     drop(tab);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut tab = node.ws(&token(&a, "user", None), "").await;
-    tab.next().await;
+    let _tab = node.connect(&token(&a, "user", None), "").await;
     assert_eq!(
         watcher.next_within(Duration::from_millis(1500)).await,
         None,
@@ -246,14 +240,11 @@ async fn quick_reconnect_emits_nothing(kind: Kind) {
 async fn auto_away_and_back(kind: Kind) {
     let node = Node::start(kind, "").await;
     let a = user("idle");
-    let mut watcher = node.ws(&token(&user("w"), "user", None), "").await;
-    watcher.next().await;
+    let mut watcher = node.connect(&token(&user("w"), "user", None), "").await;
     watcher
-        .send(json!({"type": "subscribe", "users": [a]}))
+        .subscribe(json!({"type": "subscribe", "users": [a]}))
         .await;
-    watcher.until(|f| f["type"] == "snapshot").await;
-    let mut idle = node.ws(&token(&a, "user", None), "").await;
-    idle.next().await;
+    let mut idle = node.connect(&token(&a, "user", None), "").await;
     watcher.until(|f| is_event(f, &a, "online")).await;
     let away = watcher.until(|f| f["type"] == "presence").await;
     assert!(is_event(&away, &a, "away"));
@@ -267,14 +258,11 @@ async fn resume_replays_missed_events(kind: Kind) {
     let node = Node::start(kind, "").await;
     let a = user("resume");
     let svc = token("backend", "service", None);
-    let mut alice = node.ws(&token(&a, "user", None), "").await;
-    alice.next().await;
-    let mut watcher = node.ws(&token(&user("w"), "user", None), "").await;
-    watcher.next().await;
-    watcher
-        .send(json!({"type": "subscribe", "users": [a]}))
+    let _alice = node.connect(&token(&a, "user", None), "").await;
+    let mut watcher = node.connect(&token(&user("w"), "user", None), "").await;
+    let snap = watcher
+        .subscribe(json!({"type": "subscribe", "users": [a]}))
         .await;
-    let snap = watcher.until(|f| f["type"] == "snapshot").await;
     let from = snap["feed_id"].as_str().unwrap().to_string();
     drop(watcher);
     for z in ["1", "2", "3"] {
@@ -288,12 +276,10 @@ async fn resume_replays_missed_events(kind: Kind) {
             .await;
         assert_eq!(s, 200);
     }
-    let mut watcher = node.ws(&token(&user("w"), "user", None), "").await;
-    watcher.next().await;
-    watcher
-        .send(json!({"type": "subscribe", "users": [a], "after": from, "id": 1}))
+    let mut watcher = node.connect(&token(&user("w"), "user", None), "").await;
+    let snap = watcher
+        .subscribe(json!({"type": "subscribe", "users": [a], "after": from, "id": 1}))
         .await;
-    let snap = watcher.until(|f| f["type"] == "snapshot").await;
     assert_eq!(snap["feed_id"], from.as_str());
     assert_eq!(snap["reset"], false);
     let zones: Vec<Value> = [
@@ -482,8 +468,7 @@ async fn bad_rest_input_changes_nothing(kind: Kind) {
     let node = Node::start(kind, "[limits]\nbatch_ids = 3").await;
     let a = user("bad");
     let t = token(&a, "user", None);
-    let mut ws = node.ws(&t, "&zone_id=1").await;
-    ws.next().await;
+    let _ws = node.connect(&t, "&zone_id=1").await;
     let (_, before) = node
         .get(&format!("/messenger/presence/status/{a}"), &t)
         .await;
@@ -572,8 +557,7 @@ async fn bad_rest_input_changes_nothing(kind: Kind) {
 async fn bad_frames_get_errors_and_the_connection_stays(kind: Kind) {
     let node = Node::start(kind, "[limits]\nmetadata_bytes = 64").await;
     let a = user("frames");
-    let mut ws = node.ws(&token(&a, "user", None), "").await;
-    ws.next().await;
+    let mut ws = node.connect(&token(&a, "user", None), "").await;
     ws.send_text("{not json".into()).await;
     assert_eq!(ws.next().await["code"], "invalid_frame");
     ws.send(json!({"type": "teleport", "id": 3})).await;
@@ -626,17 +610,14 @@ async fn limits_close_with_their_codes(kind: Kind) {
     let a = user("limits");
     let t = token(&a, "user", None);
     // Frame too big: 1009.
-    let mut ws = node.ws(&t, "").await;
-    ws.next().await;
+    let mut ws = node.connect(&t, "").await;
     ws.send(json!({"type": "ping", "pad": "x".repeat(2000)}))
         .await;
     assert_eq!(ws.closed_with(Duration::from_secs(5)).await, Some(1009));
     drop(ws);
     // Sessions per user: the third socket is closed with 4009, the others stay.
-    let mut one = node.ws(&t, "").await;
-    one.next().await;
-    let mut two = node.ws(&t, "").await;
-    two.next().await;
+    let mut one = node.connect(&t, "").await;
+    let mut two = node.connect(&t, "").await;
     let mut three = node.ws(&t, "").await;
     assert_eq!(three.closed_with(Duration::from_secs(5)).await, Some(4009));
     two.send(json!({"type": "ping", "id": 1})).await;
@@ -683,8 +664,7 @@ async fn limits_close_with_their_codes(kind: Kind) {
 async fn shutdown_closes_with_1012(kind: Kind) {
     let node = Node::start(kind, "").await;
     let a = user("bye");
-    let mut ws = node.ws(&token(&a, "user", None), "").await;
-    ws.next().await;
+    let mut ws = node.connect(&token(&a, "user", None), "").await;
     node.terminate();
     assert_eq!(ws.closed_with(Duration::from_secs(5)).await, Some(1012));
 }
@@ -709,8 +689,7 @@ async fn operations_routes(kind: Kind) {
             .status(),
         200
     );
-    let mut ws = node.ws(&token(&user("m"), "user", None), "").await;
-    ws.next().await;
+    let _ws = node.connect(&token(&user("m"), "user", None), "").await;
     let metrics = node
         .http
         .get(node.url("/metrics"))
@@ -755,8 +734,7 @@ async fn sse_follows_and_resumes(kind: Kind) {
     let svc = token("backend", "service", None);
     let a = user("sse");
     let mut feed = node.sse(&svc, "?scope=zone:10", None).await.unwrap();
-    let mut ws = node.ws(&token(&a, "user", None), "&zone_id=10").await;
-    ws.next().await;
+    let _ws = node.connect(&token(&a, "user", None), "&zone_id=10").await;
     let online = feed.next().await;
     assert_eq!(online.event.as_deref(), Some("presence"));
     assert_eq!(
@@ -842,12 +820,10 @@ async fn aged_out(kind: Kind) {
     let snap = feed.next().await;
     assert_eq!(snap.event.as_deref(), Some("snapshot"));
     assert_eq!(snap.data["reset"], true);
-    let mut watcher = node.ws(&svc, "").await;
-    watcher.next().await;
-    watcher
-        .send(json!({"type": "subscribe", "users": [a], "after": old}))
+    let mut watcher = node.connect(&svc, "").await;
+    let snap = watcher
+        .subscribe(json!({"type": "subscribe", "users": [a], "after": old}))
         .await;
-    let snap = watcher.until(|f| f["type"] == "snapshot").await;
     assert_eq!(snap["reset"], true);
     assert_eq!(snap["users"][&a]["zone_id"], "9", "the current state");
 }
@@ -980,13 +956,10 @@ async fn a_subscriber_that_stops_reading_is_closed(kind: Kind) {
     let limits = "[limits]\noutbound_queue = 4\nmetadata_bytes = 15000\nframes_per_second = 100000\nframe_burst = 100000";
     let node = Node::start(kind, limits).await;
     let a = user("busy");
-    let mut writer = node.ws(&token(&a, "user", None), "").await;
-    writer.next().await;
-    let mut lazy = node.ws(&token(&user("lazy"), "user", None), "").await;
-    lazy.next().await;
-    lazy.send(json!({"type": "subscribe", "users": [a], "id": 1}))
+    let mut writer = node.connect(&token(&a, "user", None), "").await;
+    let mut lazy = node.connect(&token(&user("lazy"), "user", None), "").await;
+    lazy.subscribe(json!({"type": "subscribe", "users": [a], "id": 1}))
         .await;
-    lazy.until(|f| f["type"] == "snapshot").await;
     // ~14 KB events while the subscriber reads nothing: the socket buffers fill (a few MB on
     // loopback), then its queue of 4, and the node closes it rather than buffer more.
     let pad = "x".repeat(14_000);

@@ -183,6 +183,17 @@ impl Kit {
             .expect("close")
     }
 
+    /// Activity of one user, now; returns the events it made.
+    pub async fn activity(&self, user: &str) -> Vec<PresenceEvent> {
+        self.store
+            .record_activity(&[Activity {
+                user: uid(user),
+                at: self.now(),
+            }])
+            .await
+            .expect("activity")
+    }
+
     pub async fn view(&self, user: &str) -> Option<PresenceView> {
         self.store.view(&uid(user)).await.expect("view")
     }

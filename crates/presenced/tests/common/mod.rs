@@ -94,6 +94,7 @@ impl Node {
             .arg("--config")
             .arg(&config)
             .env_remove("PRESENCE_AUTH__JWT_SECRET")
+            .env("RUST_LOG", "presenced=warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -151,6 +152,14 @@ impl Node {
         }
         let r = req.send().await.unwrap();
         (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Opens a WebSocket and reads its `connected` frame.
+    pub async fn connect(&self, token: &str, query: &str) -> Client {
+        let mut c = self.ws(token, query).await;
+        let hello = c.next().await;
+        assert_eq!(hello["event"], "connected", "{hello}");
+        c
     }
 
     /// Opens a WebSocket; `query` is appended to `/messenger/ws?token=…`.
@@ -228,6 +237,12 @@ impl Client {
 
     pub async fn send_text(&mut self, t: String) {
         self.ws.send(Message::Text(t.into())).await.unwrap();
+    }
+
+    /// Sends a `subscribe` frame and returns its snapshot.
+    pub async fn subscribe(&mut self, frame: Value) -> Value {
+        self.send(frame).await;
+        self.until(|f| f["type"] == "snapshot").await
     }
 
     /// The next JSON frame (pings answered by the library), within 5 s.
