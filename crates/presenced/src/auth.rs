@@ -38,6 +38,8 @@ pub struct Principal {
     pub org: Option<OrgId>,
     /// `role` (default `user`).
     pub role: Role,
+    /// `exp`, unix seconds: a WebSocket opened with this token closes (4001) then.
+    pub expires_at: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -137,6 +139,7 @@ impl Authenticator {
             user: c.sub,
             org: c.org_id,
             role: c.role.unwrap_or_default(),
+            expires_at: c.exp,
         })
     }
 
@@ -186,13 +189,19 @@ mod tests {
         );
         let p = a.verify(&t.unwrap()).unwrap();
         assert_eq!(
-            p,
-            Principal {
-                user: UserId::new("1").unwrap(),
-                org: Some(OrgId::new("100").unwrap()),
-                role: Role::Service
-            }
+            (p.user, p.org, p.role),
+            (
+                UserId::new("1").unwrap(),
+                Some(OrgId::new("100").unwrap()),
+                Role::Service
+            )
         );
+        let in_a_minute = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 60;
+        assert!((in_a_minute - 1..=in_a_minute).contains(&p.expires_at));
     }
 
     #[test]

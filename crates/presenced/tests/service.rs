@@ -39,6 +39,7 @@ both_stores!(
     bad_frames_get_errors_and_the_connection_stays,
     limits_close_with_their_codes,
     shutdown_closes_with_1012,
+    an_expiring_token_closes_with_4001,
     operations_routes,
     sse_follows_and_resumes,
     tenant_isolation_hides_other_orgs,
@@ -1104,4 +1105,16 @@ async fn a_wrong_method_answers_in_the_error_shape() {
     })
     .await
     .expect("test timed out")
+}
+
+async fn an_expiring_token_closes_with_4001(kind: Kind) {
+    let node = Node::start(kind, "").await;
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 2;
+    let short = jwt(&json!({"sub": user("short"), "exp": exp}));
+    let mut ws = node.connect(&short, "").await;
+    assert_eq!(ws.closed_with(Duration::from_secs(5)).await, Some(4001));
 }

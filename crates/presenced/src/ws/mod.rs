@@ -294,12 +294,21 @@ impl Live {
         ping.tick().await;
         let mut heard = Instant::now();
         let shutdown = self.state.shutdown.clone();
+        let now_s = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let expiry = tokio::time::sleep(Duration::from_secs(
+            self.who.expires_at.saturating_sub(now_s),
+        ));
+        tokio::pin!(expiry);
         loop {
             let slow = self.sub.as_ref().map(|s| s.slow.clone());
             // select! drops every branch's future before running the winning handler, so the
             // handlers may use `self` again.
             tokio::select! {
-                _ = shutdown.cancelled() => return Ending(close::RESTARTING, "node restarting"),
+                                _ = shutdown.cancelled() => return Ending(close::RESTARTING, "node restarting"),
+                _ = &mut expiry => return Ending(close::TOKEN_EXPIRED, "token expired"),
                 _ = until_slow(slow) => {
                     metrics::counter!("presenced_refusals_total", "reason" => "slow_consumer").increment(1);
                     return Ending(close::RATE_LIMITED, "slow consumer");
