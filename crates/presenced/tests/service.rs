@@ -31,6 +31,7 @@ both_stores!(
     seed_rest_examples,
     websocket_flow_with_subscriber,
     quick_reconnect_emits_nothing,
+    second_sessions_and_manual_away_as_a_client_sees_them,
     auto_away_and_back,
     resume_replays_missed_events,
     rest_heartbeat_and_activity,
@@ -1117,4 +1118,46 @@ async fn an_expiring_token_closes_with_4001(kind: Kind) {
     let short = jwt(&json!({"sub": user("short"), "exp": exp}));
     let mut ws = node.connect(&short, "").await;
     assert_eq!(ws.closed_with(Duration::from_secs(5)).await, Some(4001));
+}
+
+async fn second_sessions_and_manual_away_as_a_client_sees_them(kind: Kind) {
+    let node = Node::start(kind, "").await;
+    let a = user("tabs");
+    let t = token(&a, "user", None);
+    let mut watcher = node.connect(&token(&user("w"), "user", None), "").await;
+    watcher
+        .subscribe(json!({"type": "subscribe", "users": [a]}))
+        .await;
+    let mut first = node.connect(&t, "&device=web").await;
+    watcher.until(|f| is_event(f, &a, "online")).await;
+    // Another tab on the same kind of device: nothing to tell.
+    let _second = node.connect(&t, "&device=web").await;
+    assert_eq!(watcher.next_within(Duration::from_millis(500)).await, None);
+    // A phone: the device set changed.
+    let _phone = node.connect(&t, "&device=mobile").await;
+    let e = watcher.until(|f| f["type"] == "presence").await;
+    assert_eq!(e["user"]["devices"], json!(["web", "mobile"]));
+    // Manual away sticks through activity; activity still moves last_activity.
+    first
+        .send(json!({"type": "status.set", "status": "away", "id": 1}))
+        .await;
+    watcher.until(|f| is_event(f, &a, "away")).await;
+    let (_, before) = node
+        .get(&format!("/messenger/presence/status/{a}"), &t)
+        .await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    first.send(json!({"type": "activity"})).await;
+    assert_eq!(
+        watcher.next_within(Duration::from_millis(500)).await,
+        None,
+        "still away, no event"
+    );
+    let (_, after) = node
+        .get(&format!("/messenger/presence/status/{a}"), &t)
+        .await;
+    assert_eq!(after["status"], "away");
+    assert!(
+        after["last_activity"].as_str() > before["last_activity"].as_str(),
+        "{before} {after}"
+    );
 }
