@@ -65,6 +65,21 @@ activity_flush_interval = "50ms"
 impl Node {
     /// Starts a node of `kind` with the test secret, `FAST` timings and `extra` TOML.
     pub async fn start(kind: Kind, extra: &str) -> Node {
+        Self::start_on(kind, None, extra).await
+    }
+
+    /// Starts `n` nodes on one Redis and one key prefix: one service.
+    pub async fn cluster(n: usize, extra: &str) -> Vec<Node> {
+        let prefix = unique("cluster");
+        let mut nodes = Vec::new();
+        for _ in 0..n {
+            nodes.push(Self::start_on(Kind::Redis, Some(&prefix), extra).await);
+        }
+        nodes
+    }
+
+    /// Starts a node; Redis nodes use `prefix` (a fresh one when `None`).
+    pub async fn start_on(kind: Kind, prefix: Option<&str>, extra: &str) -> Node {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -77,9 +92,9 @@ impl Node {
             Kind::Redis => {
                 let url = std::env::var("PRESENCE_TEST_REDIS_URL")
                     .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+                let prefix = prefix.map_or_else(|| unique("svc"), str::to_string);
                 format!(
-                    "[store]\nkind = \"redis\"\nredis_url = \"{url}\"\nkey_prefix = \"{}:\"\n",
-                    unique("svc")
+                    "[store]\nkind = \"redis\"\nredis_url = \"{url}\"\nkey_prefix = \"{prefix}:\"\n"
                 )
             }
         };
@@ -114,6 +129,12 @@ impl Node {
         panic!(
             "presenced did not start (Redis tests need PRESENCE_TEST_REDIS_URL or a Redis on 6379; bash .ci/run starts one)"
         );
+    }
+
+    /// Kills the process outright, as a crash would.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Sends SIGTERM, as an orchestrator does on a rolling restart.

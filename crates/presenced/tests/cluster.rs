@@ -1,0 +1,170 @@
+//! Several real nodes on one Redis behave as one service (SPEC §8, issue "many nodes"):
+//! cross-node delivery, session aggregation, crashes and rolling restarts.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+
+/// Test timings, but nobody turns auto-away during a test.
+const CLUSTER: &str = "[presence]\naway_after = \"60s\"";
+
+fn is_event(f: &serde_json::Value, user: &str, status: &str) -> bool {
+    f["type"] == "presence" && f["user"]["user_id"] == user && f["user"]["status"] == status
+}
+
+async fn within<F: Future<Output = ()>>(f: F) {
+    tokio::time::timeout(Duration::from_secs(60), f)
+        .await
+        .expect("test timed out")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tabs_on_three_nodes_are_one_user_seen_from_every_node() {
+    within(async {
+        let nodes = Node::cluster(3, CLUSTER).await;
+        let a = user("tabs");
+        let t = token(&a, "user", None);
+        let mut watcher = nodes[2].connect(&token(&user("w"), "user", None), "").await;
+        watcher
+            .subscribe(json!({"type": "subscribe", "users": [a]}))
+            .await;
+        let mut tabs = Vec::new();
+        for n in &nodes {
+            tabs.push(n.connect(&t, "&zone_id=7").await);
+        }
+        let online = watcher.until(|f| f["type"] == "presence").await;
+        assert!(is_event(&online, &a, "online"), "{online}");
+        assert_eq!(
+            watcher.next_within(Duration::from_millis(700)).await,
+            None,
+            "three tabs, one online event"
+        );
+        for n in &nodes {
+            let (_, c) = n.get("/messenger/presence/count?zone_id=7", &t).await;
+            assert_eq!(c["zone"], 1, "counts agree on every node");
+        }
+        // Closing two tabs leaves the user online through the third (the seed's defect 1).
+        tabs.truncate(1);
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        for n in &nodes {
+            let (_, v) = n.get(&format!("/messenger/presence/status/{a}"), &t).await;
+            assert_eq!(v["status"], "online");
+        }
+        assert_eq!(watcher.next_within(Duration::from_millis(300)).await, None);
+        tabs.clear();
+        let off = watcher.until(|f| f["type"] == "presence").await;
+        assert!(is_event(&off, &a, "offline"));
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnect_to_another_node_within_the_grace_emits_nothing() {
+    within(async {
+        let nodes = Node::cluster(2, CLUSTER).await;
+        let a = user("hop");
+        let t = token(&a, "user", None);
+        let mut watcher = nodes[1].connect(&token(&user("w"), "user", None), "").await;
+        watcher
+            .subscribe(json!({"type": "subscribe", "users": [a]}))
+            .await;
+        let on_a = nodes[0].connect(&t, "").await;
+        watcher.until(|f| is_event(f, &a, "online")).await;
+        drop(on_a);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let _on_b = nodes[1].connect(&t, "").await;
+        assert_eq!(
+            watcher.next_within(Duration::from_millis(1500)).await,
+            None,
+            "moved nodes quietly"
+        );
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_nodes_users_go_offline_within_the_lease_one_event_each() {
+    within(async {
+        let mut nodes = Node::cluster(2, CLUSTER).await;
+        let svc = token("backend", "service", None);
+        let mut watcher = nodes[1].connect(&svc, "").await;
+        watcher
+            .subscribe(json!({"type": "subscribe", "scopes": ["zone:crash"]}))
+            .await;
+        let users: Vec<String> = (0..20).map(|i| user(&format!("c{i}"))).collect();
+        let mut clients = Vec::new();
+        for u in &users {
+            clients.push(
+                nodes[0]
+                    .connect(&token(u, "user", None), "&zone_id=crash")
+                    .await,
+            );
+        }
+        // A user with a tab on the surviving node too stays online.
+        let survivor = &users[0];
+        let _kept = nodes[1].connect(&token(survivor, "user", None), "").await;
+        let mut online = 0;
+        while online < 20 {
+            if watcher.next().await["type"] == "presence" {
+                online += 1;
+            }
+        }
+        let killed = Instant::now();
+        nodes[0].kill9();
+        drop(clients);
+        let mut offline = std::collections::HashSet::new();
+        while offline.len() < 19 {
+            let f = watcher.until(|f| f["type"] == "presence").await;
+            if f["user"]["status"] == "offline" {
+                assert!(
+                    offline.insert(f["user"]["user_id"].as_str().unwrap().to_string()),
+                    "one event each"
+                );
+            }
+        }
+        // node_lease is 3 s and the sweep 100 ms in the test config.
+        assert!(
+            killed.elapsed() < Duration::from_millis(3000 + 2 * 100 + 1500),
+            "took {:?}",
+            killed.elapsed()
+        );
+        assert!(!offline.contains(survivor));
+        let (_, v) = nodes[1]
+            .get(&format!("/messenger/presence/status/{survivor}"), &svc)
+            .await;
+        assert_eq!(v["status"], "online");
+        assert_eq!(
+            watcher.next_within(Duration::from_millis(800)).await,
+            None,
+            "nothing else"
+        );
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_moves_clients_without_anyone_going_offline() {
+    within(async {
+        let nodes = Node::cluster(2, CLUSTER).await;
+        let a = user("roll");
+        let t = token(&a, "user", None);
+        let mut watcher = nodes[1].connect(&token(&user("w"), "user", None), "").await;
+        watcher
+            .subscribe(json!({"type": "subscribe", "users": [a]}))
+            .await;
+        let mut client = nodes[0].connect(&t, "").await;
+        watcher.until(|f| is_event(f, &a, "online")).await;
+        nodes[0].terminate();
+        assert_eq!(client.closed_with(Duration::from_secs(5)).await, Some(1012));
+        let _moved = nodes[1].connect(&t, "").await;
+        assert_eq!(
+            watcher.next_within(Duration::from_millis(1500)).await,
+            None,
+            "nobody seen going offline"
+        );
+    })
+    .await
+}
