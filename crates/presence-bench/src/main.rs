@@ -269,7 +269,7 @@ impl Bench {
         };
         let config = RedisConfig::new(self.url.clone());
         let store = RedisStore::connect(config, NodeId::random(), clock, settings).await?;
-        store.renew_node_lease().await?;
+        store.renew_node_lease(0).await?;
         Ok(Arc::new(store))
     }
 

@@ -146,6 +146,12 @@ pub struct NodeInfo {
     pub node_id: NodeId,
     /// When its lease runs out.
     pub lease_until: Millis,
+    /// When it first registered.
+    pub started_at: Millis,
+    /// When it last renewed its lease.
+    pub last_renewal: Millis,
+    /// Sessions it reported holding at that renewal.
+    pub sessions: u64,
 }
 
 /// Presence storage. Every transition is atomic in the store and writes its event to the
@@ -189,8 +195,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Counts of several scopes in one call.
     async fn counts(&self, scopes: &[Scope]) -> Result<Vec<ScopeCount>, StoreError>;
 
-    /// Registers or renews this node's lease (call every `node_lease / 3` or so).
-    async fn renew_node_lease(&self) -> Result<LeaseRenewal, StoreError>;
+    /// Registers or renews this node's lease (call every `node_lease / 3` or so), reporting
+    /// how many sessions the node holds (shown by [`Store::nodes`]).
+    async fn renew_node_lease(&self, sessions: u64) -> Result<LeaseRenewal, StoreError>;
 
     /// Live nodes.
     async fn nodes(&self) -> Result<Vec<NodeInfo>, StoreError>;

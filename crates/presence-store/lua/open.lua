@@ -23,6 +23,8 @@ if zone ~= '' then r.zone_id = zone end
 if org ~= '' then r.org_id = org end
 recompute_devices(r)
 if node ~= '' then
-  redis.call('ZADD', key('nodes'), 'NX', int(NOW + tonumber(ARGV[13])), node)
+    if redis.call('ZADD', key('nodes'), 'NX', int(NOW + tonumber(ARGV[13])), node) == 1 then
+    redis.call('HSETNX', key('node:' .. node .. ':info'), 'started_at', int(NOW))
+  end
 end
 return answer(user, old, r)

@@ -27,6 +27,7 @@ for _, user in ipairs(users) do
 end
 if redis.call('LLEN', list) == 0 then
   redis.call('ZREM', key('nodes'), node)
+  redis.call('DEL', key('node:' .. node .. ':info'))
   -- Tells the node, should it come back, that its sessions are gone (node_lease.lua).
   redis.call('SET', key('node:' .. node .. ':reaped'), '1', 'PX', 86400000)
   return {ended, 1}

@@ -53,6 +53,9 @@ struct ScopeIndex {
 #[derive(Debug, Default)]
 struct NodeState {
     lease_until: Millis,
+    started_at: Millis,
+    last_renewal: Millis,
+    sessions: u64,
     users: HashSet<UserId>,
 }
 
@@ -532,7 +535,9 @@ impl Store for MemoryStore {
             // A node that opens sessions is live: register it if it never renewed, so its
             // sessions can be reaped should it die before its first renewal.
             if let (false, Some(n)) = (registered, &node) {
-                st.nodes.entry(n.clone()).or_default().lease_until = now + ms(s.node_lease);
+                let n = st.nodes.entry(n.clone()).or_default();
+                n.lease_until = now + ms(s.node_lease);
+                n.started_at = now;
             }
             out
         };
@@ -679,11 +684,21 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    async fn renew_node_lease(&self) -> Result<LeaseRenewal, StoreError> {
-        let until = self.now() + ms(self.settings().node_lease);
+    async fn renew_node_lease(&self, sessions: u64) -> Result<LeaseRenewal, StoreError> {
+        let now = self.now();
+        let until = now + ms(self.settings().node_lease);
         let mut st = self.lock();
         let lost = st.reaped.remove(&self.node);
-        st.nodes.entry(self.node.clone()).or_default().lease_until = until;
+        let n = st
+            .nodes
+            .entry(self.node.clone())
+            .or_insert_with(|| NodeState {
+                started_at: now,
+                ..Default::default()
+            });
+        n.lease_until = until;
+        n.last_renewal = now;
+        n.sessions = sessions;
         Ok(if lost {
             LeaseRenewal::Lost
         } else {
@@ -701,6 +716,9 @@ impl Store for MemoryStore {
             .map(|(id, n)| NodeInfo {
                 node_id: id.clone(),
                 lease_until: n.lease_until,
+                started_at: n.started_at,
+                last_renewal: n.last_renewal,
+                sessions: n.sessions,
             })
             .collect())
     }

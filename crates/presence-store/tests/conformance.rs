@@ -52,6 +52,7 @@ conformance!(
     offline_user_activity_is_ignored,
     two_nodes_keep_a_user_online_until_both_close,
     dead_node_is_reaped_once_by_any_node,
+    nodes_report_their_sessions_and_renewals,
     versions_increase_strictly_and_one_event_per_change,
     feed_resumes_after_any_id_in_order,
     feed_reports_reset_once_trimmed,
@@ -323,8 +324,8 @@ async fn seed_cleanup_stale_presence(kind: Kind) {
     // sessions whose node or REST lease lapsed, and they leave counts and lists at once.
     let k = Kit::new(kind).await;
     let b = k.node("node-b");
-    b.renew_node_lease().await.unwrap();
-    k.store.renew_node_lease().await.unwrap();
+    b.renew_node_lease(0).await.unwrap();
+    k.store.renew_node_lease(0).await.unwrap();
     k.open_with(&b, "crashed", "s", DeviceKind::Web, Some("10"), None)
         .await;
     k.store
@@ -342,7 +343,7 @@ async fn seed_cleanup_stale_presence(kind: Kind) {
     // Only node-a renews; node-b's lease and the REST lease run out.
     k.advance(k.settings.online_ttl + Duration::from_secs(1))
         .await;
-    k.store.renew_node_lease().await.unwrap();
+    k.store.renew_node_lease(0).await.unwrap();
     k.activity("alive").await;
     let r = k.sweep().await;
     assert_eq!(
@@ -558,7 +559,7 @@ async fn last_seen_retention_deletes_the_record(kind: Kind) {
     // A user who comes back before retention is not deleted later for their old last seen.
     k.open("recent", "s2").await;
     k.advance(k.settings.last_seen_retention * 2).await;
-    k.store.renew_node_lease().await.unwrap();
+    k.store.renew_node_lease(0).await.unwrap();
     k.activity("recent").await;
     assert_eq!(k.sweep().await.records_deleted, 0);
     assert!(k.view("recent").await.is_some());
@@ -753,7 +754,7 @@ async fn dead_node_is_reaped_once_by_any_node(kind: Kind) {
     let b = k.node("node-b");
     let c = k.node("node-c");
     for n in [&k.store, &b, &c] {
-        assert_eq!(n.renew_node_lease().await.unwrap(), LeaseRenewal::Held);
+        assert_eq!(n.renew_node_lease(0).await.unwrap(), LeaseRenewal::Held);
     }
     for i in 0..30 {
         k.open_with(&b, &format!("u{i}"), "s", DeviceKind::Web, Some("10"), None)
@@ -767,8 +768,8 @@ async fn dead_node_is_reaped_once_by_any_node(kind: Kind) {
     let head = k.head().await;
     k.advance(k.settings.node_lease + Duration::from_secs(1))
         .await;
-    k.store.renew_node_lease().await.unwrap();
-    c.renew_node_lease().await.unwrap();
+    k.store.renew_node_lease(0).await.unwrap();
+    c.renew_node_lease(0).await.unwrap();
     // Node a and node c sweep at once; every user ends exactly once.
     let (ra, rc) = tokio::join!(k.store.sweep(), c.sweep());
     let (ra, rc) = (ra.unwrap(), rc.unwrap());
@@ -794,8 +795,8 @@ async fn dead_node_is_reaped_once_by_any_node(kind: Kind) {
     assert_eq!(k.status("other").await, Some(Status::Online));
     // Sweeping again changes nothing; the dead node learns its sessions are gone.
     assert_eq!(k.sweep().await, SweepReport::default());
-    assert_eq!(b.renew_node_lease().await.unwrap(), LeaseRenewal::Lost);
-    assert_eq!(b.renew_node_lease().await.unwrap(), LeaseRenewal::Held);
+    assert_eq!(b.renew_node_lease(0).await.unwrap(), LeaseRenewal::Lost);
+    assert_eq!(b.renew_node_lease(0).await.unwrap(), LeaseRenewal::Held);
     let live: Vec<String> = k
         .store
         .nodes()
@@ -1044,4 +1045,34 @@ async fn batch_views_keep_order(kind: Kind) {
         .map(|v| v.as_ref().map(|v| v.user_id.to_string()))
         .collect();
     assert_eq!(got, [Some("3".to_string()), None, Some("1".to_string())]);
+}
+
+async fn nodes_report_their_sessions_and_renewals(kind: Kind) {
+    let k = Kit::new(kind).await;
+    let b = k.node("node-b");
+    k.store.renew_node_lease(3).await.unwrap();
+    let started = k.now();
+    k.advance(Duration::from_secs(2)).await;
+    b.renew_node_lease(7).await.unwrap();
+    let mut nodes = k.store.nodes().await.unwrap();
+    nodes.sort_by(|x, y| x.node_id.cmp(&y.node_id));
+    let got: Vec<_> = nodes
+        .iter()
+        .map(|n| {
+            (
+                n.node_id.to_string(),
+                n.sessions,
+                n.started_at,
+                n.last_renewal,
+            )
+        })
+        .collect();
+    // advance() renewed node-a's lease (reporting 0) two seconds after it started.
+    assert_eq!(
+        got,
+        [
+            ("node-a".to_string(), 0, started, started + 2000),
+            ("node-b".to_string(), 7, started + 2000, started + 2000)
+        ]
+    );
 }

@@ -579,7 +579,7 @@ async fn run_case(kind: Kind, ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::RenewLease { user, session } => {
                 outcome(k.store.renew_session(&u(user), &s(session)).await)
             }
-            Op::RenewB => outcome(b.renew_node_lease().await),
+            Op::RenewB => outcome(b.renew_node_lease(0).await),
             Op::Advance { .. } => Outcome::Ok,
             Op::Sweep => outcome(k.store.sweep().await),
         };

@@ -108,7 +108,7 @@ async fn race(kind: Kind) {
     let k = Kit::with(kind, settings).await;
     let nodes = [k.node("node-a"), k.node("node-b")];
     for n in &nodes {
-        n.renew_node_lease().await.unwrap();
+        n.renew_node_lease(0).await.unwrap();
     }
     let start = k.head().await;
     let now = k.now();

@@ -87,7 +87,7 @@ async fn an_operator_finds_the_seeds_keys_and_fields() {
     let settings = StoreSettings::default();
     store.close_session(&uid("123"), &sid("s1")).await.unwrap();
     clock.advance(settings.offline_grace);
-    store.renew_node_lease().await.unwrap();
+    store.renew_node_lease(0).await.unwrap();
     store.sweep().await.unwrap();
     let status: String = raw.hget("presence:123", "status").await.unwrap();
     assert_eq!(status, "offline");
@@ -171,7 +171,7 @@ async fn stale_entries_never_show_and_are_swept() {
     let global = format!("{}online:global", store.key_prefix());
     let n: u64 = raw.zcard(&global).await.unwrap();
     assert_eq!(n, 3, "not yet swept");
-    k.store.renew_node_lease().await.unwrap();
+    k.store.renew_node_lease(0).await.unwrap();
     // Two stale entries: user 2 in online:global and in this node's index list.
     assert_eq!(k.sweep().await.stale_entries, 2);
     let n: u64 = raw.zcard(&global).await.unwrap();
@@ -213,7 +213,7 @@ async fn node_index_lists_hold_each_user_once_and_shrink_to_live_users() {
     k.advance(k.settings.node_lease + Duration::from_secs(1))
         .await;
     let c = k.node("node-c");
-    c.renew_node_lease().await.unwrap();
+    c.renew_node_lease(0).await.unwrap();
     // node-a renewed in advance(); simulate its death by expiring its lease entry.
     let _: () = raw
         .zadd(format!("{}nodes", store.key_prefix()), "node-a", 0)

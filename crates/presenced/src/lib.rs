@@ -81,7 +81,7 @@ pub async fn serve(
         metrics,
         config: config.clone(),
     };
-    store.renew_node_lease().await?;
+    store.renew_node_lease(0).await?;
     let loops = CancellationToken::new();
     let tasks = [
         tokio::spawn(loops::renew_lease(state.clone(), loops.clone())),

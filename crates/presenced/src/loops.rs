@@ -23,7 +23,8 @@ pub async fn renew_lease(state: AppState, stop: CancellationToken) {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        match state.store.renew_node_lease().await {
+        let sessions = state.config.server.max_connections - state.connections.available_permits();
+        match state.store.renew_node_lease(sessions as u64).await {
             Ok(LeaseRenewal::Held) => {}
             Ok(LeaseRenewal::Lost) => {
                 // Another node reaped this one's sessions while it could not renew (a pause or

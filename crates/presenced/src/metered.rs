@@ -83,8 +83,8 @@ impl<S: Store> Store for MeteredStore<S> {
     async fn counts(&self, scopes: &[Scope]) -> Result<Vec<ScopeCount>, StoreError> {
         measured("counts", self.inner.counts(scopes)).await
     }
-    async fn renew_node_lease(&self) -> Result<LeaseRenewal, StoreError> {
-        measured("renew_node_lease", self.inner.renew_node_lease()).await
+    async fn renew_node_lease(&self, sessions: u64) -> Result<LeaseRenewal, StoreError> {
+        measured("renew_node_lease", self.inner.renew_node_lease(sessions)).await
     }
     async fn nodes(&self) -> Result<Vec<NodeInfo>, StoreError> {
         measured("nodes", self.inner.nodes()).await

@@ -168,3 +168,40 @@ async fn a_rolling_restart_moves_clients_without_anyone_going_offline() {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_nodes_lists_every_live_node_with_its_sessions() {
+    within(async {
+        let nodes = Node::cluster(2, CLUSTER).await;
+        let _a = nodes[0].connect(&token(&user("n"), "user", None), "").await;
+        let _b = nodes[0].connect(&token(&user("n"), "user", None), "").await;
+        // Nodes renew every third of node_lease (1 s here).
+        tokio::time::sleep(Duration::from_millis(1300)).await;
+        let (s, body) = nodes[1]
+            .get("/admin/nodes", &token("ops", "admin", None))
+            .await;
+        assert_eq!(s, 200);
+        let mut sessions: Vec<u64> = body["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["sessions"].as_u64().unwrap())
+            .collect();
+        sessions.sort();
+        assert_eq!(sessions, [0, 2]);
+        assert!(
+            body["nodes"][0]["last_renewal"]
+                .as_str()
+                .unwrap()
+                .ends_with('Z')
+        );
+        let (s, e) = nodes[1]
+            .get("/admin/nodes", &token("someone", "service", None))
+            .await;
+        assert_eq!(
+            (s, e["error"]["code"].as_str()),
+            (403, Some("permission_denied"))
+        );
+    })
+    .await
+}

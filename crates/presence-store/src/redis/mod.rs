@@ -606,11 +606,12 @@ impl Store for RedisStore {
             .collect())
     }
 
-    async fn renew_node_lease(&self) -> Result<LeaseRenewal, StoreError> {
+    async fn renew_node_lease(&self, sessions: u64) -> Result<LeaseRenewal, StoreError> {
         let now = self.now();
         let mut inv = self.invocation(&self.scripts.node_lease, now);
         inv.arg(self.node.as_str())
-            .arg(now + ms(self.settings.node_lease));
+            .arg(now + ms(self.settings.node_lease))
+            .arg(sessions);
         let lost = int(&self.invoke(&inv).await?)?;
 
         Ok(if lost == 1 {
@@ -630,11 +631,30 @@ impl Store for RedisStore {
             .query_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
+        let mut pipe = redis::pipe();
+        for (id, _) in &live {
+            pipe.cmd("HMGET")
+                .arg(self.key(&format!("node:{id}:info")))
+                .arg("started_at")
+                .arg("last_renewal")
+                .arg("sessions");
+        }
+        let infos: Vec<(Option<i64>, Option<i64>, Option<u64>)> = if live.is_empty() {
+            Vec::new()
+        } else {
+            pipe.query_async(&mut self.conn.clone())
+                .await
+                .map_err(unavailable)?
+        };
         live.into_iter()
-            .map(|(id, until)| {
+            .zip(infos)
+            .map(|((id, until), (started, renewed, sessions))| {
                 Ok(NodeInfo {
                     node_id: NodeId::new(id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
                     lease_until: until,
+                    started_at: started.unwrap_or(0),
+                    last_renewal: renewed.unwrap_or(0),
+                    sessions: sessions.unwrap_or(0),
                 })
             })
             .collect()

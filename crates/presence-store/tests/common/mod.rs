@@ -146,7 +146,7 @@ impl Kit {
     /// handles renew only when a test says so.
     pub async fn advance(&self, d: Duration) {
         self.clock.advance(d);
-        self.store.renew_node_lease().await.expect("renew lease");
+        self.store.renew_node_lease(0).await.expect("renew lease");
     }
 
     pub fn now(&self) -> Millis {

@@ -1,6 +1,7 @@
 //! The REST API (SPEC §6) and the operations routes. `router` builds the whole app so tests
 //! can call it without a socket.
 
+mod admin;
 mod events;
 mod presence;
 
@@ -20,6 +21,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(presence::routes())
         .route("/messenger/presence/events", get(events::events))
+        .route("/admin/nodes", get(admin::nodes))
         .route("/messenger/ws", get(crate::ws::upgrade))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))

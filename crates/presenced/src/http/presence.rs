@@ -515,7 +515,7 @@ pub(crate) struct HeartbeatAnswer {
 #[openapi(
     info(title = "presenced", description = "Presence service: who is online, away or offline, right now."),
     paths(list_online, count, status, status_batch, set_away, set_online, activity, heartbeat, end_heartbeat, set_zone, set_org,
-        super::events::events),
+                super::events::events, super::admin::nodes),
     components(schemas(presence_core::PresenceView, presence_core::PresenceEvent, ErrorBody)),
     modifiers(&BearerAuth)
 )]
