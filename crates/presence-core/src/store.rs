@@ -93,8 +93,8 @@ impl ScopeCount {
 pub enum LeaseRenewal {
     /// Registered for the first time, or renewed in time.
     Held,
-    /// The lease had lapsed and another node reaped this node's sessions; the node must
-    /// re-assert (or drop) the sessions it still holds.
+    /// The store no longer knew this node: its lease lapsed and another node reaped its
+    /// sessions, or the store lost its data. The node must re-assert the sessions it holds.
     Lost,
 }
 

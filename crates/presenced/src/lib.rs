@@ -7,6 +7,7 @@
 //! - [`hub`]: fan-out of feed events to this node's subscribers.
 //! - [`loops`]: lease renewal, the sweep, activity flushing.
 //! - [`metered`]: the store wrapped so every call is measured.
+//! - [`sessions`]: the sessions this node holds, re-asserted when the store forgot them.
 
 //! - [`snapshot`]: snapshots and feed replays for subscribers.
 //! - [`serve`]: runs a node on a bound listener until a shutdown token fires.
@@ -21,6 +22,7 @@ pub mod http;
 pub mod hub;
 pub mod loops;
 pub mod metered;
+pub mod sessions;
 
 pub mod snapshot;
 pub mod state;
@@ -77,6 +79,7 @@ pub async fn serve(
         connections: Arc::new(Semaphore::new(config.server.max_connections)),
         activity: Arc::new(Mutex::new(ActivityCoalescer::new(1000))),
         hub: Arc::new(Hub::default()),
+        sessions: Arc::new(sessions::LocalSessions::default()),
         shutdown: shutdown.clone(),
         metrics,
         config: config.clone(),

@@ -15,24 +15,50 @@ fn ticker(period: Duration) -> Interval {
     i
 }
 
-/// Renews the node's lease every third of `node_lease`.
+/// Renews the node's lease every third of `node_lease`. After a failed renewal (the store was
+/// away: it may have restarted without its data) or a lost lease (another node reaped this
+/// one's sessions during a pause), re-asserts every session this node holds, so presence
+/// converges without clients reconnecting.
 pub async fn renew_lease(state: AppState, stop: CancellationToken) {
     let mut tick = ticker(state.config.presence.node_lease / 3);
+    let mut must_reassert = false;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let sessions = state.config.server.max_connections - state.connections.available_permits();
-        match state.store.renew_node_lease(sessions as u64).await {
+        match state
+            .store
+            .renew_node_lease(state.sessions.len() as u64)
+            .await
+        {
             Ok(LeaseRenewal::Held) => {}
             Ok(LeaseRenewal::Lost) => {
-                // Another node reaped this one's sessions while it could not renew (a pause or
-                // a partition). Its clients are connected but the store no longer knows them.
-                tracing::warn!("node lease was lost and this node's sessions were reaped");
+                tracing::warn!(
+                    "node lease was lost and this node's sessions were reaped; re-asserting them"
+                );
                 metrics::counter!("presenced_lease_lost_total").increment(1);
+                must_reassert = true;
             }
-            Err(e) => tracing::warn!(error = %e, "could not renew the node lease"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not renew the node lease");
+                must_reassert = true;
+                continue;
+            }
+        }
+        if must_reassert {
+            match state.sessions.reassert(state.store.as_ref()).await {
+                Ok(n) => {
+                    must_reassert = false;
+                    metrics::counter!("presenced_sessions_reasserted_total").increment(n as u64);
+                    tracing::info!(
+                        reopened = n,
+                        held = state.sessions.len(),
+                        "sessions re-asserted"
+                    );
+                }
+                Err(e) => tracing::warn!(error = %e, "could not re-assert sessions; retrying"),
+            }
         }
     }
 }

@@ -23,6 +23,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Local subscribers.
     pub hub: Arc<Hub>,
+    /// Sessions this node holds.
+    pub sessions: Arc<crate::sessions::LocalSessions>,
     /// Activity waiting for the next flush.
     pub activity: Arc<Mutex<ActivityCoalescer>>,
     /// `max_connections` permits: one per WebSocket.

@@ -205,3 +205,72 @@ async fn admin_nodes_lists_every_live_node_with_its_sessions() {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_without_data_converges_without_clients_reconnecting() {
+    within(async {
+        let mut redis = OwnRedis::start().await;
+        let config = format!(
+            "{CLUSTER}\n[store]\nredis_url = \"{}\"\ncommand_timeout = \"300ms\"",
+            redis.url()
+        );
+        let nodes = [
+            Node::start_on(Kind::Redis, Some("outage"), &config).await,
+            Node::start_on(Kind::Redis, Some("outage"), &config).await,
+        ];
+        let a = user("steady");
+        let t = token(&a, "user", None);
+        let mut client = nodes[0].connect(&t, "&zone_id=3").await;
+        let mut watcher = nodes[1].connect(&token(&user("w"), "user", None), "").await;
+        watcher
+            .subscribe(json!({"type": "subscribe", "users": [a]}))
+            .await;
+
+        redis.stop();
+        let (s, e) = nodes[0].get("/messenger/presence/count", &t).await;
+        assert_eq!((s, e["error"]["code"].as_str()), (503, Some("unavailable")));
+        assert_eq!(
+            nodes[0]
+                .http
+                .get(nodes[0].url("/readyz"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            503
+        );
+        client.send(json!({"type": "ping", "id": 1})).await;
+        assert_eq!(
+            client.until(|f| f["type"] == "pong").await["id"],
+            1,
+            "the socket stays open"
+        );
+
+        redis.restart().await;
+        // Within a couple of lease renewals (1 s apart) the node puts its session back.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (s, v) = nodes[1]
+                .get(&format!("/messenger/presence/status/{a}"), &t)
+                .await;
+            if s == 200 && v["status"] == "online" {
+                assert_eq!(v["zone_id"], "3", "back where it was");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "presence never converged: {s} {v}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // The subscriber on the other node hears about it, and live events flow again.
+        let back = watcher.until(|f| f["type"] == "presence").await;
+        assert!(is_event(&back, &a, "online"), "{back}");
+        client
+            .send(json!({"type": "status.set", "status": "away"}))
+            .await;
+        let away = watcher.until(|f| f["type"] == "presence").await;
+        assert!(is_event(&away, &a, "away"), "{away}");
+    })
+    .await
+}

@@ -22,6 +22,7 @@
 mod codec;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use std::time::Duration;
 
@@ -150,7 +151,9 @@ pub struct RedisStore {
     client: Client,
     config: RedisConfig,
     node: NodeId,
-
+    /// Whether this handle has renewed its node's lease before: a renewal that then finds the
+    /// node unknown means its sessions were reaped or lost.
+    renewed: Arc<AtomicBool>,
     clock: SharedClock,
     settings: StoreSettings,
     scripts: Arc<Scripts>,
@@ -205,7 +208,7 @@ impl RedisStore {
             client,
             config,
             node,
-
+            renewed: Arc::new(AtomicBool::new(false)),
             clock,
             settings,
             scripts: Arc::new(Scripts::new()),
@@ -226,6 +229,7 @@ impl RedisStore {
         Self {
             node,
             waiter: Arc::new(Mutex::new(None)),
+            renewed: Arc::new(AtomicBool::new(false)),
 
             ..self.clone()
         }
@@ -609,10 +613,17 @@ impl Store for RedisStore {
     async fn renew_node_lease(&self, sessions: u64) -> Result<LeaseRenewal, StoreError> {
         let now = self.now();
         let mut inv = self.invocation(&self.scripts.node_lease, now);
+        let before = if self.renewed.load(Ordering::Relaxed) {
+            "1"
+        } else {
+            "0"
+        };
         inv.arg(self.node.as_str())
             .arg(now + ms(self.settings.node_lease))
-            .arg(sessions);
+            .arg(sessions)
+            .arg(before);
         let lost = int(&self.invoke(&inv).await?)?;
+        self.renewed.store(true, Ordering::Relaxed);
 
         Ok(if lost == 1 {
             LeaseRenewal::Lost

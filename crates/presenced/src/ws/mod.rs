@@ -221,10 +221,19 @@ impl Connection {
             }
         };
         metrics::counter!("presenced_sessions_opened_total").increment(1);
+        state.sessions.opened(&OpenSession {
+            user: user.clone(),
+            session: session.clone(),
+            device: self.device,
+            zone: applied.view.zone_id.clone(),
+            org: applied.view.org_id.clone(),
+            leased: false,
+        });
         let connected = json!({"type": "system", "event": "connected", "session_id": session, "node_id": state.store.node_id(), "presence": applied.view});
         let mut conn = Live {
             state: state.clone(),
             who: self.who,
+            session: session.clone(),
             sub: None,
             interest: Interest::default(),
             covered: None,
@@ -239,6 +248,7 @@ impl Connection {
         }
         metrics::counter!("presenced_sessions_closed_total", "code" => ending.0.to_string())
             .increment(1);
+        state.sessions.closed(&session);
         // The close starts the offline grace; a restart (1012) leaves presence to it too.
         if let Err(e) = state.store.close_session(&user, &session).await {
             tracing::warn!(error = %e, "could not close a session; the node lease will end it");
@@ -279,6 +289,7 @@ async fn next_event(sub: &mut Option<Subscription>) -> Option<Delivered> {
 struct Live {
     state: AppState,
     who: Principal,
+    session: SessionId,
     sub: Option<Subscription>,
     interest: Interest,
     /// After a subscribe: events up to this feed id that the previous interest did not ask
@@ -443,7 +454,15 @@ impl Live {
                 )));
             }
         }
+        let (zone, org) = match &change {
+            Change::SetZone(z) => (Some(z.clone()), None),
+            Change::SetOrg(o) => (None, Some(o.clone())),
+            _ => (None, None),
+        };
         self.state.store.apply(user, change).await?;
+        if zone.is_some() || org.is_some() {
+            self.state.sessions.moved(&self.session, zone, org);
+        }
         Ok(())
     }
 
