@@ -274,3 +274,103 @@ async fn a_redis_restart_without_data_converges_without_clients_reconnecting() {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_clients_on_two_nodes_leave_consistent_views_and_gapless_events() {
+    within(async {
+        let nodes = std::sync::Arc::new(Node::cluster(2, CLUSTER).await);
+        let users: Vec<String> = (0..5).map(|i| user(&format!("r{i}"))).collect();
+        let mut watcher = nodes[0]
+            .connect(&token(&user("w"), "service", None), "")
+            .await;
+        let snap = watcher
+            .subscribe(json!({"type": "subscribe", "users": users}))
+            .await;
+        let mut seen: std::collections::HashMap<String, u64> = users
+            .iter()
+            .map(|u| (u.clone(), snap["users"][u]["version"].as_u64().unwrap_or(0)))
+            .collect();
+
+        let mut tasks = Vec::new();
+        for t in 0..6u64 {
+            let nodes = nodes.clone();
+            let users = users.clone();
+            tasks.push(tokio::spawn(async move {
+                use rand::{Rng, SeedableRng};
+                let mut rng = rand::rngs::StdRng::seed_from_u64(t);
+                let mut kept = Vec::new();
+                for _ in 0..15 {
+                    let u = users[rng.random_range(0..users.len())].clone();
+                    let node = &nodes[rng.random_range(0..2)];
+                    let mut c = node
+                        .connect(
+                            &token(&u, "user", None),
+                            &format!("&zone_id={}", rng.random_range(0..3)),
+                        )
+                        .await;
+                    for _ in 0..rng.random_range(0..3) {
+                        let status = if rng.random_bool(0.5) {
+                            "away"
+                        } else {
+                            "online"
+                        };
+                        c.send(json!({"type": "status.set", "status": status, "id": 1}))
+                            .await;
+                        c.until(|f| f["type"] == "ack" || f["type"] == "error")
+                            .await;
+                    }
+                    if rng.random_bool(0.25) {
+                        kept.push((u, c));
+                    }
+                }
+                kept
+            }));
+        }
+        let mut open: std::collections::HashMap<String, usize> = Default::default();
+        let mut held = Vec::new();
+        for t in tasks {
+            for (u, c) in t.await.unwrap() {
+                *open.entry(u).or_default() += 1;
+                held.push(c);
+            }
+        }
+        // Let graces run out and the sweep settle.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+
+        // Every event the watcher got, per user: strictly increasing, no gap since its snapshot.
+        while let Some(f) = watcher.next_within(Duration::from_millis(500)).await {
+            if f["type"] != "presence" {
+                continue;
+            }
+            let u = f["user"]["user_id"].as_str().unwrap().to_string();
+            let v = f["user"]["version"].as_u64().unwrap();
+            let last = seen.get_mut(&u).expect("only the users asked for");
+            assert_eq!(v, *last + 1, "{u}: version {v} after {last}");
+            *last = v;
+        }
+        let svc = token("backend", "service", None);
+        for u in &users {
+            let (s, view) = nodes[1]
+                .get(&format!("/messenger/presence/status/{u}"), &svc)
+                .await;
+            if s == 404 {
+                assert!(!open.contains_key(u));
+                continue;
+            }
+            let online = open.contains_key(u);
+            assert_eq!(
+                view["status"] != "offline",
+                online,
+                "{u}: {view} with {:?} sessions open",
+                open.get(u)
+            );
+            assert_eq!(
+                view["version"].as_u64().unwrap(),
+                seen[u],
+                "{u}: the watcher saw every version"
+            );
+        }
+        drop(held);
+    })
+    .await
+}
