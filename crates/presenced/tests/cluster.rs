@@ -378,3 +378,58 @@ async fn racing_clients_on_two_nodes_leave_consistent_views_and_gapless_events()
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_and_sse_on_one_node_replay_events_made_on_another() {
+    within(async {
+        let nodes = Node::cluster(2, CLUSTER).await;
+        let svc = token("backend", "service", None);
+        let a = user("far");
+        let _client = nodes[0].connect(&token(&a, "user", None), "").await;
+        let mut watcher = nodes[1].connect(&svc, "").await;
+        let snap = watcher
+            .subscribe(json!({"type": "subscribe", "users": [a]}))
+            .await;
+        let from = snap["feed_id"].as_str().unwrap().to_string();
+        drop(watcher);
+        for z in ["1", "2"] {
+            nodes[0]
+                .send(
+                    reqwest::Method::PUT,
+                    "/messenger/presence/zone",
+                    &svc,
+                    Some(json!({"zone_id": z, "user_id": a})),
+                )
+                .await;
+        }
+        // WebSocket resume on node 1 for changes made through node 0.
+        let mut watcher = nodes[1].connect(&svc, "").await;
+        watcher
+            .subscribe(json!({"type": "subscribe", "users": [a], "after": from}))
+            .await;
+        assert_eq!(watcher.next().await["user"]["zone_id"], "1");
+        assert_eq!(watcher.next().await["user"]["zone_id"], "2");
+        // SSE resume on node 1 likewise, with no duplicates.
+        let mut feed = nodes[1]
+            .sse(&svc, &format!("?after={from}"), None)
+            .await
+            .unwrap();
+        let first = feed.next().await;
+        let second = feed.next().await;
+        assert_eq!(
+            (
+                first.data["user"]["zone_id"].as_str(),
+                second.data["user"]["zone_id"].as_str()
+            ),
+            (Some("1"), Some("2"))
+        );
+        let id = |e: &SseEvent| {
+            e.id.as_deref()
+                .unwrap()
+                .parse::<presence_core::FeedId>()
+                .unwrap()
+        };
+        assert!(id(&first) < id(&second), "in feed order");
+    })
+    .await
+}
