@@ -213,6 +213,24 @@ async fn websocket_flow_with_subscriber(kind: Kind) {
     let md = watcher.until(|f| f["type"] == "presence").await;
     assert_eq!(md["user"]["metadata"], json!({"theme": "dark"}));
 
+    // Unsubscribed, the watcher hears nothing more about this user.
+    watcher
+        .send(json!({"type": "unsubscribe", "scopes": ["zone:10"], "users": [a], "id": "u"}))
+        .await;
+    assert_eq!(watcher.until(|f| f["type"] == "ack").await["id"], "u");
+    alice
+        .send(json!({"type": "status.set", "status": "online", "id": 9}))
+        .await;
+    alice.until(|f| f["type"] == "ack").await;
+    assert_eq!(
+        watcher.next_within(Duration::from_millis(500)).await,
+        None,
+        "unsubscribed"
+    );
+    watcher
+        .subscribe(json!({"type": "subscribe", "users": [a]}))
+        .await;
+
     drop(alice);
     let gone = watcher.until(|f| f["type"] == "presence").await;
     assert!(
