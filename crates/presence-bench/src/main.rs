@@ -6,9 +6,11 @@
 //! - `memory` (P1): bytes per online and per offline user.
 //! - `store-throughput` (P2, P3): activity events, and session open + close transitions, per
 //!   second of Redis CPU.
+//! - `list` (P4): list latency in a zone of 100k users, through a node's HTTP API.
 //!
 //! With no `--redis-url`, a scenario starts a private `redis-server` and stops it at the end.
 
+mod list;
 mod redis_server;
 mod seed;
 
@@ -51,6 +53,15 @@ enum Scenario {
         /// Users to load.
         #[arg(long, default_value_t = 100_000)]
         users: u64,
+    },
+    /// P4: list latency in a zone of many online users, through a node's HTTP API.
+    List {
+        /// Online users in the zone.
+        #[arg(long, default_value_t = 100_000)]
+        users: u64,
+        /// Timed requests.
+        #[arg(long, default_value_t = 2000)]
+        requests: u64,
     },
     /// P2 and P3: activity events and open + close transitions per second of Redis CPU.
     StoreThroughput {
@@ -96,6 +107,7 @@ async fn main() -> anyhow::Result<()> {
     let bench = Bench::new(&url).await?;
     let report = match cli.scenario {
         Scenario::Memory { users } => bench.memory(users).await?,
+        Scenario::List { users, requests } => list::run(&url, users, requests).await?,
         Scenario::StoreThroughput {
             users,
             transitions,
