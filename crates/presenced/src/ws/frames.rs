@@ -7,17 +7,27 @@ use serde_json::Value;
 
 /// A frame the gateway understands.
 #[derive(Debug)]
-pub(crate) enum ClientFrame {
+pub enum ClientFrame {
+    /// `activity`.
     Activity,
+    /// `ping`.
     Ping,
+    /// `status.set`, `zone.set`, `org.set`, `metadata.set`.
     Change(Change),
+    /// `subscribe`.
     Subscribe {
+        /// Scopes to follow.
         scopes: Vec<Scope>,
+        /// Users to follow.
         users: Vec<UserId>,
+        /// Resume after this feed id.
         after: Option<FeedId>,
     },
+    /// `unsubscribe`.
     Unsubscribe {
+        /// Scopes to stop following.
         scopes: Vec<Scope>,
+        /// Users to stop following.
         users: Vec<UserId>,
     },
 }
@@ -72,9 +82,7 @@ fn scopes(raw: Vec<String>) -> Result<Vec<Scope>, String> {
 }
 
 /// Parses a frame. On failure returns the frame's `id` (when it had a readable one) and why.
-pub(crate) fn parse_frame(
-    raw: &str,
-) -> Result<(Option<Value>, ClientFrame), (Option<Value>, String)> {
+pub fn parse_frame(raw: &str) -> Result<(Option<Value>, ClientFrame), (Option<Value>, String)> {
     let mut value: Value =
         serde_json::from_str(raw).map_err(|e| (None, format!("not JSON: {e}")))?;
     let Some(object) = value.as_object_mut() else {

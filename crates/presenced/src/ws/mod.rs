@@ -6,7 +6,7 @@
 //! node's shutdown. The hub's bounded queue is the connection's outbound bound: a client that
 //! cannot keep up is closed with 4008, never buffered without bound.
 
-mod frames;
+pub mod frames;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
