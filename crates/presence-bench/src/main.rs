@@ -7,9 +7,11 @@
 //! - `store-throughput` (P2, P3): activity events, and session open + close transitions, per
 //!   second of Redis CPU.
 //! - `list` (P4): list latency in a zone of 100k users, through a node's HTTP API.
+//! - `idle` (P5): node memory per idle WebSocket connection.
 //!
 //! With no `--redis-url`, a scenario starts a private `redis-server` and stops it at the end.
 
+mod idle;
 mod list;
 mod redis_server;
 mod seed;
@@ -63,6 +65,27 @@ enum Scenario {
         #[arg(long, default_value_t = 2000)]
         requests: u64,
     },
+    /// P5: node memory per idle WebSocket connection (needs `presenced` built beside this binary).
+    Idle {
+        /// Connections to hold.
+        #[arg(long, default_value_t = 18_000)]
+        connections: u64,
+        /// Client processes (each binds its own 127.0.0.K and stays under the open-file cap).
+        #[arg(long, default_value_t = 3)]
+        workers: u64,
+    },
+    /// A client process of `idle` (not for direct use).
+    #[command(hide = true)]
+    IdleWorker {
+        #[arg(long)]
+        port: u16,
+        #[arg(long)]
+        count: u64,
+        #[arg(long)]
+        first: u64,
+        #[arg(long)]
+        source: String,
+    },
     /// P2 and P3: activity events and open + close transitions per second of Redis CPU.
     StoreThroughput {
         /// Online users loaded first (the size of the sets the operations touch).
@@ -95,6 +118,15 @@ const TICK_MS: i64 = 250;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Scenario::IdleWorker {
+        port,
+        count,
+        first,
+        source,
+    } = &cli.scenario
+    {
+        return idle::worker(*port, *count, *first, source).await;
+    }
     let private = match &cli.redis_url {
         Some(_) => None,
         None => Some(redis_server::PrivateRedis::start().await?),
@@ -108,6 +140,11 @@ async fn main() -> anyhow::Result<()> {
     let report = match cli.scenario {
         Scenario::Memory { users } => bench.memory(users).await?,
         Scenario::List { users, requests } => list::run(&url, users, requests).await?,
+        Scenario::Idle {
+            connections,
+            workers,
+        } => idle::run(&url, connections, workers).await?,
+        Scenario::IdleWorker { .. } => unreachable!("handled above"),
         Scenario::StoreThroughput {
             users,
             transitions,

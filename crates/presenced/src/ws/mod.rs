@@ -68,6 +68,11 @@ pub(crate) async fn upgrade(
             // and answers 1009 itself; anything larger is cut off by the socket.
             ws.max_message_size(limit * 2 + 1024)
                 .max_frame_size(limit * 2 + 1024)
+                // tungstenite allocates its read buffer up front (128 KiB by default): an idle
+                // connection would cost that much. 1 KiB chunks read any message size; a write
+                // buffer of 0 sends each frame at once.
+                .read_buffer_size(1024)
+                .write_buffer_size(0)
                 .on_upgrade(move |socket| async move { conn.run(state, socket).await })
         }
         Err(e) => {
@@ -379,7 +384,9 @@ impl Live {
                         }
                         Ok(true) => {}
                     }
-                    for reply in self.handle(raw.as_str()).await {
+                                        // Boxed: the handler's state is large and only needed while a frame is
+                    // handled, not for the life of an idle connection.
+                    for reply in Box::pin(self.handle(raw.as_str())).await {
                         if socket.send(text(&reply)).await.is_err() {
                             return Ending(1000, "");
                         }

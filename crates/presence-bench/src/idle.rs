@@ -1,0 +1,196 @@
+//! `idle` (P5): N idle WebSocket connections held by one node; the node's resident memory
+//! per connection, read from /proc.
+//!
+//! The node runs as its own process (`presenced` beside this binary) on a private Redis, so
+//! its RSS holds connections, not presence records. Clients come from worker processes (this
+//! binary again, `idle-worker`), each binding its sockets to its own loopback address
+//! 127.0.0.K: a process may hold at most 20,000 open files here.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use futures::StreamExt;
+use presence_core::UserId;
+use presenced::auth::{Authenticator, Role};
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+
+const SECRET: &str = "bench-idle-secret";
+
+fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .context("no VmRSS")
+}
+
+/// Starts `presenced serve` beside this binary on Redis `redis_url`.
+pub(crate) async fn start_node(
+    redis_url: &str,
+    port: u16,
+    extra: &[&str],
+) -> anyhow::Result<Child> {
+    let exe = std::env::current_exe()?.with_file_name("presenced");
+    if !exe.exists() {
+        bail!(
+            "{} not found: cargo build --release -p presenced -p presence-bench",
+            exe.display()
+        );
+    }
+    let child = Command::new(exe)
+        .args([
+            "serve",
+            "--store",
+            "redis",
+            "--redis-url",
+            redis_url,
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .args([
+            "--set",
+            "server.max_connections=200000",
+            "--set",
+            "presence.away_after=1d",
+        ])
+        .args(extra)
+        .env("PRESENCE_AUTH__JWT_SECRET", SECRET)
+        .env("RUST_LOG", "presenced=warn")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return Ok(child);
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    bail!("presenced did not start")
+}
+
+pub(crate) async fn run(
+    redis_url: &str,
+    connections: u64,
+    workers: u64,
+) -> anyhow::Result<serde_json::Value> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let node = start_node(redis_url, port, &[]).await?;
+    let pid = node.id().context("node pid")?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = rss_kib(pid)?;
+    let started = Instant::now();
+    let per = connections.div_ceil(workers);
+    let mut children = Vec::new();
+    for w in 0..workers {
+        let count = per.min(connections - w * per);
+        let mut child = Command::new(std::env::current_exe()?)
+            .args([
+                "idle-worker",
+                "--port",
+                &port.to_string(),
+                "--count",
+                &count.to_string(),
+                "--first",
+                &(w * per).to_string(),
+            ])
+            .args(["--source", &format!("127.0.0.{}", 10 + w)])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let mut lines = BufReader::new(child.stdout.take().context("worker stdout")?).lines();
+        children.push((child, tokio::spawn(async move { lines.next_line().await })));
+    }
+    let mut opened = 0;
+    let mut held = Vec::new();
+    for (child, ready) in children {
+        let line = ready.await??.context("worker exited")?;
+        opened += line
+            .trim()
+            .strip_prefix("ready ")
+            .context("worker said something else")?
+            .parse::<u64>()?;
+        held.push(child);
+    }
+    let connect_seconds = started.elapsed().as_secs_f64();
+    // Let allocations settle, then read the node's RSS.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = rss_kib(pid)?;
+    for mut c in held {
+        if let Some(mut stdin) = c.stdin.take() {
+            let _ = stdin.shutdown().await;
+        }
+        let _ = c.kill().await;
+    }
+    drop(node);
+    let per_conn = (after.saturating_sub(before)) as f64 / opened as f64;
+    Ok(json!({
+        "title": format!("idle (P5): {opened} idle WebSocket connections to one node (Redis store), {workers} client processes"),
+        "connections": opened,
+        "node_rss_before_kib": before,
+        "node_rss_after_kib": after,
+        "node_kib_per_idle_connection": (per_conn * 100.0).round() / 100.0,
+        "connect_all_seconds": (connect_seconds * 10.0).round() / 10.0,
+    }))
+}
+
+/// A worker: opens `count` connections from `source`, prints `ready N`, holds them until its
+/// stdin closes.
+pub(crate) async fn worker(port: u16, count: u64, first: u64, source: &str) -> anyhow::Result<()> {
+    let auth = Authenticator::hs256(SECRET.as_bytes());
+    let source: std::net::IpAddr = source.parse()?;
+    let mut held = Vec::with_capacity(count as usize);
+    let mut pending = futures::stream::iter(first..first + count)
+        .map(|i| {
+            let auth = auth.clone();
+            async move {
+                let token = auth
+                    .issue(
+                        &UserId::new(format!("idle{i}"))?,
+                        None,
+                        Role::User,
+                        Duration::from_secs(3600),
+                    )
+                    .context("token")?;
+                let sock = tokio::net::TcpSocket::new_v4()?;
+                sock.bind((source, 0).into())?;
+                let stream = sock.connect(([127, 0, 0, 1], port).into()).await?;
+                let url = format!("ws://127.0.0.1:{port}/messenger/ws?token={token}");
+                let (mut ws, _) = tokio_tungstenite::client_async(url, stream).await?;
+                let hello = ws.next().await.context("closed")??;
+                anyhow::ensure!(hello.to_text()?.contains("connected"), "no connected frame");
+                anyhow::Ok(ws)
+            }
+        })
+        .buffer_unordered(200);
+    while let Some(ws) = pending.next().await {
+        held.push(ws?);
+    }
+    let mut out = tokio::io::stdout();
+    out.write_all(format!("ready {}\n", held.len()).as_bytes())
+        .await?;
+    out.flush().await?;
+    // Idle: answer the server's pings (reading does), until told to stop.
+    let mut stdin = BufReader::new(tokio::io::stdin()).lines();
+    let readers = held.into_iter().map(|mut ws| {
+        tokio::spawn(async move {
+            while let Some(Ok(_)) = ws.next().await {}
+            let _ = ws.close(None).await;
+        })
+    });
+    let readers: Vec<_> = readers.collect();
+    let _ = stdin.next_line().await;
+    for r in readers {
+        r.abort();
+    }
+    Ok(())
+}
