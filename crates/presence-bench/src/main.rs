@@ -8,13 +8,14 @@
 //!   second of Redis CPU.
 //! - `list` (P4): list latency in a zone of 100k users, through a node's HTTP API.
 //! - `idle` (P5): node memory per idle WebSocket connection.
+//! - `storm` (P8): clients connecting at once; connect-to-connected latency.
 //!
 //! With no `--redis-url`, a scenario starts a private `redis-server` and stops it at the end.
 
-mod idle;
 mod list;
 mod redis_server;
 mod seed;
+mod sockets;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -74,6 +75,27 @@ enum Scenario {
         #[arg(long, default_value_t = 3)]
         workers: u64,
     },
+    /// P8: clients connecting at once; connect-to-connected latency (needs `presenced` built).
+    Storm {
+        /// Clients.
+        #[arg(long, default_value_t = 10_000)]
+        connections: u64,
+        /// Client processes.
+        #[arg(long, default_value_t = 4)]
+        workers: u64,
+    },
+    /// A client process of `storm` (not for direct use).
+    #[command(hide = true)]
+    StormWorker {
+        #[arg(long)]
+        port: u16,
+        #[arg(long)]
+        count: u64,
+        #[arg(long)]
+        first: u64,
+        #[arg(long)]
+        source: String,
+    },
     /// A client process of `idle` (not for direct use).
     #[command(hide = true)]
     IdleWorker {
@@ -115,17 +137,43 @@ const IN_FLIGHT: usize = 256;
 /// Simulated flush interval of a node (P2).
 const TICK_MS: i64 = 250;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Scenario::IdleWorker {
-        port,
-        count,
-        first,
-        source,
-    } = &cli.scenario
-    {
-        return idle::worker(*port, *count, *first, source).await;
+    // Client workers run on one thread each: on a 2-core machine they share the cores with
+    // the node and Redis, and should take as little of them as they can.
+    let worker = matches!(
+        cli.scenario,
+        Scenario::IdleWorker { .. } | Scenario::StormWorker { .. }
+    );
+    let runtime = if worker {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+    };
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match &cli.scenario {
+        Scenario::IdleWorker {
+            port,
+            count,
+            first,
+            source,
+        } => return sockets::worker(*port, *count, *first, source).await,
+        Scenario::StormWorker {
+            port,
+            count,
+            first,
+            source,
+        } => {
+            return sockets::storm_worker(*port, *count, *first, source).await;
+        }
+        _ => {}
     }
     let private = match &cli.redis_url {
         Some(_) => None,
@@ -143,8 +191,12 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Idle {
             connections,
             workers,
-        } => idle::run(&url, connections, workers).await?,
-        Scenario::IdleWorker { .. } => unreachable!("handled above"),
+        } => sockets::run(&url, connections, workers).await?,
+        Scenario::Storm {
+            connections,
+            workers,
+        } => sockets::storm(&url, connections, workers).await?,
+        Scenario::IdleWorker { .. } | Scenario::StormWorker { .. } => unreachable!("handled above"),
         Scenario::StoreThroughput {
             users,
             transitions,

@@ -140,7 +140,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         .ok();
     let node = NodeId::random();
     let store = presenced::open_store(&config, node.clone()).await?;
-    let listener = tokio::net::TcpListener::bind(config.listen_addr()).await?;
+    let listener = config.bind()?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, %node, store = ?config.store.kind, "presenced listening");
     if dev {

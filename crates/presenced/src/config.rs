@@ -44,6 +44,10 @@ pub struct ServerConfig {
     /// A WebSocket silent this long (no frame, no pong) is closed and its session ends.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
+    /// Pending connections the kernel queues before `accept` (capped by `net.core.somaxconn`).
+    /// A storm of clients connecting at once overflows a small queue and waits a second for
+    /// each SYN retry.
+    pub listen_backlog: u32,
 }
 
 impl Default for ServerConfig {
@@ -54,6 +58,7 @@ impl Default for ServerConfig {
             shutdown_timeout: Duration::from_secs(10),
             ping_interval: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(90),
+            listen_backlog: 8192,
         }
     }
 }
@@ -267,6 +272,9 @@ impl Config {
         if self.server.max_connections == 0 {
             return Err(invalid("server.max_connections", "must be at least 1"));
         }
+        if self.server.listen_backlog == 0 {
+            return Err(invalid("server.listen_backlog", "must be at least 1"));
+        }
         if self.server.ping_interval.is_zero()
             || self.server.idle_timeout <= self.server.ping_interval
         {
@@ -360,6 +368,19 @@ impl Config {
     /// Whether the node makes up a random HS256 secret (no secret and no key configured).
     pub fn dev_secret(&self) -> bool {
         self.auth.jwt_secret.is_empty() && self.auth.jwt_public_key_file.is_empty()
+    }
+
+    /// Binds the listen address with the configured backlog.
+    pub fn bind(&self) -> std::io::Result<tokio::net::TcpListener> {
+        let addr = self.listen_addr();
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(self.server.listen_backlog)
     }
 
     /// The listen address (valid after [`Config::validate`]).

@@ -1,5 +1,8 @@
-//! `idle` (P5): N idle WebSocket connections held by one node; the node's resident memory
-//! per connection, read from /proc.
+//! WebSocket load from worker processes:
+//!
+//! - `idle` (P5): N idle connections held by one node; the node's resident memory per
+//!   connection, read from /proc.
+//! - `storm` (P8): N clients connecting at once; connect-to-`connected` latencies.
 //!
 //! The node runs as its own process (`presenced` beside this binary) on a private Redis, so
 //! its RSS holds connections, not presence records. Clients come from worker processes (this
@@ -191,6 +194,164 @@ pub(crate) async fn worker(port: u16, count: u64, first: u64, source: &str) -> a
     let _ = stdin.next_line().await;
     for r in readers {
         r.abort();
+    }
+    Ok(())
+}
+
+/// `storm` (P8): `connections` clients from `workers` processes connect at once.
+pub(crate) async fn storm(
+    redis_url: &str,
+    connections: u64,
+    workers: u64,
+) -> anyhow::Result<serde_json::Value> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let node = start_node(redis_url, port, &[]).await?;
+    let per = connections.div_ceil(workers);
+    let mut children = Vec::new();
+    for w in 0..workers {
+        let count = per.min(connections - w * per);
+        let mut child = Command::new(std::env::current_exe()?)
+            .args([
+                "storm-worker",
+                "--port",
+                &port.to_string(),
+                "--count",
+                &count.to_string(),
+                "--first",
+                &(w * per).to_string(),
+            ])
+            .args(["--source", &format!("127.0.0.{}", 20 + w)])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let lines = BufReader::new(child.stdout.take().context("worker stdout")?).lines();
+        children.push((child, lines));
+    }
+    // Every worker has its tokens signed; then all go at once.
+    for (_, lines) in &mut children {
+        anyhow::ensure!(
+            lines.next_line().await?.as_deref() == Some("ready"),
+            "worker did not get ready"
+        );
+    }
+    for (child, _) in &mut children {
+        child
+            .stdin
+            .as_mut()
+            .context("stdin")?
+            .write_all(b"go\n")
+            .await?;
+    }
+    let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)?;
+    let mut failed = 0u64;
+    for (_, lines) in &mut children {
+        let line = lines.next_line().await?.context("worker exited")?;
+        let result: serde_json::Value = serde_json::from_str(&line)?;
+        for us in result["micros"].as_array().context("micros")? {
+            hist.record(us.as_u64().unwrap_or(0).max(1))?;
+        }
+        failed += result["failed"].as_u64().unwrap_or(0);
+    }
+    // How many the node counts online now.
+    let auth = Authenticator::hs256(SECRET.as_bytes());
+    let token = auth
+        .issue(
+            &UserId::new("bench")?,
+            None,
+            Role::Service,
+            Duration::from_secs(600),
+        )
+        .context("token")?;
+    let count: serde_json::Value = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{port}/messenger/presence/count"))
+        .bearer_auth(token)
+        .send()
+        .await?
+        .json()
+        .await?;
+    for (mut c, _) in children {
+        let _ = c.kill().await;
+    }
+    drop(node);
+    let ms = |v: u64| (v as f64 / 1000.0 * 10.0).round() / 10.0;
+    Ok(json!({
+        "title": format!("storm (P8): {connections} clients from {workers} processes connect at once to one node (Redis store)"),
+        "connected": hist.len(),
+        "failed": failed,
+        "online_reported_by_node": count["global"],
+        "connect_to_connected_ms_p50": ms(hist.value_at_quantile(0.5)),
+        "connect_to_connected_ms_p90": ms(hist.value_at_quantile(0.9)),
+        "connect_to_connected_ms_p99": ms(hist.value_at_quantile(0.99)),
+        "connect_to_connected_ms_max": ms(hist.max()),
+    }))
+}
+
+/// A storm worker: signs its tokens, prints `ready`, waits for `go`, opens every connection at
+/// once, prints `{"micros": [...], "failed": n}` and holds the connections until killed.
+pub(crate) async fn storm_worker(
+    port: u16,
+    count: u64,
+    first: u64,
+    source: &str,
+) -> anyhow::Result<()> {
+    let auth = Authenticator::hs256(SECRET.as_bytes());
+    let source: std::net::IpAddr = source.parse()?;
+    let tokens: Vec<String> = (first..first + count)
+        .map(|i| {
+            auth.issue(
+                &UserId::new(format!("storm{i}"))?,
+                None,
+                Role::User,
+                Duration::from_secs(3600),
+            )
+            .context("token")
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let mut out = tokio::io::stdout();
+    out.write_all(b"ready\n").await?;
+    out.flush().await?;
+    let mut stdin = BufReader::new(tokio::io::stdin()).lines();
+    anyhow::ensure!(
+        stdin.next_line().await?.as_deref() == Some("go"),
+        "expected go"
+    );
+    let attempts = tokens.into_iter().map(|token| {
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let sock = tokio::net::TcpSocket::new_v4()?;
+            sock.bind((source, 0).into())?;
+            let stream = sock.connect(([127, 0, 0, 1], port).into()).await?;
+            let url = format!("ws://127.0.0.1:{port}/messenger/ws?token={token}");
+            let (mut ws, _) = tokio_tungstenite::client_async(url, stream).await?;
+            let hello = ws.next().await.context("closed")??;
+            anyhow::ensure!(hello.to_text()?.contains("connected"), "no connected frame");
+            anyhow::Ok((started.elapsed().as_micros() as u64, ws))
+        })
+    });
+    let attempts: Vec<_> = attempts.collect();
+    let (mut micros, mut held, mut failed) = (Vec::new(), Vec::new(), 0u64);
+    for a in attempts {
+        match a.await? {
+            Ok((us, ws)) => {
+                micros.push(us);
+                held.push(ws);
+            }
+            Err(_) => failed += 1,
+        }
+    }
+    out.write_all(format!("{}\n", json!({"micros": micros, "failed": failed})).as_bytes())
+        .await?;
+    out.flush().await?;
+    // Hold the connections (and answer pings) until killed.
+    let readers: Vec<_> = held
+        .into_iter()
+        .map(|mut ws| tokio::spawn(async move { while let Some(Ok(_)) = ws.next().await {} }))
+        .collect();
+    for r in readers {
+        let _ = r.await;
     }
     Ok(())
 }
