@@ -9,6 +9,7 @@
 //! - `list` (P4): list latency in a zone of 100k users, through a node's HTTP API.
 //! - `idle` (P5): node memory per idle WebSocket connection.
 //! - `storm` (P8): clients connecting at once; connect-to-connected latency.
+//! - `crash` (P7): kill -9 of a node holding many users; time until all are offline.
 //!
 //! With no `--redis-url`, a scenario starts a private `redis-server` and stops it at the end.
 
@@ -96,7 +97,7 @@ enum Scenario {
         #[arg(long)]
         source: String,
     },
-    /// A client process of `idle` (not for direct use).
+    /// A client process of `idle` and `crash` (not for direct use).
     #[command(hide = true)]
     IdleWorker {
         #[arg(long)]
@@ -107,6 +108,17 @@ enum Scenario {
         first: u64,
         #[arg(long)]
         source: String,
+        #[arg(long, default_value = "")]
+        query: String,
+    },
+    /// P7: kill -9 a node holding many users; time until another node announced them offline.
+    Crash {
+        /// Users on the node that crashes.
+        #[arg(long, default_value_t = 10_000)]
+        users: u64,
+        /// Client processes.
+        #[arg(long, default_value_t = 2)]
+        workers: u64,
     },
     /// P2 and P3: activity events and open + close transitions per second of Redis CPU.
     StoreThroughput {
@@ -164,7 +176,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             count,
             first,
             source,
-        } => return sockets::worker(*port, *count, *first, source).await,
+            query,
+        } => {
+            return sockets::worker(*port, *count, *first, source, query).await;
+        }
         Scenario::StormWorker {
             port,
             count,
@@ -196,6 +211,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             connections,
             workers,
         } => sockets::storm(&url, connections, workers).await?,
+        Scenario::Crash { users, workers } => sockets::crash(&url, users, workers).await?,
         Scenario::IdleWorker { .. } | Scenario::StormWorker { .. } => unreachable!("handled above"),
         Scenario::StoreThroughput {
             users,

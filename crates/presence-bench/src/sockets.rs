@@ -3,6 +3,8 @@
 //! - `idle` (P5): N idle connections held by one node; the node's resident memory per
 //!   connection, read from /proc.
 //! - `storm` (P8): N clients connecting at once; connect-to-`connected` latencies.
+//! - `crash` (P7): kill -9 a node holding N users; time until another node has announced
+//!   every one offline.
 //!
 //! The node runs as its own process (`presenced` beside this binary) on a private Redis, so
 //! its RSS holds connections, not presence records. Clients come from worker processes (this
@@ -148,7 +150,13 @@ pub(crate) async fn run(
 
 /// A worker: opens `count` connections from `source`, prints `ready N`, holds them until its
 /// stdin closes.
-pub(crate) async fn worker(port: u16, count: u64, first: u64, source: &str) -> anyhow::Result<()> {
+pub(crate) async fn worker(
+    port: u16,
+    count: u64,
+    first: u64,
+    source: &str,
+    query: &str,
+) -> anyhow::Result<()> {
     let auth = Authenticator::hs256(SECRET.as_bytes());
     let source: std::net::IpAddr = source.parse()?;
     let mut held = Vec::with_capacity(count as usize);
@@ -167,7 +175,7 @@ pub(crate) async fn worker(port: u16, count: u64, first: u64, source: &str) -> a
                 let sock = tokio::net::TcpSocket::new_v4()?;
                 sock.bind((source, 0).into())?;
                 let stream = sock.connect(([127, 0, 0, 1], port).into()).await?;
-                let url = format!("ws://127.0.0.1:{port}/messenger/ws?token={token}");
+                let url = format!("ws://127.0.0.1:{port}/messenger/ws?token={token}{query}");
                 let (mut ws, _) = tokio_tungstenite::client_async(url, stream).await?;
                 let hello = ws.next().await.context("closed")??;
                 anyhow::ensure!(hello.to_text()?.contains("connected"), "no connected frame");
@@ -354,4 +362,135 @@ pub(crate) async fn storm_worker(
         let _ = r.await;
     }
     Ok(())
+}
+
+/// Opens `connections` idle clients against `port` from `workers` processes (each with
+/// `query` appended to the URL); returns the worker processes once every client is connected.
+async fn hold_clients(
+    port: u16,
+    connections: u64,
+    workers: u64,
+    query: &str,
+) -> anyhow::Result<Vec<Child>> {
+    let per = connections.div_ceil(workers);
+    let mut children = Vec::new();
+    for w in 0..workers {
+        let count = per.min(connections - w * per);
+        let mut child = Command::new(std::env::current_exe()?)
+            .args([
+                "idle-worker",
+                "--port",
+                &port.to_string(),
+                "--count",
+                &count.to_string(),
+                "--first",
+                &(w * per).to_string(),
+            ])
+            .args(["--source", &format!("127.0.0.{}", 30 + w), "--query", query])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let mut lines = BufReader::new(child.stdout.take().context("worker stdout")?).lines();
+        let line = lines.next_line().await?.context("worker exited")?;
+        anyhow::ensure!(line.starts_with("ready"), "worker: {line}");
+        children.push(child);
+    }
+    Ok(children)
+}
+
+/// `crash` (P7): node A holds `users` users; node B's subscriber watches their zone; A is
+/// killed with SIGKILL; the figure is the time until B has announced every one offline.
+pub(crate) async fn crash(
+    redis_url: &str,
+    users: u64,
+    workers: u64,
+) -> anyhow::Result<serde_json::Value> {
+    let (port_a, port_b) = (free_port()?, free_port()?);
+    let mut node_a = start_node(redis_url, port_a, &[]).await?;
+    let _node_b = start_node(redis_url, port_b, &[]).await?;
+    let auth = Authenticator::hs256(SECRET.as_bytes());
+    let token = auth
+        .issue(
+            &UserId::new("watcher")?,
+            None,
+            Role::Service,
+            Duration::from_secs(3600),
+        )
+        .context("token")?;
+    let (mut watcher, _) = tokio_tungstenite::connect_async(format!(
+        "ws://127.0.0.1:{port_b}/messenger/ws?token={token}"
+    ))
+    .await?;
+    watcher.next().await.context("connected")??;
+    use futures::SinkExt;
+    watcher
+        .send(tokio_tungstenite::tungstenite::Message::Text(
+            json!({"type": "subscribe", "scopes": ["zone:crash"]})
+                .to_string()
+                .into(),
+        ))
+        .await?;
+    let clients = hold_clients(port_a, users, workers, "&zone_id=crash").await?;
+    // Drain the online events and the snapshot.
+    let mut online = 0;
+    while online < users {
+        let m = tokio::time::timeout(Duration::from_secs(30), watcher.next())
+            .await?
+            .context("closed")??;
+        if m.to_text()?.contains("\"status\":\"online\"") {
+            online += 1;
+        }
+    }
+    let killed = Instant::now();
+    node_a.start_kill()?;
+    let _ = node_a.wait().await;
+    let mut offline = std::collections::HashSet::new();
+    let mut events = 0u64;
+    let mut first = None;
+    while (offline.len() as u64) < users {
+        let m = tokio::time::timeout(Duration::from_secs(60), watcher.next())
+            .await?
+            .context("closed")??;
+        let v: serde_json::Value = serde_json::from_str(m.to_text()?)?;
+        if v["type"] == "presence" {
+            events += 1;
+            if v["user"]["status"] == "offline" {
+                first.get_or_insert_with(|| killed.elapsed());
+                offline.insert(
+                    v["user"]["user_id"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                );
+            }
+        }
+    }
+    let last = killed.elapsed();
+    // Anything more within a second would be a duplicate or a stray event.
+    let mut extra = 0;
+    while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(1), watcher.next()).await {
+        if m.to_text().unwrap_or("").contains("\"presence\"") {
+            extra += 1;
+        }
+    }
+    for mut c in clients {
+        let _ = c.kill().await;
+    }
+    let s = |d: Duration| (d.as_secs_f64() * 100.0).round() / 100.0;
+    Ok(json!({
+        "title": format!("crash (P7): kill -9 of a node holding {users} users, watched from another node (node_lease 15 s, sweep 1 s)"),
+        "users": users,
+        "offline_events": events,
+        "extra_events_after": extra,
+        "seconds_to_first_offline": first.map(s),
+        "seconds_to_last_offline": s(last),
+        "target_seconds": 17,
+    }))
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
