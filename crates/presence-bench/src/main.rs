@@ -9,6 +9,7 @@
 //! - `list` (P4): list latency in a zone of 100k users, through a node's HTTP API.
 //! - `idle` (P5): node memory per idle WebSocket connection.
 //! - `storm` (P8): clients connecting at once; connect-to-connected latency.
+//! - `propagation` (P6): latency of a change from node A to a subscriber on node B.
 //! - `crash` (P7): kill -9 of a node holding many users; time until all are offline.
 //!
 //! With no `--redis-url`, a scenario starts a private `redis-server` and stops it at the end.
@@ -111,6 +112,15 @@ enum Scenario {
         #[arg(long, default_value = "")]
         query: String,
     },
+    /// P6: changes on node A reaching a subscriber on node B, at a set rate.
+    Propagation {
+        /// Changes a second in total.
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        /// How long to drive them.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
     /// P7: kill -9 a node holding many users; time until another node announced them offline.
     Crash {
         /// Users on the node that crashes.
@@ -212,6 +222,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             workers,
         } => sockets::storm(&url, connections, workers).await?,
         Scenario::Crash { users, workers } => sockets::crash(&url, users, workers).await?,
+        Scenario::Propagation { rate, seconds } => {
+            sockets::propagation(&url, rate, seconds).await?
+        }
         Scenario::IdleWorker { .. } | Scenario::StormWorker { .. } => unreachable!("handled above"),
         Scenario::StoreThroughput {
             users,

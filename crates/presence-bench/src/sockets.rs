@@ -494,3 +494,127 @@ fn free_port() -> anyhow::Result<u16> {
         .local_addr()?
         .port())
 }
+
+fn micros_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_micros() as u64
+}
+
+/// `propagation` (P6): changes made through node A at `rate` a second for `seconds`; latency
+/// until a subscriber on node B receives each. Drivers and subscriber share this process's
+/// clock: each change carries its send time in its metadata.
+pub(crate) async fn propagation(
+    redis_url: &str,
+    rate: u64,
+    seconds: u64,
+) -> anyhow::Result<serde_json::Value> {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let (port_a, port_b) = (free_port()?, free_port()?);
+    let _node_a = start_node(redis_url, port_a, &[]).await?;
+    let _node_b = start_node(redis_url, port_b, &[]).await?;
+    let auth = Authenticator::hs256(SECRET.as_bytes());
+    let token = |u: &str| {
+        auth.issue(
+            &UserId::new(u).expect("id"),
+            None,
+            Role::User,
+            Duration::from_secs(3600),
+        )
+        .context("token")
+    };
+
+    let watcher_url = format!(
+        "ws://127.0.0.1:{port_b}/messenger/ws?token={}",
+        token("watcher")?
+    );
+    let (mut watcher, _) =
+        tokio_tungstenite::connect_async_with_config(watcher_url, None, true).await?;
+    watcher.next().await.context("connected")??;
+    watcher
+        .send(Message::Text(
+            json!({"type": "subscribe", "scopes": ["zone:prop"], "id": 1})
+                .to_string()
+                .into(),
+        ))
+        .await?;
+
+    // Drivers: each stays under the per-connection limit of 20 frames a second.
+    let per_conn = 15u64;
+    let conns = rate.div_ceil(per_conn);
+    let mut drivers = Vec::new();
+    for i in 0..conns {
+        let url = format!(
+            "ws://127.0.0.1:{port_a}/messenger/ws?token={}&zone_id=prop",
+            token(&format!("p{i}"))?
+        );
+        let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true).await?;
+        ws.next().await.context("connected")??;
+        drivers.push(ws);
+    }
+    // Let the online events pass before timing.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(200), watcher.next()).await {
+    }
+
+    let expected = rate * seconds;
+    let interval = Duration::from_micros(1_000_000 * conns / rate);
+    let tasks: Vec<_> = drivers
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut ws)| {
+            tokio::spawn(async move {
+                // Spread the connections' ticks over one interval.
+                tokio::time::sleep(interval * i as u32 / conns as u32).await;
+                let mut tick = tokio::time::interval(interval);
+                let mut sent = 0u64;
+                let deadline = Instant::now() + Duration::from_secs(seconds);
+                while Instant::now() < deadline {
+                    tick.tick().await;
+                    let frame = json!({"type": "metadata.set", "metadata": {"t": micros_now()}});
+                    if ws
+                        .send(Message::Text(frame.to_string().into()))
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                    sent += 1;
+                    // Drain acks/errors without blocking.
+                    while let Some(Some(Ok(_))) = futures::FutureExt::now_or_never(ws.next()) {}
+                }
+                sent
+            })
+        })
+        .collect();
+    let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let started = Instant::now();
+    let mut received = 0u64;
+    while received < expected && started.elapsed() < Duration::from_secs(seconds + 10) {
+        let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(2), watcher.next()).await else {
+            break;
+        };
+        let text = m?.into_text()?;
+        let v: serde_json::Value = serde_json::from_str(&text)?;
+        if let Some(t) = v["user"]["metadata"]["t"].as_u64() {
+            hist.record(micros_now().saturating_sub(t).max(1))?;
+            received += 1;
+        }
+    }
+    let mut sent = 0;
+    for t in tasks {
+        sent += t.await?;
+    }
+    let ms = |v: u64| (v as f64 / 1000.0 * 100.0).round() / 100.0;
+    Ok(json!({
+        "title": format!("propagation (P6): {rate} changes/s for {seconds} s through node A ({conns} connections), one subscriber on node B"),
+        "changes_sent": sent,
+        "events_received": received,
+        "latency_ms_p50": ms(hist.value_at_quantile(0.5)),
+        "latency_ms_p90": ms(hist.value_at_quantile(0.9)),
+        "latency_ms_p99": ms(hist.value_at_quantile(0.99)),
+        "latency_ms_max": ms(hist.max()),
+    }))
+}

@@ -94,6 +94,13 @@ pub async fn serve(
     ];
     let app = http::router(state.clone());
     let stop = shutdown.clone();
+    // TCP_NODELAY: presence frames are small and must leave at once; Nagle's algorithm would
+    // hold them back for an ACK (tens of ms with delayed ACKs).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
     let server =
         axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await });
     // Graceful: stop accepting, let connections close (1012); give up after shutdown_timeout.
