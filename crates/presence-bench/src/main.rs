@@ -88,30 +88,10 @@ enum Scenario {
     },
     /// A client process of `storm` (not for direct use).
     #[command(hide = true)]
-    StormWorker {
-        #[arg(long)]
-        port: u16,
-        #[arg(long)]
-        count: u64,
-        #[arg(long)]
-        first: u64,
-        #[arg(long)]
-        source: String,
-    },
+    StormWorker(WorkerArgs),
     /// A client process of `idle` and `crash` (not for direct use).
     #[command(hide = true)]
-    IdleWorker {
-        #[arg(long)]
-        port: u16,
-        #[arg(long)]
-        count: u64,
-        #[arg(long)]
-        first: u64,
-        #[arg(long)]
-        source: String,
-        #[arg(long, default_value = "")]
-        query: String,
-    },
+    IdleWorker(WorkerArgs),
     /// P6: changes on node A reaching a subscriber on node B, at a set rate.
     Propagation {
         /// Changes a second in total.
@@ -153,6 +133,26 @@ enum Scenario {
     },
 }
 
+/// What a client worker process is told.
+#[derive(clap::Args)]
+struct WorkerArgs {
+    /// The node's port on 127.0.0.1.
+    #[arg(long)]
+    port: u16,
+    /// Clients to open.
+    #[arg(long)]
+    count: u64,
+    /// User number of the first client (`u{n}`, `storm{n}`).
+    #[arg(long)]
+    first: u64,
+    /// Source address to bind the clients to.
+    #[arg(long)]
+    source: String,
+    /// Appended to the WebSocket URL.
+    #[arg(long, default_value = "")]
+    query: String,
+}
+
 /// Requests in flight for our store (the multiplexed connection pipelines them).
 const IN_FLIGHT: usize = 256;
 
@@ -181,22 +181,11 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.scenario {
-        Scenario::IdleWorker {
-            port,
-            count,
-            first,
-            source,
-            query,
-        } => {
-            return sockets::worker(*port, *count, *first, source, query).await;
+        Scenario::IdleWorker(w) => {
+            return sockets::worker(w.port, w.count, w.first, &w.source, &w.query).await;
         }
-        Scenario::StormWorker {
-            port,
-            count,
-            first,
-            source,
-        } => {
-            return sockets::storm_worker(*port, *count, *first, source).await;
+        Scenario::StormWorker(w) => {
+            return sockets::storm_worker(w.port, w.count, w.first, &w.source).await;
         }
         _ => {}
     }
@@ -225,7 +214,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Scenario::Propagation { rate, seconds } => {
             sockets::propagation(&url, rate, seconds).await?
         }
-        Scenario::IdleWorker { .. } | Scenario::StormWorker { .. } => unreachable!("handled above"),
+        Scenario::IdleWorker(_) | Scenario::StormWorker(_) => unreachable!("handled above"),
         Scenario::StoreThroughput {
             users,
             transitions,

@@ -93,32 +93,12 @@ pub(crate) async fn run(
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = rss_kib(pid)?;
     let started = Instant::now();
-    let per = connections.div_ceil(workers);
-    let mut children = Vec::new();
-    for w in 0..workers {
-        let count = per.min(connections - w * per);
-        let mut child = Command::new(std::env::current_exe()?)
-            .args([
-                "idle-worker",
-                "--port",
-                &port.to_string(),
-                "--count",
-                &count.to_string(),
-                "--first",
-                &(w * per).to_string(),
-            ])
-            .args(["--source", &format!("127.0.0.{}", 10 + w)])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()?;
-        let mut lines = BufReader::new(child.stdout.take().context("worker stdout")?).lines();
-        children.push((child, tokio::spawn(async move { lines.next_line().await })));
-    }
     let mut opened = 0;
     let mut held = Vec::new();
-    for (child, ready) in children {
-        let line = ready.await??.context("worker exited")?;
+    for (child, mut lines) in
+        spawn_workers("idle-worker", port, connections, workers, 10, "").await?
+    {
+        let line = lines.next_line().await?.context("worker exited")?;
         opened += line
             .trim()
             .strip_prefix("ready ")
@@ -216,28 +196,7 @@ pub(crate) async fn storm(
         .local_addr()?
         .port();
     let node = start_node(redis_url, port, &[]).await?;
-    let per = connections.div_ceil(workers);
-    let mut children = Vec::new();
-    for w in 0..workers {
-        let count = per.min(connections - w * per);
-        let mut child = Command::new(std::env::current_exe()?)
-            .args([
-                "storm-worker",
-                "--port",
-                &port.to_string(),
-                "--count",
-                &count.to_string(),
-                "--first",
-                &(w * per).to_string(),
-            ])
-            .args(["--source", &format!("127.0.0.{}", 20 + w)])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()?;
-        let lines = BufReader::new(child.stdout.take().context("worker stdout")?).lines();
-        children.push((child, lines));
-    }
+    let mut children = spawn_workers("storm-worker", port, connections, workers, 20, "").await?;
     // Every worker has its tokens signed; then all go at once.
     for (_, lines) in &mut children {
         anyhow::ensure!(
@@ -372,26 +331,10 @@ async fn hold_clients(
     workers: u64,
     query: &str,
 ) -> anyhow::Result<Vec<Child>> {
-    let per = connections.div_ceil(workers);
     let mut children = Vec::new();
-    for w in 0..workers {
-        let count = per.min(connections - w * per);
-        let mut child = Command::new(std::env::current_exe()?)
-            .args([
-                "idle-worker",
-                "--port",
-                &port.to_string(),
-                "--count",
-                &count.to_string(),
-                "--first",
-                &(w * per).to_string(),
-            ])
-            .args(["--source", &format!("127.0.0.{}", 30 + w), "--query", query])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()?;
-        let mut lines = BufReader::new(child.stdout.take().context("worker stdout")?).lines();
+    for (child, mut lines) in
+        spawn_workers("idle-worker", port, connections, workers, 30, query).await?
+    {
         let line = lines.next_line().await?.context("worker exited")?;
         anyhow::ensure!(line.starts_with("ready"), "worker: {line}");
         children.push(child);
@@ -487,6 +430,53 @@ pub(crate) async fn crash(
         "seconds_to_last_offline": s(last),
         "target_seconds": 17,
     }))
+}
+
+/// A worker process and the lines it prints.
+type Worker = (
+    Child,
+    tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+);
+
+/// Starts `workers` processes of this binary in `mode` (`idle-worker`, `storm-worker`) that
+/// share `connections` clients between them, each from its own source address
+/// 127.0.0.`source_base + w`, with `query` appended to their WebSocket URLs.
+async fn spawn_workers(
+    mode: &str,
+    port: u16,
+    connections: u64,
+    workers: u64,
+    source_base: u64,
+    query: &str,
+) -> anyhow::Result<Vec<Worker>> {
+    let per = connections.div_ceil(workers);
+    let mut out = Vec::new();
+    for w in 0..workers {
+        let count = per.min(connections - w * per);
+        let mut child = Command::new(std::env::current_exe()?)
+            .arg(mode)
+            .args([
+                "--port",
+                &port.to_string(),
+                "--count",
+                &count.to_string(),
+                "--first",
+                &(w * per).to_string(),
+            ])
+            .args([
+                "--source",
+                &format!("127.0.0.{}", source_base + w),
+                "--query",
+                query,
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let lines = BufReader::new(child.stdout.take().context("worker stdout")?).lines();
+        out.push((child, lines));
+    }
+    Ok(out)
 }
 
 fn free_port() -> anyhow::Result<u16> {
