@@ -135,6 +135,17 @@ struct Connection {
 /// Why a connection ended, and the close frame to send.
 struct Ending(u16, &'static str);
 
+/// What the rate limit says about a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// Handle it.
+    Take,
+    /// Drop it (and answer `rate_limited` at most once a second).
+    Drop,
+    /// Close the connection (4008): still over the limit 5 s after it went over.
+    Close,
+}
+
 /// Token bucket of SPEC §10: `rate` frames a second, bursts of `burst`.
 struct RateLimit {
     rate: f64,
@@ -160,9 +171,8 @@ impl RateLimit {
         }
     }
 
-    /// `Ok(true)` to take the frame; `Ok(false)` to drop it (answer with an error when
-    /// `last_error` allows); `Err` to close: still over the limit 5 s after it started.
-    fn take(&mut self, now: Instant) -> Result<bool, ()> {
+    /// What to do with a frame arriving at `now`.
+    fn take(&mut self, now: Instant) -> Verdict {
         self.tokens =
             (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(self.burst);
         self.at = now;
@@ -176,14 +186,14 @@ impl RateLimit {
             {
                 self.over_since = None;
             }
-            return Ok(true);
+            return Verdict::Take;
         }
         self.last_drop = Some(now);
         let since = *self.over_since.get_or_insert(now);
         if now.duration_since(since) >= Duration::from_secs(5) {
-            Err(())
+            Verdict::Close
         } else {
-            Ok(false)
+            Verdict::Drop
         }
     }
 
@@ -369,11 +379,11 @@ impl Live {
                     }
                     let now = Instant::now();
                     match limit.take(now) {
-                        Err(()) => {
+                        Verdict::Close => {
                             metrics::counter!("presenced_refusals_total", "reason" => "rate_limited").increment(1);
                             return Ending(close::RATE_LIMITED, "rate limited");
                         }
-                        Ok(false) => {
+                        Verdict::Drop => {
                             if limit.may_answer(now) {
                                 let e = ApiError::rate_limited("too many frames; slow down");
                                 if socket.send(text(&error_frame(None, &e))).await.is_err() {
@@ -382,7 +392,7 @@ impl Live {
                             }
                             continue;
                         }
-                        Ok(true) => {}
+                        Verdict::Take => {}
                     }
                                         // Boxed: the handler's state is large and only needed while a frame is
                     // handled, not for the life of an idle connection.
@@ -539,5 +549,61 @@ impl Live {
     ) -> Result<(HashMap<String, Value>, HashMap<String, Value>), ApiError> {
         let org = self.state.confined_org(&self.who);
         crate::snapshot::current(self.state.store.as_ref(), scopes, users, org.as_ref()).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_passes_then_frames_drop_then_a_persistent_flood_closes() {
+        let t0 = Instant::now();
+        let mut l = RateLimit::new(5, 10);
+        for _ in 0..10 {
+            assert_eq!(l.take(t0), Verdict::Take);
+        }
+        assert_eq!(l.take(t0), Verdict::Drop);
+        assert!(l.may_answer(t0));
+        assert!(
+            !l.may_answer(t0 + Duration::from_millis(500)),
+            "one error a second"
+        );
+        // Still flooding at 50 frames a second: some pass as tokens refill, most drop...
+        let mut closed_at = None;
+        for i in 1..=400u64 {
+            let now = t0 + Duration::from_millis(20 * i);
+            if l.take(now) == Verdict::Close {
+                closed_at = Some(now.duration_since(t0));
+                break;
+            }
+        }
+        // ...and the connection closes once it has been over the limit for 5 s.
+        let closed_at = closed_at.expect("closed");
+        assert!(
+            closed_at >= Duration::from_secs(5) && closed_at < Duration::from_millis(5100),
+            "{closed_at:?}"
+        );
+    }
+
+    #[test]
+    fn a_client_back_under_the_limit_starts_over() {
+        let t0 = Instant::now();
+        let mut l = RateLimit::new(5, 5);
+        for _ in 0..6 {
+            l.take(t0);
+        }
+        // Four seconds at the allowed rate, then a second with nothing dropped: forgiven.
+        for i in 1..=25u64 {
+            assert_eq!(l.take(t0 + Duration::from_millis(200 * i)), Verdict::Take);
+        }
+        for _ in 0..5 {
+            l.take(t0 + Duration::from_secs(6));
+        }
+        assert_eq!(
+            l.take(t0 + Duration::from_secs(6)),
+            Verdict::Drop,
+            "over again, but not for 5 s"
+        );
     }
 }
