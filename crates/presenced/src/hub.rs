@@ -64,17 +64,110 @@ struct Subscriber {
     slow: CancellationToken,
 }
 
+/// The subscribers, indexed by what they listen to, so an event is offered only to those
+/// that may want it: the ones following its user, its scopes before and after the change, or
+/// everything.
+#[derive(Default)]
+struct Registry {
+    subs: HashMap<u64, Subscriber>,
+    by_user: HashMap<UserId, HashSet<u64>>,
+    by_scope: HashMap<Scope, HashSet<u64>>,
+    everything: HashSet<u64>,
+}
+
+impl Registry {
+    fn index(&mut self, id: u64, interest: &Interest) {
+        for u in &interest.users {
+            self.by_user.entry(u.clone()).or_default().insert(id);
+        }
+        for s in &interest.scopes {
+            self.by_scope.entry(s.clone()).or_default().insert(id);
+        }
+        if interest.all {
+            self.everything.insert(id);
+        }
+    }
+
+    fn unindex(&mut self, id: u64, interest: &Interest) {
+        fn drop_from<K: std::hash::Hash + Eq>(
+            map: &mut HashMap<K, HashSet<u64>>,
+            key: &K,
+            id: u64,
+        ) {
+            if let Some(set) = map.get_mut(key) {
+                set.remove(&id);
+                if set.is_empty() {
+                    map.remove(key);
+                }
+            }
+        }
+        for u in &interest.users {
+            drop_from(&mut self.by_user, u, id);
+        }
+        for s in &interest.scopes {
+            drop_from(&mut self.by_scope, s, id);
+        }
+        self.everything.remove(&id);
+    }
+
+    fn remove(&mut self, id: u64) {
+        if let Some(s) = self.subs.remove(&id) {
+            self.unindex(id, &s.interest);
+        }
+    }
+
+    fn set_interest(&mut self, id: u64, interest: Interest) {
+        let Some(old) = self.subs.get(&id).map(|s| s.interest.clone()) else {
+            return;
+        };
+        self.unindex(id, &old);
+        self.index(id, &interest);
+        if let Some(s) = self.subs.get_mut(&id) {
+            s.interest = interest;
+        }
+    }
+
+    /// Subscribers that may want `e`, each once.
+    fn candidates(&self, e: &PresenceEvent) -> Vec<u64> {
+        let scopes = std::iter::once(Scope::Global)
+            .chain(
+                [e.user.zone_id.clone(), e.prev_zone_id.clone()]
+                    .into_iter()
+                    .flatten()
+                    .map(Scope::Zone),
+            )
+            .chain(
+                [e.user.org_id.clone(), e.prev_org_id.clone()]
+                    .into_iter()
+                    .flatten()
+                    .map(Scope::Org),
+            );
+        let mut ids: Vec<u64> = self
+            .by_user
+            .get(&e.user.user_id)
+            .into_iter()
+            .flatten()
+            .chain(scopes.filter_map(|s| self.by_scope.get(&s)).flatten())
+            .chain(self.everything.iter())
+            .copied()
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+}
+
 /// The node's subscribers.
 #[derive(Default)]
 pub struct Hub {
-    subs: Mutex<HashMap<u64, Subscriber>>,
+    registry: Mutex<Registry>,
     next: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Hub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Hub")
-            .field("subscribers", &self.lock().len())
+            .field("subscribers", &self.len())
             .finish()
     }
 }
@@ -93,22 +186,20 @@ pub struct Subscription {
 impl Subscription {
     /// Replaces what this subscription listens to.
     pub fn set_interest(&self, interest: Interest) {
-        if let Some(s) = self.hub.lock().get_mut(&self.id) {
-            s.interest = interest;
-        }
+        self.hub.lock().set_interest(self.id, interest);
     }
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        self.hub.lock().remove(&self.id);
+        self.hub.lock().remove(self.id);
     }
 }
 
 impl Hub {
     // std Mutex: held only for map updates and non-blocking sends, never across an await.
-    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Subscriber>> {
-        self.subs.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Registers a subscriber with a queue of `queue` events.
@@ -116,7 +207,9 @@ impl Hub {
         let (tx, rx) = mpsc::channel(queue.max(1));
         let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let slow = CancellationToken::new();
-        self.lock().insert(
+        let mut reg = self.lock();
+        reg.index(id, &interest);
+        reg.subs.insert(
             id,
             Subscriber {
                 interest,
@@ -124,6 +217,7 @@ impl Hub {
                 slow: slow.clone(),
             },
         );
+        drop(reg);
         Subscription {
             hub: self.clone(),
             id,
@@ -132,11 +226,14 @@ impl Hub {
         }
     }
 
-    /// Hands one event to every matching subscriber.
+    /// Hands one event to every subscriber that asked for it.
     pub fn dispatch(&self, event: &PresenceEvent) {
         let mut shared: Option<(Arc<str>, Arc<PresenceEvent>)> = None;
         let mut delivered = 0u64;
-        for s in self.lock().values() {
+        let reg = self.lock();
+        for id in reg.candidates(event) {
+            let Some(s) = reg.subs.get(&id) else { continue };
+            // Candidates are a superset: the interest still decides (tenant org filter).
             if s.slow.is_cancelled() || !s.interest.matches(event) {
                 continue;
             }
@@ -166,7 +263,7 @@ impl Hub {
 
     /// Number of subscribers.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().subs.len()
     }
 
     /// Whether there is none.
@@ -200,7 +297,7 @@ impl Hub {
                     tracing::warn!(
                         "feed loop fell behind the feed's length; resetting subscribers"
                     );
-                    for s in self.lock().values() {
+                    for s in self.lock().subs.values() {
                         s.slow.cancel();
                     }
                     pos = store.feed_head().await.unwrap_or(pos);
@@ -218,5 +315,83 @@ impl Hub {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use presence_core::{DeviceSet, Status, ZoneId};
+
+    fn event(user: &str, zone: Option<&str>, prev_zone: Option<&str>) -> PresenceEvent {
+        PresenceEvent {
+            feed_id: FeedId { ms: 1, seq: 0 },
+            user: presence_core::PresenceView {
+                user_id: UserId::new(user).unwrap(),
+                status: Status::Online,
+                away_reason: None,
+                last_activity: 0,
+                last_seen: None,
+                zone_id: zone.map(|z| ZoneId::new(z).unwrap()),
+                org_id: None,
+                devices: DeviceSet::EMPTY,
+                custom_status: None,
+                metadata: None,
+                invisible: false,
+                version: 1,
+                updated_at: 0,
+            },
+            prev_status: Status::Offline,
+            prev_zone_id: prev_zone.map(|z| ZoneId::new(z).unwrap()),
+            prev_org_id: None,
+            ts: 0,
+        }
+    }
+
+    fn interest(scopes: &[&str], users: &[&str]) -> Interest {
+        Interest {
+            scopes: scopes.iter().map(|s| s.parse().unwrap()).collect(),
+            users: users.iter().map(|u| UserId::new(*u).unwrap()).collect(),
+            ..Interest::default()
+        }
+    }
+
+    #[test]
+    fn events_reach_exactly_the_subscribers_that_asked() {
+        let hub = Arc::new(Hub::default());
+        let mut by_user = hub.subscribe(interest(&[], &["1"]), 8);
+        let mut by_zone = hub.subscribe(interest(&["zone:10"], &[]), 8);
+        let mut everyone = hub.subscribe(interest(&["global"], &[]), 8);
+        let mut other = hub.subscribe(interest(&["zone:99"], &["2"]), 8);
+        hub.dispatch(&event("1", Some("11"), Some("10")));
+        assert!(by_user.rx.try_recv().is_ok());
+        assert!(
+            by_zone.rx.try_recv().is_ok(),
+            "leaving the zone is news for the zone"
+        );
+        assert!(everyone.rx.try_recv().is_ok());
+        assert!(other.rx.try_recv().is_err());
+        // Changing or dropping a subscription leaves nothing behind in the index.
+        by_zone.set_interest(interest(&["zone:12"], &[]));
+        hub.dispatch(&event("3", Some("10"), None));
+        assert!(by_zone.rx.try_recv().is_err());
+        drop((by_user, by_zone, everyone, other));
+        let reg = hub.lock();
+        assert!(
+            reg.subs.is_empty()
+                && reg.by_user.is_empty()
+                && reg.by_scope.is_empty()
+                && reg.everything.is_empty()
+        );
+    }
+
+    #[test]
+    fn a_full_queue_marks_the_subscriber_slow_and_never_blocks() {
+        let hub = Arc::new(Hub::default());
+        let sub = hub.subscribe(interest(&[], &["1"]), 2);
+        for _ in 0..3 {
+            hub.dispatch(&event("1", None, None));
+        }
+        assert!(sub.slow.is_cancelled());
     }
 }
