@@ -710,15 +710,7 @@ async fn operations_routes(kind: Kind) {
         200
     );
     let _ws = node.connect(&token(&user("m"), "user", None), "").await;
-    let metrics = node
-        .http
-        .get(node.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = node.metrics().await;
     for line in [
         "presenced_connections 1",
         "presenced_users{status=\"online\"} 1",
@@ -734,15 +726,7 @@ async fn operations_routes(kind: Kind) {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
-    let metrics = node
-        .http
-        .get(node.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = node.metrics().await;
     assert!(
         metrics.contains("presenced_refusals_total{reason=\"unauthenticated\"}"),
         "{metrics}"
