@@ -3,7 +3,7 @@
 -- entry whose record is gone or offline is never returned; it is removed on the way.
 -- ARGV[5] scope ("global", "zone:10", "org:100")   ARGV[6] limit
 -- ARGV[7] cursor activity ms ('' for the first page)   ARGV[8] cursor user
--- ARGV[9] status filter ('' | 'online' | 'away')   ARGV[10] most entries to examine
+-- ARGV[9] status filter ('' | 'online' | 'away')   ARGV[10] most entries to examine (0: no limit)
 -- Returns {total, away, next_cursor_ms or '', next_cursor_user or '', user1, record1, ...}
 local scope, limit = ARGV[5], tonumber(ARGV[6])
 local cur_ms, cur_user, want, budget = ARGV[7], ARGV[8], ARGV[9], tonumber(ARGV[10])
@@ -25,7 +25,7 @@ while not done do
     -- Ties with the cursor's activity continue below the cursor's user id.
     local after_cursor = cur_ms == '' or score_ms < tonumber(cur_ms) or (score_ms == tonumber(cur_ms) and bytes_less(user, cur_user))
     if after_cursor then
-      if found == limit or examined == budget then more = true; done = true; break end
+            if found == limit or (budget > 0 and examined == budget) then more = true; done = true; break end
       examined = examined + 1
       last_ms, last_user = int(score_ms), user
       local rec = redis.call('HGETALL', ukey(user))

@@ -544,9 +544,9 @@ impl Store for RedisStore {
             None => inv.arg("").arg(""),
         };
         let budget = if query.status.is_some() {
-            filtered_scan_budget(query.limit)
+                        filtered_scan_budget(query.limit)
         } else {
-            usize::MAX / 2
+            0 // no budget: an unfiltered page ends at `limit`
         };
         inv.arg(query.status.map_or("", |s| s.as_str())).arg(budget);
         let reply = self.invoke(&inv).await?;
