@@ -113,7 +113,9 @@ pub(crate) async fn run(url: &str, users: u64, requests: u64) -> anyhow::Result<
             .await?,
     );
     let mut count = 0;
+    let bar = crate::progress::bar(requests, "GET /online?limit=100");
     for _ in 0..requests {
+        bar.inc(1);
         let t = Instant::now();
         let r = http
             .get(&url_list)
@@ -129,6 +131,7 @@ pub(crate) async fn run(url: &str, users: u64, requests: u64) -> anyhow::Result<
             "a full page"
         );
     }
+    bar.finish_and_clear();
     let after = evalsha(
         redis::cmd("INFO")
             .arg("commandstats")

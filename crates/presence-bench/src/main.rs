@@ -15,6 +15,7 @@
 //! With no `--redis-url`, a scenario starts a private `redis-server` and stops it at the end.
 
 mod list;
+mod progress;
 mod redis_server;
 mod seed;
 mod sockets;
@@ -376,7 +377,10 @@ impl Bench {
         format: SeedFormat,
         sending: Sending,
     ) -> anyhow::Result<()> {
-        Ok(seed::run(&self.conn, &self.pool, users, op, format, sending).await?)
+        let p = progress::phase(&format!("seed: {op:?} x {} ({sending:?})", users.len()));
+        let out = seed::run(&self.conn, &self.pool, users, op, format, sending).await;
+        p.finish_and_clear();
+        Ok(out?)
     }
 
     /// Our store as a node with a generated id, its lease renewed, offline grace 0 (so a close
@@ -396,7 +400,8 @@ impl Bench {
         store: &Arc<RedisStore>,
         users: &[u64],
     ) -> anyhow::Result<Vec<(UserId, SessionId)>> {
-        futures::stream::iter(users.iter().copied())
+        let bar = progress::bar(users.len() as u64, "presenced: opening sessions");
+        let opened = futures::stream::iter(users.iter().copied())
             .map(|u| {
                 let store = store.clone();
                 async move {
@@ -414,8 +419,11 @@ impl Bench {
                 }
             })
             .buffer_unordered(IN_FLIGHT)
+            .inspect(|_| bar.inc(1))
             .try_collect()
-            .await
+            .await;
+        bar.finish_and_clear();
+        opened
     }
 
     async fn close_all(

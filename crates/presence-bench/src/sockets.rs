@@ -95,6 +95,9 @@ pub(crate) async fn run(
     let started = Instant::now();
     let mut opened = 0;
     let mut held = Vec::new();
+    let p = crate::progress::phase(&format!(
+        "{workers} workers connecting {connections} clients"
+    ));
     for (child, mut lines) in
         spawn_workers("idle-worker", port, connections, workers, 10, "").await?
     {
@@ -107,6 +110,7 @@ pub(crate) async fn run(
         held.push(child);
     }
     let connect_seconds = started.elapsed().as_secs_f64();
+    p.finish_and_clear();
     // Let allocations settle, then read the node's RSS.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = rss_kib(pid)?;
@@ -212,6 +216,7 @@ pub(crate) async fn storm(
             .write_all(b"go\n")
             .await?;
     }
+    let p = crate::progress::phase(&format!("{connections} clients connecting at once"));
     let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)?;
     let mut failed = 0u64;
     for (_, lines) in &mut children {
@@ -222,6 +227,7 @@ pub(crate) async fn storm(
         }
         failed += result["failed"].as_u64().unwrap_or(0);
     }
+    p.finish_and_clear();
     // How many the node counts online now.
     let auth = Authenticator::hs256(SECRET.as_bytes());
     let token = auth
@@ -332,6 +338,9 @@ async fn hold_clients(
     query: &str,
 ) -> anyhow::Result<Vec<Child>> {
     let mut children = Vec::new();
+    let p = crate::progress::phase(&format!(
+        "{workers} workers connecting {connections} clients"
+    ));
     for (child, mut lines) in
         spawn_workers("idle-worker", port, connections, workers, 30, query).await?
     {
@@ -339,6 +348,7 @@ async fn hold_clients(
         anyhow::ensure!(line.starts_with("ready"), "worker: {line}");
         children.push(child);
     }
+    p.finish_and_clear();
     Ok(children)
 }
 
@@ -388,6 +398,10 @@ pub(crate) async fn crash(
     let killed = Instant::now();
     node_a.start_kill()?;
     let _ = node_a.wait().await;
+    // A spinner while node A's lease runs out, then a bar as node B announces the users.
+    let waiting = crate::progress::phase("kill -9 sent: waiting for node A's lease to lapse");
+    let bar = crate::progress::bar(users, "offline events on node B");
+    bar.set_position(0);
     let mut offline = std::collections::HashSet::new();
     let mut events = 0u64;
     let mut first = None;
@@ -399,6 +413,10 @@ pub(crate) async fn crash(
         if v["type"] == "presence" {
             events += 1;
             if v["user"]["status"] == "offline" {
+                if first.is_none() {
+                    waiting.finish_and_clear();
+                    bar.reset();
+                }
                 first.get_or_insert_with(|| killed.elapsed());
                 offline.insert(
                     v["user"]["user_id"]
@@ -406,10 +424,12 @@ pub(crate) async fn crash(
                         .unwrap_or_default()
                         .to_string(),
                 );
+                bar.set_position(offline.len() as u64);
             }
         }
     }
     let last = killed.elapsed();
+    bar.finish_and_clear();
     // Anything more within a second would be a duplicate or a stray event.
     let mut extra = 0;
     while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(1), watcher.next()).await {
@@ -582,6 +602,7 @@ pub(crate) async fn propagation(
     let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let started = Instant::now();
     let mut received = 0u64;
+    let bar = crate::progress::bar(expected, "events received on node B");
     while received < expected && started.elapsed() < Duration::from_secs(seconds + 10) {
         let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(2), watcher.next()).await else {
             break;
@@ -591,8 +612,10 @@ pub(crate) async fn propagation(
         if let Some(t) = v["user"]["metadata"]["t"].as_u64() {
             hist.record(micros_now().saturating_sub(t).max(1))?;
             received += 1;
+            bar.inc(1);
         }
     }
+    bar.finish_and_clear();
     let mut sent = 0;
     for t in tasks {
         sent += t.await?;

@@ -544,7 +544,7 @@ impl Store for RedisStore {
             None => inv.arg("").arg(""),
         };
         let budget = if query.status.is_some() {
-                        filtered_scan_budget(query.limit)
+            filtered_scan_budget(query.limit)
         } else {
             0 // no budget: an unfiltered page ends at `limit`
         };
