@@ -401,7 +401,6 @@ pub(crate) async fn crash(
     // A spinner while node A's lease runs out, then a bar as node B announces the users.
     let waiting = crate::progress::phase("kill -9 sent: waiting for node A's lease to lapse");
     let bar = crate::progress::bar(users, "offline events on node B");
-    bar.set_position(0);
     let mut offline = std::collections::HashSet::new();
     let mut events = 0u64;
     let mut first = None;
