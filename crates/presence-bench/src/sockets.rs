@@ -24,6 +24,30 @@ use tokio::process::{Child, Command};
 
 const SECRET: &str = "bench-idle-secret";
 
+/// CPU seconds (user + system) a process has used so far.
+fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').context("stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    Ok(ticks / 100.0)
+}
+
+async fn redis_cpu_seconds(redis_url: &str) -> anyhow::Result<f64> {
+    let mut c = redis::Client::open(redis_url)?
+        .get_multiplexed_async_connection()
+        .await?;
+    let info: String = redis::cmd("INFO").arg("cpu").query_async(&mut c).await?;
+    let field = |name: &str| -> f64 {
+        info.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    Ok(field("used_cpu_user") + field("used_cpu_sys"))
+}
+
 fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
@@ -201,6 +225,7 @@ pub(crate) async fn storm(
         .port();
     let node = start_node(redis_url, port, &[]).await?;
     let mut children = spawn_workers("storm-worker", port, connections, workers, 20, "").await?;
+    let node_pid = node.id().context("node pid")?;
     // Every worker has its tokens signed; then all go at once.
     for (_, lines) in &mut children {
         anyhow::ensure!(
@@ -208,6 +233,11 @@ pub(crate) async fn storm(
             "worker did not get ready"
         );
     }
+    let (node_cpu, redis_cpu, started) = (
+        cpu_seconds(node_pid)?,
+        redis_cpu_seconds(redis_url).await?,
+        Instant::now(),
+    );
     for (child, _) in &mut children {
         child
             .stdin
@@ -228,6 +258,9 @@ pub(crate) async fn storm(
         failed += result["failed"].as_u64().unwrap_or(0);
     }
     p.finish_and_clear();
+    let wall = started.elapsed().as_secs_f64();
+    let node_cpu = cpu_seconds(node_pid)? - node_cpu;
+    let redis_cpu = redis_cpu_seconds(redis_url).await? - redis_cpu;
     // How many the node counts online now.
     let auth = Authenticator::hs256(SECRET.as_bytes());
     let token = auth
@@ -258,7 +291,10 @@ pub(crate) async fn storm(
         "connect_to_connected_ms_p50": ms(hist.value_at_quantile(0.5)),
         "connect_to_connected_ms_p90": ms(hist.value_at_quantile(0.9)),
         "connect_to_connected_ms_p99": ms(hist.value_at_quantile(0.99)),
-        "connect_to_connected_ms_max": ms(hist.max()),
+                "connect_to_connected_ms_max": ms(hist.max()),
+        "storm_wall_seconds": (wall * 100.0).round() / 100.0,
+        "node_cpu_seconds": (node_cpu * 100.0).round() / 100.0,
+        "redis_cpu_seconds": (redis_cpu * 100.0).round() / 100.0,
     }))
 }
 

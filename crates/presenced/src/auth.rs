@@ -66,9 +66,14 @@ pub enum AuthError {
     Invalid(String),
 }
 
-/// Verifies (and, with a shared secret, issues) tokens.
+/// Verifies (and, with a shared secret, issues) tokens. Cheap to clone: the service state
+/// holding it is cloned for every request.
 #[derive(Clone)]
 pub struct Authenticator {
+    keys: std::sync::Arc<Keys>,
+}
+
+struct Keys {
     decoding: DecodingKey,
     validation: Validation,
     encoding: Option<EncodingKey>,
@@ -77,7 +82,7 @@ pub struct Authenticator {
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Authenticator")
-            .field("algorithms", &self.validation.algorithms)
+            .field("algorithms", &self.keys.validation.algorithms)
             .finish_non_exhaustive()
     }
 }
@@ -91,49 +96,55 @@ fn validation(algorithms: &[Algorithm]) -> Validation {
 }
 
 impl Authenticator {
+    fn new(decoding: DecodingKey, algorithm: Algorithm, encoding: Option<EncodingKey>) -> Self {
+        Self {
+            keys: std::sync::Arc::new(Keys {
+                decoding,
+                validation: validation(&[algorithm]),
+                encoding,
+            }),
+        }
+    }
+
     /// HS256 with a shared secret.
     pub fn hs256(secret: &[u8]) -> Self {
-        Self {
-            decoding: DecodingKey::from_secret(secret),
-            validation: validation(&[Algorithm::HS256]),
-            encoding: Some(EncodingKey::from_secret(secret)),
-        }
+        Self::new(
+            DecodingKey::from_secret(secret),
+            Algorithm::HS256,
+            Some(EncodingKey::from_secret(secret)),
+        )
     }
 
     /// RS256 or ES256 with a PEM public key (RSA or P-256).
     pub fn public_key(pem: &[u8]) -> Result<Self, String> {
         if let Ok(k) = DecodingKey::from_rsa_pem(pem) {
-            return Ok(Self {
-                decoding: k,
-                validation: validation(&[Algorithm::RS256]),
-                encoding: None,
-            });
+            return Ok(Self::new(k, Algorithm::RS256, None));
         }
         match DecodingKey::from_ec_pem(pem) {
-            Ok(k) => Ok(Self {
-                decoding: k,
-                validation: validation(&[Algorithm::ES256]),
-                encoding: None,
-            }),
+            Ok(k) => Ok(Self::new(k, Algorithm::ES256, None)),
             Err(e) => Err(format!("not an RSA or P-256 public key in PEM form: {e}")),
         }
     }
 
     /// Checks a token and returns who it speaks for.
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|e| match e.kind() {
-                ErrorKind::ExpiredSignature => AuthError::Expired,
-                ErrorKind::InvalidAlgorithm => AuthError::Invalid("wrong signing algorithm".into()),
-                ErrorKind::InvalidSignature => AuthError::Invalid("bad signature".into()),
-                ErrorKind::MissingRequiredClaim(c) => {
-                    AuthError::Invalid(format!("missing claim {c}"))
-                }
-                ErrorKind::Json(_) => AuthError::Invalid(
-                    "bad claims (sub and org_id must be valid ids, role user|service|admin)".into(),
-                ),
-                _ => AuthError::Invalid("malformed token".into()),
-            })?;
+        let data =
+            jsonwebtoken::decode::<Claims>(token, &self.keys.decoding, &self.keys.validation)
+                .map_err(|e| match e.kind() {
+                    ErrorKind::ExpiredSignature => AuthError::Expired,
+                    ErrorKind::InvalidAlgorithm => {
+                        AuthError::Invalid("wrong signing algorithm".into())
+                    }
+                    ErrorKind::InvalidSignature => AuthError::Invalid("bad signature".into()),
+                    ErrorKind::MissingRequiredClaim(c) => {
+                        AuthError::Invalid(format!("missing claim {c}"))
+                    }
+                    ErrorKind::Json(_) => AuthError::Invalid(
+                        "bad claims (sub and org_id must be valid ids, role user|service|admin)"
+                            .into(),
+                    ),
+                    _ => AuthError::Invalid("malformed token".into()),
+                })?;
         let c = data.claims;
         Ok(Principal {
             user: c.sub,
@@ -161,7 +172,7 @@ impl Authenticator {
             org_id: org.cloned(),
             role: Some(role),
         };
-        let key = self.encoding.as_ref()?;
+        let key = self.keys.encoding.as_ref()?;
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, key).ok()
     }
 }
