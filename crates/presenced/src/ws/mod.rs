@@ -222,8 +222,25 @@ impl Connection {
             org: self.org.clone(),
             leased: false,
         };
-        let applied = match state.store.open_session(open).await {
-            Ok(a) => a,
+        // The open's answer and the `connected` frame are built and sent in here, so they are
+        // freed before the connection goes idle: a local of `run` would live as long as the
+        // connection does (this is most of what an idle connection would otherwise keep).
+        let hello = async {
+            let applied = state.store.open_session(open).await?;
+            metrics::counter!("presenced_sessions_opened_total").increment(1);
+            state.sessions.opened(&OpenSession {
+                user: user.clone(),
+                session: session.clone(),
+                device: self.device,
+                zone: applied.view.zone_id.clone(),
+                org: applied.view.org_id.clone(),
+                leased: false,
+            });
+            let connected = json!({"type": "system", "event": "connected", "session_id": session, "node_id": state.store.node_id(), "presence": applied.view});
+            Ok::<_, StoreError>(text(&connected))
+        };
+        let hello = match hello.await {
+            Ok(frame) => frame,
             Err(e) => {
                 let (code, reason) = match e {
                     StoreError::Refused(TransitionError::TooManySessions { .. }) => {
@@ -235,16 +252,6 @@ impl Connection {
                 return;
             }
         };
-        metrics::counter!("presenced_sessions_opened_total").increment(1);
-        state.sessions.opened(&OpenSession {
-            user: user.clone(),
-            session: session.clone(),
-            device: self.device,
-            zone: applied.view.zone_id.clone(),
-            org: applied.view.org_id.clone(),
-            leased: false,
-        });
-        let connected = json!({"type": "system", "event": "connected", "session_id": session, "node_id": state.store.node_id(), "presence": applied.view});
         let mut conn = Live {
             state: state.clone(),
             who: self.who,
@@ -253,7 +260,7 @@ impl Connection {
             interest: Interest::default(),
             covered: None,
         };
-        let ending = if socket.send(text(&connected)).await.is_ok() {
+        let ending = if socket.send(hello).await.is_ok() {
             conn.serve(&mut socket).await
         } else {
             Ending(1000, "")
