@@ -156,6 +156,23 @@ pub(crate) async fn run(
     }))
 }
 
+/// A client WebSocket to the node on `port` from `source`, once its `connected` frame came.
+async fn connect_client(
+    port: u16,
+    source: std::net::IpAddr,
+    token: &str,
+    query: &str,
+) -> anyhow::Result<tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>> {
+    let sock = tokio::net::TcpSocket::new_v4()?;
+    sock.bind((source, 0).into())?;
+    let stream = sock.connect(([127, 0, 0, 1], port).into()).await?;
+    let url = format!("ws://127.0.0.1:{port}/messenger/ws?token={token}{query}");
+    let (mut ws, _) = tokio_tungstenite::client_async(url, stream).await?;
+    let hello = ws.next().await.context("closed")??;
+    anyhow::ensure!(hello.to_text()?.contains("connected"), "no connected frame");
+    Ok(ws)
+}
+
 /// A worker: opens `count` connections from `source`, prints `ready N`, holds them until its
 /// stdin closes.
 pub(crate) async fn worker(
@@ -180,14 +197,7 @@ pub(crate) async fn worker(
                         Duration::from_secs(3600),
                     )
                     .context("token")?;
-                let sock = tokio::net::TcpSocket::new_v4()?;
-                sock.bind((source, 0).into())?;
-                let stream = sock.connect(([127, 0, 0, 1], port).into()).await?;
-                let url = format!("ws://127.0.0.1:{port}/messenger/ws?token={token}{query}");
-                let (mut ws, _) = tokio_tungstenite::client_async(url, stream).await?;
-                let hello = ws.next().await.context("closed")??;
-                anyhow::ensure!(hello.to_text()?.contains("connected"), "no connected frame");
-                anyhow::Ok(ws)
+                connect_client(port, source, &token, query).await
             }
         })
         .buffer_unordered(200);
@@ -291,7 +301,7 @@ pub(crate) async fn storm(
         "connect_to_connected_ms_p50": ms(hist.value_at_quantile(0.5)),
         "connect_to_connected_ms_p90": ms(hist.value_at_quantile(0.9)),
         "connect_to_connected_ms_p99": ms(hist.value_at_quantile(0.99)),
-                "connect_to_connected_ms_max": ms(hist.max()),
+        "connect_to_connected_ms_max": ms(hist.max()),
         "storm_wall_seconds": (wall * 100.0).round() / 100.0,
         "node_cpu_seconds": (node_cpu * 100.0).round() / 100.0,
         "redis_cpu_seconds": (redis_cpu * 100.0).round() / 100.0,
@@ -330,13 +340,7 @@ pub(crate) async fn storm_worker(
     let attempts = tokens.into_iter().map(|token| {
         tokio::spawn(async move {
             let started = Instant::now();
-            let sock = tokio::net::TcpSocket::new_v4()?;
-            sock.bind((source, 0).into())?;
-            let stream = sock.connect(([127, 0, 0, 1], port).into()).await?;
-            let url = format!("ws://127.0.0.1:{port}/messenger/ws?token={token}");
-            let (mut ws, _) = tokio_tungstenite::client_async(url, stream).await?;
-            let hello = ws.next().await.context("closed")??;
-            anyhow::ensure!(hello.to_text()?.contains("connected"), "no connected frame");
+            let ws = connect_client(port, source, &token, "").await?;
             anyhow::Ok((started.elapsed().as_micros() as u64, ws))
         })
     });
