@@ -73,7 +73,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let config = Arc::new(config);
-    let state = AppState {
+    let state = AppState::new(state::Shared {
         store: store.clone(),
         auth,
         connections: Arc::new(Semaphore::new(config.server.max_connections)),
@@ -83,7 +83,7 @@ pub async fn serve(
         shutdown: shutdown.clone(),
         metrics,
         config: config.clone(),
-    };
+    });
     store.renew_node_lease(0).await?;
     let loops = CancellationToken::new();
     let tasks = [

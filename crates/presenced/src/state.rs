@@ -12,9 +12,27 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::hub::Hub;
 
-/// Shared by every route and connection.
+/// Shared by every route and connection: one `Arc`, so the clone axum makes for each request
+/// (and each connection keeps) is a single reference count, not one per part.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    /// Wraps the parts.
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The parts of [`AppState`].
+pub struct Shared {
     /// The presence store.
     pub store: Arc<dyn Store>,
     /// Token checks.
@@ -35,7 +53,7 @@ pub struct AppState {
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
-impl AppState {
+impl Shared {
     /// Records activity for the next flush (no store call).
     pub fn record_activity(&self, user: &UserId) {
         let now = self.store_now();
