@@ -17,9 +17,7 @@ pub(crate) struct PrivateRedis {
 impl PrivateRedis {
     /// Starts `redis-server` (from PATH) on a free port.
     pub(crate) async fn start() -> anyhow::Result<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
+        let port = crate::free_port()?;
         let dir = std::env::temp_dir().join(format!("presence-bench-redis-{port}"));
         std::fs::create_dir_all(&dir)?;
         let child = Command::new("redis-server")

@@ -109,9 +109,7 @@ pub(crate) async fn run(
     connections: u64,
     workers: u64,
 ) -> anyhow::Result<serde_json::Value> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
+    let port = crate::free_port()?;
     let node = start_node(redis_url, port, &[]).await?;
     let pid = node.id().context("node pid")?;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -230,9 +228,7 @@ pub(crate) async fn storm(
     connections: u64,
     workers: u64,
 ) -> anyhow::Result<serde_json::Value> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
+    let port = crate::free_port()?;
     let node = start_node(redis_url, port, &[]).await?;
     let mut children = spawn_workers("storm-worker", port, connections, workers, 20, "").await?;
     let node_pid = node.id().context("node pid")?;
@@ -399,7 +395,7 @@ pub(crate) async fn crash(
     users: u64,
     workers: u64,
 ) -> anyhow::Result<serde_json::Value> {
-    let (port_a, port_b) = (free_port()?, free_port()?);
+    let (port_a, port_b) = (crate::free_port()?, crate::free_port()?);
     let mut node_a = start_node(redis_url, port_a, &[]).await?;
     let _node_b = start_node(redis_url, port_b, &[]).await?;
     let auth = Authenticator::hs256(SECRET.as_bytes());
@@ -538,12 +534,6 @@ async fn spawn_workers(
     Ok(out)
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 fn micros_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -561,7 +551,7 @@ pub(crate) async fn propagation(
 ) -> anyhow::Result<serde_json::Value> {
     use futures::SinkExt;
     use tokio_tungstenite::tungstenite::Message;
-    let (port_a, port_b) = (free_port()?, free_port()?);
+    let (port_a, port_b) = (crate::free_port()?, crate::free_port()?);
     let _node_a = start_node(redis_url, port_a, &[]).await?;
     let _node_b = start_node(redis_url, port_b, &[]).await?;
     let auth = Authenticator::hs256(SECRET.as_bytes());

@@ -91,7 +91,7 @@ pub async fn flush_activity(state: AppState, stop: CancellationToken) {
             .activity
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .take_due(state.store_now());
+            .take_due(state.now());
         if due.is_empty() {
             continue;
         }

@@ -56,15 +56,15 @@ pub struct Shared {
 impl Shared {
     /// Records activity for the next flush (no store call).
     pub fn record_activity(&self, user: &UserId) {
-        let now = self.store_now();
+        let now = self.now();
         self.activity
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .record(user, now);
     }
 
-    /// The time as the node sees it.
-    pub fn store_now(&self) -> presence_core::Millis {
+    /// The node's wall clock (the stores read the same `SystemClock` in production).
+    pub fn now(&self) -> presence_core::Millis {
         presence_core::Clock::now_ms(&presence_core::SystemClock)
     }
 

@@ -382,7 +382,7 @@ async fn heartbeat(
             };
             state.store.open_session(open).await?;
             let ttl = presence_core::settings::ms(state.config.presence.online_ttl);
-            (session, state.store_now() + ttl)
+            (session, state.now() + ttl)
         }
     };
     Ok(axum::Json(HeartbeatAnswer {
