@@ -6,6 +6,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{OrgId, ZoneId};
+use crate::scope::Scope;
 use crate::time::{Millis, rfc3339};
 use crate::view::{PresenceView, Status};
 
@@ -86,6 +87,30 @@ pub struct PresenceEvent {
     #[serde(with = "rfc3339")]
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub ts: Millis,
+}
+
+impl PresenceEvent {
+    /// Every scope the event belongs to (SPEC §5: a scope the user is in now or was in before
+    /// the change): `global`, the zone and org after the change, and the ones before it when
+    /// they differ. Each scope appears once.
+    pub fn scopes(&self) -> Vec<Scope> {
+        let mut scopes = vec![Scope::Global];
+        let zones = [&self.user.zone_id, &self.prev_zone_id];
+        let orgs = [&self.user.org_id, &self.prev_org_id];
+        for z in zones.into_iter().flatten() {
+            let s = Scope::Zone(z.clone());
+            if !scopes.contains(&s) {
+                scopes.push(s);
+            }
+        }
+        for o in orgs.into_iter().flatten() {
+            let s = Scope::Org(o.clone());
+            if !scopes.contains(&s) {
+                scopes.push(s);
+            }
+        }
+        scopes
+    }
 }
 
 #[cfg(test)]

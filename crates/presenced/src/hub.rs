@@ -46,15 +46,7 @@ impl Interest {
         }
         self.all
             || self.users.contains(&e.user.user_id)
-            || self.scopes.contains(&Scope::Global)
-            || [e.user.zone_id.clone(), e.prev_zone_id.clone()]
-                .into_iter()
-                .flatten()
-                .any(|z| self.scopes.contains(&Scope::Zone(z)))
-            || [e.user.org_id.clone(), e.prev_org_id.clone()]
-                .into_iter()
-                .flatten()
-                .any(|o| self.scopes.contains(&Scope::Org(o)))
+            || e.scopes().iter().any(|s| self.scopes.contains(s))
     }
 }
 
@@ -129,25 +121,12 @@ impl Registry {
 
     /// Subscribers that may want `e`, each once.
     fn candidates(&self, e: &PresenceEvent) -> Vec<u64> {
-        let scopes = std::iter::once(Scope::Global)
-            .chain(
-                [e.user.zone_id.clone(), e.prev_zone_id.clone()]
-                    .into_iter()
-                    .flatten()
-                    .map(Scope::Zone),
-            )
-            .chain(
-                [e.user.org_id.clone(), e.prev_org_id.clone()]
-                    .into_iter()
-                    .flatten()
-                    .map(Scope::Org),
-            );
         let mut ids: Vec<u64> = self
             .by_user
             .get(&e.user.user_id)
             .into_iter()
             .flatten()
-            .chain(scopes.filter_map(|s| self.by_scope.get(&s)).flatten())
+            .chain(e.scopes().iter().filter_map(|s| self.by_scope.get(s)).flatten())
             .chain(self.everything.iter())
             .copied()
             .collect();
