@@ -5,15 +5,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use presence_core::{
-    DeviceKind, NodeId, OpenSession, SessionId, Store, SystemClock, UserId, ZoneId,
+    DeviceKind, NodeId, OpenSession, SessionId, SharedClock, Store, SystemClock, UserId, ZoneId,
 };
 use presence_store::{RedisConfig, RedisStore};
-use presenced::auth::{Authenticator, Role};
+use presenced::auth::{Authenticator, Role, TokenRules};
 use presenced::config::{Config, StoreKind};
+use presenced::state::AppState;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use futures::{StreamExt, TryStreamExt};
+
+/// The node's HS256 secret (at least 32 bytes, as every node requires).
+const BENCH_SECRET: &str = "bench-secret-for-the-list-benchmark";
 
 /// Runs the scenario against the Redis at `url`; `users` in one zone, `requests` timed.
 pub(crate) async fn run(url: &str, users: u64, requests: u64) -> anyhow::Result<serde_json::Value> {
@@ -22,7 +26,7 @@ pub(crate) async fn run(url: &str, users: u64, requests: u64) -> anyhow::Result<
     config.store.kind = StoreKind::Redis;
     config.store.redis_url = url.to_string();
     config.store.key_prefix = "bench-list:".into();
-    config.auth.jwt_secret = "bench".into();
+    config.auth.jwt_secret = BENCH_SECRET.into();
     config.presence.away_after = Duration::from_secs(86_400);
 
     // Load the zone straight through the store.
@@ -64,7 +68,12 @@ pub(crate) async fn run(url: &str, users: u64, requests: u64) -> anyhow::Result<
     let loaded = started.elapsed();
 
     // The node, in this process, on a loopback listener.
-    let auth = Authenticator::hs256(b"bench");
+    let clock: SharedClock = Arc::new(SystemClock);
+    let auth = Authenticator::hs256(
+        BENCH_SECRET.as_bytes(),
+        &TokenRules::default(),
+        clock.clone(),
+    );
     let token = auth
         .issue(
             &UserId::new("bench")?,
@@ -73,18 +82,12 @@ pub(crate) async fn run(url: &str, users: u64, requests: u64) -> anyhow::Result<
             Duration::from_secs(3600),
         )
         .expect("hs256");
-    let store = presenced::open_store(&config, NodeId::random()).await?;
+    let store = presenced::open_store(&config, NodeId::random(), clock.clone()).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let stop = CancellationToken::new();
-    let node = tokio::spawn(presenced::serve(
-        config,
-        auth,
-        store,
-        listener,
-        None,
-        stop.clone(),
-    ));
+    let state = AppState::new(Arc::new(config), auth, store, clock, stop.clone(), None);
+    let node = tokio::spawn(presenced::serve(state, listener));
 
     let http = reqwest::Client::new();
     let url_list = format!("http://{addr}/messenger/presence/online?zone_id=big&limit=100");

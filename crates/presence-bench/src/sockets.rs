@@ -17,12 +17,18 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use futures::StreamExt;
 use presence_core::UserId;
-use presenced::auth::{Authenticator, Role};
+use presenced::auth::{Authenticator, Role, TokenRules};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
-const SECRET: &str = "bench-idle-secret";
+const SECRET: &str = "bench-secret-for-load-generation-0123";
+
+/// Signs the workers' tokens with the nodes' secret.
+fn authenticator() -> Authenticator {
+    let clock = std::sync::Arc::new(presence_core::SystemClock);
+    Authenticator::hs256(SECRET.as_bytes(), &TokenRules::default(), clock)
+}
 
 /// CPU seconds (user + system) a process has used so far.
 fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
@@ -180,7 +186,7 @@ pub(crate) async fn worker(
     source: &str,
     query: &str,
 ) -> anyhow::Result<()> {
-    let auth = Authenticator::hs256(SECRET.as_bytes());
+    let auth = authenticator();
     let source: std::net::IpAddr = source.parse()?;
     let mut held = Vec::with_capacity(count as usize);
     let mut pending = futures::stream::iter(first..first + count)
@@ -268,7 +274,7 @@ pub(crate) async fn storm(
     let node_cpu = cpu_seconds(node_pid)? - node_cpu;
     let redis_cpu = redis_cpu_seconds(redis_url).await? - redis_cpu;
     // How many the node counts online now.
-    let auth = Authenticator::hs256(SECRET.as_bytes());
+    let auth = authenticator();
     let token = auth
         .issue(
             &UserId::new("bench")?,
@@ -312,7 +318,7 @@ pub(crate) async fn storm_worker(
     first: u64,
     source: &str,
 ) -> anyhow::Result<()> {
-    let auth = Authenticator::hs256(SECRET.as_bytes());
+    let auth = authenticator();
     let source: std::net::IpAddr = source.parse()?;
     let tokens: Vec<String> = (first..first + count)
         .map(|i| {
@@ -398,7 +404,7 @@ pub(crate) async fn crash(
     let (port_a, port_b) = (crate::free_port()?, crate::free_port()?);
     let mut node_a = start_node(redis_url, port_a, &[]).await?;
     let _node_b = start_node(redis_url, port_b, &[]).await?;
-    let auth = Authenticator::hs256(SECRET.as_bytes());
+    let auth = authenticator();
     let token = auth
         .issue(
             &UserId::new("watcher")?,
@@ -554,7 +560,7 @@ pub(crate) async fn propagation(
     let (port_a, port_b) = (crate::free_port()?, crate::free_port()?);
     let _node_a = start_node(redis_url, port_a, &[]).await?;
     let _node_b = start_node(redis_url, port_b, &[]).await?;
-    let auth = Authenticator::hs256(SECRET.as_bytes());
+    let auth = authenticator();
     let token = |u: &str| {
         auth.issue(
             &UserId::new(u).expect("id"),

@@ -5,7 +5,7 @@
 #![allow(missing_docs)]
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use presenced::ws::frames::parse_frame;
+use presenced::protocol::parse_frame;
 
 fn benches(c: &mut Criterion) {
     for (name, frame) in [

@@ -1,13 +1,23 @@
 //! Authentication (SPEC §7): JWTs signed HS256 with a shared secret, or RS256 / ES256 checked
-//! with a public key. Required claims `sub` (the user) and `exp`; optional `org_id` and `role`.
-//! Tokens never reach a log: errors describe the token, never quote it.
+//! with a public key. Required claims `sub` (the user) and `exp`; optional `org_id`, `role`,
+//! `nbf`, and `aud` / `iss` when the node is configured to check them. Expiry is judged by
+//! the node's [`Clock`], not the machine's. Tokens never reach a log: errors describe the
+//! token, never quote it.
+//!
+//! [`Caller`] is the extractor every REST route takes; [`bearer`] reads the header for the
+//! WebSocket upgrade too.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use axum::extract::{FromRef, FromRequestParts};
+use axum::http::HeaderMap;
+use axum::http::request::Parts;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use presence_core::{OrgId, UserId};
+use presence_core::{OrgId, SharedClock, UserId};
 use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
 
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -47,6 +57,8 @@ struct Claims {
     sub: UserId,
     exp: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    nbf: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     org_id: Option<OrgId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     role: Option<Role>,
@@ -61,9 +73,33 @@ pub enum AuthError {
     /// The token has expired.
     #[error("the token has expired")]
     Expired,
+    /// The token's `nbf` is still in the future.
+    #[error("the token is not valid yet (nbf)")]
+    NotYetValid,
     /// Bad signature, wrong algorithm, malformed token, or bad claims.
     #[error("the token is not valid: {0}")]
     Invalid(String),
+}
+
+/// What a token must satisfy beyond its signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRules {
+    /// Required `aud`; `None`: not checked (a token with `aud` is accepted).
+    pub audience: Option<String>,
+    /// Required `iss`; `None`: not checked.
+    pub issuer: Option<String>,
+    /// Slack allowed on `exp` and `nbf` for clocks that differ.
+    pub leeway: Duration,
+}
+
+impl Default for TokenRules {
+    fn default() -> Self {
+        Self {
+            audience: None,
+            issuer: None,
+            leeway: Duration::from_secs(5),
+        }
+    }
 }
 
 /// Verifies (and, with a shared secret, issues) tokens. Cheap to clone: the service state
@@ -77,6 +113,8 @@ struct Keys {
     decoding: DecodingKey,
     validation: Validation,
     encoding: Option<EncodingKey>,
+    leeway_s: u64,
+    clock: SharedClock,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -87,43 +125,66 @@ impl std::fmt::Debug for Authenticator {
     }
 }
 
-fn validation(algorithms: &[Algorithm]) -> Validation {
-    let mut v = Validation::new(algorithms[0]);
-    v.algorithms = algorithms.to_vec();
+/// jsonwebtoken checks the signature, the algorithm and `aud` / `iss`; `exp` and `nbf` are
+/// checked in [`Authenticator::verify`] against the node's clock.
+fn validation(algorithm: Algorithm, rules: &TokenRules) -> Validation {
+    let mut v = Validation::new(algorithm);
     v.set_required_spec_claims(&["exp", "sub"]);
-    v.leeway = 5;
+    v.validate_exp = false;
+    v.validate_nbf = false;
+    match &rules.audience {
+        Some(aud) => v.set_audience(&[aud]),
+        None => v.validate_aud = false,
+    }
+    if let Some(iss) = &rules.issuer {
+        v.set_issuer(&[iss]);
+    }
     v
 }
 
 impl Authenticator {
-    fn new(decoding: DecodingKey, algorithm: Algorithm, encoding: Option<EncodingKey>) -> Self {
+    fn new(
+        decoding: DecodingKey,
+        algorithm: Algorithm,
+        encoding: Option<EncodingKey>,
+        rules: &TokenRules,
+        clock: SharedClock,
+    ) -> Self {
         Self {
             keys: std::sync::Arc::new(Keys {
                 decoding,
-                validation: validation(&[algorithm]),
+                validation: validation(algorithm, rules),
                 encoding,
+                leeway_s: rules.leeway.as_secs(),
+                clock,
             }),
         }
     }
 
     /// HS256 with a shared secret.
-    pub fn hs256(secret: &[u8]) -> Self {
+    pub fn hs256(secret: &[u8], rules: &TokenRules, clock: SharedClock) -> Self {
         Self::new(
             DecodingKey::from_secret(secret),
             Algorithm::HS256,
             Some(EncodingKey::from_secret(secret)),
+            rules,
+            clock,
         )
     }
 
     /// RS256 or ES256 with a PEM public key (RSA or P-256).
-    pub fn public_key(pem: &[u8]) -> Result<Self, String> {
+    pub fn public_key(pem: &[u8], rules: &TokenRules, clock: SharedClock) -> Result<Self, String> {
         if let Ok(k) = DecodingKey::from_rsa_pem(pem) {
-            return Ok(Self::new(k, Algorithm::RS256, None));
+            return Ok(Self::new(k, Algorithm::RS256, None, rules, clock));
         }
         match DecodingKey::from_ec_pem(pem) {
-            Ok(k) => Ok(Self::new(k, Algorithm::ES256, None)),
+            Ok(k) => Ok(Self::new(k, Algorithm::ES256, None, rules, clock)),
             Err(e) => Err(format!("not an RSA or P-256 public key in PEM form: {e}")),
         }
+    }
+
+    fn now_s(&self) -> u64 {
+        u64::try_from(self.keys.clock.now_ms() / 1000).unwrap_or(0)
     }
 
     /// Checks a token and returns who it speaks for.
@@ -131,7 +192,6 @@ impl Authenticator {
         let data =
             jsonwebtoken::decode::<Claims>(token, &self.keys.decoding, &self.keys.validation)
                 .map_err(|e| match e.kind() {
-                    ErrorKind::ExpiredSignature => AuthError::Expired,
                     ErrorKind::InvalidAlgorithm => {
                         AuthError::Invalid("wrong signing algorithm".into())
                     }
@@ -139,6 +199,8 @@ impl Authenticator {
                     ErrorKind::MissingRequiredClaim(c) => {
                         AuthError::Invalid(format!("missing claim {c}"))
                     }
+                    ErrorKind::InvalidAudience => AuthError::Invalid("wrong audience".into()),
+                    ErrorKind::InvalidIssuer => AuthError::Invalid("wrong issuer".into()),
                     ErrorKind::Json(_) => AuthError::Invalid(
                         "bad claims (sub and org_id must be valid ids, role user|service|admin)"
                             .into(),
@@ -146,6 +208,13 @@ impl Authenticator {
                     _ => AuthError::Invalid("malformed token".into()),
                 })?;
         let c = data.claims;
+        let (now, leeway) = (self.now_s(), self.keys.leeway_s);
+        if c.exp.saturating_add(leeway) < now {
+            return Err(AuthError::Expired);
+        }
+        if c.nbf.is_some_and(|nbf| nbf > now.saturating_add(leeway)) {
+            return Err(AuthError::NotYetValid);
+        }
         Ok(Principal {
             user: c.sub,
             org: c.org_id,
@@ -154,7 +223,8 @@ impl Authenticator {
         })
     }
 
-    /// Issues an HS256 token; `None` when this node only holds a public key.
+    /// Issues an HS256 token valid for `ttl` from the node's clock; `None` when this node
+    /// only holds a public key.
     pub fn issue(
         &self,
         user: &UserId,
@@ -162,18 +232,55 @@ impl Authenticator {
         role: Role,
         ttl: Duration,
     ) -> Option<String> {
-        let exp = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            + ttl;
         let claims = Claims {
             sub: user.clone(),
-            exp: exp.as_secs(),
+            exp: self.now_s() + ttl.as_secs(),
+            nbf: None,
             org_id: org.cloned(),
             role: Some(role),
         };
         let key = self.keys.encoding.as_ref()?;
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, key).ok()
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        ApiError::unauthenticated(e.to_string())
+    }
+}
+
+/// The bearer token of a request, if any.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let h = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = h.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+}
+
+/// The caller of a REST route, from `Authorization: Bearer <token>`.
+#[derive(Debug, Clone)]
+pub struct Caller(pub Principal);
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller
+where
+    Authenticator: FromRef<S>,
+{
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let auth = Authenticator::from_ref(state);
+        let principal = bearer(&parts.headers)
+            .ok_or(AuthError::Missing)
+            .and_then(|t| auth.verify(t));
+        let principal = principal.inspect_err(|_| {
+            metrics::counter!("presenced_refusals_total", "reason" => "unauthenticated")
+                .increment(1);
+        })?;
+        Ok(Caller(principal))
     }
 }
 
@@ -187,11 +294,34 @@ pub fn random_secret() -> String {
 
 #[cfg(test)]
 mod tests {
+    use presence_core::ManualClock;
+    use std::sync::Arc;
+
     use super::*;
+
+    const SECRET: &[u8] = b"a-test-secret-of-at-least-32-bytes";
+    const NOW_S: u64 = 1_732_616_700;
+
+    fn clock() -> ManualClock {
+        ManualClock::new(NOW_S as i64 * 1000)
+    }
+
+    fn hs256(secret: &[u8]) -> Authenticator {
+        Authenticator::hs256(secret, &TokenRules::default(), Arc::new(clock()))
+    }
+
+    fn signed(claims: serde_json::Value) -> String {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap()
+    }
 
     #[test]
     fn issued_tokens_verify_and_carry_their_claims() {
-        let a = Authenticator::hs256(b"secret");
+        let a = hs256(SECRET);
         let t = a.issue(
             &UserId::new("1").unwrap(),
             Some(&OrgId::new("100").unwrap()),
@@ -207,18 +337,13 @@ mod tests {
                 Role::Service
             )
         );
-        let in_a_minute = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-            + 60;
-        assert!((in_a_minute - 1..=in_a_minute).contains(&p.expires_at));
+        assert_eq!(p.expires_at, NOW_S + 60, "exp comes from the node's clock");
     }
 
     #[test]
     fn bad_tokens_are_refused_with_the_reason() {
-        let a = Authenticator::hs256(b"secret");
-        let other = Authenticator::hs256(b"other");
+        let a = hs256(SECRET);
+        let other = hs256(b"another-secret-of-at-least-32-bytes");
         let t = other
             .issue(
                 &UserId::new("1").unwrap(),
@@ -235,29 +360,58 @@ mod tests {
             a.verify("not.a.token"),
             Err(AuthError::Invalid(_))
         ));
-        let expired = jsonwebtoken::encode(
-            &Header::new(Algorithm::HS256),
-            &serde_json::json!({"sub": "1", "exp": 1_000_000}),
-            &EncodingKey::from_secret(b"secret"),
-        )
-        .unwrap();
+        let expired = signed(serde_json::json!({"sub": "1", "exp": 1_000_000}));
         assert_eq!(a.verify(&expired), Err(AuthError::Expired));
-        let bad_sub = jsonwebtoken::encode(
-            &Header::new(Algorithm::HS256),
-            &serde_json::json!({"sub": "a b", "exp": 4_000_000_000u64}),
-            &EncodingKey::from_secret(b"secret"),
-        )
-        .unwrap();
+        let bad_sub = signed(serde_json::json!({"sub": "a b", "exp": 4_000_000_000u64}));
         assert!(matches!(a.verify(&bad_sub), Err(AuthError::Invalid(_))));
         let hs384 = jsonwebtoken::encode(
             &Header::new(Algorithm::HS384),
             &serde_json::json!({"sub": "1", "exp": 4_000_000_000u64}),
-            &EncodingKey::from_secret(b"secret"),
+            &EncodingKey::from_secret(SECRET),
         )
         .unwrap();
         assert_eq!(
             a.verify(&hs384),
             Err(AuthError::Invalid("wrong signing algorithm".into()))
+        );
+    }
+
+    #[test]
+    fn expiry_and_nbf_follow_the_nodes_clock_with_leeway() {
+        let clock = clock();
+        let a = Authenticator::hs256(SECRET, &TokenRules::default(), Arc::new(clock.clone()));
+        let t = signed(serde_json::json!({"sub": "1", "exp": NOW_S + 10, "nbf": NOW_S + 3}));
+        assert!(a.verify(&t).is_ok(), "nbf within the 5 s leeway");
+        clock.advance(Duration::from_secs(15));
+        assert!(a.verify(&t).is_ok(), "exp + leeway not passed yet");
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(a.verify(&t), Err(AuthError::Expired));
+        let later = signed(serde_json::json!({"sub": "1", "exp": NOW_S + 600, "nbf": NOW_S + 300}));
+        assert_eq!(a.verify(&later), Err(AuthError::NotYetValid));
+    }
+
+    #[test]
+    fn audience_and_issuer_are_checked_only_when_configured() {
+        let with_aud =
+            signed(serde_json::json!({"sub": "1", "exp": NOW_S + 60, "aud": "chat", "iss": "idp"}));
+        assert!(
+            hs256(SECRET).verify(&with_aud).is_ok(),
+            "aud is accepted when none is configured"
+        );
+        let rules = |aud: &str, iss: &str| TokenRules {
+            audience: Some(aud.into()),
+            issuer: Some(iss.into()),
+            ..TokenRules::default()
+        };
+        let strict = |r: TokenRules| Authenticator::hs256(SECRET, &r, Arc::new(clock()));
+        assert!(strict(rules("chat", "idp")).verify(&with_aud).is_ok());
+        assert_eq!(
+            strict(rules("other", "idp")).verify(&with_aud),
+            Err(AuthError::Invalid("wrong audience".into()))
+        );
+        assert_eq!(
+            strict(rules("chat", "other")).verify(&with_aud),
+            Err(AuthError::Invalid("wrong issuer".into()))
         );
     }
 }

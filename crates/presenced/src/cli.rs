@@ -1,14 +1,16 @@
 //! The `presenced` command line: `serve` and `token`.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use figment::Figment;
 use figment::providers::Serialized;
-use presence_core::{NodeId, OrgId, UserId};
+use presence_core::{NodeId, OrgId, SharedClock, SystemClock, UserId};
 use presenced::auth::{Authenticator, Role};
 use presenced::config::{Config, StoreKind};
+use presenced::state::AppState;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -118,14 +120,19 @@ fn flags(a: &ServeArgs) -> Figment {
     f
 }
 
-fn authenticator(config: &Config) -> anyhow::Result<Authenticator> {
+fn authenticator(config: &Config, clock: SharedClock) -> anyhow::Result<Authenticator> {
+    let rules = config.auth.token_rules();
     if let Some(file) = config.public_key_file() {
         let pem = std::fs::read(&file)
             .map_err(|e| anyhow::anyhow!("auth.jwt_public_key_file {}: {e}", file.display()))?;
-        return Authenticator::public_key(&pem)
+        return Authenticator::public_key(&pem, &rules, clock)
             .map_err(|e| anyhow::anyhow!("auth.jwt_public_key_file: {e}"));
     }
-    Ok(Authenticator::hs256(config.auth.jwt_secret.as_bytes()))
+    Ok(Authenticator::hs256(
+        config.auth.jwt_secret.as_bytes(),
+        &rules,
+        clock,
+    ))
 }
 
 async fn serve(a: ServeArgs) -> anyhow::Result<()> {
@@ -134,12 +141,13 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     if dev {
         config.auth.jwt_secret = presenced::auth::random_secret();
     }
-    let auth = authenticator(&config)?;
+    let clock: SharedClock = Arc::new(SystemClock);
+    let auth = authenticator(&config, clock.clone())?;
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .ok();
     let node = NodeId::random();
-    let store = presenced::open_store(&config, node.clone()).await?;
+    let store = presenced::open_store(&config, node.clone(), clock.clone()).await?;
     let listener = config.bind()?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, %node, store = ?config.store.kind, "presenced listening");
@@ -172,7 +180,8 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         tracing::info!("shutting down: closing connections with 1012");
         stop.cancel();
     });
-    presenced::serve(config, auth, store, listener, metrics, shutdown).await
+    let state = AppState::new(Arc::new(config), auth, store, clock, shutdown, metrics);
+    presenced::serve(state, listener).await
 }
 
 async fn wait_for_signal() {
@@ -208,7 +217,7 @@ fn token(a: TokenArgs) -> anyhow::Result<()> {
         .transpose()
         .map_err(|e| anyhow::anyhow!("--org: {e}"))?;
     let sub = UserId::new(a.sub).map_err(|e| anyhow::anyhow!("--sub: {e}"))?;
-    let t = Authenticator::hs256(config.auth.jwt_secret.as_bytes())
+    let t = authenticator(&config, Arc::new(SystemClock))?
         .issue(&sub, org.as_ref(), role, a.ttl)
         .expect("an HS256 authenticator issues tokens");
     println!("{t}");

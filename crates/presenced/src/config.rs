@@ -11,6 +11,8 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use presence_core::StoreSettings;
 use serde::{Deserialize, Serialize};
 
+use crate::auth::TokenRules;
+
 /// Every setting, with the SPEC's names and the seed's defaults.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
@@ -101,22 +103,57 @@ impl Default for StoreConfig {
             redis_url: "redis://127.0.0.1:6379".into(),
             key_prefix: String::new(),
             data_dir: String::new(),
-            feed_max_len: 100_000,
+            feed_max_len: StoreSettings::default().feed_max_len,
             command_timeout: Duration::from_secs(2),
         }
     }
 }
 
 /// `[auth]`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
-    /// HS256 secret; empty with no public key: a random dev secret.
+    /// HS256 secret (at least 32 bytes); empty with no public key: a random dev secret.
     pub jwt_secret: String,
     /// PEM public key for RS256 or ES256.
     pub jwt_public_key_file: String,
     /// A user token with `org_id` sees only users of that org.
     pub tenant_isolation: bool,
+    /// Required `aud` claim; empty: not checked (a token with `aud` is still accepted).
+    pub audience: String,
+    /// Required `iss` claim; empty: not checked.
+    pub issuer: String,
+    /// Slack on `exp` and `nbf` for clocks that differ.
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+}
+
+/// The shortest HS256 secret a node accepts (SPEC §10).
+pub const MIN_SECRET_BYTES: usize = 32;
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            jwt_secret: String::new(),
+            jwt_public_key_file: String::new(),
+            tenant_isolation: false,
+            audience: String::new(),
+            issuer: String::new(),
+            leeway: TokenRules::default().leeway,
+        }
+    }
+}
+
+impl AuthConfig {
+    /// What tokens must satisfy beyond their signature.
+    pub fn token_rules(&self) -> TokenRules {
+        let given = |s: &str| (!s.is_empty()).then(|| s.to_string());
+        TokenRules {
+            audience: given(&self.audience),
+            issuer: given(&self.issuer),
+            leeway: self.leeway,
+        }
+    }
 }
 
 /// `[presence]`: the timings of SPEC §3.
@@ -138,16 +175,18 @@ pub struct PresenceConfig {
     /// How long an offline user's record is kept.
     #[serde(with = "humantime_serde")]
     pub last_seen_retention: Duration,
-    /// How often retention runs (part of the sweep here; kept for the seed's setting).
+    /// The seed's cleanup period. Accepted so the seed's config files load, and ignored:
+    /// retention and stale entries are handled by the sweep every `sweep_interval`.
     #[serde(with = "humantime_serde")]
     pub cleanup_interval: Duration,
     /// How often the sweep runs (auto-away, grace, leases, expiry).
     #[serde(with = "humantime_serde")]
     pub sweep_interval: Duration,
-    /// How long a typing indicator lives.
+    /// How long a typing indicator lives. Accepted and not used yet: typing indicators
+    /// are not built (the frames answer `invalid_frame`).
     #[serde(with = "humantime_serde")]
     pub typing_ttl: Duration,
-    /// How long online history is kept.
+    /// How long online history is kept. Accepted and not used yet: history is not built.
     #[serde(with = "humantime_serde")]
     pub history_retention: Duration,
     /// How often buffered activity is written.
@@ -200,7 +239,7 @@ impl Default for LimitsConfig {
             metadata_bytes: 4096,
             frames_per_second: 20,
             frame_burst: 40,
-            sessions_per_user: 10,
+            sessions_per_user: StoreSettings::default().sessions_per_user,
             outbound_queue: 1024,
             batch_ids: 1000,
         }
@@ -305,6 +344,15 @@ impl Config {
             return Err(invalid(
                 "auth.jwt_public_key_file",
                 "set either auth.jwt_secret or a public key file, not both",
+            ));
+        }
+        if !self.auth.jwt_secret.is_empty() && self.auth.jwt_secret.len() < MIN_SECRET_BYTES {
+            return Err(invalid(
+                "auth.jwt_secret",
+                format!(
+                    "is {} bytes; an HS256 secret needs at least {MIN_SECRET_BYTES} (openssl rand -base64 32 makes one)",
+                    self.auth.jwt_secret.len()
+                ),
             ));
         }
         if self.dev_secret() && !addr.ip().is_loopback() {
@@ -470,6 +518,14 @@ mod tests {
             "dev secret binds loopback only"
         );
         c.auth.jwt_secret = "s3cret".into();
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("auth.jwt_secret"),
+            "a 6-byte secret is refused (SPEC §10: at least 32 bytes)"
+        );
+        c.auth.jwt_secret = "x".repeat(MIN_SECRET_BYTES);
         c.validate().unwrap();
         let mut c = Config::default();
         c.presence.sweep_interval = Duration::from_secs(60);

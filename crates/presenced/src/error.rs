@@ -7,9 +7,8 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use presence_core::{StoreError, TransitionError};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-
-use crate::auth::AuthError;
 
 /// An API error: a status, a stable code and a message for people.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,9 +67,31 @@ impl ApiError {
     }
 
     /// The JSON body.
-    pub fn body(&self) -> serde_json::Value {
-        serde_json::json!({"error": {"code": self.code, "message": self.message}})
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: ErrorDetail {
+                code: self.code.into(),
+                message: self.message.clone(),
+            },
+        }
     }
+}
+
+/// The error shape of every route: `{"error": {"code", "message"}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// The error itself.
+    pub error: ErrorDetail,
+}
+
+/// The error itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// invalid_argument, unauthenticated, permission_denied, not_found, conflict,
+    /// payload_too_large, rate_limited, unavailable, internal.
+    pub code: String,
+    /// What went wrong, for people.
+    pub message: String,
 }
 
 impl IntoResponse for ApiError {
@@ -99,12 +120,6 @@ impl From<StoreError> for ApiError {
                 ApiError::internal("internal error")
             }
         }
-    }
-}
-
-impl From<AuthError> for ApiError {
-    fn from(e: AuthError) -> Self {
-        ApiError::unauthenticated(e.to_string())
     }
 }
 

@@ -7,9 +7,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use presence_core::{FeedId, OrgId, PresenceEvent, Scope, Store, UserId};
+use presence_core::{FeedId, PresenceEvent, Scope, Store, UserId};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+use crate::access::Access;
+use crate::protocol::ServerFrame;
 
 /// An event as a subscriber receives it: its id and its JSON, shared by every subscriber.
 #[derive(Debug, Clone)]
@@ -22,31 +25,36 @@ pub struct Delivered {
     pub event: Arc<PresenceEvent>,
 }
 
-/// What a subscriber listens to.
-#[derive(Debug, Default, Clone)]
+/// What a subscriber listens to, and what it may see.
+#[derive(Debug, Clone)]
 pub struct Interest {
     /// Scopes.
     pub scopes: HashSet<Scope>,
     /// Users.
     pub users: HashSet<UserId>,
-    /// Everything (SSE with no scope from a privileged token).
+    /// Everything it may see (SSE with no `scope`).
     pub all: bool,
-    /// Tenant isolation: only users of this org.
-    pub org: Option<OrgId>,
+    /// The subscriber's rights: an event it may not see is never offered.
+    pub access: Access,
 }
 
 impl Interest {
-    /// Whether the event concerns this interest.
-    pub fn matches(&self, e: &PresenceEvent) -> bool {
-        if let Some(org) = &self.org
-            && e.user.org_id.as_ref() != Some(org)
-            && e.prev_org_id.as_ref() != Some(org)
-        {
-            return false;
+    /// Nothing yet, for a subscriber with `access`.
+    pub fn new(access: Access) -> Self {
+        Self {
+            scopes: HashSet::new(),
+            users: HashSet::new(),
+            all: false,
+            access,
         }
-        self.all
-            || self.users.contains(&e.user.user_id)
-            || e.scopes().iter().any(|s| self.scopes.contains(s))
+    }
+
+    /// Whether the event concerns this interest and the subscriber may see it.
+    pub fn matches(&self, e: &PresenceEvent) -> bool {
+        self.access.event(e)
+            && (self.all
+                || self.users.contains(&e.user.user_id)
+                || e.scopes().iter().any(|s| self.scopes.contains(s)))
     }
 }
 
@@ -126,7 +134,12 @@ impl Registry {
             .get(&e.user.user_id)
             .into_iter()
             .flatten()
-            .chain(e.scopes().iter().filter_map(|s| self.by_scope.get(s)).flatten())
+            .chain(
+                e.scopes()
+                    .iter()
+                    .filter_map(|s| self.by_scope.get(s))
+                    .flatten(),
+            )
             .chain(self.everything.iter())
             .copied()
             .collect();
@@ -212,14 +225,14 @@ impl Hub {
         let reg = self.lock();
         for id in reg.candidates(event) {
             let Some(s) = reg.subs.get(&id) else { continue };
-            // Candidates are a superset: the interest still decides (tenant org filter).
+            // Candidates are a superset: the interest still decides (what it may see).
             if s.slow.is_cancelled() || !s.interest.matches(event) {
                 continue;
             }
             let (json, ev) = shared
                 .get_or_insert_with(|| {
                     (
-                        serde_json::to_string(event).unwrap_or_default().into(),
+                        ServerFrame::Presence(event.clone()).encode().into(),
                         Arc::new(event.clone()),
                     )
                 })
@@ -328,10 +341,16 @@ mod tests {
     }
 
     fn interest(scopes: &[&str], users: &[&str]) -> Interest {
+        let watcher = crate::auth::Principal {
+            user: UserId::new("watcher").unwrap(),
+            org: None,
+            role: crate::auth::Role::User,
+            expires_at: u64::MAX,
+        };
         Interest {
             scopes: scopes.iter().map(|s| s.parse().unwrap()).collect(),
             users: users.iter().map(|u| UserId::new(*u).unwrap()).collect(),
-            ..Interest::default()
+            ..Interest::new(Access::new(watcher, false))
         }
     }
 

@@ -1,20 +1,24 @@
 //! The presenced service: one node of the presence service.
 //!
 //! - [`config`]: settings (SPEC §9), layered and validated.
-//! - [`auth`]: JWT checks and the `token` issuer (SPEC §7).
-//! - [`http`]: the REST API and operations routes (SPEC §6); [`http::router`] is the whole app.
-//! - [`ws`]: the WebSocket gateway (SPEC §5).
-//! - [`hub`]: fan-out of feed events to this node's subscribers.
+//! - [`auth`]: JWT checks, the `Caller` extractor and the `token` issuer (SPEC §7).
+//! - [`access`]: who may see or do what — the one place every surface asks.
+//! - [`protocol`]: the WebSocket frames, both ways (SPEC §5).
+//! - [`app`]: the whole application as one router; [`http`]: the REST API and operations
+//!   routes (SPEC §6); [`ws`]: the WebSocket gateway; [`openapi`]: `/openapi.json`.
+//! - [`hub`]: fan-out of feed events to this node's subscribers; [`snapshot`]: snapshots and
+//!   feed replays for subscribers.
 //! - [`loops`]: lease renewal, the sweep, activity flushing.
 //! - [`metered`]: the store wrapped so every call is measured.
 //! - [`sessions`]: the sessions this node holds, re-asserted when the store forgot them.
-
-//! - [`snapshot`]: snapshots and feed replays for subscribers.
-//! - [`serve`]: runs a node on a bound listener until a shutdown token fires.
+//! - [`state`]: what every handler shares, including the node's [`presence_core::Clock`].
+//! - [`serve`]: runs a node on a bound listener until its shutdown token fires.
 //!
 //! Presence rules and storage live in `presence-core` and `presence-store`; nothing here
-//! decides a transition.
+//! decides a transition. Time comes from the injected clock, so tests drive it.
 
+pub mod access;
+pub mod app;
 pub mod auth;
 pub mod config;
 pub mod error;
@@ -22,29 +26,29 @@ pub mod http;
 pub mod hub;
 pub mod loops;
 pub mod metered;
+pub mod openapi;
+pub mod protocol;
 pub mod sessions;
-
 pub mod snapshot;
 pub mod state;
 pub mod ws;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use presence_core::{NodeId, SharedClock, Store, SystemClock};
-use presence_store::{ActivityCoalescer, MemoryStore, RedisConfig, RedisStore};
+use presence_core::{NodeId, SharedClock, Store};
+use presence_store::{MemoryStore, RedisConfig, RedisStore};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
 
-use crate::auth::Authenticator;
 use crate::config::{Config, StoreKind};
-use crate::hub::Hub;
 use crate::metered::MeteredStore;
 use crate::state::AppState;
 
-/// Opens the configured store as node `node`.
-pub async fn open_store(config: &Config, node: NodeId) -> anyhow::Result<Arc<dyn Store>> {
-    let clock: SharedClock = Arc::new(SystemClock);
+/// Opens the configured store as node `node`, reading time from `clock`.
+pub async fn open_store(
+    config: &Config,
+    node: NodeId,
+    clock: SharedClock,
+) -> anyhow::Result<Arc<dyn Store>> {
     let settings = config.store_settings();
     Ok(match config.store.kind {
         StoreKind::Memory => Arc::new(MeteredStore::new(MemoryStore::new(node, clock, settings))),
@@ -61,38 +65,22 @@ pub async fn open_store(config: &Config, node: NodeId) -> anyhow::Result<Arc<dyn
     })
 }
 
-/// Runs a node on `listener` until `shutdown` is cancelled: the loops, the feed, the HTTP
-/// and WebSocket server. On shutdown it stops accepting, closes WebSockets with 1012 (their
-/// sessions end through the offline grace) and returns.
-pub async fn serve(
-    config: Config,
-    auth: Authenticator,
-    store: Arc<dyn Store>,
-    listener: TcpListener,
-    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let config = Arc::new(config);
-    let state = AppState::new(state::Shared {
-        store: store.clone(),
-        auth,
-        connections: Arc::new(Semaphore::new(config.server.max_connections)),
-        activity: Arc::new(Mutex::new(ActivityCoalescer::new(1000))),
-        hub: Arc::new(Hub::default()),
-        sessions: Arc::new(sessions::LocalSessions::default()),
-        shutdown: shutdown.clone(),
-        metrics,
-        config: config.clone(),
-    });
+/// Runs a node on `listener` until `state.shutdown` is cancelled: the loops, the feed, the
+/// HTTP and WebSocket server. On shutdown it stops accepting, closes WebSockets with 1012
+/// (their sessions end through the offline grace) and returns.
+pub async fn serve(state: AppState, listener: TcpListener) -> anyhow::Result<()> {
+    let config = state.config.clone();
+    let store = state.store.clone();
+    let shutdown = state.shutdown.clone();
     store.renew_node_lease(0).await?;
-    let loops = CancellationToken::new();
+    let loops = tokio_util::sync::CancellationToken::new();
     let tasks = [
         tokio::spawn(loops::renew_lease(state.clone(), loops.clone())),
         tokio::spawn(loops::sweep(state.clone(), loops.clone())),
         tokio::spawn(loops::flush_activity(state.clone(), loops.clone())),
         tokio::spawn(state.hub.clone().run(store.clone(), loops.clone())),
     ];
-    let app = http::router(state.clone());
+    let app = app::router(state.clone());
     let stop = shutdown.clone();
     // TCP_NODELAY: presence frames are small and must leave at once; Nagle's algorithm would
     // hold them back for an ACK (tens of ms with delayed ACKs).
@@ -122,14 +110,7 @@ pub async fn serve(
     };
     let _ = tokio::time::timeout(config.server.shutdown_timeout, drained).await;
     // Write what activity is buffered, then stop the loops.
-    let due = state
-        .activity
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take_due(i64::MAX);
-    if !due.is_empty() {
-        let _ = store.record_activity(&due).await;
-    }
+    loops::flush_activity_once(&state, i64::MAX).await;
     loops.cancel();
     for t in tasks {
         let _ = t.await;

@@ -87,17 +87,22 @@ pub async fn flush_activity(state: AppState, stop: CancellationToken) {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let due = state
-            .activity
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take_due(state.now());
-        if due.is_empty() {
-            continue;
-        }
-        metrics::counter!("presenced_activity_writes_total").increment(due.len() as u64);
-        if let Err(e) = state.store.record_activity(&due).await {
-            tracing::warn!(error = %e, users = due.len(), "activity flush failed");
-        }
+        flush_activity_once(&state, state.now()).await;
+    }
+}
+
+/// Writes the activity due by `now` (`i64::MAX`: everything buffered) in one store call.
+pub async fn flush_activity_once(state: &AppState, now: presence_core::Millis) {
+    let due = state
+        .activity
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take_due(now);
+    if due.is_empty() {
+        return;
+    }
+    metrics::counter!("presenced_activity_writes_total").increment(due.len() as u64);
+    if let Err(e) = state.store.record_activity(&due).await {
+        tracing::warn!(error = %e, users = due.len(), "activity flush failed");
     }
 }

@@ -1,55 +1,52 @@
 //! Snapshots and replays shared by the WebSocket gateway and the SSE feed.
 
-use std::collections::HashMap;
+use presence_core::{FeedId, ListQuery, PresenceEvent, Scope, Store, UserId};
 
-use presence_core::{FeedId, ListQuery, OrgId, PresenceEvent, PresenceView, Scope, Store, UserId};
-use serde_json::{Value, json};
-
+use crate::access::Access;
 use crate::error::ApiError;
 use crate::hub::Interest;
+use crate::protocol::{ScopeSnapshot, Snapshot};
 
-/// Per scope: count, first page of users, next cursor; per user: view or null. `org` hides
-/// users of other orgs (tenant isolation).
+/// How many users a snapshot shows per scope; the rest are paged over REST.
+const SNAPSHOT_PAGE: usize = 100;
+
+/// The present as `access` may see it: per scope its count, first page and next cursor; per
+/// user the view or `null`.
 pub async fn current(
     store: &dyn Store,
+    access: &Access,
     scopes: &[Scope],
     users: &[UserId],
-    org: Option<&OrgId>,
-) -> Result<(HashMap<String, Value>, HashMap<String, Value>), ApiError> {
-    let visible = |v: PresenceView| match org {
-        Some(o) if v.org_id.as_ref() != Some(o) => None,
-        _ => Some(v),
-    };
-    let mut by_scope = HashMap::new();
-    for scope in scopes {
-        let page = store
-            .list(
-                scope,
-                &ListQuery {
-                    limit: 100,
-                    cursor: None,
-                    status: None,
-                },
-            )
-            .await?;
-        let list: Vec<_> = page.users.into_iter().filter_map(visible).collect();
-        by_scope.insert(
-            scope.to_string(),
-            json!({"count": page.count, "users": list, "next_cursor": page.next_cursor.map(|c| c.encode())}),
+) -> Result<Snapshot, ApiError> {
+    let mut snapshot = Snapshot::default();
+    for asked in scopes {
+        let scope = access.scope(asked)?;
+        let query = ListQuery {
+            limit: SNAPSHOT_PAGE,
+            cursor: None,
+            status: None,
+        };
+        let page = store.list(&scope, &query).await?;
+        snapshot.scopes.insert(
+            asked.to_string(),
+            ScopeSnapshot {
+                count: page.count,
+                users: page
+                    .users
+                    .into_iter()
+                    .filter_map(|v| access.view(v))
+                    .collect(),
+                next_cursor: page.next_cursor.map(|c| c.encode()),
+            },
         );
     }
     let views = store.views(users).await?;
-    let by_user = users
-        .iter()
-        .zip(views)
-        .map(|(u, v)| {
-            (
-                u.to_string(),
-                serde_json::to_value(v.and_then(visible)).unwrap_or(Value::Null),
-            )
-        })
-        .collect();
-    Ok((by_scope, by_user))
+    for (u, v) in users.iter().zip(views) {
+        snapshot
+            .users
+            .insert(u.to_string(), v.and_then(|v| access.view(v)));
+    }
+    Ok(snapshot)
 }
 
 /// What a resume from `after` found: the matching events in order and where reading stopped,

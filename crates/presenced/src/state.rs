@@ -1,16 +1,18 @@
-//! What every handler shares.
+//! What every handler shares: one [`AppState`], built once per node by [`AppState::new`].
 
 use std::sync::{Arc, Mutex};
 
-use presence_core::{Store, UserId};
+use axum::extract::FromRef;
+use presence_core::{Millis, SharedClock, Store, UserId};
 use presence_store::ActivityCoalescer;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::access::Access;
 use crate::auth::{Authenticator, Principal};
 use crate::config::Config;
-use crate::error::ApiError;
 use crate::hub::Hub;
+use crate::sessions::LocalSessions;
 
 /// Shared by every route and connection: one `Arc`, so the clone axum makes for each request
 /// (and each connection keeps) is a single reference count, not one per part.
@@ -18,9 +20,27 @@ use crate::hub::Hub;
 pub struct AppState(Arc<Shared>);
 
 impl AppState {
-    /// Wraps the parts.
-    pub fn new(shared: Shared) -> Self {
-        Self(Arc::new(shared))
+    /// A node's state: `store` and `auth` read time from `clock`, as the node does.
+    pub fn new(
+        config: Arc<Config>,
+        auth: Authenticator,
+        store: Arc<dyn Store>,
+        clock: SharedClock,
+        shutdown: CancellationToken,
+        metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    ) -> Self {
+        Self(Arc::new(Shared {
+            connections: Arc::new(Semaphore::new(config.server.max_connections)),
+            activity: Mutex::new(ActivityCoalescer::new(1000)),
+            hub: Arc::new(Hub::default()),
+            sessions: LocalSessions::default(),
+            store,
+            auth,
+            clock,
+            shutdown,
+            metrics,
+            config,
+        }))
     }
 }
 
@@ -31,20 +51,28 @@ impl std::ops::Deref for AppState {
     }
 }
 
+impl FromRef<AppState> for Authenticator {
+    fn from_ref(state: &AppState) -> Authenticator {
+        state.auth.clone()
+    }
+}
+
 /// The parts of [`AppState`].
 pub struct Shared {
     /// The presence store.
     pub store: Arc<dyn Store>,
     /// Token checks.
     pub auth: Authenticator,
+    /// The node's clock: every "now" the service needs comes from here.
+    pub clock: SharedClock,
     /// Settings.
     pub config: Arc<Config>,
     /// Local subscribers.
     pub hub: Arc<Hub>,
     /// Sessions this node holds.
-    pub sessions: Arc<crate::sessions::LocalSessions>,
+    pub sessions: LocalSessions,
     /// Activity waiting for the next flush.
-    pub activity: Arc<Mutex<ActivityCoalescer>>,
+    pub activity: Mutex<ActivityCoalescer>,
     /// `max_connections` permits: one per WebSocket.
     pub connections: Arc<Semaphore>,
     /// Cancelled on shutdown.
@@ -63,28 +91,13 @@ impl Shared {
             .record(user, now);
     }
 
-    /// The node's wall clock (the stores read the same `SystemClock` in production).
-    pub fn now(&self) -> presence_core::Millis {
-        presence_core::Clock::now_ms(&presence_core::SystemClock)
+    /// The node's clock.
+    pub fn now(&self) -> Millis {
+        self.clock.now_ms()
     }
 
-    /// The user a request acts on: the token's own, or for a service token the `user_id` it
-    /// names. A user token naming someone else is refused.
-    pub fn acting_user(&self, who: &Principal, named: Option<UserId>) -> Result<UserId, ApiError> {
-        match named {
-            None => Ok(who.user.clone()),
-            Some(u) if u == who.user => Ok(u),
-            Some(u) if who.role.is_privileged() => Ok(u),
-            Some(_) => Err(ApiError::permission_denied(
-                "a user token acts only on its own presence",
-            )),
-        }
-    }
-
-    /// Tenant isolation: the org a caller is confined to, if any.
-    pub fn confined_org(&self, who: &Principal) -> Option<presence_core::OrgId> {
-        (self.config.auth.tenant_isolation && !who.role.is_privileged())
-            .then(|| who.org.clone())
-            .flatten()
+    /// What `who` may see and do on this node.
+    pub fn access(&self, who: Principal) -> Access {
+        Access::new(who, self.config.auth.tenant_isolation)
     }
 }

@@ -918,7 +918,8 @@ async fn tenant_isolation_hides_other_orgs(kind: Kind) {
         .get(&format!("/messenger/presence/status/{mine}"), &me)
         .await;
     assert_eq!(s, 200);
-    let (_, page) = node.get("/messenger/presence/online", &me).await;
+    let (s, page) = node.get("/messenger/presence/online", &me).await;
+    assert_eq!(s, 200);
     let ids: Vec<&str> = page["online_users"]
         .as_array()
         .unwrap()
@@ -926,15 +927,66 @@ async fn tenant_isolation_hides_other_orgs(kind: Kind) {
         .map(|v| v["user_id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, [mine.as_str()]);
-    let (_, page) = node.get("/messenger/presence/online?zone_id=5", &me).await;
-    assert_eq!(page["online_users"].as_array().unwrap().len(), 1);
+    assert_eq!(page["count"], 1, "the count is of the caller's org only");
+    let (s, count) = node.get("/messenger/presence/count", &me).await;
+    assert_eq!((s, &count["global"]), (200, &json!(1)), "{count}");
+    // A zone spans orgs, and the store keeps no per-org zone index: a confined token is
+    // refused zone queries rather than shown another org's users in a count.
+    for path in [
+        "/messenger/presence/online?zone_id=5",
+        "/messenger/presence/count?zone_id=5",
+    ] {
+        let (s, body) = node.get(path, &me).await;
+        assert_eq!(
+            (s, &body["error"]["code"]),
+            (403, &json!("permission_denied")),
+            "{path}"
+        );
+    }
     let (s, _) = node.get("/messenger/presence/online?org_id=200", &me).await;
     assert_eq!(s, 404);
-    // A service token sees everyone.
-    let (_, page) = node
-        .get("/messenger/presence/online", &token("svc", "service", None))
+    // A confined token places itself only in its own org.
+    let (s, _) = node
+        .send(
+            reqwest::Method::PUT,
+            "/messenger/presence/org",
+            &me,
+            Some(json!({"org_id": "200"})),
+        )
         .await;
+    assert_eq!(s, 403);
+    let (s, _) = node
+        .send(
+            reqwest::Method::POST,
+            "/messenger/presence/heartbeat",
+            &me,
+            Some(json!({"org_id": "200"})),
+        )
+        .await;
+    assert_eq!(s, 403);
+    let refused = tokio_tungstenite::connect_async(format!(
+        "ws://{}/messenger/ws?token={me}&org_id=200",
+        node.addr
+    ))
+    .await;
+    let Err(tokio_tungstenite::tungstenite::Error::Http(refused)) = refused else {
+        panic!("the upgrade must be refused");
+    };
+    assert_eq!(refused.status().as_u16(), 403, "refused before the upgrade");
+    a.send(json!({"type": "org.set", "org_id": "200", "id": 1}))
+        .await;
+    let reply = a.until(|f| f["id"] == 1).await;
+    assert_eq!(reply["code"], "permission_denied", "{reply}");
+    let (_, view) = node
+        .get(&format!("/messenger/presence/status/{mine}"), &me)
+        .await;
+    assert_eq!(view["org_id"], "100", "a refused move changes nothing");
+    // A service token sees everyone.
+    let svc = token("svc", "service", None);
+    let (_, page) = node.get("/messenger/presence/online", &svc).await;
     assert_eq!(page["count"], 2);
+    let (_, count) = node.get("/messenger/presence/count?zone_id=5", &svc).await;
+    assert_eq!((&count["global"], &count["zone"]), (&json!(2), &json!(2)));
 }
 
 async fn rest_lease_runs_out_after_online_ttl(kind: Kind) {

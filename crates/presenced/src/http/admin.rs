@@ -4,10 +4,8 @@ use axum::extract::State;
 use presence_core::time::format_rfc3339;
 use serde::Serialize;
 
-use super::Caller;
-use super::presence::ErrorBody;
-use crate::auth::Role;
-use crate::error::ApiError;
+use crate::auth::{Caller, Role};
+use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 
 /// A live node.
@@ -29,7 +27,7 @@ pub(crate) struct NodesAnswer {
 /// Live nodes, their session counts and their last lease renewal.
 #[utoipa::path(get, path = "/admin/nodes", security(("bearer" = [])),
     responses((status = 200, body = NodesAnswer), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub(super) async fn nodes(
+pub(crate) async fn nodes(
     State(state): State<AppState>,
     who: Caller,
 ) -> Result<axum::Json<NodesAnswer>, ApiError> {

@@ -12,11 +12,11 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
 use futures::stream::{self, StreamExt};
 use presence_core::{FeedId, Scope};
-use serde_json::json;
 
-use super::Caller;
-use crate::error::ApiError;
+use crate::auth::Caller;
+use crate::error::{ApiError, ErrorBody};
 use crate::hub::{Interest, Subscription};
+use crate::protocol::ServerFrame;
 use crate::state::AppState;
 
 /// The feed as Server-Sent Events (`id`, `event: presence`, `data`); resume with `after` or
@@ -26,8 +26,8 @@ use crate::state::AppState;
         ("scope" = Option<Vec<String>>, Query, description = "global, zone:{id} or org:{id}; repeatable")),
     security(("bearer" = [])),
     responses((status = 200, description = "text/event-stream of presence events"),
-        (status = 400, body = super::presence::ErrorBody), (status = 401, body = super::presence::ErrorBody)))]
-pub(super) async fn events(
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub(crate) async fn events(
     State(state): State<AppState>,
     who: Caller,
     headers: HeaderMap,
@@ -35,18 +35,16 @@ pub(super) async fn events(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
         .map_err(|e| ApiError::invalid_argument(e.to_string()))?;
-    let mut interest = Interest {
-        org: state.confined_org(&who.0),
-        ..Interest::default()
-    };
+    let mut interest = Interest::new(state.access(who.0));
     let mut after: Option<FeedId> = None;
     for (k, v) in pairs {
         match k.as_str() {
             "scope" => {
-                interest.scopes.insert(
-                    v.parse::<Scope>()
-                        .map_err(|e| ApiError::invalid_argument(format!("scope {v:?}: {e}")))?,
-                );
+                let scope = v
+                    .parse::<Scope>()
+                    .map_err(|e| ApiError::invalid_argument(format!("scope {v:?}: {e}")))?;
+                interest.access.scope(&scope)?;
+                interest.scopes.insert(scope);
             }
             "after" => {
                 after = Some(
@@ -80,26 +78,28 @@ pub(super) async fn events(
         Some(after) => match crate::snapshot::replay(store, after, &interest).await? {
             Some((events, pos)) => (
                 events
-                    .iter()
-                    .map(|e| {
-                        presence_event(e.feed_id, &serde_json::to_string(e).unwrap_or_default())
-                    })
+                    .into_iter()
+                    .map(|e| presence_event(e.feed_id, &ServerFrame::Presence(e).encode()))
                     .collect(),
                 pos,
             ),
             None => {
                 let head = store.feed_head().await?;
                 let scopes: Vec<Scope> = interest.scopes.iter().cloned().collect();
-                let (by_scope, _) =
-                    crate::snapshot::current(store, &scopes, &[], interest.org.as_ref()).await?;
-                let snap =
-                    json!({"type": "snapshot", "feed_id": head, "reset": true, "scopes": by_scope});
+                let snapshot =
+                    crate::snapshot::current(store, &interest.access, &scopes, &[]).await?;
+                let frame = ServerFrame::Snapshot {
+                    id: None,
+                    feed_id: head,
+                    reset: true,
+                    snapshot,
+                };
                 (
                     vec![
                         Event::default()
                             .event("snapshot")
                             .id(head.to_string())
-                            .data(snap.to_string()),
+                            .data(frame.encode()),
                     ],
                     head,
                 )

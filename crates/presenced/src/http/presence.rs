@@ -18,8 +18,9 @@ use presence_core::{
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::Caller;
-use crate::error::{ApiError, Json, Path, Query};
+use crate::access::Access;
+use crate::auth::Caller;
+use crate::error::{ApiError, ErrorBody, Json, Path, Query};
 use crate::state::AppState;
 
 pub(super) fn routes() -> Router<AppState> {
@@ -56,19 +57,10 @@ fn optional_body<T: DeserializeOwned>(body: &Bytes) -> Result<Option<T>, ApiErro
         .map_err(|e| ApiError::invalid_argument(format!("bad JSON body: {e}")))
 }
 
-/// Hides a view the caller may not see (tenant isolation): as if the user did not exist.
-fn visible(state: &AppState, who: &Caller, view: Option<PresenceView>) -> Option<PresenceView> {
-    let view = view?;
-    match state.confined_org(&who.0) {
-        Some(org) if view.org_id.as_ref() != Some(&org) => None,
-        _ => Some(view),
-    }
-}
-
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-struct ListParams {
+pub(crate) struct ListParams {
     zone_id: Option<String>,
     org_id: Option<String>,
     limit: Option<String>,
@@ -84,13 +76,10 @@ pub(crate) struct OnlinePage {
     next_cursor: Option<String>,
 }
 
-fn scope_of(
-    state: &AppState,
-    who: &Caller,
-    zone: Option<&str>,
-    org: Option<&str>,
-) -> Result<Scope, ApiError> {
-    let scope = match (zone, org) {
+/// The scope a list or count reads: `zone_id`, `org_id` or neither (global), as the
+/// caller may see it.
+fn scope_of(access: &Access, zone: Option<&str>, org: Option<&str>) -> Result<Scope, ApiError> {
+    let asked = match (zone, org) {
         (Some(_), Some(_)) => {
             return Err(ApiError::invalid_argument(
                 "give zone_id or org_id, not both",
@@ -100,18 +89,13 @@ fn scope_of(
         (None, Some(o)) => Scope::Org(parse_id::<OrgId>(o)?),
         (None, None) => Scope::Global,
     };
-    // A confined caller lists its own org; a zone is filtered to it page by page.
-    match (state.confined_org(&who.0), &scope) {
-        (Some(own), Scope::Global) => Ok(Scope::Org(own)),
-        (Some(own), Scope::Org(o)) if *o != own => Err(ApiError::not_found("no such org")),
-        _ => Ok(scope),
-    }
+    access.scope(&asked)
 }
 
 /// Users online or away in a scope, most recent activity first (the seed's route).
 #[utoipa::path(get, path = "/messenger/presence/online", params(ListParams), security(("bearer" = [])),
     responses((status = 200, body = OnlinePage), (status = 400, description = "invalid_argument", body = ErrorBody), (status = 401, description = "unauthenticated", body = ErrorBody)))]
-async fn list_online(
+pub(crate) async fn list_online(
     State(state): State<AppState>,
     who: Caller,
     Query(q): Query<ListParams>,
@@ -136,7 +120,8 @@ async fn list_online(
         .map(ListCursor::decode)
         .transpose()
         .map_err(|e| ApiError::invalid_argument(e.to_string()))?;
-    let scope = scope_of(&state, &who, q.zone_id.as_deref(), q.org_id.as_deref())?;
+    let access = state.access(who.0);
+    let scope = scope_of(&access, q.zone_id.as_deref(), q.org_id.as_deref())?;
     let page = state
         .store
         .list(
@@ -151,7 +136,7 @@ async fn list_online(
     let users = page
         .users
         .into_iter()
-        .filter_map(|v| visible(&state, &who, Some(v)))
+        .filter_map(|v| access.view(v))
         .collect();
     Ok(axum::Json(OnlinePage {
         online_users: users,
@@ -163,7 +148,7 @@ async fn list_online(
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-struct CountParams {
+pub(crate) struct CountParams {
     zone_id: Option<String>,
     org_id: Option<String>,
 }
@@ -171,18 +156,18 @@ struct CountParams {
 /// Counts: `{"global": N, "zone": N | null, "org": N | null}` (the seed's route).
 #[utoipa::path(get, path = "/messenger/presence/count", params(CountParams), security(("bearer" = [])),
     responses((status = 200, body = CountAnswer), (status = 400, description = "invalid_argument", body = ErrorBody), (status = 401, description = "unauthenticated", body = ErrorBody)))]
-async fn count(
+pub(crate) async fn count(
     State(state): State<AppState>,
     who: Caller,
     Query(q): Query<CountParams>,
 ) -> Result<axum::Json<CountAnswer>, ApiError> {
-    let global = scope_of(&state, &who, None, None)?;
-    let mut scopes = vec![global];
+    let access = state.access(who.0);
+    let mut scopes = vec![scope_of(&access, None, None)?];
     if let Some(z) = &q.zone_id {
-        scopes.push(Scope::Zone(parse_id(z)?));
+        scopes.push(scope_of(&access, Some(z), None)?);
     }
     if let Some(o) = &q.org_id {
-        scopes.push(scope_of(&state, &who, None, Some(o))?);
+        scopes.push(scope_of(&access, None, Some(o))?);
     }
     let counts = state.store.counts(&scopes).await?;
     let mut it = counts.iter().map(|c| c.total);
@@ -195,14 +180,15 @@ async fn count(
 /// One user's view; 404 if never seen or expired (the seed's route).
 #[utoipa::path(get, path = "/messenger/presence/status/{user_id}", params(("user_id" = String, Path)), security(("bearer" = [])),
     responses((status = 200, body = presence_core::PresenceView), (status = 404, body = ErrorBody), (status = 400, description = "invalid_argument", body = ErrorBody), (status = 401, description = "unauthenticated", body = ErrorBody)))]
-async fn status(
+pub(crate) async fn status(
     State(state): State<AppState>,
     who: Caller,
     Path(user_id): Path<String>,
 ) -> Result<axum::Json<PresenceView>, ApiError> {
     let user: UserId = parse_id(&user_id)?;
-    let view = visible(&state, &who, state.store.view(&user).await?);
-    view.map(axum::Json)
+    let view = state.store.view(&user).await?;
+    view.and_then(|v| state.access(who.0).view(v))
+        .map(axum::Json)
         .ok_or_else(|| ApiError::not_found(format!("no presence for user {user}")))
 }
 
@@ -232,17 +218,18 @@ fn ids_of(state: &AppState, raw: &[serde_json::Value]) -> Result<Vec<UserId>, Ap
 /// Many users' views in one call: `{"users": {"id": view | null}}`.
 #[utoipa::path(post, path = "/messenger/presence/status/batch", request_body = BatchBody, security(("bearer" = [])),
     responses((status = 200, body = BatchAnswer), (status = 400, description = "invalid_argument", body = ErrorBody), (status = 401, description = "unauthenticated", body = ErrorBody)))]
-async fn status_batch(
+pub(crate) async fn status_batch(
     State(state): State<AppState>,
     who: Caller,
     Json(body): Json<BatchBody>,
 ) -> Result<axum::Json<BatchAnswer>, ApiError> {
     let ids = ids_of(&state, &body.user_ids)?;
     let views = state.store.views(&ids).await?;
+    let access = state.access(who.0);
     let users: BTreeMap<String, Option<PresenceView>> = ids
         .iter()
         .zip(views)
-        .map(|(id, v)| (id.to_string(), visible(&state, &who, v)))
+        .map(|(id, v)| (id.to_string(), v.and_then(|v| access.view(v))))
         .collect();
     Ok(axum::Json(BatchAnswer { users }))
 }
@@ -250,7 +237,7 @@ async fn status_batch(
 #[derive(Debug, Deserialize, Default, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-struct UserParam {
+pub(crate) struct UserParam {
     user_id: Option<UserId>,
 }
 
@@ -262,10 +249,10 @@ fn target(
     body: Option<UserParam>,
 ) -> Result<UserId, ApiError> {
     let named = query.user_id.or(body.and_then(|b| b.user_id));
-    state.acting_user(&who.0, named)
+    state.access(who.0.clone()).act_as(named)
 }
 
-async fn set_status(
+pub(crate) async fn set_status(
     state: AppState,
     who: Caller,
     q: UserParam,
@@ -289,7 +276,7 @@ async fn set_status(
 /// Manual away for the token's user (the seed's route).
 #[utoipa::path(post, path = "/messenger/presence/away", params(UserParam), security(("bearer" = [])),
     responses((status = 200, body = StatusAnswer), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 400, description = "invalid_argument", body = ErrorBody), (status = 401, description = "unauthenticated", body = ErrorBody)))]
-async fn set_away(
+pub(crate) async fn set_away(
     State(state): State<AppState>,
     who: Caller,
     Query(q): Query<UserParam>,
@@ -301,7 +288,7 @@ async fn set_away(
 /// Back online; clears manual away.
 #[utoipa::path(post, path = "/messenger/presence/online", params(UserParam), security(("bearer" = [])),
     responses((status = 200, body = StatusAnswer), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 400, description = "invalid_argument", body = ErrorBody), (status = 401, description = "unauthenticated", body = ErrorBody)))]
-async fn set_online(
+pub(crate) async fn set_online(
     State(state): State<AppState>,
     who: Caller,
     Query(q): Query<UserParam>,
@@ -321,7 +308,7 @@ pub(crate) struct ActivityBody {
 /// Activity, buffered and written at the next flush.
 #[utoipa::path(post, path = "/messenger/presence/activity", request_body(content = Option<ActivityBody>), security(("bearer" = [])),
     responses((status = 204, description = "recorded"), (status = 403, body = ErrorBody), (status = 400, description = "invalid_argument", body = ErrorBody), (status = 401, description = "unauthenticated", body = ErrorBody)))]
-async fn activity(
+pub(crate) async fn activity(
     State(state): State<AppState>,
     who: Caller,
     body: Bytes,
@@ -330,11 +317,7 @@ async fn activity(
         None => vec![who.0.user.clone()],
         Some(b) => {
             let ids = ids_of(&state, &b.user_ids)?;
-            if !who.0.role.is_privileged() && ids.iter().any(|u| *u != who.0.user) {
-                return Err(ApiError::permission_denied(
-                    "a user token reports only its own activity",
-                ));
-            }
+            state.access(who.0.clone()).act_for_all(&ids)?;
             ids
         }
     };
@@ -358,13 +341,15 @@ pub(crate) struct HeartbeatBody {
 /// A session without a WebSocket.
 #[utoipa::path(post, path = "/messenger/presence/heartbeat", request_body(content = Option<HeartbeatBody>), security(("bearer" = [])),
     responses((status = 200, body = HeartbeatAnswer), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 400, description = "invalid_argument", body = ErrorBody), (status = 401, description = "unauthenticated", body = ErrorBody)))]
-async fn heartbeat(
+pub(crate) async fn heartbeat(
     State(state): State<AppState>,
     who: Caller,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let b: HeartbeatBody = optional_body(&body)?.unwrap_or_default();
-    let user = state.acting_user(&who.0, b.user_id.clone())?;
+    let access = state.access(who.0);
+    let user = access.act_as(b.user_id.clone())?;
+    access.place_in_org(b.org_id.as_ref())?;
     let (session, until) = match b.session_id {
         Some(s) => {
             let until = state.store.renew_session(&user, &s).await?;
@@ -395,7 +380,7 @@ async fn heartbeat(
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-struct EndHeartbeat {
+pub(crate) struct EndHeartbeat {
     session_id: SessionId,
     user_id: Option<UserId>,
 }
@@ -403,12 +388,12 @@ struct EndHeartbeat {
 /// Ends a REST session (the offline grace follows).
 #[utoipa::path(delete, path = "/messenger/presence/heartbeat", params(EndHeartbeat), security(("bearer" = [])),
     responses((status = 204, description = "ended"), (status = 404, body = ErrorBody), (status = 400, description = "invalid_argument", body = ErrorBody), (status = 401, description = "unauthenticated", body = ErrorBody)))]
-async fn end_heartbeat(
+pub(crate) async fn end_heartbeat(
     State(state): State<AppState>,
     who: Caller,
     Query(q): Query<EndHeartbeat>,
 ) -> Result<StatusCode, ApiError> {
-    let user = state.acting_user(&who.0, q.user_id)?;
+    let user = state.access(who.0).act_as(q.user_id)?;
     state.store.close_session(&user, &q.session_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -424,12 +409,12 @@ pub(crate) struct ZoneBody {
 /// Moves the user; answers the view.
 #[utoipa::path(put, path = "/messenger/presence/zone", request_body = ZoneBody, security(("bearer" = [])),
     responses((status = 200, body = presence_core::PresenceView), (status = 404, body = ErrorBody), (status = 400, description = "invalid_argument", body = ErrorBody), (status = 401, description = "unauthenticated", body = ErrorBody)))]
-async fn set_zone(
+pub(crate) async fn set_zone(
     State(state): State<AppState>,
     who: Caller,
     Json(b): Json<ZoneBody>,
 ) -> Result<axum::Json<PresenceView>, ApiError> {
-    let user = state.acting_user(&who.0, b.user_id)?;
+    let user = state.access(who.0).act_as(b.user_id)?;
     Ok(axum::Json(
         state
             .store
@@ -450,12 +435,14 @@ pub(crate) struct OrgBody {
 /// Moves the user; answers the view.
 #[utoipa::path(put, path = "/messenger/presence/org", request_body = OrgBody, security(("bearer" = [])),
     responses((status = 200, body = presence_core::PresenceView), (status = 404, body = ErrorBody), (status = 400, description = "invalid_argument", body = ErrorBody), (status = 401, description = "unauthenticated", body = ErrorBody)))]
-async fn set_org(
+pub(crate) async fn set_org(
     State(state): State<AppState>,
     who: Caller,
     Json(b): Json<OrgBody>,
 ) -> Result<axum::Json<PresenceView>, ApiError> {
-    let user = state.acting_user(&who.0, b.user_id)?;
+    let access = state.access(who.0);
+    let user = access.act_as(b.user_id)?;
+    access.place_in_org(b.org_id.as_ref())?;
     Ok(axum::Json(
         state
             .store
@@ -463,21 +450,6 @@ async fn set_org(
             .await?
             .view,
     ))
-}
-
-/// `{"error": {"code", "message"}}`.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub(crate) struct ErrorBody {
-    error: ErrorDetail,
-}
-
-/// The error itself.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub(crate) struct ErrorDetail {
-    /// invalid_argument, unauthenticated, permission_denied, not_found, conflict,
-    /// payload_too_large, rate_limited, unavailable, internal.
-    code: String,
-    message: String,
 }
 
 /// Counts per scope; `null` for a scope not asked for.
@@ -508,33 +480,4 @@ pub(crate) struct BatchAnswer {
 pub(crate) struct HeartbeatAnswer {
     session_id: String,
     expires_at: String,
-}
-
-/// The OpenAPI document of these routes.
-#[derive(utoipa::OpenApi)]
-#[openapi(
-    info(title = "presenced", description = "Presence service: who is online, away or offline, right now."),
-    paths(list_online, count, status, status_batch, set_away, set_online, activity, heartbeat, end_heartbeat, set_zone, set_org,
-                super::events::events, super::admin::nodes),
-    components(schemas(presence_core::PresenceView, presence_core::PresenceEvent, ErrorBody)),
-    modifiers(&BearerAuth)
-)]
-pub(crate) struct ApiDoc;
-
-struct BearerAuth;
-
-impl utoipa::Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        let scheme = SecurityScheme::Http(
-            HttpBuilder::new()
-                .scheme(HttpAuthScheme::Bearer)
-                .bearer_format("JWT")
-                .build(),
-        );
-        openapi
-            .components
-            .get_or_insert_with(Default::default)
-            .add_security_scheme("bearer", scheme);
-    }
 }

@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-pub const SECRET: &str = "test-secret-0123456789";
+pub const SECRET: &str = "test-secret-0123456789-of-32-bytes+";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {

@@ -1,0 +1,191 @@
+//! Who may see or do what (SPEC §6, §7 and the tenancy rules of §10). Every surface asks
+//! here — REST routes, the WebSocket gateway, SSE, snapshots and the hub — so a rule such as
+//! tenant isolation is one change in this file, not one per surface.
+//!
+//! An [`Access`] is one caller's rights: built once per request or connection from the
+//! verified token and the node's settings.
+
+use presence_core::{OrgId, PresenceEvent, PresenceView, Scope, UserId};
+
+use crate::auth::Principal;
+use crate::error::ApiError;
+
+/// One caller's rights.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Access {
+    who: Principal,
+    /// Tenant isolation: the only org this caller may see or join.
+    confined_to: Option<OrgId>,
+}
+
+impl Access {
+    /// The rights of `who` on a node with `tenant_isolation` on or off. With isolation on, a
+    /// user token carrying `org_id` is confined to that org; service and admin tokens never
+    /// are.
+    pub fn new(who: Principal, tenant_isolation: bool) -> Self {
+        let confined_to = (tenant_isolation && !who.role.is_privileged())
+            .then(|| who.org.clone())
+            .flatten();
+        Self { who, confined_to }
+    }
+
+    /// The verified token behind these rights.
+    pub fn principal(&self) -> &Principal {
+        &self.who
+    }
+
+    /// Whether the caller acts for any user (service and admin tokens).
+    pub fn is_privileged(&self) -> bool {
+        self.who.role.is_privileged()
+    }
+
+    /// The org a confined caller is kept to, if any.
+    pub fn confined_to(&self) -> Option<&OrgId> {
+        self.confined_to.as_ref()
+    }
+
+    /// The user a request acts on: the token's own, or for a service token the user it
+    /// names. A user token naming someone else is refused.
+    pub fn act_as(&self, named: Option<UserId>) -> Result<UserId, ApiError> {
+        match named {
+            None => Ok(self.who.user.clone()),
+            Some(u) if u == self.who.user || self.is_privileged() => Ok(u),
+            Some(_) => Err(ApiError::permission_denied(
+                "a user token acts only on its own presence",
+            )),
+        }
+    }
+
+    /// Whether the caller may report activity for all of `users`.
+    pub fn act_for_all(&self, users: &[UserId]) -> Result<(), ApiError> {
+        if self.is_privileged() || users.iter().all(|u| *u == self.who.user) {
+            Ok(())
+        } else {
+            Err(ApiError::permission_denied(
+                "a user token reports only its own activity",
+            ))
+        }
+    }
+
+    /// Whether the caller may place a user in `org` (a connect, a heartbeat, a move). A
+    /// confined caller may join only its own org (or leave orgs).
+    pub fn place_in_org(&self, org: Option<&OrgId>) -> Result<(), ApiError> {
+        match (&self.confined_to, org) {
+            (Some(own), Some(org)) if own != org => Err(ApiError::permission_denied(format!(
+                "this token may place its user only in org {own}"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// A view as this caller may see it: `None` when the user is hidden from it (another
+    /// tenant's user answers as if it did not exist).
+    pub fn view(&self, view: PresenceView) -> Option<PresenceView> {
+        match &self.confined_to {
+            Some(own) if view.org_id.as_ref() != Some(own) => None,
+            _ => Some(view),
+        }
+    }
+
+    /// Whether this caller may see an event: a confined caller sees users of its org, and a
+    /// user leaving its org (the event that tells the org they left).
+    pub fn event(&self, e: &PresenceEvent) -> bool {
+        match &self.confined_to {
+            Some(own) => e.user.org_id.as_ref() == Some(own) || e.prev_org_id.as_ref() == Some(own),
+            None => true,
+        }
+    }
+
+    /// The scope a query or subscription for `asked` reads. A confined caller's `global` is
+    /// its own org; another org answers not found; a zone is refused, because a zone's count
+    /// and pages span every org and the store keeps no per-org zone index (SPEC §10 allows
+    /// either counting within the org or refusing).
+    pub fn scope(&self, asked: &Scope) -> Result<Scope, ApiError> {
+        match (&self.confined_to, asked) {
+            (None, s) => Ok(s.clone()),
+            (Some(own), Scope::Global) => Ok(Scope::Org(own.clone())),
+            (Some(own), Scope::Org(o)) if o == own => Ok(asked.clone()),
+            (Some(_), Scope::Org(_)) => Err(ApiError::not_found("no such org")),
+            (Some(_), Scope::Zone(_)) => Err(ApiError::permission_denied(
+                "with tenant isolation, an org-confined token queries its org, not zones",
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Role;
+
+    fn access(user: &str, org: Option<&str>, role: Role, isolation: bool) -> Access {
+        Access::new(
+            Principal {
+                user: UserId::new(user).unwrap(),
+                org: org.map(|o| OrgId::new(o).unwrap()),
+                role,
+                expires_at: u64::MAX,
+            },
+            isolation,
+        )
+    }
+
+    fn org(o: &str) -> OrgId {
+        OrgId::new(o).unwrap()
+    }
+
+    #[test]
+    fn a_user_token_acts_only_for_itself_and_a_service_token_for_anyone() {
+        let user = access("1", None, Role::User, false);
+        let service = access("svc", None, Role::Service, false);
+        let two = UserId::new("2").unwrap();
+        assert_eq!(user.act_as(None).unwrap().as_str(), "1");
+        assert_eq!(
+            user.act_as(Some(two.clone())).unwrap_err().code,
+            "permission_denied"
+        );
+        assert_eq!(service.act_as(Some(two.clone())).unwrap(), two);
+        assert!(user.act_for_all(std::slice::from_ref(&two)).is_err());
+        assert!(service.act_for_all(&[two]).is_ok());
+    }
+
+    #[test]
+    fn tenant_isolation_confines_user_tokens_with_an_org_only() {
+        let confined = access("1", Some("100"), Role::User, true);
+        assert_eq!(confined.confined_to(), Some(&org("100")));
+        for free in [
+            access("1", Some("100"), Role::User, false),
+            access("1", None, Role::User, true),
+            access("1", Some("100"), Role::Service, true),
+            access("1", Some("100"), Role::Admin, true),
+        ] {
+            assert_eq!(free.confined_to(), None, "{free:?}");
+            assert!(free.place_in_org(Some(&org("200"))).is_ok());
+            assert_eq!(free.scope(&Scope::Global).unwrap(), Scope::Global);
+        }
+        assert!(confined.place_in_org(Some(&org("100"))).is_ok());
+        assert!(
+            confined.place_in_org(None).is_ok(),
+            "leaving orgs is allowed"
+        );
+        assert_eq!(
+            confined.place_in_org(Some(&org("200"))).unwrap_err().code,
+            "permission_denied"
+        );
+        assert_eq!(
+            confined.scope(&Scope::Global).unwrap(),
+            Scope::Org(org("100"))
+        );
+        assert_eq!(
+            confined.scope(&Scope::Org(org("200"))).unwrap_err().code,
+            "not_found"
+        );
+        assert_eq!(
+            confined
+                .scope(&"zone:10".parse().unwrap())
+                .unwrap_err()
+                .code,
+            "permission_denied"
+        );
+    }
+}

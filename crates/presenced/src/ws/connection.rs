@@ -1,0 +1,287 @@
+//! One connection's life: open its session, send `connected`, serve it, close its session.
+
+use std::time::Duration;
+
+use axum::extract::ws::{Message, Utf8Bytes};
+use futures::{Sink, SinkExt, Stream, StreamExt};
+use presence_core::{FeedId, OpenSession, SessionId, StoreError, TransitionError};
+use tokio::time::Instant;
+
+use super::CheckedUpgrade;
+use super::close::CloseReason;
+use super::rate_limit::{RateLimit, Verdict};
+use crate::access::Access;
+use crate::error::ApiError;
+use crate::hub::{Delivered, Interest, Subscription};
+use crate::protocol::ServerFrame;
+use crate::state::AppState;
+
+/// Why reading the socket failed, as far as the connection cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadError {
+    /// A message over the socket's size limit (close 1009).
+    TooBig,
+    /// Anything else: the connection is gone.
+    Broken,
+}
+
+impl ReadError {
+    /// Classifies an axum WebSocket error by the tungstenite error inside it.
+    pub fn from_axum(e: axum::Error) -> Self {
+        match e.into_inner().downcast::<tungstenite::Error>() {
+            Ok(e) if matches!(*e, tungstenite::Error::Capacity(_)) => Self::TooBig,
+            _ => Self::Broken,
+        }
+    }
+}
+
+/// An open connection's state.
+pub(super) struct Connection {
+    pub(super) state: AppState,
+    pub(super) access: Access,
+    pub(super) session: SessionId,
+    pub(super) sub: Option<Subscription>,
+    pub(super) interest: Interest,
+    /// After a subscribe: events up to this feed id that the previous interest did not ask
+    /// for are covered by the snapshot (or replay) and dropped.
+    pub(super) covered: Option<(FeedId, Interest)>,
+}
+
+/// What woke the connection up.
+enum Wake {
+    End(CloseReason),
+    Event(Delivered),
+    PingDue,
+    Read(Option<Result<Message, ReadError>>),
+}
+
+/// Runs one connection on `socket` until it ends: the session is opened first (a refusal
+/// closes with 4009 or 1013) and closed last, which starts the offline grace.
+pub async fn run<S>(state: AppState, checked: CheckedUpgrade, mut socket: S)
+where
+    S: Sink<Message> + Stream<Item = Result<Message, ReadError>> + Unpin,
+{
+    let CheckedUpgrade {
+        access,
+        zone,
+        org,
+        device,
+        permit: _permit,
+    } = checked;
+    let session = SessionId::random();
+    let user = access.principal().user.clone();
+    let open = OpenSession {
+        user: user.clone(),
+        session: session.clone(),
+        device,
+        zone,
+        org,
+        leased: false,
+    };
+    // The open's answer and the `connected` frame are built and sent in here, so they are
+    // freed before the connection goes idle: a local of `run` would live as long as the
+    // connection does (this is most of what an idle connection would otherwise keep).
+    let hello = async {
+        let applied = state.store.open_session(open.clone()).await?;
+        metrics::counter!("presenced_sessions_opened_total").increment(1);
+        state.sessions.opened(&OpenSession {
+            zone: applied.view.zone_id.clone(),
+            org: applied.view.org_id.clone(),
+            ..open
+        });
+        let node = state.store.node_id().clone();
+        Ok::<_, StoreError>(text(ServerFrame::connected(
+            session.clone(),
+            node,
+            applied.view,
+        )))
+    };
+    let hello = match hello.await {
+        Ok(frame) => frame,
+        Err(e) => {
+            let why = match e {
+                StoreError::Refused(TransitionError::TooManySessions { .. }) => {
+                    CloseReason::TOO_MANY_SESSIONS
+                }
+                _ => CloseReason::TRY_LATER,
+            };
+            if let Some(frame) = why.frame() {
+                let _ = socket.send(frame).await;
+            }
+            return;
+        }
+    };
+    let mut conn = Connection {
+        interest: Interest::new(access.clone()),
+        state: state.clone(),
+        access,
+        session: session.clone(),
+        sub: None,
+        covered: None,
+    };
+    let ending = match socket.send(hello).await {
+        Ok(()) => conn.serve(&mut socket).await,
+        Err(_) => CloseReason::GONE,
+    };
+    if let Some(frame) = ending.frame() {
+        let _ = socket.send(frame).await;
+    }
+    metrics::counter!("presenced_sessions_closed_total", "code" => ending.code.to_string())
+        .increment(1);
+    state.sessions.closed(&session);
+    // The close starts the offline grace; a restart (1012) leaves presence to it too.
+    if let Err(e) = state.store.close_session(&user, &session).await {
+        tracing::warn!(error = %e, "could not close a session; the node lease will end it");
+    }
+}
+
+fn text(frame: ServerFrame) -> Message {
+    Message::Text(Utf8Bytes::from(frame.encode()))
+}
+
+async fn until_slow(token: Option<tokio_util::sync::CancellationToken>) {
+    match token {
+        Some(t) => t.cancelled().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_event(sub: &mut Option<Subscription>) -> Option<Delivered> {
+    match sub {
+        Some(s) => s.rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sends one message; a failed send means the peer is gone.
+async fn send<S: Sink<Message> + Unpin>(socket: &mut S, m: Message) -> Result<(), CloseReason> {
+    socket.send(m).await.map_err(|_| CloseReason::GONE)
+}
+
+impl Connection {
+    /// Serves the connection until it ends, and says why.
+    async fn serve<S>(&mut self, socket: &mut S) -> CloseReason
+    where
+        S: Sink<Message> + Stream<Item = Result<Message, ReadError>> + Unpin,
+    {
+        let cfg = self.state.config.clone();
+        let mut limit = RateLimit::new(cfg.limits.frames_per_second, cfg.limits.frame_burst);
+        let mut ping = tokio::time::interval(cfg.server.ping_interval);
+        ping.tick().await;
+        let mut heard = Instant::now();
+        let shutdown = self.state.shutdown.clone();
+        let expiry = tokio::time::sleep(self.token_left());
+        tokio::pin!(expiry);
+        loop {
+            let slow = self.sub.as_ref().map(|s| s.slow.clone());
+            // select! drops every branch's future before the chosen one is handled below, so
+            // the handlers may use `self` again.
+            let wake = tokio::select! {
+                _ = shutdown.cancelled() => Wake::End(CloseReason::RESTARTING),
+                _ = &mut expiry => Wake::End(CloseReason::TOKEN_EXPIRED),
+                _ = until_slow(slow) => {
+                    metrics::counter!("presenced_refusals_total", "reason" => "slow_consumer").increment(1);
+                    Wake::End(CloseReason::SLOW_CONSUMER)
+                }
+                Some(d) = next_event(&mut self.sub) => Wake::Event(d),
+                _ = ping.tick() => Wake::PingDue,
+                msg = socket.next() => Wake::Read(msg),
+            };
+            let step = match wake {
+                Wake::End(why) => Err(why),
+                Wake::Event(d) if self.wanted(&d) => {
+                    send(socket, Message::Text(Utf8Bytes::from(&*d.json))).await
+                }
+                Wake::Event(_) => Ok(()),
+                Wake::PingDue if heard.elapsed() >= cfg.server.idle_timeout => {
+                    Err(CloseReason::SILENT)
+                }
+                Wake::PingDue => send(socket, Message::Ping(Default::default())).await,
+                Wake::Read(msg) => {
+                    heard = Instant::now();
+                    match self.on_message(msg, &mut limit).await {
+                        Ok(replies) => {
+                            let mut sent = Ok(());
+                            for reply in replies {
+                                sent = send(socket, text(reply)).await;
+                                if sent.is_err() {
+                                    break;
+                                }
+                            }
+                            sent
+                        }
+                        Err(why) => Err(why),
+                    }
+                }
+            };
+            if let Err(why) = step {
+                return why;
+            }
+        }
+    }
+
+    /// How long the connection's token has left, by the node's clock.
+    fn token_left(&self) -> Duration {
+        let expires_ms = i64::try_from(self.access.principal().expires_at)
+            .unwrap_or(i64::MAX / 1000)
+            .saturating_mul(1000);
+        Duration::from_millis(u64::try_from(expires_ms - self.state.now()).unwrap_or(0))
+    }
+
+    /// One message from the client: the replies to send, or why the connection ends.
+    async fn on_message(
+        &mut self,
+        msg: Option<Result<Message, ReadError>>,
+        limit: &mut RateLimit,
+    ) -> Result<Vec<ServerFrame>, CloseReason> {
+        // Every data frame counts toward the rate limit, binary ones included.
+        let raw = match msg {
+            None | Some(Err(ReadError::Broken)) => return Err(CloseReason::GONE),
+            Some(Err(ReadError::TooBig)) => return Err(CloseReason::TOO_BIG),
+            Some(Ok(Message::Text(t))) => Some(t),
+            Some(Ok(Message::Binary(_))) => None,
+            Some(Ok(Message::Close(_))) => return Err(CloseReason::GONE),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => return Ok(Vec::new()),
+        };
+        if raw
+            .as_ref()
+            .is_some_and(|t| t.len() > self.state.config.limits.frame_bytes)
+        {
+            return Err(CloseReason::TOO_BIG);
+        }
+        let now = Instant::now();
+        match limit.take(now) {
+            Verdict::Close => {
+                metrics::counter!("presenced_refusals_total", "reason" => "rate_limited")
+                    .increment(1);
+                Err(CloseReason::RATE_LIMITED)
+            }
+            Verdict::Drop if limit.may_answer(now) => {
+                let e = ApiError::rate_limited("too many frames; slow down");
+                Ok(vec![ServerFrame::error(None, &e)])
+            }
+            Verdict::Drop => Ok(Vec::new()),
+            Verdict::Take => match raw {
+                None => Ok(vec![ServerFrame::invalid_frame(
+                    None,
+                    "frames are JSON text",
+                )]),
+                // Boxed: the handler's state is large and only needed while a frame is
+                // handled, not for the life of an idle connection.
+                Some(raw) => Ok(Box::pin(self.handle(raw.as_str())).await),
+            },
+        }
+    }
+
+    /// Whether a delivered event goes out (see `covered`).
+    fn wanted(&mut self, d: &Delivered) -> bool {
+        match &self.covered {
+            Some((upto, before)) if d.feed_id <= *upto => before.matches(&d.event),
+            Some(_) => {
+                self.covered = None;
+                true
+            }
+            None => true,
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! `GET /messenger/ws`: everything that can be checked before the upgrade is checked here,
+//! so a refused client gets an HTTP answer in the REST error shape, not a socket.
+
+use axum::extract::State;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use presence_core::{DeviceKind, OrgId, ZoneId};
+use serde::Deserialize;
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::connection::{ReadError, run};
+use crate::access::Access;
+use crate::auth::{AuthError, bearer};
+use crate::error::{ApiError, Query};
+use crate::state::AppState;
+
+/// The query string of the upgrade request.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectParams {
+    token: Option<String>,
+    zone_id: Option<String>,
+    org_id: Option<String>,
+    device: Option<String>,
+}
+
+/// An upgrade request that passed every check: who connects, where to, and the connection
+/// slot it holds for as long as it lives.
+#[derive(Debug)]
+pub struct CheckedUpgrade {
+    /// The caller's rights.
+    pub access: Access,
+    /// `zone_id`, if given.
+    pub zone: Option<ZoneId>,
+    /// `org_id`, if given.
+    pub org: Option<OrgId>,
+    /// `device` (default `web`).
+    pub device: DeviceKind,
+    /// One of `max_connections`, released when the connection ends.
+    pub permit: OwnedSemaphorePermit,
+}
+
+/// The route handler.
+pub async fn upgrade(
+    State(state): State<AppState>,
+    Query(params): Query<ConnectParams>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let checked = match check(&state, params, &headers) {
+        Ok(c) => c,
+        Err(e) => {
+            metrics::counter!("presenced_refusals_total", "reason" => e.code).increment(1);
+            return e.into_response();
+        }
+    };
+    let limit = state.config.limits.frame_bytes;
+    // The socket accepts up to twice the limit so the gateway sees an oversized frame and
+    // answers 1009 itself; anything larger is cut off by the socket (also 1009).
+    ws.max_message_size(limit * 2 + 1024)
+        .max_frame_size(limit * 2 + 1024)
+        // tungstenite allocates its read buffer up front (128 KiB by default): an idle
+        // connection would cost that much. 1 KiB chunks read any message size; a write
+        // buffer of 0 sends each frame at once.
+        .read_buffer_size(1024)
+        .write_buffer_size(0)
+        .on_upgrade(move |socket| {
+            run(
+                state,
+                checked,
+                socket.map(|r| r.map_err(ReadError::from_axum)),
+            )
+        })
+}
+
+/// Checks the token, the parameters and the node's capacity.
+pub fn check(
+    state: &AppState,
+    p: ConnectParams,
+    headers: &HeaderMap,
+) -> Result<CheckedUpgrade, ApiError> {
+    let token = p
+        .token
+        .as_deref()
+        .or_else(|| bearer(headers))
+        .ok_or(AuthError::Missing)?;
+    let access = state.access(state.auth.verify(token)?);
+    let bad = |e: presence_core::IdError| ApiError::invalid_argument(e.to_string());
+    let zone = p
+        .zone_id
+        .as_deref()
+        .map(ZoneId::new)
+        .transpose()
+        .map_err(bad)?;
+    let org = p
+        .org_id
+        .as_deref()
+        .map(OrgId::new)
+        .transpose()
+        .map_err(bad)?;
+    access.place_in_org(org.as_ref())?;
+    let device = match p.device.as_deref() {
+        None => DeviceKind::Web,
+        Some(d) => d.parse().map_err(|_| {
+            ApiError::invalid_argument("device must be web, desktop, mobile or other")
+        })?,
+    };
+    let permit = state.connections.clone().try_acquire_owned().map_err(|_| {
+        ApiError::unavailable("this node holds its maximum of connections; try another")
+    })?;
+    Ok(CheckedUpgrade {
+        access,
+        zone,
+        org,
+        device,
+        permit,
+    })
+}
