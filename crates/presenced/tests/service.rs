@@ -1,6 +1,8 @@
 //! Black-box tests of the real `presenced` binary: the seed's REST examples and WebSocket
 //! flow, SPEC §3 transitions as a client sees them, subscriptions and resume, and the bad
-//! input of SPEC §7 and §10. Each runs against the memory store and against Redis.
+//! input of SPEC §7 and §10. Each runs against the memory store and against Redis. The
+//! time-driven transitions (auto-away, grace, lease and token expiry, silent peers) run in
+//! process on a manual clock: `in_process.rs`.
 
 mod common;
 
@@ -30,23 +32,17 @@ macro_rules! both_stores {
 both_stores!(
     seed_rest_examples,
     websocket_flow_with_subscriber,
-    quick_reconnect_emits_nothing,
     second_sessions_and_manual_away_as_a_client_sees_them,
-    auto_away_and_back,
     resume_replays_missed_events,
-    rest_heartbeat_and_activity,
     auth_refusals,
     bad_rest_input_changes_nothing,
     bad_frames_get_errors_and_the_connection_stays,
     limits_close_with_their_codes,
     shutdown_closes_with_1012,
-    an_expiring_token_closes_with_4001,
     operations_routes,
     sse_follows_and_resumes,
     tenant_isolation_hides_other_orgs,
-    rest_lease_runs_out_after_online_ttl,
     a_subscriber_that_stops_reading_is_closed,
-    a_silent_peer_is_closed_and_goes_offline,
 );
 
 // Exact trimming of the feed is the memory store's (Redis trims `MAXLEN ~` a node at a
@@ -239,41 +235,6 @@ async fn websocket_flow_with_subscriber(kind: Kind) {
     );
 }
 
-async fn quick_reconnect_emits_nothing(kind: Kind) {
-    let node = Node::start(kind, "").await;
-    let a = user("reload");
-    let mut watcher = node.connect(&token(&user("w"), "user", None), "").await;
-    let tab = node.connect(&token(&a, "user", None), "").await;
-    watcher
-        .subscribe(json!({"type": "subscribe", "users": [a]}))
-        .await;
-    drop(tab);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let _tab = node.connect(&token(&a, "user", None), "").await;
-    assert_eq!(
-        watcher.next_within(Duration::from_millis(1500)).await,
-        None,
-        "a page reload shows nothing"
-    );
-}
-
-async fn auto_away_and_back(kind: Kind) {
-    let node = Node::start(kind, "").await;
-    let a = user("idle");
-    let mut watcher = node.connect(&token(&user("w"), "user", None), "").await;
-    watcher
-        .subscribe(json!({"type": "subscribe", "users": [a]}))
-        .await;
-    let mut idle = node.connect(&token(&a, "user", None), "").await;
-    watcher.until(|f| is_event(f, &a, "online")).await;
-    let away = watcher.until(|f| f["type"] == "presence").await;
-    assert!(is_event(&away, &a, "away"));
-    assert_eq!(away["user"]["away_reason"], "auto");
-    idle.send(json!({"type": "activity"})).await;
-    let back = watcher.until(|f| f["type"] == "presence").await;
-    assert!(is_event(&back, &a, "online"), "{back}");
-}
-
 async fn resume_replays_missed_events(kind: Kind) {
     let node = Node::start(kind, "").await;
     let a = user("resume");
@@ -324,90 +285,6 @@ async fn resume_replays_missed_events(kind: Kind) {
     )
     .await;
     assert_eq!(watcher.next().await["user"]["zone_id"], "4");
-}
-
-async fn rest_heartbeat_and_activity(kind: Kind) {
-    let node = Node::start(kind, "").await;
-    let a = user("rest");
-    let t = token(&a, "user", None);
-    let (s, hb) = node
-        .send(
-            Method::POST,
-            "/messenger/presence/heartbeat",
-            &t,
-            Some(json!({"device": "mobile", "zone_id": 5})),
-        )
-        .await;
-    assert_eq!(s, 200, "{hb}");
-    let session = hb["session_id"].as_str().unwrap().to_string();
-    assert!(hb["expires_at"].as_str().unwrap().ends_with('Z'));
-    let (_, view) = node
-        .get(&format!("/messenger/presence/status/{a}"), &t)
-        .await;
-    assert_eq!(
-        (view["status"].as_str(), view["devices"].clone()),
-        (Some("online"), json!(["mobile"]))
-    );
-    let (s, renewed) = node
-        .send(
-            Method::POST,
-            "/messenger/presence/heartbeat",
-            &t,
-            Some(json!({"session_id": session})),
-        )
-        .await;
-    assert_eq!(
-        (s, renewed["session_id"].as_str()),
-        (200, Some(session.as_str()))
-    );
-    // Activity from a service token for several users, and from the user itself.
-    let svc = token("backend", "service", None);
-    let r = node
-        .http
-        .post(node.url("/messenger/presence/activity"))
-        .bearer_auth(&svc)
-        .json(&json!({"user_ids": [a, 12345]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
-    let r = node
-        .http
-        .post(node.url("/messenger/presence/activity"))
-        .bearer_auth(&t)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
-    // Ending the lease: offline after the grace.
-    let r = node
-        .http
-        .delete(node.url(&format!(
-            "/messenger/presence/heartbeat?session_id={session}"
-        )))
-        .bearer_auth(&t)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    let (_, view) = node
-        .get(&format!("/messenger/presence/status/{a}"), &t)
-        .await;
-    assert_eq!(view["status"], "offline");
-    assert!(view["last_seen"].is_string());
-    // Batch status: one round trip for a contact list.
-    let (s, batch) = node
-        .send(
-            Method::POST,
-            "/messenger/presence/status/batch",
-            &t,
-            Some(json!({"user_ids": [a, "nobody"]})),
-        )
-        .await;
-    assert_eq!(s, 200);
-    assert_eq!(batch["users"][&a]["status"], "offline");
-    assert_eq!(batch["users"]["nobody"], Value::Null);
 }
 
 async fn auth_refusals(kind: Kind) {
@@ -989,25 +866,6 @@ async fn tenant_isolation_hides_other_orgs(kind: Kind) {
     assert_eq!((&count["global"], &count["zone"]), (&json!(2), &json!(2)));
 }
 
-async fn rest_lease_runs_out_after_online_ttl(kind: Kind) {
-    let node = Node::start(kind, "[presence]\nonline_ttl = \"1s\"").await;
-    let a = user("lease");
-    let t = token(&a, "user", None);
-    let (s, _) = node
-        .send(Method::POST, "/messenger/presence/heartbeat", &t, None)
-        .await;
-    assert_eq!(s, 200);
-    let (_, v) = node
-        .get(&format!("/messenger/presence/status/{a}"), &t)
-        .await;
-    assert_eq!(v["status"], "online");
-    tokio::time::sleep(Duration::from_millis(1600)).await;
-    let (_, v) = node
-        .get(&format!("/messenger/presence/status/{a}"), &t)
-        .await;
-    assert_eq!(v["status"], "offline", "no further grace after a lease");
-}
-
 async fn a_subscriber_that_stops_reading_is_closed(kind: Kind) {
     let limits = "[limits]\noutbound_queue = 4\nmetadata_bytes = 15000\nframes_per_second = 100000\nframe_burst = 100000";
     let node = Node::start(kind, limits).await;
@@ -1028,36 +886,6 @@ async fn a_subscriber_that_stops_reading_is_closed(kind: Kind) {
     // The writer was never held back.
     writer.send(json!({"type": "ping", "id": "w"})).await;
     assert_eq!(writer.until(|f| f["type"] == "pong").await["id"], "w");
-}
-
-async fn a_silent_peer_is_closed_and_goes_offline(kind: Kind) {
-    let node = Node::start(
-        kind,
-        "[server]\nping_interval = \"200ms\"\nidle_timeout = \"600ms\"",
-    )
-    .await;
-    let a = user("silent");
-    let t = token(&a, "user", None);
-    // A raw TCP client that upgrades, then never reads or answers a ping.
-    let mut tcp = tokio::net::TcpStream::connect(&node.addr).await.unwrap();
-    use tokio::io::AsyncWriteExt;
-    let req = format!(
-        "GET /messenger/ws?token={t} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        node.addr
-    );
-    tcp.write_all(req.as_bytes()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let (_, v) = node
-        .get(&format!("/messenger/presence/status/{a}"), &t)
-        .await;
-    assert_eq!(v["status"], "online");
-    // Closed after idle_timeout, then offline after the grace.
-    tokio::time::sleep(Duration::from_millis(2000)).await;
-    let (_, v) = node
-        .get(&format!("/messenger/presence/status/{a}"), &t)
-        .await;
-    assert_eq!(v["status"], "offline");
-    drop(tcp);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1160,18 +988,6 @@ async fn a_wrong_method_answers_in_the_error_shape() {
     })
     .await
     .expect("test timed out")
-}
-
-async fn an_expiring_token_closes_with_4001(kind: Kind) {
-    let node = Node::start(kind, "").await;
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 2;
-    let short = jwt(&json!({"sub": user("short"), "exp": exp}));
-    let mut ws = node.connect(&short, "").await;
-    assert_eq!(ws.closed_with(Duration::from_secs(5)).await, Some(4001));
 }
 
 async fn second_sessions_and_manual_away_as_a_client_sees_them(kind: Kind) {

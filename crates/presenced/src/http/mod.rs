@@ -1,5 +1,5 @@
 //! The REST API (SPEC §6) and the operations routes (`/healthz`, `/readyz`, `/metrics`).
-//! [`crate::app::router`] puts them together with the WebSocket gateway and the OpenAPI
+//! `app::router` puts them together with the WebSocket gateway and the OpenAPI
 //! document.
 
 pub(crate) mod admin;

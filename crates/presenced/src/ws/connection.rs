@@ -4,10 +4,12 @@ use std::time::Duration;
 
 use axum::extract::ws::{Message, Utf8Bytes};
 use futures::{Sink, SinkExt, Stream, StreamExt};
-use presence_core::{FeedId, OpenSession, SessionId, StoreError, TransitionError};
+use presence_core::{
+    DeviceKind, FeedId, OpenSession, OrgId, SessionId, StoreError, TransitionError, ZoneId,
+};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
-use super::CheckedUpgrade;
 use super::close::CloseReason;
 use super::rate_limit::{RateLimit, Verdict};
 use crate::access::Access;
@@ -15,6 +17,22 @@ use crate::error::ApiError;
 use crate::hub::{Delivered, Interest, Subscription};
 use crate::protocol::ServerFrame;
 use crate::state::AppState;
+
+/// An upgrade request that passed every check: who connects, where to, and the connection
+/// slot it holds for as long as it lives.
+#[derive(Debug)]
+pub struct CheckedUpgrade {
+    /// The caller's rights.
+    pub access: Access,
+    /// `zone_id`, if given.
+    pub zone: Option<ZoneId>,
+    /// `org_id`, if given.
+    pub org: Option<OrgId>,
+    /// `device` (default `web`).
+    pub device: DeviceKind,
+    /// One of `max_connections`, released when the connection ends.
+    pub permit: OwnedSemaphorePermit,
+}
 
 /// Why reading the socket failed, as far as the connection cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -19,5 +19,4 @@ mod handlers;
 mod rate_limit;
 pub mod upgrade;
 
-pub use connection::{ReadError, run};
-pub use upgrade::CheckedUpgrade;
+pub use connection::{CheckedUpgrade, ReadError, run};

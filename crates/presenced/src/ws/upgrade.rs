@@ -8,10 +8,8 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use presence_core::{DeviceKind, OrgId, ZoneId};
 use serde::Deserialize;
-use tokio::sync::OwnedSemaphorePermit;
 
-use super::connection::{ReadError, run};
-use crate::access::Access;
+use super::connection::{CheckedUpgrade, ReadError, run};
 use crate::auth::{AuthError, bearer};
 use crate::error::{ApiError, Query};
 use crate::state::AppState;
@@ -24,22 +22,6 @@ pub struct ConnectParams {
     zone_id: Option<String>,
     org_id: Option<String>,
     device: Option<String>,
-}
-
-/// An upgrade request that passed every check: who connects, where to, and the connection
-/// slot it holds for as long as it lives.
-#[derive(Debug)]
-pub struct CheckedUpgrade {
-    /// The caller's rights.
-    pub access: Access,
-    /// `zone_id`, if given.
-    pub zone: Option<ZoneId>,
-    /// `org_id`, if given.
-    pub org: Option<OrgId>,
-    /// `device` (default `web`).
-    pub device: DeviceKind,
-    /// One of `max_connections`, released when the connection ends.
-    pub permit: OwnedSemaphorePermit,
 }
 
 /// The route handler.

@@ -1,0 +1,501 @@
+//! The service in process, on a clock the test drives: the router answers REST calls without
+//! a socket (`tower::ServiceExt::oneshot`, the axum way), WebSocket connections run over
+//! in-memory channels, and presence time is a `ManualClock`. The time-driven behaviours of
+//! SPEC §3 — auto-away, the offline grace, REST lease expiry, token expiry, silent peers —
+//! run here in milliseconds, against the memory store and against Redis.
+
+mod common;
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::ws::Message;
+use axum::http::{Request, header};
+use futures::channel::mpsc;
+use futures::{Sink, SinkExt, Stream, StreamExt};
+use presence_core::{DeviceKind, FeedId, ManualClock, NodeId, SharedClock, Store};
+use presenced::auth::Authenticator;
+use presenced::config::{Config, StoreKind};
+use presenced::state::AppState;
+use presenced::ws::{CheckedUpgrade, ReadError};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+use common::{Kind, SECRET, redis_url, token, user};
+
+/// 2024-11-26T10:25:00Z.
+const START_MS: i64 = 1_732_616_700_000;
+
+macro_rules! both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(#[tokio::test]
+            async fn $name() {
+                tokio::time::timeout(std::time::Duration::from_secs(30), super::$name(super::Kind::Memory)).await.expect("test timed out")
+            })*
+        }
+        mod redis {
+            $(#[tokio::test]
+            async fn $name() {
+                tokio::time::timeout(std::time::Duration::from_secs(30), super::$name(super::Kind::Redis)).await.expect("test timed out")
+            })*
+        }
+    };
+}
+
+both_stores!(
+    auto_away_and_back,
+    the_grace_hides_a_reload_and_then_ends,
+    rest_heartbeat_renewal_activity_and_end,
+    rest_lease_runs_out_after_online_ttl,
+);
+
+/// A node in process: its state, its router, and the clock it reads.
+struct Harness {
+    clock: ManualClock,
+    state: AppState,
+    stop: CancellationToken,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl Harness {
+    async fn new(kind: Kind) -> Harness {
+        let mut config = Config::default();
+        config.auth.jwt_secret = SECRET.into();
+        if kind == Kind::Redis {
+            config.store.kind = StoreKind::Redis;
+            config.store.redis_url = redis_url();
+            config.store.key_prefix = format!("{}:", user("inproc"));
+        }
+        let clock = ManualClock::new(START_MS);
+        let shared: SharedClock = Arc::new(clock.clone());
+        let store = presenced::open_store(&config, NodeId::random(), shared.clone())
+            .await
+            .expect("the store opens");
+        store.renew_node_lease(0).await.unwrap();
+        let auth = Authenticator::hs256(
+            SECRET.as_bytes(),
+            &config.auth.token_rules(),
+            shared.clone(),
+        );
+        let stop = CancellationToken::new();
+        let state = AppState::new(Arc::new(config), auth, store, shared, stop.clone(), None);
+        tokio::spawn(state.hub.clone().run(state.store.clone(), stop.clone()));
+        Harness { clock, state, stop }
+    }
+
+    fn store(&self) -> &dyn Store {
+        self.state.store.as_ref()
+    }
+
+    /// One REST call through the router, without a socket.
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .header(header::CONTENT_TYPE, "application/json");
+        let body = body.map_or_else(Body::empty, |b| Body::from(b.to_string()));
+        let resp = presenced::app::router(self.state.clone())
+            .oneshot(req.body(body).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    async fn status(&self, user: &str) -> Value {
+        let (s, view) = self
+            .call(
+                "GET",
+                &format!("/messenger/presence/status/{user}"),
+                &token(user, "service", None),
+                None,
+            )
+            .await;
+        assert_eq!(s, 200, "{view}");
+        view
+    }
+
+    /// Moves presence time forward as a running node lives through it: the node renews its
+    /// lease every 5 s (a third of `node_lease`) and sweeps, then sweeps once more at the end.
+    async fn advance(&self, by: Duration) {
+        let mut left = by;
+        while !left.is_zero() {
+            let step = left.min(Duration::from_secs(5));
+            self.clock.advance(step);
+            left -= step;
+            self.store().renew_node_lease(0).await.unwrap();
+            self.store().sweep().await.unwrap();
+        }
+    }
+
+    /// Writes buffered activity now, as the node's flush loop would.
+    async fn flush(&self) {
+        presenced::loops::flush_activity_once(&self.state, self.state.now()).await;
+    }
+
+    /// Opens a WebSocket connection over in-memory channels; returns its client end.
+    async fn connect(&self, jwt: &str) -> WsClient {
+        let access = self.state.access(self.state.auth.verify(jwt).unwrap());
+        let checked = CheckedUpgrade {
+            access,
+            zone: None,
+            org: None,
+            device: DeviceKind::Web,
+            permit: self.state.connections.clone().try_acquire_owned().unwrap(),
+        };
+        let (to_server, from_client) = mpsc::unbounded();
+        let (to_client, from_server) = mpsc::unbounded();
+        let duplex = Duplex {
+            rx: from_client,
+            tx: to_client,
+        };
+        let task = tokio::spawn(presenced::ws::run(self.state.clone(), checked, duplex));
+        let mut c = WsClient {
+            tx: to_server,
+            rx: from_server,
+            task,
+        };
+        let hello = c.next().await;
+        assert_eq!(hello["event"], "connected", "{hello}");
+        c
+    }
+
+    async fn feed_head(&self) -> FeedId {
+        self.store().feed_head().await.unwrap()
+    }
+
+    /// Every event after `from`, as JSON.
+    async fn events_after(&self, from: FeedId) -> Vec<Value> {
+        let read = self.store().read_feed(from, 1000).await.unwrap();
+        read.events
+            .iter()
+            .map(|e| serde_json::to_value(e).unwrap())
+            .collect()
+    }
+}
+
+/// The server's end of an in-memory WebSocket.
+struct Duplex {
+    rx: mpsc::UnboundedReceiver<Result<Message, ReadError>>,
+    tx: mpsc::UnboundedSender<Message>,
+}
+
+impl Stream for Duplex {
+    type Item = Result<Message, ReadError>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.rx.poll_next_unpin(cx)
+    }
+}
+
+impl Sink<Message> for Duplex {
+    type Error = mpsc::SendError;
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.tx.poll_ready_unpin(cx)
+    }
+    fn start_send(mut self: Pin<&mut Self>, item: Message) -> Result<(), Self::Error> {
+        self.tx.start_send_unpin(item)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.tx.poll_flush_unpin(cx)
+    }
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.tx.poll_close_unpin(cx)
+    }
+}
+
+/// The client's end.
+struct WsClient {
+    tx: mpsc::UnboundedSender<Result<Message, ReadError>>,
+    rx: mpsc::UnboundedReceiver<Message>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl WsClient {
+    fn send(&self, v: Value) {
+        self.tx
+            .unbounded_send(Ok(Message::Text(v.to_string().into())))
+            .unwrap();
+    }
+
+    /// The next text frame as JSON, or `{"closed": code}`; pings are skipped.
+    async fn next(&mut self) -> Value {
+        loop {
+            match self.rx.next().await.expect("the connection sends a frame") {
+                Message::Text(t) => return serde_json::from_str(&t).unwrap(),
+                Message::Close(c) => return json!({"closed": c.map(|c| c.code)}),
+                _ => continue,
+            }
+        }
+    }
+
+    /// The client goes away; waits until the server has closed the session.
+    async fn hang_up(self) {
+        drop(self.tx);
+        self.task.await.unwrap();
+    }
+}
+
+async fn auto_away_and_back(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let a = user("idle");
+    let tab = h.connect(&token(&a, "user", None)).await;
+    let from = h.feed_head().await;
+    h.advance(Duration::from_secs(299)).await;
+    assert_eq!(
+        h.status(&a).await["status"],
+        "online",
+        "not yet: away_after is 300 s"
+    );
+    h.advance(Duration::from_secs(2)).await;
+    let view = h.status(&a).await;
+    assert_eq!(
+        (&view["status"], &view["away_reason"]),
+        (&json!("away"), &json!("auto"))
+    );
+    let events = h.events_after(from).await;
+    assert_eq!(events.len(), 1, "one event: {events:?}");
+    assert_eq!(events[0]["prev_status"], "online");
+    // Activity on the socket brings the user back, with one event.
+    let from = h.feed_head().await;
+    tab.send(json!({"type": "activity"}));
+    let mut tab = tab;
+    tab.send(json!({"type": "ping", "id": 1}));
+    assert_eq!(
+        tab.next().await["type"],
+        "pong",
+        "the activity frame was handled first"
+    );
+    h.flush().await;
+    assert_eq!(h.status(&a).await["status"], "online");
+    let events = h.events_after(from).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["user"]["status"], "online");
+}
+
+async fn the_grace_hides_a_reload_and_then_ends(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let a = user("reload");
+    let jwt = token(&a, "user", None);
+    h.connect(&jwt).await.hang_up().await;
+    let from = h.feed_head().await;
+    h.advance(Duration::from_millis(4_900)).await;
+    assert_eq!(
+        h.status(&a).await["status"],
+        "online",
+        "within the 5 s grace"
+    );
+    let tab = h.connect(&jwt).await;
+    h.advance(Duration::from_secs(60)).await;
+    assert_eq!(
+        h.events_after(from).await,
+        Vec::<Value>::new(),
+        "a reload shows nothing"
+    );
+    tab.hang_up().await;
+    let from = h.feed_head().await;
+    h.advance(Duration::from_millis(5_001)).await;
+    let view = h.status(&a).await;
+    assert_eq!(view["status"], "offline");
+    assert_eq!(
+        view["last_seen"], "2024-11-26T10:26:04.900Z",
+        "last seen is when the last session closed"
+    );
+    assert_eq!(h.events_after(from).await.len(), 1);
+}
+
+async fn rest_heartbeat_renewal_activity_and_end(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let a = user("rest");
+    let t = token(&a, "user", None);
+    let (s, hb) = h
+        .call(
+            "POST",
+            "/messenger/presence/heartbeat",
+            &t,
+            Some(json!({"device": "mobile", "zone_id": 5})),
+        )
+        .await;
+    assert_eq!(s, 200, "{hb}");
+    assert_eq!(
+        hb["expires_at"], "2024-11-26T10:30:00.000Z",
+        "now + online_ttl (300 s)"
+    );
+    let session = hb["session_id"].as_str().unwrap().to_string();
+    let view = h.status(&a).await;
+    assert_eq!(
+        (&view["status"], &view["devices"], &view["zone_id"]),
+        (&json!("online"), &json!(["mobile"]), &json!("5"))
+    );
+    // A renewal moves the lease to its own now + online_ttl.
+    h.advance(Duration::from_secs(100)).await;
+    let (s, renewed) = h
+        .call(
+            "POST",
+            "/messenger/presence/heartbeat",
+            &t,
+            Some(json!({"session_id": session})),
+        )
+        .await;
+    assert_eq!((s, &renewed["session_id"]), (200, &json!(session)));
+    assert_eq!(renewed["expires_at"], "2024-11-26T10:31:40.000Z");
+    // Activity from the user and, for several users, from a service token moves
+    // last_activity to the time it was reported.
+    h.clock.advance(Duration::from_secs(20));
+    let (s, _) = h
+        .call("POST", "/messenger/presence/activity", &t, None)
+        .await;
+    assert_eq!(s, 204);
+    h.flush().await;
+    assert_eq!(
+        h.status(&a).await["last_activity"],
+        "2024-11-26T10:27:00.000Z"
+    );
+    h.clock.advance(Duration::from_secs(5));
+    let svc = token("backend", "service", None);
+    let (s, _) = h
+        .call(
+            "POST",
+            "/messenger/presence/activity",
+            &svc,
+            Some(json!({"user_ids": [a, 12345]})),
+        )
+        .await;
+    assert_eq!(s, 204);
+    h.flush().await;
+    assert_eq!(
+        h.status(&a).await["last_activity"],
+        "2024-11-26T10:27:05.000Z"
+    );
+    let (s, _) = h
+        .call("GET", "/messenger/presence/status/12345", &svc, None)
+        .await;
+    assert_eq!(s, 404, "activity of a user never seen creates nothing");
+    // Ending the lease: offline once the grace has passed, not before.
+    let (s, _) = h
+        .call(
+            "DELETE",
+            &format!("/messenger/presence/heartbeat?session_id={session}"),
+            &t,
+            None,
+        )
+        .await;
+    assert_eq!(s, 204);
+    h.advance(Duration::from_secs(4)).await;
+    assert_eq!(h.status(&a).await["status"], "online");
+    h.advance(Duration::from_secs(2)).await;
+    let view = h.status(&a).await;
+    assert_eq!(
+        (&view["status"], &view["last_seen"]),
+        (&json!("offline"), &json!("2024-11-26T10:27:05.000Z"))
+    );
+    let (s, batch) = h
+        .call(
+            "POST",
+            "/messenger/presence/status/batch",
+            &t,
+            Some(json!({"user_ids": [a, "nobody"]})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(batch["users"][&a]["status"], "offline");
+    assert_eq!(batch["users"]["nobody"], Value::Null);
+}
+
+async fn rest_lease_runs_out_after_online_ttl(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let a = user("lease");
+    let t = token(&a, "user", None);
+    let (s, hb) = h
+        .call("POST", "/messenger/presence/heartbeat", &t, None)
+        .await;
+    assert_eq!(s, 200);
+    let session = hb["session_id"].as_str().unwrap().to_string();
+    h.advance(Duration::from_secs(299)).await;
+    assert_eq!(h.status(&a).await["status"], "online");
+    h.advance(Duration::from_secs(2)).await;
+    assert_eq!(
+        h.status(&a).await["status"],
+        "offline",
+        "no further grace after a lease"
+    );
+    let (s, _) = h
+        .call(
+            "POST",
+            "/messenger/presence/heartbeat",
+            &t,
+            Some(json!({"session_id": session})),
+        )
+        .await;
+    assert_eq!(s, 404, "an expired lease cannot be renewed");
+}
+
+// Tokio's clock is paused here, so the connection's timers (token expiry, pings, the idle
+// timeout) fire as soon as nothing else can run: these use the memory store only, which
+// does no I/O that a paused clock could overtake.
+
+#[tokio::test(start_paused = true)]
+async fn an_expiring_token_closes_with_4001_and_the_session_ends() {
+    let h = Harness::new(Kind::Memory).await;
+    let a = user("expiring");
+    let exp = START_MS as u64 / 1000 + 45;
+    let jwt = common::jwt(&json!({"sub": a, "exp": exp}));
+    let mut tab = h.connect(&jwt).await;
+    let started = tokio::time::Instant::now();
+    assert_eq!(tab.next().await, json!({"closed": 4001}));
+    assert_eq!(
+        started.elapsed().as_secs(),
+        45,
+        "closed when the token expired, by the node's clock"
+    );
+    tab.hang_up().await;
+    h.advance(Duration::from_secs(6)).await;
+    assert_eq!(h.status(&a).await["status"], "offline");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_peer_is_closed_after_the_idle_timeout() {
+    let h = Harness::new(Kind::Memory).await;
+    let a = user("silent");
+    let mut tab = h.connect(&token(&a, "user", None)).await;
+    let started = tokio::time::Instant::now();
+    // Pings every 30 s go unanswered (this client never sends anything back)...
+    let mut pings = 0;
+    loop {
+        match tab.rx.next().await.expect("a frame") {
+            Message::Ping(_) => pings += 1,
+            Message::Close(c) => {
+                assert_eq!(c.map(|c| c.code), Some(1001));
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // ...and the connection closes at the first ping tick 90 s after it was last heard.
+    assert_eq!((pings, started.elapsed().as_secs()), (2, 90));
+    tab.hang_up().await;
+    h.advance(Duration::from_secs(6)).await;
+    assert_eq!(h.status(&a).await["status"], "offline");
+}
