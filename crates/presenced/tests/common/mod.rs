@@ -255,6 +255,8 @@ pub fn redis_url() -> String {
             dir = dir.display(),
             pid = std::process::id()
         );
+        // Never waited for: the watchdog outlives this process on purpose, to stop the server.
+        #[allow(clippy::zombie_processes)]
         Command::new("sh")
             .arg("-c")
             .arg(script)
