@@ -151,6 +151,9 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let listener = config.bind()?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, %node, store = ?config.store.kind, "presenced listening");
+    // On stdout too, so whoever started the node with `listen = "127.0.0.1:0"` (tests,
+    // scripts) learns the port it got.
+    println!("presenced listening on http://{addr}");
     if dev {
         let t = auth
             .issue(

@@ -11,6 +11,25 @@ use serde_json::json;
 /// Test timings, but nobody turns auto-away during a test.
 const CLUSTER: &str = "[presence]\naway_after = \"60s\"";
 
+/// For tests that move a user between sockets within the grace: a grace of seconds, so the
+/// reconnect never races it on a loaded machine, and quiet windows longer than it, so an
+/// offline event the grace failed to cancel would be seen.
+const LONG_GRACE: &str = "[presence]\naway_after = \"60s\"\noffline_grace = \"2s\"";
+const LONGER_THAN_THE_GRACE: Duration = Duration::from_millis(3000);
+
+/// Polls `check` every 100 ms until it holds, for at most `limit`.
+async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !check().await {
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn is_event(f: &serde_json::Value, user: &str, status: &str) -> bool {
     f["type"] == "presence" && f["user"]["user_id"] == user && f["user"]["status"] == status
 }
@@ -24,7 +43,7 @@ async fn within<F: Future<Output = ()>>(f: F) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tabs_on_three_nodes_are_one_user_seen_from_every_node() {
     within(async {
-        let nodes = Node::cluster(3, CLUSTER).await;
+        let nodes = Node::cluster(3, LONG_GRACE).await;
         let a = user("tabs");
         let t = token(&a, "user", None);
         let mut watcher = nodes[2].connect(&token(&user("w"), "user", None), "").await;
@@ -37,23 +56,23 @@ async fn tabs_on_three_nodes_are_one_user_seen_from_every_node() {
         }
         let online = watcher.until(|f| f["type"] == "presence").await;
         assert!(is_event(&online, &a, "online"), "{online}");
-        assert_eq!(
-            watcher.next_within(Duration::from_millis(700)).await,
-            None,
-            "three tabs, one online event"
-        );
+        watcher
+            .assert_quiet(Duration::from_millis(700), "three tabs, one online event")
+            .await;
         for n in &nodes {
             let (_, c) = n.get("/messenger/presence/count?zone_id=7", &t).await;
             assert_eq!(c["zone"], 1, "counts agree on every node");
         }
-        // Closing two tabs leaves the user online through the third (the seed's defect 1).
+        // Closing two tabs leaves the user online through the third (the seed's defect 1),
+        // past the time their grace would have ended.
         tabs.truncate(1);
-        tokio::time::sleep(Duration::from_millis(1000)).await;
+        watcher
+            .assert_quiet(LONGER_THAN_THE_GRACE, "one tab still open")
+            .await;
         for n in &nodes {
-            let (_, v) = n.get(&format!("/messenger/presence/status/{a}"), &t).await;
-            assert_eq!(v["status"], "online");
+            let (s, v) = n.get(&format!("/messenger/presence/status/{a}"), &t).await;
+            assert_eq!((s, &v["status"]), (200, &json!("online")), "{v}");
         }
-        assert_eq!(watcher.next_within(Duration::from_millis(300)).await, None);
         tabs.clear();
         let off = watcher.until(|f| f["type"] == "presence").await;
         assert!(is_event(&off, &a, "offline"));
@@ -64,7 +83,7 @@ async fn tabs_on_three_nodes_are_one_user_seen_from_every_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reconnect_to_another_node_within_the_grace_emits_nothing() {
     within(async {
-        let nodes = Node::cluster(2, CLUSTER).await;
+        let nodes = Node::cluster(2, LONG_GRACE).await;
         let a = user("hop");
         let t = token(&a, "user", None);
         let mut watcher = nodes[1].connect(&token(&user("w"), "user", None), "").await;
@@ -74,13 +93,14 @@ async fn a_reconnect_to_another_node_within_the_grace_emits_nothing() {
         let on_a = nodes[0].connect(&t, "").await;
         watcher.until(|f| is_event(f, &a, "online")).await;
         drop(on_a);
-        tokio::time::sleep(Duration::from_millis(150)).await;
         let _on_b = nodes[1].connect(&t, "").await;
-        assert_eq!(
-            watcher.next_within(Duration::from_millis(1500)).await,
-            None,
-            "moved nodes quietly"
-        );
+        watcher
+            .assert_quiet(LONGER_THAN_THE_GRACE, "moved nodes quietly")
+            .await;
+        let (_, v) = nodes[0]
+            .get(&format!("/messenger/presence/status/{a}"), &t)
+            .await;
+        assert_eq!(v["status"], "online");
     })
     .await
 }
@@ -106,11 +126,16 @@ async fn a_crashed_nodes_users_go_offline_within_the_lease_one_event_each() {
         // A user with a tab on the surviving node too stays online.
         let survivor = &users[0];
         let _kept = nodes[1].connect(&token(survivor, "user", None), "").await;
-        let mut online = 0;
-        while online < 20 {
-            if watcher.next().await["type"] == "presence" {
-                online += 1;
-            }
+        let mut online = std::collections::HashSet::new();
+        while online.len() < 20 {
+            let f = watcher.next().await;
+            assert_eq!(f["type"], "presence", "{f}");
+            assert_eq!(f["user"]["status"], "online", "{f}");
+            let u = f["user"]["user_id"].as_str().unwrap().to_string();
+            assert!(
+                users.contains(&u) && online.insert(u),
+                "one online event each: {f}"
+            );
         }
         let killed = Instant::now();
         nodes[0].kill9();
@@ -125,9 +150,10 @@ async fn a_crashed_nodes_users_go_offline_within_the_lease_one_event_each() {
                 );
             }
         }
-        // node_lease is 3 s and the sweep 100 ms in the test config.
+        // node_lease is 3 s and the sweep 100 ms in the test config; the tight bound is the
+        // P7 benchmark's, this only checks that the lease, not some later timeout, ended them.
         assert!(
-            killed.elapsed() < Duration::from_millis(3000 + 2 * 100 + 1500),
+            killed.elapsed() < Duration::from_secs(20),
             "took {:?}",
             killed.elapsed()
         );
@@ -136,11 +162,9 @@ async fn a_crashed_nodes_users_go_offline_within_the_lease_one_event_each() {
             .get(&format!("/messenger/presence/status/{survivor}"), &svc)
             .await;
         assert_eq!(v["status"], "online");
-        assert_eq!(
-            watcher.next_within(Duration::from_millis(800)).await,
-            None,
-            "nothing else"
-        );
+        watcher
+            .assert_quiet(Duration::from_millis(800), "nothing else")
+            .await;
     })
     .await
 }
@@ -148,7 +172,7 @@ async fn a_crashed_nodes_users_go_offline_within_the_lease_one_event_each() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_moves_clients_without_anyone_going_offline() {
     within(async {
-        let nodes = Node::cluster(2, CLUSTER).await;
+        let nodes = Node::cluster(2, LONG_GRACE).await;
         let a = user("roll");
         let t = token(&a, "user", None);
         let mut watcher = nodes[1].connect(&token(&user("w"), "user", None), "").await;
@@ -160,11 +184,9 @@ async fn a_rolling_restart_moves_clients_without_anyone_going_offline() {
         nodes[0].terminate();
         assert_eq!(client.closed_with(Duration::from_secs(5)).await, Some(1012));
         let _moved = nodes[1].connect(&t, "").await;
-        assert_eq!(
-            watcher.next_within(Duration::from_millis(1500)).await,
-            None,
-            "nobody seen going offline"
-        );
+        watcher
+            .assert_quiet(LONGER_THAN_THE_GRACE, "nobody seen going offline")
+            .await;
     })
     .await
 }
@@ -175,20 +197,27 @@ async fn admin_nodes_lists_every_live_node_with_its_sessions() {
         let nodes = Node::cluster(2, CLUSTER).await;
         let _a = nodes[0].connect(&token(&user("n"), "user", None), "").await;
         let _b = nodes[0].connect(&token(&user("n"), "user", None), "").await;
-        // Nodes renew every third of node_lease (1 s here).
-        tokio::time::sleep(Duration::from_millis(1300)).await;
-        let (s, body) = nodes[1]
-            .get("/admin/nodes", &token("ops", "admin", None))
-            .await;
-        assert_eq!(s, 200);
-        let mut sessions: Vec<u64> = body["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|n| n["sessions"].as_u64().unwrap())
-            .collect();
-        sessions.sort();
-        assert_eq!(sessions, [0, 2]);
+        // Nodes report their sessions when they renew, every third of node_lease (1 s here).
+        let admin = token("ops", "admin", None);
+        let sessions = || async {
+            let (s, body) = nodes[1].get("/admin/nodes", &admin).await;
+            assert_eq!(s, 200, "{body}");
+            let mut sessions: Vec<u64> = body["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| n["sessions"].as_u64().unwrap())
+                .collect();
+            sessions.sort();
+            (sessions, body)
+        };
+        eventually(
+            Duration::from_secs(10),
+            "both nodes report their sessions",
+            || async { sessions().await.0 == [0, 2] },
+        )
+        .await;
+        let (_, body) = sessions().await;
         assert!(
             body["nodes"][0]["last_renewal"]
                 .as_str()
@@ -309,9 +338,12 @@ async fn racing_clients_on_two_nodes_leave_consistent_views_and_gapless_events()
                         )
                         .await;
                     // An 11th session of one user is refused (4009): correct, and not open.
-                    if c.next().await["event"] != "connected" {
+                    // Nothing else is: the first frame is `connected` or that close.
+                    let first = c.next().await;
+                    if first["closed"] == 4009 {
                         continue;
                     }
+                    assert_eq!(first["event"], "connected", "{first}");
                     for _ in 0..rng.random_range(0..3) {
                         let status = if rng.random_bool(0.5) {
                             "away"
@@ -320,8 +352,12 @@ async fn racing_clients_on_two_nodes_leave_consistent_views_and_gapless_events()
                         };
                         c.send(json!({"type": "status.set", "status": status, "id": 1}))
                             .await;
-                        c.until(|f| f["type"] == "ack" || f["type"] == "error")
-                            .await;
+                        let reply = c.next().await;
+                        assert_eq!(
+                            reply,
+                            json!({"type": "ack", "id": 1}),
+                            "status.set is acked"
+                        );
                     }
                     if rng.random_bool(0.25) {
                         kept.push((u, c));
@@ -338,14 +374,16 @@ async fn racing_clients_on_two_nodes_leave_consistent_views_and_gapless_events()
                 held.push(c);
             }
         }
-        // Let graces run out and the sweep settle.
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-
-        // Every event the watcher got, per user: strictly increasing, no gap since its snapshot.
-        while let Some(f) = watcher.next_within(Duration::from_millis(500)).await {
-            if f["type"] != "presence" {
-                continue;
-            }
+        // Every event the watcher gets, per user: strictly increasing, no gap since its
+        // snapshot. It is drained until quiet for longer than the grace, so every grace has run
+        // out and the sweep has settled.
+        loop {
+            let f = match watcher.next_within(Duration::from_millis(1500)).await {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => panic!("the watcher failed: {e}"),
+            };
+            assert_eq!(f["type"], "presence", "{f}");
             let u = f["user"]["user_id"].as_str().unwrap().to_string();
             let v = f["user"]["version"].as_u64().unwrap();
             let last = seen.get_mut(&u).expect("only the users asked for");
@@ -393,7 +431,7 @@ async fn resume_and_sse_on_one_node_replay_events_made_on_another() {
         let from = snap["feed_id"].as_str().unwrap().to_string();
         drop(watcher);
         for z in ["1", "2"] {
-            nodes[0]
+            let (s, _) = nodes[0]
                 .send(
                     reqwest::Method::PUT,
                     "/messenger/presence/zone",
@@ -401,6 +439,7 @@ async fn resume_and_sse_on_one_node_replay_events_made_on_another() {
                     Some(json!({"zone_id": z, "user_id": a})),
                 )
                 .await;
+            assert_eq!(s, 200);
         }
         // WebSocket resume on node 1 for changes made through node 0.
         let mut watcher = nodes[1].connect(&svc, "").await;

@@ -78,13 +78,9 @@ impl Node {
         nodes
     }
 
-    /// Starts a node; Redis nodes use `prefix` (a fresh one when `None`).
+    /// Starts a node; Redis nodes use `prefix` (a fresh one when `None`). The node binds
+    /// port 0 and says on stdout which port it got.
     pub async fn start_on(kind: Kind, prefix: Option<&str>, extra: &str) -> Node {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
         let dir = std::env::temp_dir().join(unique("presenced-test"));
         std::fs::create_dir_all(&dir).unwrap();
         let store = match kind {
@@ -98,36 +94,43 @@ impl Node {
             }
         };
         let toml = format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\n[auth]\njwt_secret = \"{SECRET}\"\n{store}\n{FAST}\n{extra}"
+            "[server]\nlisten = \"127.0.0.1:0\"\n[auth]\njwt_secret = \"{SECRET}\"\n{store}\n{FAST}\n{extra}"
         );
-        let (store_part, rest) = merge_sections(&toml);
         let config = dir.join("presenced.toml");
-        std::fs::write(&config, format!("{store_part}{rest}")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_presenced"))
+        std::fs::write(&config, merge_sections(&toml)).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_presenced"))
             .arg("serve")
             .arg("--config")
             .arg(&config)
             .env_remove("PRESENCE_AUTH__JWT_SECRET")
             .env("RUST_LOG", "presenced=warn")
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("the presenced binary");
-        let node = Node {
+        let addr = listening_addr(child.stdout.take().unwrap());
+        let mut node = Node {
             child,
-            addr: format!("127.0.0.1:{port}"),
+            addr: addr.unwrap_or_default(),
             http: reqwest::Client::new(),
             _dir: TempDir(dir),
         };
-        for _ in 0..200 {
-            if node.http.get(node.url("/healthz")).send().await.is_ok() {
+        for _ in 0..400 {
+            if let Some(status) = node.child.try_wait().unwrap() {
+                panic!(
+                    "presenced exited with {status} before it was ready (Redis tests need PRESENCE_TEST_REDIS_URL or redis-server; bash .ci/run starts one)"
+                );
+            }
+            if !node.addr.is_empty() && node.http.get(node.url("/healthz")).send().await.is_ok() {
                 return node;
+            }
+            if node.addr.is_empty() {
+                panic!("presenced never said where it listens");
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        panic!(
-            "presenced did not start (Redis tests need PRESENCE_TEST_REDIS_URL or a Redis on 6379; bash .ci/run starts one)"
-        );
+        let _ = node.child.kill();
+        panic!("presenced did not answer /healthz within 10 s");
     }
 
     /// Kills the process outright, as a crash would.
@@ -204,8 +207,27 @@ impl Node {
     }
 }
 
+/// Reads the node's stdout until it names its address ("presenced listening on http://…"),
+/// then keeps draining it in the background so the node never blocks on a full pipe.
+fn listening_addr(stdout: std::process::ChildStdout) -> Option<String> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(addr) = line.strip_prefix("presenced listening on http://")
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(addr.trim().to_string());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(20)).ok()
+}
+
 /// TOML sections appear more than once when `extra` repeats one: merge same-named sections.
-fn merge_sections(toml: &str) -> (String, String) {
+fn merge_sections(toml: &str) -> String {
     let mut order: Vec<String> = Vec::new();
     let mut sections: std::collections::HashMap<String, String> = Default::default();
     let mut current = String::new();
@@ -232,7 +254,7 @@ fn merge_sections(toml: &str) -> (String, String) {
     for s in order {
         out.push_str(&format!("{s}\n{}\n", sections[&s]));
     }
-    (String::new(), out)
+    out
 }
 
 /// The Redis the tests share: `PRESENCE_TEST_REDIS_URL` (`.ci/run` starts one), or else a
@@ -316,28 +338,64 @@ impl Client {
         self.until(|f| f["type"] == "snapshot").await
     }
 
-    /// The next JSON frame (pings answered by the library), within 5 s.
-    pub async fn next(&mut self) -> Value {
-        self.next_within(Duration::from_secs(5))
+    /// Sends a frame unless the connection is already closed.
+    pub async fn try_send(&mut self, v: Value) -> Result<(), String> {
+        self.ws
+            .send(Message::Text(v.to_string().into()))
             .await
-            .expect("a frame within 5 s")
+            .map_err(|e| e.to_string())
     }
 
-    pub async fn next_within(&mut self, d: Duration) -> Option<Value> {
+    /// The next JSON frame (pings answered by the library), within 5 s.
+    pub async fn next(&mut self) -> Value {
+        match self.next_within(Duration::from_secs(5)).await {
+            Ok(Some(f)) => f,
+            Ok(None) => panic!("no frame within 5 s"),
+            Err(e) => panic!("the connection failed: {e}"),
+        }
+    }
+
+    /// The next JSON frame within `d` (a close frame reads as `{"closed": code}`); `Ok(None)`
+    /// when nothing came, `Err` when the connection failed or had ended.
+    pub async fn next_within(&mut self, d: Duration) -> Result<Option<Value>, String> {
         let deadline = tokio::time::Instant::now() + d;
         loop {
-            let msg = tokio::time::timeout_at(deadline, self.ws.next())
-                .await
-                .ok()??
-                .ok()?;
+            let msg = match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => return Ok(None),
+                Ok(None) => return Err("the connection had ended".into()),
+                Ok(Some(Err(e))) => return Err(e.to_string()),
+                Ok(Some(Ok(m))) => m,
+            };
             match msg {
-                Message::Text(t) => return Some(serde_json::from_str(&t).unwrap()),
+                Message::Text(t) => return Ok(Some(serde_json::from_str(&t).unwrap())),
                 Message::Close(c) => {
-                    return Some(serde_json::json!({"closed": c.map(|c| u16::from(c.code))}));
+                    return Ok(Some(
+                        serde_json::json!({"closed": c.map(|c| u16::from(c.code))}),
+                    ));
                 }
                 _ => continue,
             }
         }
+    }
+
+    /// Asserts that nothing arrives for `d`, then that the connection is still alive (a
+    /// ping gets its pong): a dead watcher proves nothing.
+    pub async fn assert_quiet(&mut self, d: Duration, why: &str) {
+        match self.next_within(d).await {
+            Ok(None) => {}
+            Ok(Some(f)) => panic!("{why}: got {f}"),
+            Err(e) => panic!("{why}: the watcher itself failed: {e}"),
+        }
+        static PINGS: AtomicU64 = AtomicU64::new(0);
+        let id = format!("alive-{}", PINGS.fetch_add(1, Ordering::SeqCst));
+        self.send(serde_json::json!({"type": "ping", "id": id}))
+            .await;
+        let pong = self.next().await;
+        assert_eq!(
+            pong,
+            serde_json::json!({"type": "pong", "id": id}),
+            "{why}: after the quiet window the next frame is the liveness pong"
+        );
     }
 
     /// Frames until one matches `pred`, within 5 s.
@@ -438,47 +496,46 @@ impl Sse {
     }
 }
 
-/// A `redis-server` of the test's own, to stop and start under running nodes.
+/// A `redis-server` of the test's own, to stop and start under running nodes. It listens on
+/// a unix socket in its own directory, so a restart gets the same address back and no port
+/// is ever given up to someone else.
 pub struct OwnRedis {
     child: Option<Child>,
-    pub port: u16,
+    dir: std::path::PathBuf,
 }
 
 impl OwnRedis {
     pub async fn start() -> OwnRedis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut r = OwnRedis { child: None, port };
+        let dir = std::env::temp_dir().join(unique("presenced-own-redis"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut r = OwnRedis { child: None, dir };
         r.restart().await;
         r
     }
 
+    fn socket(&self) -> std::path::PathBuf {
+        self.dir.join("redis.sock")
+    }
+
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        format!("redis+unix://{}", self.socket().display())
     }
 
     /// Starts it again, empty (no persistence): as if it restarted and lost everything.
     pub async fn restart(&mut self) {
+        let _ = std::fs::remove_file(self.socket());
         let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+            .args(["--port", "0", "--save", "", "--appendonly", "no"])
+            .arg("--unixsocket")
+            .arg(self.socket())
+            .arg("--dir")
+            .arg(&self.dir)
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server on PATH (bash .ci/run installs it)");
         self.child = Some(child);
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+        for _ in 0..200 {
+            if std::os::unix::net::UnixStream::connect(self.socket()).is_ok() {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -497,5 +554,6 @@ impl OwnRedis {
 impl Drop for OwnRedis {
     fn drop(&mut self) {
         self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
