@@ -41,6 +41,8 @@ use tokio::sync::Mutex;
 
 use codec::{array, decode_committed, decode_entries, decode_record, int, pairs, text};
 
+use crate::sweep::{Drain, Step};
+
 /// How to reach Redis.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisConfig {
@@ -138,9 +140,6 @@ impl Scripts {
 /// Most users one activity script call carries; bigger batches are split.
 const ACTIVITY_CHUNK: usize = 500;
 
-/// Most bounded calls one sweep makes of one step; the next sweep carries on.
-const MAX_CALLS_PER_STEP: usize = 100;
-
 /// A handle on the Redis store, speaking for one node. Cheap to clone.
 #[derive(Clone)]
 pub struct RedisStore {
@@ -169,9 +168,12 @@ impl std::fmt::Debug for RedisStore {
 }
 
 /// A sweep step's `{changed, batch was full}`.
-fn sweep_step_reply(v: &Value) -> Result<(usize, bool), StoreError> {
+fn sweep_step_reply(v: &Value) -> Result<Step, StoreError> {
     match array(v)? {
-        [n, full] => Ok((int(n)? as usize, int(full)? == 1)),
+        [n, full] => Ok(Step {
+            changed: int(n)? as usize,
+            full: int(full)? == 1,
+        }),
         _ => Err(StoreError::Corrupt("unexpected sweep reply".into())),
     }
 }
@@ -313,23 +315,18 @@ impl RedisStore {
         }
     }
 
-    /// Runs one sweep script until its batch comes back short (or a cap on calls is reached;
-    /// the next sweep carries on). Draining each step before the next keeps what a sweep emits
-    /// independent of the batch size. `args` follow the common ARGV.
+    /// Drains one sweep step (see [`crate::sweep`]) with `script`; `args` follow the common
+    /// ARGV.
     async fn drain(&self, script: &Script, now: Millis, args: &[i64]) -> Result<usize, StoreError> {
-        let mut total = 0;
-        for _ in 0..MAX_CALLS_PER_STEP {
+        let mut drain = Drain::default();
+        while drain.more() {
             let mut inv = self.invocation(script, now);
             for a in args {
                 inv.arg(*a);
             }
-            let (changed, full) = sweep_step_reply(&self.invoke(&inv).await?)?;
-            total += changed;
-            if !full {
-                break;
-            }
+            drain.record(sweep_step_reply(&self.invoke(&inv).await?)?);
         }
-        Ok(total)
+        Ok(drain.changed())
     }
 
     /// Ends the sessions of every node whose lease lapsed; returns (sessions, nodes reaped).
@@ -343,21 +340,23 @@ impl RedisStore {
             .map_err(unavailable)?;
         let (mut sessions, mut nodes) = (0, 0);
         for node in dead {
-            for _ in 0..MAX_CALLS_PER_STEP {
+            let mut drain = Drain::default();
+            while drain.more() {
                 let mut inv = self.invocation(&self.scripts.reap_node, now);
                 inv.arg(&node).arg(batch);
                 let reply = self.invoke(&inv).await?;
                 let [ended, state] = array(&reply)? else {
                     return Err(StoreError::Corrupt("unexpected reap_node reply".into()));
                 };
-                sessions += int(ended)? as usize;
-                match int(state)? {
-                    0 => continue,
-                    1 => nodes += 1,
-                    _ => {}
-                }
-                break;
+                // 0: users remain; 1: reaped now; 2: nothing to reap (see reap_node.lua).
+                let state = int(state)?;
+                nodes += usize::from(state == 1);
+                drain.record(Step {
+                    changed: int(ended)? as usize,
+                    full: state == 0,
+                });
             }
+            sessions += drain.changed();
         }
         Ok((sessions, nodes))
     }
