@@ -20,6 +20,7 @@
 //! members behind), and tests can drive time.
 
 mod codec;
+mod failure;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -45,6 +46,8 @@ use codec::{
     decode_members, decode_nodes, decode_opened, decode_reap_step, decode_renewal,
     decode_sweep_step, decode_views,
 };
+
+use failure::store_error;
 
 use crate::sweep::Drain;
 
@@ -172,14 +175,6 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
-fn unavailable(e: redis::RedisError) -> StoreError {
-    if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
-        StoreError::Unavailable(e.to_string())
-    } else {
-        StoreError::Corrupt(e.to_string())
-    }
-}
-
 impl RedisStore {
     /// Connects, checks the server version and loads the scripts.
     pub async fn connect(
@@ -197,7 +192,7 @@ impl RedisStore {
             .set_max_delay(Duration::from_secs(1));
         let conn = ConnectionManager::new_with_config(client.clone(), manager)
             .await
-            .map_err(unavailable)?;
+            .map_err(store_error)?;
         let store = Self {
             conn,
             waiter: Arc::new(Mutex::new(None)),
@@ -215,7 +210,7 @@ impl RedisStore {
             s.prepare_invoke()
                 .load_async(&mut conn)
                 .await
-                .map_err(unavailable)?;
+                .map_err(store_error)?;
         }
         Ok(store)
     }
@@ -241,7 +236,7 @@ impl RedisStore {
             .arg("server")
             .query_async(&mut self.conn.clone())
             .await
-            .map_err(unavailable)?;
+            .map_err(store_error)?;
         match decode_major_version(&info)? {
             Some(v) if v >= 7 => Ok(()),
             Some(v) => Err(StoreError::Unavailable(format!(
@@ -270,7 +265,7 @@ impl RedisStore {
     async fn invoke(&self, inv: &ScriptInvocation<'_>) -> Result<Value, StoreError> {
         inv.invoke_async(&mut self.conn.clone())
             .await
-            .map_err(unavailable)
+            .map_err(store_error)
     }
 
     fn key(&self, name: &str) -> String {
@@ -299,7 +294,7 @@ impl RedisStore {
             .arg(format!("({now}"))
             .query_async(&mut self.conn.clone())
             .await
-            .map_err(unavailable)?;
+            .map_err(store_error)?;
         let (mut sessions, mut nodes) = (0, 0);
         for node in decode_members(&dead)? {
             let mut drain = Drain::default();
@@ -335,7 +330,7 @@ impl RedisStore {
             .client
             .get_multiplexed_async_connection_with_config(&config)
             .await
-            .map_err(unavailable)?;
+            .map_err(store_error)?;
         *slot = Some(c.clone());
         Ok(c)
     }
@@ -440,7 +435,7 @@ impl Store for RedisStore {
         let replies: Vec<Value> = pipe
             .query_async(&mut self.conn.clone())
             .await
-            .map_err(unavailable)?;
+            .map_err(store_error)?;
         decode_views(users, &replies)
     }
 
@@ -474,7 +469,7 @@ impl Store for RedisStore {
         let replies: Vec<Value> = pipe
             .query_async(&mut self.conn.clone())
             .await
-            .map_err(unavailable)?;
+            .map_err(store_error)?;
         decode_counts(&replies)
     }
 
@@ -508,7 +503,7 @@ impl Store for RedisStore {
             .arg("WITHSCORES")
             .query_async(&mut self.conn.clone())
             .await
-            .map_err(unavailable)?;
+            .map_err(store_error)?;
         let live = decode_leases(&live)?;
         if live.is_empty() {
             return Ok(Vec::new());
@@ -524,7 +519,7 @@ impl Store for RedisStore {
         let infos: Vec<Value> = pipe
             .query_async(&mut self.conn.clone())
             .await
-            .map_err(unavailable)?;
+            .map_err(store_error)?;
         decode_nodes(live, &infos)
     }
 
@@ -566,7 +561,7 @@ impl Store for RedisStore {
             .arg(1)
             .query_async(&mut self.conn.clone())
             .await
-            .map_err(unavailable)?;
+            .map_err(store_error)?;
         decode_feed_head(&last)
     }
 
@@ -599,7 +594,7 @@ impl Store for RedisStore {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
                 *self.waiter.lock().await = None;
-                return Err(unavailable(e));
+                return Err(store_error(e));
             }
             Err(_) => {
                 *self.waiter.lock().await = None;
@@ -615,6 +610,6 @@ impl Store for RedisStore {
             .query_async::<String>(&mut self.conn.clone())
             .await
             .map(|_| ())
-            .map_err(unavailable)
+            .map_err(store_error)
     }
 }
