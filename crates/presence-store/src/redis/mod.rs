@@ -11,11 +11,14 @@
 //! | `leases` | zset | `user|session` of REST heartbeat sessions, by expiry (ms) |
 //! | `nodes` | zset | node id → lease expiry (ms) |
 //! | `node:{id}:users` | list | users with a session on that node, for reaping; each node's sweep drops those who left |
+//! | `node:{id}:info` | hash | `started_at`, `last_renewal` (ms), `sessions`, for `nodes()` |
+//! | `node:{id}:reaped` | string | set when the node was reaped, so its next renewal answers `Lost` (24 h TTL) |
 //! | `last_seen` | zset | offline users by last seen (s), for retention |
 //! | `feed` | stream | events, capped with `MAXLEN ~` |
 //! | `sweep:away_cutoff`, `sweep:stale_pos` | string | where the sweeps' windows stand |
 //!
-//! No key carries a Redis TTL: every expiry is decided by the sweep against the nodes' `Clock`,
+//! No presence key carries a Redis TTL (only the `reaped` marker above, which holds no
+//! presence): every expiry is decided by the sweep against the nodes' `Clock`,
 //! so a record and its index entries always leave together (the seed's TTLs left sorted-set
 //! members behind), and tests can drive time.
 
