@@ -14,6 +14,7 @@
 mod coalesce;
 mod memory;
 mod redis;
+mod sweep;
 
 pub use coalesce::ActivityCoalescer;
 pub use memory::MemoryStore;

@@ -25,8 +25,7 @@ use presence_core::{
 };
 use tokio::sync::Notify;
 
-/// Most bounded calls one sweep makes of one step; the next sweep carries on.
-const MAX_CALLS_PER_STEP: usize = 100;
+use crate::sweep::{Step, drain};
 
 /// The embedded store.
 #[derive(Debug, Clone)]
@@ -484,29 +483,6 @@ impl MemoryStore {
         })
         .map_or(0, |(n, _, _)| n)
     }
-}
-
-/// What one bounded call of a sweep step did.
-#[derive(Debug, Default, Clone, Copy)]
-struct Step {
-    changed: usize,
-    /// The step's batch was full: more may be waiting.
-    full: bool,
-}
-
-/// Runs a sweep step until its batch comes back short (or a cap on calls is reached; the
-/// next sweep carries on). Draining each step before the next keeps what a sweep emits
-/// independent of the batch size.
-fn drain(mut step: impl FnMut() -> Step) -> usize {
-    let mut total = 0;
-    for _ in 0..MAX_CALLS_PER_STEP {
-        let s = step();
-        total += s.changed;
-        if !s.full {
-            break;
-        }
-    }
-    total
 }
 
 #[async_trait]

@@ -1,5 +1,10 @@
 //! The Redis keys as an operator sees them with `redis-cli`: the seed's hash and sorted sets,
 //! readable as the seed wrote them; the prefix applied to every key; stale entries cleaned.
+//!
+//! Every test works under a key prefix of its own, so the suite can share a Redis (CI's) and
+//! never flushes it. The names below follow the prefix exactly as an unprefixed deployment's
+//! keys are named (`{prefix}presence:123` is `presence:123` with the default empty prefix):
+//! `the_prefix_goes_before_every_key` shows the prefix is prepended literally and alone.
 
 mod common;
 
@@ -12,30 +17,27 @@ use presence_core::*;
 use presence_store::{RedisConfig, RedisStore};
 use redis::AsyncCommands;
 
-/// Database 15 with the default empty prefix: only this test binary uses it.
-async fn seed_named_store() -> (RedisStore, redis::aio::MultiplexedConnection, ManualClock) {
-    let url = format!("{}/15", redis_url().trim_end_matches('/'));
-    let client = redis::Client::open(url.as_str()).unwrap();
-    let mut raw = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("Redis for the layout test");
-    let _: () = redis::cmd("FLUSHDB").query_async(&mut raw).await.unwrap();
+/// A store on the tests' Redis under a fresh prefix, a raw connection, the clock.
+async fn prefixed_store() -> (RedisStore, redis::aio::MultiplexedConnection, ManualClock) {
+    let mut config = RedisConfig::new(redis_url());
+    config.key_prefix = unique_prefix();
     let clock = ManualClock::new(T0);
     let store = RedisStore::connect(
-        RedisConfig::new(url),
+        config,
         node("n1"),
         Arc::new(clock.clone()),
         StoreSettings::default(),
     )
     .await
-    .unwrap();
-    (store, raw, clock)
+    .unwrap_or_else(|e| panic!("Redis at {}: {e}", redis_url()));
+    (store, raw_redis().await, clock)
 }
 
 #[tokio::test]
 async fn an_operator_finds_the_seeds_keys_and_fields() {
-    let (store, mut raw, clock) = seed_named_store().await;
+    let (store, mut raw, clock) = prefixed_store().await;
+    let p = store.key_prefix().to_string();
+    let key = |name: &str| format!("{p}{name}");
     let open = |user: &str, z: &str, o: &str| OpenSession {
         user: uid(user),
         session: sid("s1"),
@@ -46,31 +48,34 @@ async fn an_operator_finds_the_seeds_keys_and_fields() {
     };
     store.open_session(open("123", "10", "100")).await.unwrap();
     let md: Metadata = serde_json::from_str(r#"{"theme": "dark"}"#).unwrap();
+    clock.advance(Duration::from_millis(250));
     store
         .apply(&uid("123"), Change::SetMetadata(Some(md)))
         .await
         .unwrap();
 
     // redis-cli HGETALL presence:123
-    let h: HashMap<String, String> = raw.hgetall("presence:123").await.unwrap();
+    let h: HashMap<String, String> = raw.hgetall(key("presence:123")).await.unwrap();
     assert_eq!(h["status"], "online");
     assert_eq!(h["last_activity"], "1732616700.000");
     assert_eq!(h["zone_id"], "10");
     assert_eq!(h["org_id"], "100");
-    assert_eq!(h["updated_at"], "2024-11-26T10:25:00.000Z");
+    assert_eq!(
+        h["updated_at"], "2024-11-26T10:25:00.250Z",
+        "the metadata change"
+    );
     assert_eq!(
         serde_json::from_str::<serde_json::Value>(&h["metadata"]).unwrap(),
         serde_json::json!({"theme": "dark"})
     );
+    assert!(!h.contains_key("last_seen"), "online: no last seen");
     // redis-cli ZCARD online:global, and the zone and org sets, scored by last activity.
     for set in ["online:global", "online:zone:10", "online:org:100"] {
-        let n: u64 = raw.zcard(set).await.unwrap();
-        assert_eq!(n, 1, "{set}");
-        let score: f64 = raw.zscore(set, "123").await.unwrap();
-        assert_eq!(score, 1_732_616_700.0, "{set}");
+        let members: Vec<(String, f64)> = raw.zrange_withscores(key(set), 0, -1).await.unwrap();
+        assert_eq!(members, [("123".to_string(), 1_732_616_700.0)], "{set}");
     }
     // Activity moves the scores (the seed's update_activity did not).
-    clock.advance(Duration::from_millis(2500));
+    clock.advance(Duration::from_millis(2250));
     store
         .record_activity(&[Activity {
             user: uid("123"),
@@ -78,42 +83,83 @@ async fn an_operator_finds_the_seeds_keys_and_fields() {
         }])
         .await
         .unwrap();
-    let score: f64 = raw.zscore("online:zone:10", "123").await.unwrap();
-    assert_eq!(score, 1_732_616_702.5);
-    let la: String = raw.hget("presence:123", "last_activity").await.unwrap();
+    for set in ["online:global", "online:zone:10", "online:org:100"] {
+        let score: Option<f64> = raw.zscore(key(set), "123").await.unwrap();
+        assert_eq!(score, Some(1_732_616_702.5), "{set}");
+    }
+    let la: String = raw
+        .hget(key("presence:123"), "last_activity")
+        .await
+        .unwrap();
     assert_eq!(la, "1732616702.500");
 
-    // Offline: out of every set, status offline, and in the last-seen index.
+    // Offline after the grace: out of every set, status offline, last seen at the close.
     let settings = StoreSettings::default();
     store.close_session(&uid("123"), &sid("s1")).await.unwrap();
     clock.advance(settings.offline_grace);
     store.renew_node_lease(0).await.unwrap();
     store.sweep().await.unwrap();
-    let status: String = raw.hget("presence:123", "status").await.unwrap();
-    assert_eq!(status, "offline");
+    let h: HashMap<String, String> = raw.hgetall(key("presence:123")).await.unwrap();
+    assert_eq!(h["status"], "offline");
+    assert_eq!(h["last_seen"], "1732616702.500", "seen at the close");
+    assert_eq!(h["last_activity"], "1732616702.500");
+    assert_eq!(
+        h["updated_at"], "2024-11-26T10:25:07.500Z",
+        "when the grace ended"
+    );
+    assert_eq!((h["zone_id"].as_str(), h["org_id"].as_str()), ("10", "100"));
     for set in ["online:global", "online:zone:10", "online:org:100"] {
-        let n: u64 = raw.zcard(set).await.unwrap();
+        let n: u64 = raw.zcard(key(set)).await.unwrap();
         assert_eq!(n, 0, "{set}");
     }
-    let seen: Option<f64> = raw.zscore("last_seen", "123").await.unwrap();
-    assert!(seen.is_some());
-    // The feed is a stream an operator can XRANGE.
-    let len: u64 = raw.xlen("feed").await.unwrap();
-    assert_eq!(len, 3, "online, metadata, offline");
+    let seen: Vec<(String, f64)> = raw
+        .zrange_withscores(key("last_seen"), 0, -1)
+        .await
+        .unwrap();
+    assert_eq!(
+        seen,
+        [("123".to_string(), 1_732_616_702.5)],
+        "last seen index"
+    );
+    // The feed is a stream an operator can XRANGE: online, metadata, offline.
+    let feed: redis::streams::StreamRangeReply = raw.xrange_all(key("feed")).await.unwrap();
+    let got: Vec<(String, String, String)> = feed
+        .ids
+        .iter()
+        .map(|e| {
+            let f = |n: &str| e.get::<String>(n).unwrap_or_default();
+            (f("u"), f("s"), f("v"))
+        })
+        .collect();
+    let want = [
+        ("123", "online", "1"),
+        ("123", "online", "2"),
+        ("123", "offline", "3"),
+    ];
+    let want: Vec<(String, String, String)> = want
+        .iter()
+        .map(|(u, s, v)| (u.to_string(), s.to_string(), v.to_string()))
+        .collect();
+    assert_eq!(got, want);
     // No key carries a Redis TTL: expiry is the sweep's job.
-    let ttl: i64 = raw.ttl("presence:123").await.unwrap();
-    assert_eq!(ttl, -1);
+    for k in scan_keys(&mut raw, &format!("{p}*")).await {
+        let ttl: i64 = raw.ttl(&k).await.unwrap();
+        assert_eq!(ttl, -1, "{k} has a TTL");
+    }
 }
 
 #[tokio::test]
 async fn the_prefix_goes_before_every_key() {
+    let prefix = format!("tenantA-{}", unique_prefix());
     let mut config = RedisConfig::new(redis_url());
-    config.key_prefix = format!("tenantA-{}:", std::process::id());
-    let prefix = config.key_prefix.clone();
+    config.key_prefix = prefix.clone();
+    // Ids no other test uses, so every key that names them can be found on a shared Redis.
+    let tag = prefix.replace(['-', ':'], "");
+    let (user, node_id) = (format!("u{tag}"), format!("n{tag}"));
     let clock = ManualClock::new(T0);
     let store = RedisStore::connect(
         config,
-        node("n1"),
+        node(&node_id),
         Arc::new(clock),
         StoreSettings::default(),
     )
@@ -122,29 +168,41 @@ async fn the_prefix_goes_before_every_key() {
     store
         .open_session(OpenSession {
             zone: Some(zone("10")),
-            ..request("123", "s")
+            ..request(&user, "s")
         })
         .await
         .unwrap();
     store.sweep().await.unwrap();
-    let client = redis::Client::open(redis_url().as_str()).unwrap();
-    let mut raw = client.get_multiplexed_async_connection().await.unwrap();
-    let mut keys: Vec<String> = raw.keys(format!("{prefix}*")).await.unwrap();
-    keys.sort();
-    let unprefixed: Vec<String> = keys
-        .iter()
-        .map(|k| k.strip_prefix(&prefix).unwrap().to_string())
-        .collect();
-    for k in [
-        "presence:123",
-        "online:global",
-        "online:zone:10",
-        "nodes",
-        "node:n1:users",
-        "feed",
-    ] {
-        assert!(unprefixed.contains(&k.to_string()), "{k} in {unprefixed:?}");
+    let mut raw = raw_redis().await;
+    let key = |name: &str| format!("{prefix}{name}");
+    // Every key that names this user or node, anywhere in the keyspace, is under the prefix.
+    for pattern in [format!("*{user}*"), format!("*{node_id}*")] {
+        let keys = scan_keys(&mut raw, &pattern).await;
+        assert!(!keys.is_empty(), "{pattern}");
+        for k in keys {
+            assert!(k.starts_with(&prefix), "{k} outside the prefix");
+        }
     }
+    // And the prefixed keys hold what the unprefixed ones would.
+    let status: Option<String> = raw
+        .hget(key(&format!("presence:{user}")), "status")
+        .await
+        .unwrap();
+    assert_eq!(status.as_deref(), Some("online"));
+    for set in ["online:global", "online:zone:10"] {
+        let members: Vec<(String, f64)> = raw.zrange_withscores(key(set), 0, -1).await.unwrap();
+        assert_eq!(members, [(user.clone(), 1_732_616_700.0)], "{set}");
+    }
+    let nodes: Vec<(String, i64)> = raw.zrange_withscores(key("nodes"), 0, -1).await.unwrap();
+    let lease = T0 + StoreSettings::default().node_lease.as_millis() as i64;
+    assert_eq!(nodes, [(node_id.clone(), lease)], "the node's lease, in ms");
+    let indexed: Vec<String> = raw
+        .lrange(key(&format!("node:{node_id}:users")), 0, -1)
+        .await
+        .unwrap();
+    assert_eq!(indexed, [user.as_str()]);
+    let len: u64 = raw.xlen(key("feed")).await.unwrap();
+    assert_eq!(len, 1, "one event: online");
 }
 
 #[tokio::test]
@@ -156,8 +214,7 @@ async fn stale_entries_never_show_and_are_swept() {
             .await;
     }
     // An operator deletes a record by hand; its sorted-set entries stay behind.
-    let client = redis::Client::open(redis_url().as_str()).unwrap();
-    let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+    let mut raw = raw_redis().await;
     let _: () = raw
         .del(format!("{}presence:2", store.key_prefix()))
         .await
@@ -183,8 +240,7 @@ async fn stale_entries_never_show_and_are_swept() {
 async fn node_index_lists_hold_each_user_once_and_shrink_to_live_users() {
     let k = Kit::with(Kind::Redis, no_grace()).await;
     let store = k.redis().unwrap();
-    let client = redis::Client::open(redis_url().as_str()).unwrap();
-    let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+    let mut raw = raw_redis().await;
     let list = format!("{}node:node-a:users", store.key_prefix());
     // A flapping user reconnects many times; two tabs of one user; 50 users who leave.
     for i in 0..20 {

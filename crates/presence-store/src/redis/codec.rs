@@ -1,4 +1,6 @@
-//! Reading what the scripts write: hash fields and feed entries into domain types.
+//! Reading what Redis answers: every reply the store gets — script replies, hash fields, feed
+//! entries, pipelines — into domain types, in this one place. A reply of the wrong shape is
+//! [`StoreError::Corrupt`]; nothing here sees a connection.
 //!
 //! The hash `presence:{user}` keeps the seed's fields (`status`, `last_activity` in unix
 //! seconds, `zone_id`, `org_id`, `updated_at` in RFC 3339, `metadata` JSON) plus short fields
@@ -10,17 +12,20 @@
 
 use presence_core::time::parse_rfc3339;
 use presence_core::{
-    AwayReason, DeviceKind, DeviceSet, FeedId, Millis, NodeId, OrgId, PresenceEvent, PresenceView,
-    Session, SessionId, Status, StoreError, UserId, UserRecord, ZoneId,
+    Applied, AwayReason, DeviceKind, DeviceSet, FeedId, FeedRead, ListCursor, Millis, NodeId,
+    NodeInfo, OrgId, PresenceEvent, PresenceView, ScopeCount, ScopePage, Session, SessionId,
+    Status, StoreError, TransitionError, UserId, UserRecord, ZoneId,
 };
 use redis::Value;
+
+use crate::sweep::Step;
 
 fn corrupt(what: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(what.to_string())
 }
 
 /// A scalar reply as text.
-pub(crate) fn text(v: &Value) -> Result<String, StoreError> {
+fn text(v: &Value) -> Result<String, StoreError> {
     match v {
         Value::BulkString(b) => {
             String::from_utf8(b.clone()).map_err(|_| corrupt("non-UTF-8 string"))
@@ -33,7 +38,7 @@ pub(crate) fn text(v: &Value) -> Result<String, StoreError> {
 }
 
 /// A scalar reply as an integer.
-pub(crate) fn int(v: &Value) -> Result<i64, StoreError> {
+fn int(v: &Value) -> Result<i64, StoreError> {
     match v {
         Value::Int(i) => Ok(*i),
         other => text(other)?
@@ -43,7 +48,7 @@ pub(crate) fn int(v: &Value) -> Result<i64, StoreError> {
 }
 
 /// An array reply.
-pub(crate) fn array(v: &Value) -> Result<&[Value], StoreError> {
+fn array(v: &Value) -> Result<&[Value], StoreError> {
     match v {
         Value::Array(a) | Value::Set(a) => Ok(a),
         Value::Nil => Ok(&[]),
@@ -52,9 +57,9 @@ pub(crate) fn array(v: &Value) -> Result<&[Value], StoreError> {
 }
 
 /// A flat `field, value, field, value …` array as pairs.
-pub(crate) fn pairs(v: &Value) -> Result<Vec<(String, String)>, StoreError> {
+fn pairs(v: &Value) -> Result<Vec<(String, String)>, StoreError> {
     let a = array(v)?;
-    if a.len() % 2 != 0 {
+    if !a.len().is_multiple_of(2) {
         return Err(corrupt("odd field list"));
     }
     a.chunks(2)
@@ -63,7 +68,7 @@ pub(crate) fn pairs(v: &Value) -> Result<Vec<(String, String)>, StoreError> {
 }
 
 /// Unix seconds with fractions (the seed's format) to milliseconds.
-pub(crate) fn ms_of_secs(s: &str) -> Result<Millis, StoreError> {
+fn ms_of_secs(s: &str) -> Result<Millis, StoreError> {
     let x: f64 = s
         .parse()
         .map_err(|_| corrupt(format_args!("bad time {s:?}")))?;
@@ -98,10 +103,7 @@ fn parse_session(v: &str) -> Result<Session, StoreError> {
 }
 
 /// A record from its hash fields (or from a feed entry's visible fields).
-pub(crate) fn decode_record(
-    user: UserId,
-    fields: &[(String, String)],
-) -> Result<UserRecord, StoreError> {
+fn decode_record(user: UserId, fields: &[(String, String)]) -> Result<UserRecord, StoreError> {
     let mut r = UserRecord::new(user, 0);
     for (f, v) in fields {
         match f.as_str() {
@@ -146,10 +148,7 @@ pub(crate) fn decode_record(
 /// common.lua writes, in that order, with `''` for none: `u` user, `s` status, `r` away
 /// reason, `la` last activity ms, `ls` last seen ms, `z` zone, `o` org, `d` devices, `m`
 /// metadata, `v` version, `ps`/`pz`/`po` the previous status, zone and org, `ts` ms.
-pub(crate) fn decode_event(
-    id: &str,
-    fields: &[(String, String)],
-) -> Result<PresenceEvent, StoreError> {
+fn decode_event(id: &str, fields: &[(String, String)]) -> Result<PresenceEvent, StoreError> {
     let get = |name: &str| field(fields, name);
     let need = |name: &str| get(name).ok_or_else(|| corrupt(format_args!("event without {name}")));
     let opt = |name: &str| OptField(get(name), name.to_string());
@@ -208,10 +207,7 @@ impl OptField<'_> {
 }
 
 /// A script's `{feed_id, event_fields}` pair as an optional event.
-pub(crate) fn decode_committed(
-    id: &Value,
-    fields: &Value,
-) -> Result<Option<PresenceEvent>, StoreError> {
+fn decode_committed(id: &Value, fields: &Value) -> Result<Option<PresenceEvent>, StoreError> {
     let id = text(id)?;
     if id.is_empty() {
         return Ok(None);
@@ -220,7 +216,7 @@ pub(crate) fn decode_committed(
 }
 
 /// Stream entries (`[[id, [f, v, …]], …]`) as events.
-pub(crate) fn decode_entries(v: &Value) -> Result<Vec<PresenceEvent>, StoreError> {
+fn decode_entries(v: &Value) -> Result<Vec<PresenceEvent>, StoreError> {
     array(v)?
         .iter()
         .map(|entry| {
@@ -231,4 +227,335 @@ pub(crate) fn decode_entries(v: &Value) -> Result<Vec<PresenceEvent>, StoreError
             decode_event(&text(&e[0])?, &pairs(&e[1])?)
         })
         .collect()
+}
+
+// --- Replies, one function per kind of call -----------------------------------------------
+
+fn user_id(v: &Value) -> Result<UserId, StoreError> {
+    UserId::new(text(v)?).map_err(corrupt)
+}
+
+/// An integer reply that may be nil (a missing hash field).
+fn opt_int(v: &Value) -> Result<Option<i64>, StoreError> {
+    match v {
+        Value::Nil => Ok(None),
+        other => int(other).map(Some),
+    }
+}
+
+/// A transition's reply: `{'ok', feed_id, event}`, `{'ok', '', {}, record}` (nothing visible
+/// changed) or a refusal.
+pub(crate) fn decode_applied(user: &UserId, reply: &Value) -> Result<Applied, StoreError> {
+    let parts = array(reply)?;
+    let tag = parts.first().map(text).transpose()?.unwrap_or_default();
+    match (tag.as_str(), parts) {
+        ("ok", [_, id, ev]) => {
+            let event = decode_committed(id, ev)?.ok_or_else(|| corrupt("reply without event"))?;
+            Ok(Applied {
+                view: event.user.clone(),
+                event: Some(event),
+            })
+        }
+        ("ok", [_, _, _, rec]) => Ok(Applied {
+            view: decode_record(user.clone(), &pairs(rec)?)?.view(),
+            event: None,
+        }),
+        ("not_found", _) => Err(StoreError::NotFound(user.clone())),
+        ("too_many", [_, limit]) => Err(TransitionError::TooManySessions {
+            limit: int(limit)? as usize,
+        }
+        .into()),
+        _ => Err(corrupt(format_args!("unexpected script reply {reply:?}"))),
+    }
+}
+
+/// open.lua's reply: `{'exists'}` for a session id already open, else a transition's reply.
+pub(crate) fn decode_opened(
+    user: &UserId,
+    session: &SessionId,
+    reply: &Value,
+) -> Result<Applied, StoreError> {
+    if let [tag] = array(reply)?
+        && text(tag)? == "exists"
+    {
+        return Err(TransitionError::SessionExists(session.clone()).into());
+    }
+    decode_applied(user, reply)
+}
+
+/// renew_session.lua's `{'ok', lease until ms}`, or a refusal: no such leased session.
+pub(crate) fn decode_renewal(session: &SessionId, reply: &Value) -> Result<Millis, StoreError> {
+    match array(reply)? {
+        [tag, until] if text(tag)? == "ok" => {
+            text(until)?.parse().map_err(|_| corrupt("bad lease"))
+        }
+        _ => Err(StoreError::NoSuchSession(session.clone())),
+    }
+}
+
+/// activity.lua's `{{feed_id, event}, …}`, one pair per user (`''` id: no event).
+pub(crate) fn decode_activity(reply: &Value) -> Result<Vec<PresenceEvent>, StoreError> {
+    let mut events = Vec::new();
+    for committed in array(reply)? {
+        if let [id, ev] = array(committed)?
+            && let Some(e) = decode_committed(id, ev)?
+        {
+            events.push(e);
+        }
+    }
+    Ok(events)
+}
+
+/// A pipeline of `HGETALL presence:{user}`, one reply per user; an empty hash is no record.
+pub(crate) fn decode_views(
+    users: &[UserId],
+    replies: &[Value],
+) -> Result<Vec<Option<PresenceView>>, StoreError> {
+    if users.len() != replies.len() {
+        return Err(corrupt("one reply per user expected"));
+    }
+    users
+        .iter()
+        .zip(replies)
+        .map(|(u, v)| {
+            let fields = match v {
+                Value::Map(m) => m
+                    .iter()
+                    .map(|(f, v)| Ok((text(f)?, text(v)?)))
+                    .collect::<Result<Vec<_>, StoreError>>()?,
+                other => pairs(other)?,
+            };
+            if fields.is_empty() {
+                Ok(None)
+            } else {
+                Ok(Some(decode_record(u.clone(), &fields)?.view()))
+            }
+        })
+        .collect()
+}
+
+/// list.lua's `{total, away, cursor ms or '', cursor user or '', user, record, …}`; the
+/// counts narrowed to `status` when the list is filtered.
+pub(crate) fn decode_list(reply: &Value, status: Option<Status>) -> Result<ScopePage, StoreError> {
+    let [total, away, cur_ms, cur_user, rest @ ..] = array(reply)? else {
+        return Err(corrupt("unexpected list reply"));
+    };
+    let count = ScopeCount {
+        total: int(total)? as u64,
+        away: int(away)? as u64,
+    }
+    .narrowed(status);
+    let cur_ms = text(cur_ms)?;
+    let next_cursor = if cur_ms.is_empty() {
+        None
+    } else {
+        Some(ListCursor {
+            activity: cur_ms.parse().map_err(|_| corrupt("bad cursor"))?,
+            user: user_id(cur_user)?,
+        })
+    };
+    if !rest.len().is_multiple_of(2) {
+        return Err(corrupt("odd list reply"));
+    }
+    let users = rest
+        .chunks(2)
+        .map(|c| Ok(decode_record(user_id(&c[0])?, &pairs(&c[1])?)?.view()))
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    Ok(ScopePage {
+        users,
+        count,
+        next_cursor,
+    })
+}
+
+/// A pipeline of `ZCARD online:{scope}`, `HGET away_count {scope}` per scope (nil: none).
+pub(crate) fn decode_counts(replies: &[Value]) -> Result<Vec<ScopeCount>, StoreError> {
+    if !replies.len().is_multiple_of(2) {
+        return Err(corrupt("two replies per scope expected"));
+    }
+    replies
+        .chunks(2)
+        .map(|c| {
+            Ok(ScopeCount {
+                total: opt_int(&c[0])?.unwrap_or(0).max(0) as u64,
+                away: opt_int(&c[1])?.unwrap_or(0).max(0) as u64,
+            })
+        })
+        .collect()
+}
+
+/// node_lease.lua's `1` when the node had been reaped or forgotten, else `0`.
+pub(crate) fn decode_lease_lost(reply: &Value) -> Result<bool, StoreError> {
+    Ok(int(reply)? == 1)
+}
+
+/// A list of members, such as `ZRANGEBYSCORE nodes` without scores.
+pub(crate) fn decode_members(reply: &Value) -> Result<Vec<String>, StoreError> {
+    array(reply)?.iter().map(text).collect()
+}
+
+/// Node leases (`ZRANGEBYSCORE nodes … WITHSCORES`) as (node id, lease expiry ms): a flat
+/// `member, score, …` array (RESP2) or `[member, score]` pairs (RESP3).
+pub(crate) fn decode_leases(reply: &Value) -> Result<Vec<(String, Millis)>, StoreError> {
+    let score = |v: &Value| match v {
+        Value::Double(d) => Ok(*d as i64),
+        other => int(other),
+    };
+    let a = array(reply)?;
+    if a.iter().all(|v| matches!(v, Value::Array(_))) {
+        return a
+            .iter()
+            .map(|p| match array(p)? {
+                [m, s] => Ok((text(m)?, score(s)?)),
+                _ => Err(corrupt("bad scored member")),
+            })
+            .collect();
+    }
+    if !a.len().is_multiple_of(2) {
+        return Err(corrupt("odd scored member list"));
+    }
+    a.chunks(2)
+        .map(|c| Ok((text(&c[0])?, score(&c[1])?)))
+        .collect()
+}
+
+/// Live nodes' leases (see [`decode_leases`]) and, for each in that order, the pipelined
+/// reply of its `HMGET node:{id}:info started_at last_renewal sessions`.
+pub(crate) fn decode_nodes(
+    live: Vec<(String, Millis)>,
+    infos: &[Value],
+) -> Result<Vec<NodeInfo>, StoreError> {
+    if live.len() != infos.len() {
+        return Err(corrupt("one info reply per node expected"));
+    }
+    live.into_iter()
+        .zip(infos)
+        .map(|((id, until), info)| {
+            let [started, renewed, sessions] = array(info)? else {
+                return Err(corrupt("bad node info"));
+            };
+            Ok(NodeInfo {
+                node_id: NodeId::new(id).map_err(corrupt)?,
+                lease_until: until,
+                started_at: opt_int(started)?.unwrap_or(0),
+                last_renewal: opt_int(renewed)?.unwrap_or(0),
+                sessions: opt_int(sessions)?.unwrap_or(0).max(0) as u64,
+            })
+        })
+        .collect()
+}
+
+/// A sweep script's `{changed, batch was full}`.
+pub(crate) fn decode_sweep_step(reply: &Value) -> Result<Step, StoreError> {
+    match array(reply)? {
+        [n, full] => Ok(Step {
+            changed: int(n)? as usize,
+            full: int(full)? == 1,
+        }),
+        _ => Err(corrupt("unexpected sweep reply")),
+    }
+}
+
+/// reap_node.lua's `{sessions ended, state}` as a sweep step (state 0: users remain) and
+/// whether the node is now fully reaped (state 1; 2: nothing to reap).
+pub(crate) fn decode_reap_step(reply: &Value) -> Result<(Step, bool), StoreError> {
+    let [ended, state] = array(reply)? else {
+        return Err(corrupt("unexpected reap_node reply"));
+    };
+    let state = int(state)?;
+    Ok((
+        Step {
+            changed: int(ended)? as usize,
+            full: state == 0,
+        },
+        state == 1,
+    ))
+}
+
+/// A script's plain count (sweep_stale.lua, compact_node.lua).
+pub(crate) fn decode_count(reply: &Value) -> Result<usize, StoreError> {
+    Ok(int(reply)?.max(0) as usize)
+}
+
+/// `XREVRANGE feed + - COUNT 1`: the newest entry's id, or zero for an empty feed.
+pub(crate) fn decode_feed_head(reply: &Value) -> Result<FeedId, StoreError> {
+    match array(reply)?.first() {
+        Some(entry) => match array(entry)? {
+            [id, _] => parse("feed id", &text(id)?),
+            _ => Err(corrupt("bad stream entry")),
+        },
+        None => Ok(FeedId::ZERO),
+    }
+}
+
+/// read_feed.lua's `{reset, entries}`.
+pub(crate) fn decode_feed_read(reply: &Value) -> Result<FeedRead, StoreError> {
+    match array(reply)? {
+        [reset, entries] => Ok(FeedRead {
+            reset: int(reset)? == 1,
+            events: decode_entries(entries)?,
+        }),
+        _ => Err(corrupt("unexpected read_feed reply")),
+    }
+}
+
+/// The major version in `INFO server`'s `redis_version:` line, if there is one.
+pub(crate) fn decode_major_version(reply: &Value) -> Result<Option<u32>, StoreError> {
+    let info = match reply {
+        Value::VerbatimString { text, .. } => text.clone(),
+        other => text(other)?,
+    };
+    Ok(info
+        .lines()
+        .find_map(|l| l.strip_prefix("redis_version:"))
+        .and_then(|v| v.trim().split('.').next()?.parse().ok()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn leases_read_in_either_protocol() {
+        let resp2 = Value::Array(vec![bulk("a"), bulk("1732616715000"), bulk("b"), bulk("7")]);
+        let resp3 = Value::Array(vec![
+            Value::Array(vec![bulk("a"), Value::Double(1_732_616_715_000.0)]),
+            Value::Array(vec![bulk("b"), Value::Double(7.0)]),
+        ]);
+        let want = vec![("a".to_string(), 1_732_616_715_000), ("b".to_string(), 7)];
+        assert_eq!(decode_leases(&resp2).unwrap(), want);
+        assert_eq!(decode_leases(&resp3).unwrap(), want);
+        assert!(matches!(
+            decode_leases(&Value::Array(vec![bulk("a")])),
+            Err(StoreError::Corrupt(_))
+        ));
+    }
+
+    #[test]
+    fn counts_treat_a_missing_away_field_as_zero() {
+        let replies = [Value::Int(3), Value::Nil, Value::Int(2), bulk("1")];
+        let counts = decode_counts(&replies).unwrap();
+        assert_eq!(
+            counts,
+            [
+                ScopeCount { total: 3, away: 0 },
+                ScopeCount { total: 2, away: 1 }
+            ]
+        );
+        assert!(matches!(
+            decode_counts(&[bulk("x"), Value::Nil]),
+            Err(StoreError::Corrupt(_))
+        ));
+    }
+
+    #[test]
+    fn the_version_comes_from_the_info_text() {
+        let info = bulk("# Server\r\nredis_version:7.0.15\r\nredis_mode:standalone\r\n");
+        assert_eq!(decode_major_version(&info).unwrap(), Some(7));
+        assert_eq!(decode_major_version(&bulk("# Server\r\n")).unwrap(), None);
+    }
 }

@@ -11,15 +11,19 @@
 //! | `leases` | zset | `user|session` of REST heartbeat sessions, by expiry (ms) |
 //! | `nodes` | zset | node id → lease expiry (ms) |
 //! | `node:{id}:users` | list | users with a session on that node, for reaping; each node's sweep drops those who left |
+//! | `node:{id}:info` | hash | `started_at`, `last_renewal` (ms), `sessions`, for `nodes()` |
+//! | `node:{id}:reaped` | string | set when the node was reaped, so its next renewal answers `Lost` (24 h TTL) |
 //! | `last_seen` | zset | offline users by last seen (s), for retention |
 //! | `feed` | stream | events, capped with `MAXLEN ~` |
 //! | `sweep:away_cutoff`, `sweep:stale_pos` | string | where the sweeps' windows stand |
 //!
-//! No key carries a Redis TTL: every expiry is decided by the sweep against the nodes' `Clock`,
+//! No presence key carries a Redis TTL (only the `reaped` marker above, which holds no
+//! presence): every expiry is decided by the sweep against the nodes' `Clock`,
 //! so a record and its index entries always leave together (the seed's TTLs left sorted-set
 //! members behind), and tests can drive time.
 
 mod codec;
+mod failure;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,15 +35,24 @@ use presence_core::scope::filtered_scan_budget;
 use presence_core::settings::ms;
 use presence_core::time::format_rfc3339;
 use presence_core::{
-    Activity, Applied, Change, FeedId, FeedRead, LeaseRenewal, ListCursor, ListQuery, Millis,
-    NodeId, NodeInfo, OpenSession, PresenceEvent, PresenceView, Scope, ScopeCount, ScopePage,
-    SessionId, SharedClock, Store, StoreError, StoreSettings, SweepReport, TransitionError, UserId,
+    Activity, Applied, Change, FeedId, FeedRead, LeaseRenewal, ListQuery, Millis, NodeId, NodeInfo,
+    OpenSession, PresenceEvent, PresenceView, Scope, ScopeCount, ScopePage, SessionId, SharedClock,
+    Store, StoreError, StoreSettings, SweepReport, UserId,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Client, Script, ScriptInvocation, Value};
 use tokio::sync::Mutex;
 
-use codec::{array, decode_committed, decode_entries, decode_record, int, pairs, text};
+use codec::{
+    decode_activity, decode_applied, decode_count, decode_counts, decode_feed_head,
+    decode_feed_read, decode_lease_lost, decode_leases, decode_list, decode_major_version,
+    decode_members, decode_nodes, decode_opened, decode_reap_step, decode_renewal,
+    decode_sweep_step, decode_views,
+};
+
+use failure::store_error;
+
+use crate::sweep::Drain;
 
 /// How to reach Redis.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,9 +151,6 @@ impl Scripts {
 /// Most users one activity script call carries; bigger batches are split.
 const ACTIVITY_CHUNK: usize = 500;
 
-/// Most bounded calls one sweep makes of one step; the next sweep carries on.
-const MAX_CALLS_PER_STEP: usize = 100;
-
 /// A handle on the Redis store, speaking for one node. Cheap to clone.
 #[derive(Clone)]
 pub struct RedisStore {
@@ -168,22 +178,6 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
-/// A sweep step's `{changed, batch was full}`.
-fn sweep_step_reply(v: &Value) -> Result<(usize, bool), StoreError> {
-    match array(v)? {
-        [n, full] => Ok((int(n)? as usize, int(full)? == 1)),
-        _ => Err(StoreError::Corrupt("unexpected sweep reply".into())),
-    }
-}
-
-fn unavailable(e: redis::RedisError) -> StoreError {
-    if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
-        StoreError::Unavailable(e.to_string())
-    } else {
-        StoreError::Corrupt(e.to_string())
-    }
-}
-
 impl RedisStore {
     /// Connects, checks the server version and loads the scripts.
     pub async fn connect(
@@ -201,7 +195,7 @@ impl RedisStore {
             .set_max_delay(Duration::from_secs(1));
         let conn = ConnectionManager::new_with_config(client.clone(), manager)
             .await
-            .map_err(unavailable)?;
+            .map_err(store_error)?;
         let store = Self {
             conn,
             waiter: Arc::new(Mutex::new(None)),
@@ -219,7 +213,7 @@ impl RedisStore {
             s.prepare_invoke()
                 .load_async(&mut conn)
                 .await
-                .map_err(unavailable)?;
+                .map_err(store_error)?;
         }
         Ok(store)
     }
@@ -241,16 +235,12 @@ impl RedisStore {
     }
 
     async fn check_version(&self) -> Result<(), StoreError> {
-        let info: String = redis::cmd("INFO")
+        let info: Value = redis::cmd("INFO")
             .arg("server")
             .query_async(&mut self.conn.clone())
             .await
-            .map_err(unavailable)?;
-        let version = info
-            .lines()
-            .find_map(|l| l.strip_prefix("redis_version:"))
-            .and_then(|v| v.trim().split('.').next()?.parse::<u32>().ok());
-        match version {
+            .map_err(store_error)?;
+        match decode_major_version(&info)? {
             Some(v) if v >= 7 => Ok(()),
             Some(v) => Err(StoreError::Unavailable(format!(
                 "presenced needs Redis 7 or newer (found {v})"
@@ -278,86 +268,47 @@ impl RedisStore {
     async fn invoke(&self, inv: &ScriptInvocation<'_>) -> Result<Value, StoreError> {
         inv.invoke_async(&mut self.conn.clone())
             .await
-            .map_err(unavailable)
+            .map_err(store_error)
     }
 
     fn key(&self, name: &str) -> String {
         format!("{}{name}", self.config.key_prefix)
     }
 
-    /// Reads `{'ok', feed_id, event}`, `{'ok', '', {}, record}` or a refusal.
-    fn applied(&self, user: &UserId, reply: Value) -> Result<Applied, StoreError> {
-        let parts = array(&reply)?;
-        let tag = parts.first().map(text).transpose()?.unwrap_or_default();
-        match (tag.as_str(), parts) {
-            ("ok", [_, id, ev]) => {
-                let event = decode_committed(id, ev)?
-                    .ok_or_else(|| StoreError::Corrupt("reply without event".into()))?;
-                Ok(Applied {
-                    view: event.user.clone(),
-                    event: Some(event),
-                })
-            }
-            ("ok", [_, _, _, rec]) => Ok(Applied {
-                view: decode_record(user.clone(), &pairs(rec)?)?.view(),
-                event: None,
-            }),
-            ("not_found", _) => Err(StoreError::NotFound(user.clone())),
-            ("too_many", [_, limit]) => Err(TransitionError::TooManySessions {
-                limit: int(limit)? as usize,
-            }
-            .into()),
-            _ => Err(StoreError::Corrupt(format!(
-                "unexpected script reply {reply:?}"
-            ))),
-        }
-    }
-
-    /// Runs one sweep script until its batch comes back short (or a cap on calls is reached;
-    /// the next sweep carries on). Draining each step before the next keeps what a sweep emits
-    /// independent of the batch size. `args` follow the common ARGV.
+    /// Drains one sweep step (see [`crate::sweep`]) with `script`; `args` follow the common
+    /// ARGV.
     async fn drain(&self, script: &Script, now: Millis, args: &[i64]) -> Result<usize, StoreError> {
-        let mut total = 0;
-        for _ in 0..MAX_CALLS_PER_STEP {
+        let mut drain = Drain::default();
+        while drain.more() {
             let mut inv = self.invocation(script, now);
             for a in args {
                 inv.arg(*a);
             }
-            let (changed, full) = sweep_step_reply(&self.invoke(&inv).await?)?;
-            total += changed;
-            if !full {
-                break;
-            }
+            drain.record(decode_sweep_step(&self.invoke(&inv).await?)?);
         }
-        Ok(total)
+        Ok(drain.changed())
     }
 
     /// Ends the sessions of every node whose lease lapsed; returns (sessions, nodes reaped).
     async fn reap_dead_nodes(&self, now: Millis, batch: i64) -> Result<(usize, usize), StoreError> {
-        let dead: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+        let dead: Value = redis::cmd("ZRANGEBYSCORE")
             .arg(self.key("nodes"))
             .arg("-inf")
             .arg(format!("({now}"))
             .query_async(&mut self.conn.clone())
             .await
-            .map_err(unavailable)?;
+            .map_err(store_error)?;
         let (mut sessions, mut nodes) = (0, 0);
-        for node in dead {
-            for _ in 0..MAX_CALLS_PER_STEP {
+        for node in decode_members(&dead)? {
+            let mut drain = Drain::default();
+            while drain.more() {
                 let mut inv = self.invocation(&self.scripts.reap_node, now);
                 inv.arg(&node).arg(batch);
-                let reply = self.invoke(&inv).await?;
-                let [ended, state] = array(&reply)? else {
-                    return Err(StoreError::Corrupt("unexpected reap_node reply".into()));
-                };
-                sessions += int(ended)? as usize;
-                match int(state)? {
-                    0 => continue,
-                    1 => nodes += 1,
-                    _ => {}
-                }
-                break;
+                let (step, reaped) = decode_reap_step(&self.invoke(&inv).await?)?;
+                nodes += usize::from(reaped);
+                drain.record(step);
             }
+            sessions += drain.changed();
         }
         Ok((sessions, nodes))
     }
@@ -365,14 +316,7 @@ impl RedisStore {
     async fn read_feed_at(&self, after: FeedId, limit: usize) -> Result<FeedRead, StoreError> {
         let mut inv = self.invocation(&self.scripts.read_feed, self.now());
         inv.arg(after.to_string()).arg(limit.max(1));
-        let reply = self.invoke(&inv).await?;
-        match array(&reply)? {
-            [reset, entries] => Ok(FeedRead {
-                reset: int(reset)? == 1,
-                events: decode_entries(entries)?,
-            }),
-            _ => Err(StoreError::Corrupt("unexpected read_feed reply".into())),
-        }
+        decode_feed_read(&self.invoke(&inv).await?)
     }
 
     async fn waiter_connection(&self) -> Result<MultiplexedConnection, StoreError> {
@@ -389,7 +333,7 @@ impl RedisStore {
             .client
             .get_multiplexed_async_connection_with_config(&config)
             .await
-            .map_err(unavailable)?;
+            .map_err(store_error)?;
         *slot = Some(c.clone());
         Ok(c)
     }
@@ -418,13 +362,7 @@ impl Store for RedisStore {
             })
             .arg(s.sessions_per_user)
             .arg(ms(s.node_lease));
-        let reply = self.invoke(&inv).await?;
-        if let [tag] = array(&reply)?
-            && text(tag)? == "exists"
-        {
-            return Err(TransitionError::SessionExists(open.session).into());
-        }
-        self.applied(&open.user, reply)
+        decode_opened(&open.user, &open.session, &self.invoke(&inv).await?)
     }
 
     async fn close_session(
@@ -436,8 +374,7 @@ impl Store for RedisStore {
         inv.arg(user.as_str())
             .arg(session.as_str())
             .arg(ms(self.settings.offline_grace));
-        let reply = self.invoke(&inv).await?;
-        self.applied(user, reply)
+        decode_applied(user, &self.invoke(&inv).await?)
     }
 
     async fn renew_session(
@@ -449,13 +386,7 @@ impl Store for RedisStore {
         inv.arg(user.as_str())
             .arg(session.as_str())
             .arg(ms(self.settings.online_ttl));
-        let reply = self.invoke(&inv).await?;
-        match array(&reply)? {
-            [tag, until] if text(tag)? == "ok" => Ok(text(until)?
-                .parse()
-                .map_err(|_| StoreError::Corrupt("bad lease".into()))?),
-            _ => Err(StoreError::NoSuchSession(session.clone())),
-        }
+        decode_renewal(session, &self.invoke(&inv).await?)
     }
 
     async fn record_activity(&self, batch: &[Activity]) -> Result<Vec<PresenceEvent>, StoreError> {
@@ -466,14 +397,7 @@ impl Store for RedisStore {
             for a in chunk {
                 inv.arg(a.user.as_str()).arg(a.at);
             }
-            let reply = self.invoke(&inv).await?;
-            for committed in array(&reply)? {
-                if let [id, ev] = array(committed)?
-                    && let Some(e) = decode_committed(id, ev)?
-                {
-                    events.push(e);
-                }
-            }
+            events.extend(decode_activity(&self.invoke(&inv).await?)?);
         }
         Ok(events)
     }
@@ -492,8 +416,7 @@ impl Store for RedisStore {
         };
         let mut inv = self.invocation(&self.scripts.apply, self.now());
         inv.arg(user.as_str()).arg(op).arg(value);
-        let reply = self.invoke(&inv).await?;
-        self.applied(user, reply)
+        decode_applied(user, &self.invoke(&inv).await?)
     }
 
     async fn view(&self, user: &UserId) -> Result<Option<PresenceView>, StoreError> {
@@ -515,25 +438,8 @@ impl Store for RedisStore {
         let replies: Vec<Value> = pipe
             .query_async(&mut self.conn.clone())
             .await
-            .map_err(unavailable)?;
-        users
-            .iter()
-            .zip(replies.iter())
-            .map(|(u, v)| {
-                let fields = match v {
-                    Value::Map(m) => m
-                        .iter()
-                        .map(|(f, v)| Ok((text(f)?, text(v)?)))
-                        .collect::<Result<Vec<_>, StoreError>>()?,
-                    other => pairs(other)?,
-                };
-                if fields.is_empty() {
-                    Ok(None)
-                } else {
-                    Ok(Some(decode_record(u.clone(), &fields)?.view()))
-                }
-            })
-            .collect()
+            .map_err(store_error)?;
+        decode_views(users, &replies)
     }
 
     async fn list(&self, scope: &Scope, query: &ListQuery) -> Result<ScopePage, StoreError> {
@@ -549,41 +455,7 @@ impl Store for RedisStore {
             0 // no budget: an unfiltered page ends at `limit`
         };
         inv.arg(query.status.map_or("", |s| s.as_str())).arg(budget);
-        let reply = self.invoke(&inv).await?;
-        let parts = array(&reply)?;
-        let [total, away, cur_ms, cur_user, rest @ ..] = parts else {
-            return Err(StoreError::Corrupt("unexpected list reply".into()));
-        };
-        let count = ScopeCount {
-            total: int(total)? as u64,
-            away: int(away)? as u64,
-        }
-        .narrowed(query.status);
-        let cur_ms = text(cur_ms)?;
-        let next_cursor = if cur_ms.is_empty() {
-            None
-        } else {
-            Some(ListCursor {
-                activity: cur_ms
-                    .parse()
-                    .map_err(|_| StoreError::Corrupt("bad cursor".into()))?,
-                user: UserId::new(text(cur_user)?)
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-            })
-        };
-        let users = rest
-            .chunks(2)
-            .map(|c| {
-                let user =
-                    UserId::new(text(&c[0])?).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                Ok(decode_record(user, &pairs(&c[1])?)?.view())
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        Ok(ScopePage {
-            users,
-            count,
-            next_cursor,
-        })
+        decode_list(&self.invoke(&inv).await?, query.status)
     }
 
     async fn counts(&self, scopes: &[Scope]) -> Result<Vec<ScopeCount>, StoreError> {
@@ -597,17 +469,11 @@ impl Store for RedisStore {
                 .arg(self.key("away_count"))
                 .arg(s.to_string());
         }
-        let replies: Vec<Option<i64>> = pipe
+        let replies: Vec<Value> = pipe
             .query_async(&mut self.conn.clone())
             .await
-            .map_err(unavailable)?;
-        Ok(replies
-            .chunks(2)
-            .map(|c| ScopeCount {
-                total: c[0].unwrap_or(0).max(0) as u64,
-                away: c[1].unwrap_or(0).max(0) as u64,
-            })
-            .collect())
+            .map_err(store_error)?;
+        decode_counts(&replies)
     }
 
     async fn renew_node_lease(&self, sessions: u64) -> Result<LeaseRenewal, StoreError> {
@@ -622,10 +488,9 @@ impl Store for RedisStore {
             .arg(now + ms(self.settings.node_lease))
             .arg(sessions)
             .arg(before);
-        let lost = int(&self.invoke(&inv).await?)?;
+        let lost = decode_lease_lost(&self.invoke(&inv).await?)?;
         self.renewed.store(true, Ordering::Relaxed);
-
-        Ok(if lost == 1 {
+        Ok(if lost {
             LeaseRenewal::Lost
         } else {
             LeaseRenewal::Held
@@ -634,14 +499,18 @@ impl Store for RedisStore {
 
     async fn nodes(&self) -> Result<Vec<NodeInfo>, StoreError> {
         let now = self.now();
-        let live: Vec<(String, i64)> = redis::cmd("ZRANGEBYSCORE")
+        let live: Value = redis::cmd("ZRANGEBYSCORE")
             .arg(self.key("nodes"))
             .arg(now)
             .arg("+inf")
             .arg("WITHSCORES")
             .query_async(&mut self.conn.clone())
             .await
-            .map_err(unavailable)?;
+            .map_err(store_error)?;
+        let live = decode_leases(&live)?;
+        if live.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut pipe = redis::pipe();
         for (id, _) in &live {
             pipe.cmd("HMGET")
@@ -650,25 +519,11 @@ impl Store for RedisStore {
                 .arg("last_renewal")
                 .arg("sessions");
         }
-        let infos: Vec<(Option<i64>, Option<i64>, Option<u64>)> = if live.is_empty() {
-            Vec::new()
-        } else {
-            pipe.query_async(&mut self.conn.clone())
-                .await
-                .map_err(unavailable)?
-        };
-        live.into_iter()
-            .zip(infos)
-            .map(|((id, until), (started, renewed, sessions))| {
-                Ok(NodeInfo {
-                    node_id: NodeId::new(id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                    lease_until: until,
-                    started_at: started.unwrap_or(0),
-                    last_renewal: renewed.unwrap_or(0),
-                    sessions: sessions.unwrap_or(0),
-                })
-            })
-            .collect()
+        let infos: Vec<Value> = pipe
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(store_error)?;
+        decode_nodes(live, &infos)
     }
 
     async fn sweep(&self) -> Result<SweepReport, StoreError> {
@@ -692,16 +547,16 @@ impl Store for RedisStore {
         // One slice of the stale-entry walk per sweep: a background check, not a backlog.
         let mut inv = self.invocation(&scripts.sweep_stale, now);
         inv.arg(batch);
-        r.stale_entries = int(&self.invoke(&inv).await?)? as usize;
+        r.stale_entries = decode_count(&self.invoke(&inv).await?)?;
         // And one slice of this node's own index list.
         let mut inv = self.invocation(&scripts.compact_node, now);
         inv.arg(self.node.as_str()).arg(batch);
-        r.stale_entries += int(&self.invoke(&inv).await?)? as usize;
+        r.stale_entries += decode_count(&self.invoke(&inv).await?)?;
         Ok(r)
     }
 
     async fn feed_head(&self) -> Result<FeedId, StoreError> {
-        let last: Vec<Value> = redis::cmd("XREVRANGE")
+        let last: Value = redis::cmd("XREVRANGE")
             .arg(self.key("feed"))
             .arg("+")
             .arg("-")
@@ -709,18 +564,8 @@ impl Store for RedisStore {
             .arg(1)
             .query_async(&mut self.conn.clone())
             .await
-            .map_err(unavailable)?;
-        match last.first() {
-            Some(entry) => match array(entry)? {
-                [id, _] => text(id)?
-                    .parse()
-                    .map_err(|e: presence_core::event::BadFeedId| {
-                        StoreError::Corrupt(e.to_string())
-                    }),
-                _ => Err(StoreError::Corrupt("bad stream entry".into())),
-            },
-            None => Ok(FeedId::ZERO),
-        }
+            .map_err(store_error)?;
+        decode_feed_head(&last)
     }
 
     async fn read_feed(&self, after: FeedId, limit: usize) -> Result<FeedRead, StoreError> {
@@ -752,7 +597,7 @@ impl Store for RedisStore {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
                 *self.waiter.lock().await = None;
-                return Err(unavailable(e));
+                return Err(store_error(e));
             }
             Err(_) => {
                 *self.waiter.lock().await = None;
@@ -768,6 +613,6 @@ impl Store for RedisStore {
             .query_async::<String>(&mut self.conn.clone())
             .await
             .map(|_| ())
-            .map_err(unavailable)
+            .map_err(store_error)
     }
 }

@@ -1,14 +1,20 @@
 //! Shared by the store test binaries: builds a fresh store of either kind on a manual clock.
 //!
-//! Redis tests use `PRESENCE_TEST_REDIS_URL` (set by `.ci/run`, default
-//! `redis://127.0.0.1:6379`) and a unique key prefix per test, so tests share one Redis safely.
-//! When Redis cannot be reached they fail: they never skip.
+//! Redis tests never touch a Redis they were not given. With `PRESENCE_TEST_REDIS_URL` set
+//! (`.ci/run` sets it) they use that Redis, each test under a unique key prefix, and never
+//! flush anything. Unset, the test binary starts a private `redis-server` once, on a unix
+//! socket in a temp dir, which stops when the binary exits, however it exits. When Redis
+//! cannot be had they fail with a message saying why: they never skip.
 
 #![allow(dead_code, unreachable_pub)]
 
-use std::sync::Arc;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use presence_core::*;
 use presence_store::{MemoryStore, RedisConfig, RedisStore};
@@ -31,11 +37,146 @@ pub struct Kit {
     redis: Option<RedisStore>,
 }
 
+/// The Redis the tests use: `PRESENCE_TEST_REDIS_URL`, else this binary's private server.
 pub fn redis_url() -> String {
-    std::env::var("PRESENCE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+    match std::env::var("PRESENCE_TEST_REDIS_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => private_redis().to_string(),
+    }
 }
 
-fn unique_prefix() -> String {
+/// The private `redis-server` of this test binary, started on first use.
+fn private_redis() -> &'static str {
+    static SERVER: OnceLock<PrivateRedis> = OnceLock::new();
+    &SERVER.get_or_init(start_private_redis).url
+}
+
+struct PrivateRedis {
+    url: String,
+    /// The keeper, never waited for: it ends after this process. Its stdin is a pipe this
+    /// process never writes; the kernel closes it when the process ends, however it ends, and
+    /// the keeper's read then sees end of file.
+    _keeper: Child,
+}
+
+/// Shell run as the private server's keeper: it starts redis-server (no TCP port, a unix
+/// socket only) in the temp dir $1, waits for end of file on its stdin — this test process
+/// has exited, panicked or been killed — then stops the server and removes the dir. Rust runs
+/// no destructors for statics at exit, so the keeper, not a guard, leaves no server behind;
+/// and end of file, unlike polling the test's pid, comes even while the exited test process
+/// waits as a zombie for its parent.
+const KEEPER: &str = r#"
+redis-server --port 0 --unixsocket "$1/redis.sock" --unixsocketperm 700 \
+  --save '' --appendonly no --dir "$1" --logfile "$1/redis.log" </dev/null &
+server=$!
+trap 'kill "$server" 2>/dev/null; rm -rf "$1"; exit' HUP INT TERM
+cat >/dev/null
+kill "$server" 2>/dev/null
+wait "$server"
+rm -rf "$1"
+"#;
+
+fn start_private_redis() -> PrivateRedis {
+    match Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+    {
+        Ok(s) if s.success() => {}
+        outcome => panic!(
+            "The Redis tests need redis-server on PATH (apt-get install redis-server) to start \
+             a private one, or PRESENCE_TEST_REDIS_URL naming a Redis they may use; \
+             `redis-server --version` gave {outcome:?}"
+        ),
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let dir = std::env::temp_dir().join(format!(
+        "presence-store-test-{}-{nanos}",
+        std::process::id()
+    ));
+    std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("temp dir {}: {e}", dir.display()));
+    let mut keeper = Command::new("sh")
+        .arg("-c")
+        .arg(KEEPER)
+        .arg("presence-store-test-redis")
+        .arg(&dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting the private redis-server: {e}"));
+    let socket = dir.join("redis.sock");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !answers_ping(&socket) {
+        if let Ok(Some(status)) = keeper.try_wait() {
+            panic!("the private redis-server exited at start ({status})");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the private redis-server did not answer on {} within 10 s (log: {})",
+            socket.display(),
+            dir.join("redis.log").display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    PrivateRedis {
+        url: format!("redis+unix://{}", socket.display()),
+        _keeper: keeper,
+    }
+}
+
+fn answers_ping(socket: &Path) -> bool {
+    let Ok(mut s) = UnixStream::connect(socket) else {
+        return false;
+    };
+    let mut reply = [0u8; 7];
+    s.set_read_timeout(Some(Duration::from_secs(1))).is_ok()
+        && s.write_all(b"PING\r\n").is_ok()
+        && s.read_exact(&mut reply).is_ok()
+        && &reply == b"+PONG\r\n"
+}
+
+/// A raw connection to the tests' Redis, to look at keys as an operator would.
+pub async fn raw_redis() -> redis::aio::MultiplexedConnection {
+    redis::Client::open(redis_url().as_str())
+        .expect("Redis URL")
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| panic!("Redis at {}: {e}", redis_url()))
+}
+
+/// Every key matching `pattern` (a `SCAN MATCH` glob), without blocking the server as `KEYS`
+/// would on a shared Redis.
+pub async fn scan_keys(raw: &mut redis::aio::MultiplexedConnection, pattern: &str) -> Vec<String> {
+    let mut keys = Vec::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(raw)
+            .await
+            .expect("SCAN");
+        keys.extend(batch);
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// A key prefix no other test uses, in this run or another on the same Redis.
+pub fn unique_prefix() -> String {
     static N: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -110,12 +251,7 @@ impl Kit {
                 config.key_prefix = unique_prefix();
                 let r = RedisStore::connect(config, node("node-a"), shared, settings.clone())
                     .await
-                    .unwrap_or_else(|e| {
-                        panic!(
-                            "Redis tests need a Redis at {} (bash .ci/run starts one): {e}",
-                            redis_url()
-                        )
-                    });
+                    .unwrap_or_else(|e| panic!("Redis tests need a Redis at {}: {e}", redis_url()));
                 Kit {
                     kind,
                     clock,
