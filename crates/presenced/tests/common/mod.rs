@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
+pub use presence_testkit::redis_url;
 use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -255,45 +256,6 @@ fn merge_sections(toml: &str) -> String {
         out.push_str(&format!("{s}\n{}\n", sections[&s]));
     }
     out
-}
-
-/// The Redis the tests share: `PRESENCE_TEST_REDIS_URL` (`.ci/run` starts one), or else a
-/// private `redis-server` this test binary starts once, on a unix socket in a temporary
-/// directory, stopped by a watchdog when the test process exits. Never a Redis the suite
-/// did not start.
-pub fn redis_url() -> String {
-    static URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    URL.get_or_init(|| {
-        if let Ok(url) = std::env::var("PRESENCE_TEST_REDIS_URL") {
-            return url;
-        }
-        let dir = std::env::temp_dir().join(unique("presenced-test-redis"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let sock = dir.join("redis.sock");
-        let script = format!(
-            "redis-server --port 0 --unixsocket {sock} --save '' --appendonly no --dir {dir} >/dev/null & r=$!; \
-             while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; kill $r; rm -rf {dir}",
-            sock = sock.display(),
-            dir = dir.display(),
-            pid = std::process::id()
-        );
-        // Never waited for: the watchdog outlives this process on purpose, to stop the server.
-        #[allow(clippy::zombie_processes)]
-        Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("sh");
-        for _ in 0..200 {
-            if std::os::unix::net::UnixStream::connect(&sock).is_ok() {
-                return format!("redis+unix://{}", sock.display());
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        panic!("PRESENCE_TEST_REDIS_URL is not set and redis-server did not start (install redis-server, or run bash .ci/run)");
-    })
-    .clone()
 }
 
 /// A token signed with the test secret.
