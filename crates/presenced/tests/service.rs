@@ -560,7 +560,16 @@ async fn limits_close_with_their_codes(kind: Kind) {
         over >= Duration::from_secs(4) && over <= Duration::from_secs(6),
         "closed {over:?} after the first dropped frame; the contract says 5 s"
     );
-    // max_connections: with 5, the sixth upgrade answers 503.
+    // max_connections: with 5, the sixth upgrade answers 503. A closed connection frees its
+    // slot once its session is closed in the store: wait until only `two` holds one.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !node.metrics().await.contains("presenced_connections 1\n") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "closed connections never freed their slots"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let mut keep = Vec::new();
     for i in 0..4 {
         keep.push(node.ws(&token(&format!("{a}_{i}"), "user", None), "").await);
