@@ -18,6 +18,7 @@ use presence_core::{OrgId, SharedClock, UserId};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
+use crate::rate::RestLimiter;
 
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -262,13 +263,15 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
         .then_some(token.trim())
 }
 
-/// The caller of a REST route, from `Authorization: Bearer <token>`.
+/// The caller of a REST route, from `Authorization: Bearer <token>`: verified (401
+/// otherwise), then held to the per-subject REST rate limit (429 beyond it).
 #[derive(Debug, Clone)]
 pub struct Caller(pub Principal);
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller
 where
     Authenticator: FromRef<S>,
+    std::sync::Arc<RestLimiter>: FromRef<S>,
 {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
@@ -280,6 +283,8 @@ where
             metrics::counter!("presenced_refusals_total", "reason" => "unauthenticated")
                 .increment(1);
         })?;
+        std::sync::Arc::<RestLimiter>::from_ref(state)
+            .check(&principal.user, principal.role.is_privileged())?;
         Ok(Caller(principal))
     }
 }

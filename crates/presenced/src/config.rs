@@ -230,6 +230,17 @@ pub struct LimitsConfig {
     pub outbound_queue: usize,
     /// Most ids in one batch call.
     pub batch_ids: usize,
+    /// Distinct scopes + users + conversations one socket may follow.
+    pub subscriptions_per_connection: usize,
+    /// Most events one resume replays; beyond, the answer is a snapshot with `reset: true`.
+    pub replay_events: usize,
+    /// A socket write not done in this time closes the connection (4008).
+    #[serde(with = "humantime_serde")]
+    pub send_timeout: Duration,
+    /// REST requests a second per token subject.
+    pub rest_per_second: u32,
+    /// REST burst per token subject.
+    pub rest_burst: u32,
 }
 
 impl Default for LimitsConfig {
@@ -242,6 +253,11 @@ impl Default for LimitsConfig {
             sessions_per_user: StoreSettings::default().sessions_per_user,
             outbound_queue: 1024,
             batch_ids: 1000,
+            subscriptions_per_connection: 200,
+            replay_events: 10_000,
+            send_timeout: Duration::from_secs(10),
+            rest_per_second: 50,
+            rest_burst: 100,
         }
     }
 }
@@ -399,6 +415,13 @@ impl Config {
             ("limits.batch_ids", l.batch_ids),
             ("limits.frames_per_second", l.frames_per_second as usize),
             ("limits.frame_burst", l.frame_burst as usize),
+            (
+                "limits.subscriptions_per_connection",
+                l.subscriptions_per_connection,
+            ),
+            ("limits.replay_events", l.replay_events),
+            ("limits.rest_per_second", l.rest_per_second as usize),
+            ("limits.rest_burst", l.rest_burst as usize),
         ] {
             if v == 0 {
                 return Err(invalid(setting, "must be at least 1"));
@@ -409,6 +432,15 @@ impl Config {
                 "limits.frame_burst",
                 "must be at least limits.frames_per_second",
             ));
+        }
+        if l.rest_burst < l.rest_per_second {
+            return Err(invalid(
+                "limits.rest_burst",
+                "must be at least limits.rest_per_second",
+            ));
+        }
+        if l.send_timeout.is_zero() {
+            return Err(invalid("limits.send_timeout", "must be positive"));
         }
         Ok(())
     }

@@ -9,7 +9,7 @@
 //! - [`hub`]: fan-out of feed events to this node's subscribers; [`snapshot`]: snapshots and
 //!   feed replays for subscribers.
 //! - [`loops`]: lease renewal, the sweep, activity flushing.
-//! - [`metered`]: the store wrapped so every call is measured.
+//! - [`metered`]: the store wrapped so every call is measured; [`rate`]: rate limits.
 //! - [`sessions`]: the sessions this node holds, re-asserted when the store forgot them.
 //! - [`state`]: what every handler shares, including the node's [`presence_core::Clock`].
 //! - [`serve`]: runs a node on a bound listener until its shutdown token fires.
@@ -28,6 +28,7 @@ pub mod loops;
 pub mod metered;
 pub mod openapi;
 pub mod protocol;
+pub mod rate;
 pub mod sessions;
 pub mod snapshot;
 pub mod state;

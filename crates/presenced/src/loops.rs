@@ -60,6 +60,9 @@ pub async fn renew_lease(state: AppState, stop: CancellationToken) {
                 Err(e) => tracing::warn!(error = %e, "could not re-assert sessions; retrying"),
             }
         }
+        if let Err(e) = state.sessions.retry_closes(state.store.as_ref()).await {
+            tracing::warn!(error = %e, "could not close ended sessions yet; retrying");
+        }
     }
 }
 

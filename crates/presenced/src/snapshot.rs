@@ -1,5 +1,8 @@
 //! Snapshots and replays shared by the WebSocket gateway and the SSE feed.
 
+use std::sync::Arc;
+
+use futures::stream::{self, Stream, TryStreamExt};
 use presence_core::{FeedId, ListQuery, PresenceEvent, Scope, Store, UserId};
 
 use crate::access::Access;
@@ -49,25 +52,61 @@ pub async fn current(
     Ok(snapshot)
 }
 
-/// What a resume from `after` found: the matching events in order and where reading stopped,
-/// or `None` when `after` aged out of the feed (the reader needs a fresh snapshot).
-pub async fn replay(
+/// Feed entries one read takes while replaying.
+const REPLAY_CHUNK: usize = 1000;
+
+/// Where a resume from `after` ends (the feed's position now), or `None` when it must answer
+/// a fresh snapshot with `reset: true` instead: `after` aged out of the feed, or more than
+/// `cap` feed entries came after it. The cap counts entries read, matching or not, because
+/// that is what a resume costs the store; a client that was away that long is better served
+/// by a snapshot. Reads a chunk at a time and keeps none of it.
+pub async fn replay_end(
     store: &dyn Store,
     after: FeedId,
-    interest: &Interest,
-) -> Result<Option<(Vec<PresenceEvent>, FeedId)>, ApiError> {
-    let mut events = Vec::new();
+    cap: usize,
+) -> Result<Option<FeedId>, ApiError> {
     let mut pos = after;
+    let mut read_so_far = 0;
     loop {
-        let read = store.read_feed(pos, 1000).await?;
+        let read = store.read_feed(pos, REPLAY_CHUNK.min(cap + 1)).await?;
         if read.reset {
             return Ok(None);
         }
         let Some(last) = read.events.last() else {
-            break;
+            return Ok(Some(pos));
         };
+        read_so_far += read.events.len();
+        if read_so_far > cap {
+            return Ok(None);
+        }
         pos = last.feed_id;
-        events.extend(read.events.into_iter().filter(|e| interest.matches(e)));
     }
-    Ok(Some((events, pos)))
+}
+
+/// The events of `interest` in (`after`, `upto`], in feed order, read a chunk at a time as
+/// the consumer takes them: a replay is streamed, never held whole.
+pub fn replay(
+    store: Arc<dyn Store>,
+    after: FeedId,
+    upto: FeedId,
+    interest: Interest,
+) -> impl Stream<Item = Result<PresenceEvent, ApiError>> + Send {
+    let start = (store, interest, after);
+    stream::try_unfold(start, move |(store, interest, pos)| async move {
+        if pos >= upto {
+            return Ok::<_, ApiError>(None);
+        }
+        let read = store.read_feed(pos, REPLAY_CHUNK).await?;
+        let Some(last) = read.events.last().map(|e| e.feed_id) else {
+            return Ok(None);
+        };
+        let chunk: Vec<PresenceEvent> = read
+            .events
+            .into_iter()
+            .filter(|e| e.feed_id <= upto && interest.matches(e))
+            .collect();
+        Ok(Some((chunk, (store, interest, last))))
+    })
+    .map_ok(|chunk| stream::iter(chunk.into_iter().map(Ok)))
+    .try_flatten()
 }

@@ -12,6 +12,7 @@ use crate::access::Access;
 use crate::auth::{Authenticator, Principal};
 use crate::config::Config;
 use crate::hub::Hub;
+use crate::rate::RestLimiter;
 use crate::sessions::LocalSessions;
 
 /// Shared by every route and connection: one `Arc`, so the clone axum makes for each request
@@ -29,7 +30,14 @@ impl AppState {
         shutdown: CancellationToken,
         metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     ) -> Self {
+        let limits = &config.limits;
+        let rest_limiter = Arc::new(RestLimiter::new(
+            limits.rest_per_second,
+            limits.rest_burst,
+            clock.clone(),
+        ));
         Self(Arc::new(Shared {
+            rest_limiter,
             connections: Arc::new(Semaphore::new(config.server.max_connections)),
             activity: Mutex::new(ActivityCoalescer::new(1000)),
             hub: Arc::new(Hub::default()),
@@ -57,6 +65,12 @@ impl FromRef<AppState> for Authenticator {
     }
 }
 
+impl FromRef<AppState> for Arc<RestLimiter> {
+    fn from_ref(state: &AppState) -> Arc<RestLimiter> {
+        state.rest_limiter.clone()
+    }
+}
+
 /// The parts of [`AppState`].
 pub struct Shared {
     /// The presence store.
@@ -73,7 +87,9 @@ pub struct Shared {
     pub sessions: LocalSessions,
     /// Activity waiting for the next flush.
     pub activity: Mutex<ActivityCoalescer>,
-    /// `max_connections` permits: one per WebSocket.
+    /// REST requests per token subject.
+    pub rest_limiter: Arc<RestLimiter>,
+    /// `max_connections` permits: one per WebSocket or SSE stream.
     pub connections: Arc<Semaphore>,
     /// Cancelled on shutdown.
     pub shutdown: CancellationToken,

@@ -158,6 +158,12 @@ impl Harness {
 
     /// Opens a WebSocket connection over in-memory channels; returns its client end.
     async fn connect(&self, jwt: &str) -> WsClient {
+        self.connect_reading(jwt, 1024).await
+    }
+
+    /// Like `connect`, with room for only `window` unread frames towards the client: a
+    /// client that stops reading.
+    async fn connect_reading(&self, jwt: &str, window: usize) -> WsClient {
         let access = self.state.access(self.state.auth.verify(jwt).unwrap());
         let checked = CheckedUpgrade {
             access,
@@ -167,7 +173,7 @@ impl Harness {
             permit: self.state.connections.clone().try_acquire_owned().unwrap(),
         };
         let (to_server, from_client) = mpsc::unbounded();
-        let (to_client, from_server) = mpsc::unbounded();
+        let (to_client, from_server) = mpsc::channel(window);
         let duplex = Duplex {
             rx: from_client,
             tx: to_client,
@@ -200,7 +206,7 @@ impl Harness {
 /// The server's end of an in-memory WebSocket.
 struct Duplex {
     rx: mpsc::UnboundedReceiver<Result<Message, ReadError>>,
-    tx: mpsc::UnboundedSender<Message>,
+    tx: mpsc::Sender<Message>,
 }
 
 impl Stream for Duplex {
@@ -229,7 +235,7 @@ impl Sink<Message> for Duplex {
 /// The client's end.
 struct WsClient {
     tx: mpsc::UnboundedSender<Result<Message, ReadError>>,
-    rx: mpsc::UnboundedReceiver<Message>,
+    rx: mpsc::Receiver<Message>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -237,6 +243,12 @@ impl WsClient {
     fn send(&self, v: Value) {
         self.tx
             .unbounded_send(Ok(Message::Text(v.to_string().into())))
+            .unwrap();
+    }
+
+    fn send_binary(&self) {
+        self.tx
+            .unbounded_send(Ok(Message::Binary(vec![1, 2, 3].into())))
             .unwrap();
     }
 
@@ -498,4 +510,125 @@ async fn a_silent_peer_is_closed_after_the_idle_timeout() {
     tab.hang_up().await;
     h.advance(Duration::from_secs(6)).await;
     assert_eq!(h.status(&a).await["status"], "offline");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_that_stops_reading_is_closed_after_the_send_timeout() {
+    let h = Harness::new(Kind::Memory).await;
+    let a = user("stalled");
+    // Room for the `connected` frame only: the first ping (at 30 s) cannot be written.
+    let tab = h.connect_reading(&token(&a, "user", None), 0).await;
+    let started = tokio::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(60), tab.task)
+        .await
+        .expect("the connection ended although its writes never completed")
+        .unwrap();
+    // Pings go out every 30 s; once one cannot be written, send_timeout (10 s) ends the
+    // connection — well before the 90 s idle timeout could.
+    let took = started.elapsed().as_secs();
+    assert!((40..90).contains(&took), "closed after {took} s");
+    h.advance(Duration::from_secs(6)).await;
+    assert_eq!(h.status(&a).await["status"], "offline", "its session ended");
+}
+
+#[tokio::test]
+async fn binary_frames_count_toward_the_rate_limit() {
+    let h = Harness::new(Kind::Memory).await;
+    let mut tab = h.connect(&token(&user("binary"), "user", None)).await;
+    for _ in 0..60 {
+        tab.send_binary();
+    }
+    let mut invalid = 0;
+    loop {
+        let f = tab.next().await;
+        match f["code"].as_str() {
+            Some("invalid_frame") => invalid += 1,
+            Some("rate_limited") => break,
+            _ => panic!("unexpected {f}"),
+        }
+    }
+    assert_eq!(
+        invalid, 40,
+        "the burst of 40 is answered, then frames are dropped"
+    );
+}
+
+#[tokio::test]
+async fn rest_requests_are_rate_limited_per_token_subject() {
+    let h = Harness::new(Kind::Memory).await;
+    let t = token(&user("busy"), "user", None);
+    let path = "/messenger/presence/count";
+    for i in 0..100 {
+        assert_eq!(
+            h.call("GET", path, &t, None).await.0,
+            200,
+            "request {i} of the burst"
+        );
+    }
+    let (s, e) = h.call("GET", path, &t, None).await;
+    assert_eq!((s, &e["error"]["code"]), (429, &json!("rate_limited")));
+    let other = token(&user("other"), "user", None);
+    assert_eq!(
+        h.call("GET", path, &other, None).await.0,
+        200,
+        "per subject"
+    );
+    let svc = token("backend", "service", None);
+    for _ in 0..200 {
+        assert_eq!(
+            h.call("GET", path, &svc, None).await.0,
+            200,
+            "backends are not limited"
+        );
+    }
+    h.clock.advance(Duration::from_millis(100));
+    assert_eq!(
+        h.call("GET", path, &t, None).await.0,
+        200,
+        "5 more after 100 ms at 50/s"
+    );
+}
+
+#[tokio::test]
+async fn a_subscribe_past_the_cap_is_refused_whole_and_duplicates_count_once() {
+    let h = Harness::new(Kind::Memory).await;
+    let mut tab = h.connect(&token(&user("subs"), "user", None)).await;
+    let many: Vec<String> = (0..150).map(|i| format!("u{i}")).collect();
+    tab.send(json!({"type": "subscribe", "users": many, "id": 1}));
+    assert_eq!(tab.next().await["type"], "snapshot");
+    // 150 followed; 60 more distinct would make 210 > 200, however often they repeat.
+    let more: Vec<String> = (150..210)
+        .flat_map(|i| [format!("u{i}"), format!("u{i}")])
+        .collect();
+    tab.send(json!({"type": "subscribe", "users": more, "id": 2}));
+    let e = tab.next().await;
+    assert_eq!(
+        (&e["id"], &e["code"]),
+        (&json!(2), &json!("invalid_argument")),
+        "{e}"
+    );
+    // Refused whole: the first 50 of them were not added either, so 50 distinct still fit,
+    // and the 150 already followed count once.
+    let fits: Vec<String> = (0..200).map(|i| format!("u{i}")).collect();
+    tab.send(json!({"type": "subscribe", "users": fits, "scopes": ["global", "global"], "id": 3}));
+    let e = tab.next().await;
+    assert_eq!(
+        (&e["id"], &e["code"]),
+        (&json!(3), &json!("invalid_argument")),
+        "201 with global"
+    );
+    let fits: Vec<String> = (0..199).map(|i| format!("u{i}")).collect();
+    let globals = vec!["global"; 1000];
+    tab.send(json!({"type": "subscribe", "users": fits, "scopes": globals, "id": 4}));
+    let snap = tab.next().await;
+    assert_eq!(
+        (&snap["type"], &snap["id"]),
+        (&json!("snapshot"), &json!(4)),
+        "{snap}"
+    );
+    assert_eq!(
+        snap["scopes"].as_object().unwrap().len(),
+        1,
+        "one snapshot per distinct scope"
+    );
 }

@@ -15,7 +15,7 @@ use presence_core::{FeedId, Scope};
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
-use crate::hub::{Interest, Subscription};
+use crate::hub::Interest;
 use crate::protocol::ServerFrame;
 use crate::state::AppState;
 
@@ -67,61 +67,84 @@ pub(crate) async fn events(
                 .map_err(|_| ApiError::invalid_argument("Last-Event-ID is not a feed id"))?,
         );
     }
+    let cap = state.config.limits.subscriptions_per_connection;
+    if interest.scopes.len() > cap {
+        metrics::counter!("presenced_refusals_total", "reason" => "subscriptions").increment(1);
+        return Err(ApiError::invalid_argument(format!(
+            "at most {cap} scope parameters"
+        )));
+    }
     interest.all = interest.scopes.is_empty();
+    // A stream holds a connection slot for as long as it is open, like a socket.
+    let permit = state.connections.clone().try_acquire_owned().map_err(|_| {
+        metrics::counter!("presenced_refusals_total", "reason" => "unavailable").increment(1);
+        ApiError::unavailable("this node holds its maximum of connections; try another")
+    })?;
     // Subscribe first, then read the feed: nothing after that point can be missed.
     let sub = state
         .hub
         .subscribe(interest.clone(), state.config.limits.outbound_queue);
-    let store = state.store.as_ref();
-    let (first, covered): (Vec<Event>, FeedId) = match after {
-        None => (Vec::new(), store.feed_head().await?),
-        Some(after) => match crate::snapshot::replay(store, after, &interest).await? {
-            Some((events, pos)) => (
-                events
-                    .into_iter()
-                    .map(|e| presence_event(e.feed_id, &ServerFrame::Presence(e).encode()))
-                    .collect(),
-                pos,
-            ),
-            None => {
-                let head = store.feed_head().await?;
-                let scopes: Vec<Scope> = interest.scopes.iter().cloned().collect();
-                let snapshot =
-                    crate::snapshot::current(store, &interest.access, &scopes, &[]).await?;
-                let frame = ServerFrame::Snapshot {
-                    id: None,
-                    feed_id: head,
-                    reset: true,
-                    snapshot,
-                };
-                (
-                    vec![
-                        Event::default()
-                            .event("snapshot")
-                            .id(head.to_string())
-                            .data(frame.encode()),
-                    ],
-                    head,
-                )
+    let store = state.store.clone();
+    let (first, covered) = match after {
+        None => (stream::empty().boxed(), store.feed_head().await?),
+        Some(after) => {
+            let cap = state.config.limits.replay_events;
+            match crate::snapshot::replay_end(store.as_ref(), after, cap).await? {
+                // Streamed as the client reads; a store failure part-way ends the stream, and
+                // the client resumes from the last id it got.
+                Some(upto) => (
+                    crate::snapshot::replay(store.clone(), after, upto, interest.clone())
+                        .take_while(|e| std::future::ready(e.is_ok()))
+                        .filter_map(|e| std::future::ready(e.ok()))
+                        .map(|e| presence_event(e.feed_id, &ServerFrame::Presence(e).encode()))
+                        .boxed(),
+                    upto,
+                ),
+                None => {
+                    let head = store.feed_head().await?;
+                    let scopes: Vec<Scope> = interest.scopes.iter().cloned().collect();
+                    let snapshot =
+                        crate::snapshot::current(store.as_ref(), &interest.access, &scopes, &[])
+                            .await?;
+                    let frame = ServerFrame::Snapshot {
+                        id: None,
+                        feed_id: head,
+                        reset: true,
+                        snapshot,
+                    };
+                    let event = Event::default()
+                        .event("snapshot")
+                        .id(head.to_string())
+                        .data(frame.encode());
+                    (stream::iter([event]).boxed(), head)
+                }
             }
-        },
+        }
     };
+    // The stream ends when the token expires, by the node's clock.
+    let expires_ms = i64::try_from(interest.access.principal().expires_at)
+        .unwrap_or(i64::MAX / 1000)
+        .saturating_mul(1000);
+    let token_left = Duration::from_millis(u64::try_from(expires_ms - state.now()).unwrap_or(0));
+    let expiry = Box::pin(tokio::time::sleep(token_left));
     let live = stream::unfold(
-        (sub, covered, state.shutdown.clone()),
-        |(mut sub, covered, stop): (Subscription, FeedId, _)| async move {
+        (sub, covered, state.shutdown.clone(), expiry, permit),
+        |(mut sub, covered, stop, mut expiry, permit)| async move {
             loop {
                 let d = tokio::select! {
                     _ = stop.cancelled() => return None,
+                    _ = &mut expiry => return None,
                     _ = sub.slow.cancelled() => return None,
                     d = sub.rx.recv() => d?,
                 };
                 if d.feed_id > covered {
-                    return Some((presence_event(d.feed_id, &d.json), (sub, covered, stop)));
+                    let event = presence_event(d.feed_id, &d.json);
+                    return Some((event, (sub, covered, stop, expiry, permit)));
                 }
             }
         },
     );
-    let all = stream::iter(first).chain(live).map(Ok);
+    let all = first.chain(live).map(Ok);
     Ok(Sse::new(all).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 

@@ -415,13 +415,14 @@ pub(crate) async fn set_zone(
     Json(b): Json<ZoneBody>,
 ) -> Result<axum::Json<PresenceView>, ApiError> {
     let user = state.access(who.0).act_as(b.user_id)?;
-    Ok(axum::Json(
-        state
-            .store
-            .apply(&user, Change::SetZone(b.zone_id))
-            .await?
-            .view,
-    ))
+    let view = state
+        .store
+        .apply(&user, Change::SetZone(b.zone_id.clone()))
+        .await?
+        .view;
+    // A re-assert of this node's sessions of the user puts them where they are now.
+    state.sessions.moved(&user, Some(b.zone_id), None);
+    Ok(axum::Json(view))
 }
 
 /// Move to an org (`null` leaves orgs).
@@ -443,13 +444,13 @@ pub(crate) async fn set_org(
     let access = state.access(who.0);
     let user = access.act_as(b.user_id)?;
     access.place_in_org(b.org_id.as_ref())?;
-    Ok(axum::Json(
-        state
-            .store
-            .apply(&user, Change::SetOrg(b.org_id))
-            .await?
-            .view,
-    ))
+    let view = state
+        .store
+        .apply(&user, Change::SetOrg(b.org_id.clone()))
+        .await?
+        .view;
+    state.sessions.moved(&user, None, Some(b.org_id));
+    Ok(axum::Json(view))
 }
 
 /// Counts per scope; `null` for a scope not asked for.

@@ -57,12 +57,20 @@ impl ReadError {
 pub(super) struct Connection {
     pub(super) state: AppState,
     pub(super) access: Access,
-    pub(super) session: SessionId,
     pub(super) sub: Option<Subscription>,
     pub(super) interest: Interest,
     /// After a subscribe: events up to this feed id that the previous interest did not ask
     /// for are covered by the snapshot (or replay) and dropped.
     pub(super) covered: Option<(FeedId, Interest)>,
+    /// A resume's replay, streamed right after its snapshot is sent.
+    pub(super) replay: Option<Replay>,
+}
+
+/// The events a resume replays: those of `interest` in (`after`, `upto`].
+pub(super) struct Replay {
+    pub(super) after: FeedId,
+    pub(super) upto: FeedId,
+    pub(super) interest: Interest,
 }
 
 /// What woke the connection up.
@@ -121,7 +129,12 @@ where
                 StoreError::Refused(TransitionError::TooManySessions { .. }) => {
                     CloseReason::TOO_MANY_SESSIONS
                 }
-                _ => CloseReason::TRY_LATER,
+                _ => {
+                    // The open may have run in the store though its answer was lost (a
+                    // timeout): make sure it ends there.
+                    state.sessions.must_close(&user, &session);
+                    CloseReason::TRY_LATER
+                }
             };
             if let Some(frame) = why.frame() {
                 let _ = socket.send(frame).await;
@@ -133,23 +146,24 @@ where
         interest: Interest::new(access.clone()),
         state: state.clone(),
         access,
-        session: session.clone(),
         sub: None,
         covered: None,
+        replay: None,
     };
     let ending = match socket.send(hello).await {
         Ok(()) => conn.serve(&mut socket).await,
         Err(_) => CloseReason::GONE,
     };
     if let Some(frame) = ending.frame() {
-        let _ = socket.send(frame).await;
+        let _ = tokio::time::timeout(state.config.limits.send_timeout, socket.send(frame)).await;
     }
     metrics::counter!("presenced_sessions_closed_total", "code" => ending.code.to_string())
         .increment(1);
     state.sessions.closed(&session);
     // The close starts the offline grace; a restart (1012) leaves presence to it too.
     if let Err(e) = state.store.close_session(&user, &session).await {
-        tracing::warn!(error = %e, "could not close a session; the node lease will end it");
+        tracing::warn!(error = %e, "could not close a session; retrying at each lease renewal");
+        state.sessions.must_close(&user, &session);
     }
 }
 
@@ -171,9 +185,21 @@ async fn next_event(sub: &mut Option<Subscription>) -> Option<Delivered> {
     }
 }
 
-/// Sends one message; a failed send means the peer is gone.
-async fn send<S: Sink<Message> + Unpin>(socket: &mut S, m: Message) -> Result<(), CloseReason> {
-    socket.send(m).await.map_err(|_| CloseReason::GONE)
+/// Sends one message within `limit`: a failed send means the peer is gone, one that does not
+/// complete in time means a client that stopped reading (closed as a slow consumer).
+async fn send<S: Sink<Message> + Unpin>(
+    socket: &mut S,
+    m: Message,
+    limit: Duration,
+) -> Result<(), CloseReason> {
+    match tokio::time::timeout(limit, socket.send(m)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(CloseReason::GONE),
+        Err(_) => {
+            metrics::counter!("presenced_refusals_total", "reason" => "send_timeout").increment(1);
+            Err(CloseReason::SLOW_CONSUMER)
+        }
+    }
 }
 
 impl Connection {
@@ -183,10 +209,15 @@ impl Connection {
         S: Sink<Message> + Stream<Item = Result<Message, ReadError>> + Unpin,
     {
         let cfg = self.state.config.clone();
-        let mut limit = RateLimit::new(cfg.limits.frames_per_second, cfg.limits.frame_burst);
+        let mut limit = RateLimit::new(
+            cfg.limits.frames_per_second,
+            cfg.limits.frame_burst,
+            Instant::now(),
+        );
         let mut ping = tokio::time::interval(cfg.server.ping_interval);
         ping.tick().await;
         let mut heard = Instant::now();
+        let limit_send = cfg.limits.send_timeout;
         let shutdown = self.state.shutdown.clone();
         let expiry = tokio::time::sleep(self.token_left());
         tokio::pin!(expiry);
@@ -208,25 +239,30 @@ impl Connection {
             let step = match wake {
                 Wake::End(why) => Err(why),
                 Wake::Event(d) if self.wanted(&d) => {
-                    send(socket, Message::Text(Utf8Bytes::from(&*d.json))).await
+                    send(socket, Message::Text(Utf8Bytes::from(&*d.json)), limit_send).await
                 }
                 Wake::Event(_) => Ok(()),
                 Wake::PingDue if heard.elapsed() >= cfg.server.idle_timeout => {
                     Err(CloseReason::SILENT)
                 }
-                Wake::PingDue => send(socket, Message::Ping(Default::default())).await,
+                Wake::PingDue => send(socket, Message::Ping(Default::default()), limit_send).await,
                 Wake::Read(msg) => {
                     heard = Instant::now();
                     match self.on_message(msg, &mut limit).await {
                         Ok(replies) => {
                             let mut sent = Ok(());
                             for reply in replies {
-                                sent = send(socket, text(reply)).await;
+                                sent = send(socket, text(reply), limit_send).await;
                                 if sent.is_err() {
                                     break;
                                 }
                             }
-                            sent
+                            match (sent, self.replay.take()) {
+                                (Ok(()), Some(replay)) => {
+                                    self.stream_replay(socket, replay, limit_send).await
+                                }
+                                (sent, _) => sent,
+                            }
                         }
                         Err(why) => Err(why),
                     }
@@ -236,6 +272,25 @@ impl Connection {
                 return why;
             }
         }
+    }
+
+    /// Sends a resume's replay a chunk of the feed at a time, each write awaited. A store
+    /// failure part-way closes the connection (1013): the client resumes from the last event
+    /// it got, rather than miss the rest.
+    async fn stream_replay<S: Sink<Message> + Unpin>(
+        &mut self,
+        socket: &mut S,
+        replay: Replay,
+        limit_send: Duration,
+    ) -> Result<(), CloseReason> {
+        let store = self.state.store.clone();
+        let events = crate::snapshot::replay(store, replay.after, replay.upto, replay.interest);
+        let mut events = std::pin::pin!(events);
+        while let Some(e) = events.next().await {
+            let e = e.map_err(|_| CloseReason::TRY_LATER)?;
+            send(socket, text(ServerFrame::Presence(e)), limit_send).await?;
+        }
+        Ok(())
     }
 
     /// How long the connection's token has left, by the node's clock.

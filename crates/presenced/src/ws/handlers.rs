@@ -3,10 +3,10 @@
 
 use presence_core::{Change, FeedId, Scope, UserId};
 
-use super::connection::Connection;
+use super::connection::{Connection, Replay};
 use crate::error::ApiError;
 use crate::hub::Interest;
-use crate::protocol::{ClientFrame, FrameId, ServerFrame, parse_frame};
+use crate::protocol::{ClientFrame, FrameId, ServerFrame, Snapshot, parse_frame};
 
 impl Connection {
     /// Handles one client frame; returns the frames to send back, in order.
@@ -58,13 +58,16 @@ impl Connection {
         let user = &self.access.principal().user;
         self.state.store.apply(user, change).await?;
         if zone.is_some() || org.is_some() {
-            self.state.sessions.moved(&self.session, zone, org);
+            self.state.sessions.moved(user, zone, org);
         }
         Ok(())
     }
 
-    /// `subscribe`: the snapshot (or, with `after`, the snapshot and the replay), then every
-    /// event for the new scopes and users.
+    /// `subscribe`: the snapshot (with `after`: the snapshot, then the replay the
+    /// connection streams), then every event for the new scopes and users. Refused whole —
+    /// nothing changes — when the caller may not follow a scope or the connection would
+    /// follow more than `subscriptions_per_connection`; a store failure half-way puts the
+    /// previous subscription back.
     async fn subscribe(
         &mut self,
         id: Option<FrameId>,
@@ -72,11 +75,28 @@ impl Connection {
         users: Vec<UserId>,
         after: Option<FeedId>,
     ) -> Result<Vec<ServerFrame>, ApiError> {
-        // Refuse what the caller may not follow before anything changes.
+        let scopes = distinct(scopes);
+        let users = distinct(users);
         for s in &scopes {
             self.access.scope(s)?;
         }
-        let store = self.state.store.clone();
+        let following = self.interest.scopes.len()
+            + scopes
+                .iter()
+                .filter(|s| !self.interest.scopes.contains(*s))
+                .count()
+            + self.interest.users.len()
+            + users
+                .iter()
+                .filter(|u| !self.interest.users.contains(*u))
+                .count();
+        let cap = self.state.config.limits.subscriptions_per_connection;
+        if following > cap {
+            metrics::counter!("presenced_refusals_total", "reason" => "subscriptions").increment(1);
+            return Err(ApiError::invalid_argument(format!(
+                "a connection follows at most {cap} scopes and users; this would make {following}"
+            )));
+        }
         let before = self.interest.clone();
         let mut added = Interest::new(self.access.clone());
         added.scopes.extend(scopes.iter().cloned());
@@ -93,34 +113,56 @@ impl Connection {
                 ))
             }
         }
-        let mut replayed = Vec::new();
-        let (feed_id, reset, covered_to) = match after {
-            None => {
-                let head = store.feed_head().await?;
-                (head, false, head)
+        match self.read_present(&scopes, &users, after, added).await {
+            Ok((feed_id, reset, snapshot)) => {
+                let covered_to = self.replay.as_ref().map_or(feed_id, |r| r.upto);
+                self.covered = Some((covered_to, before));
+                Ok(vec![ServerFrame::Snapshot {
+                    id,
+                    feed_id,
+                    reset,
+                    snapshot,
+                }])
             }
-            Some(after) => match crate::snapshot::replay(store.as_ref(), after, &added).await? {
-                Some((events, pos)) => {
-                    replayed.extend(events.into_iter().map(ServerFrame::Presence));
-                    (after, false, pos)
+            Err(e) => {
+                if let Some(s) = &self.sub {
+                    s.set_interest(before.clone());
                 }
-                None => {
-                    let head = store.feed_head().await?;
-                    (head, true, head)
+                self.interest = before;
+                self.replay = None;
+                Err(e)
+            }
+        }
+    }
+
+    /// The snapshot's feed id, whether it is a reset, and the snapshot itself; with `after`,
+    /// the replay to stream is left in `self.replay`.
+    async fn read_present(
+        &mut self,
+        scopes: &[Scope],
+        users: &[UserId],
+        after: Option<FeedId>,
+        added: Interest,
+    ) -> Result<(FeedId, bool, Snapshot), ApiError> {
+        let store = self.state.store.clone();
+        let cap = self.state.config.limits.replay_events;
+        let (feed_id, reset) = match after {
+            None => (store.feed_head().await?, false),
+            Some(after) => match crate::snapshot::replay_end(store.as_ref(), after, cap).await? {
+                Some(upto) => {
+                    self.replay = Some(Replay {
+                        after,
+                        upto,
+                        interest: added,
+                    });
+                    (after, false)
                 }
+                None => (store.feed_head().await?, true),
             },
         };
-        self.covered = Some((covered_to, before));
         let snapshot =
-            crate::snapshot::current(store.as_ref(), &self.access, &scopes, &users).await?;
-        let mut frames = vec![ServerFrame::Snapshot {
-            id,
-            feed_id,
-            reset,
-            snapshot,
-        }];
-        frames.extend(replayed);
-        Ok(frames)
+            crate::snapshot::current(store.as_ref(), &self.access, scopes, users).await?;
+        Ok((feed_id, reset, snapshot))
     }
 
     /// `unsubscribe`: stop following those scopes and users.
@@ -135,4 +177,13 @@ impl Connection {
             sub.set_interest(self.interest.clone());
         }
     }
+}
+
+/// The items in their first order, each once.
+fn distinct<T: Clone + Eq + std::hash::Hash>(items: Vec<T>) -> Vec<T> {
+    let mut seen = std::collections::HashSet::new();
+    items
+        .into_iter()
+        .filter(|i| seen.insert(i.clone()))
+        .collect()
 }

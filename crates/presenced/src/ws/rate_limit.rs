@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::rate::TokenBucket;
+
 /// What the rate limit says about a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Verdict {
@@ -19,10 +21,9 @@ pub(super) enum Verdict {
 
 /// Token bucket of SPEC §10: `rate` frames a second, bursts of `burst`.
 pub(super) struct RateLimit {
-    rate: f64,
-    burst: f64,
-    tokens: f64,
-    at: Instant,
+    bucket: TokenBucket,
+    /// The bucket counts milliseconds from here.
+    origin: Instant,
     /// When the client went over the limit; cleared after a second with nothing dropped.
     over_since: Option<Instant>,
     last_drop: Option<Instant>,
@@ -30,12 +31,11 @@ pub(super) struct RateLimit {
 }
 
 impl RateLimit {
-    pub(super) fn new(rate: u32, burst: u32) -> Self {
+    /// A full bucket at `now`.
+    pub(super) fn new(rate: u32, burst: u32, now: Instant) -> Self {
         Self {
-            rate: rate as f64,
-            burst: burst as f64,
-            tokens: burst as f64,
-            at: Instant::now(),
+            bucket: TokenBucket::new(rate, burst, 0),
+            origin: now,
             over_since: None,
             last_drop: None,
             last_error: None,
@@ -44,11 +44,8 @@ impl RateLimit {
 
     /// What to do with a frame arriving at `now`.
     pub(super) fn take(&mut self, now: Instant) -> Verdict {
-        self.tokens =
-            (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(self.burst);
-        self.at = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        let ms = i64::try_from(now.duration_since(self.origin).as_millis()).unwrap_or(i64::MAX);
+        if self.bucket.take(ms) {
             // A client that still gets frames dropped is still over the limit, even when the
             // bucket lets one through now and then.
             if self
@@ -88,7 +85,7 @@ mod tests {
     #[test]
     fn a_burst_passes_then_frames_drop_then_a_persistent_flood_closes() {
         let t0 = Instant::now();
-        let mut l = RateLimit::new(5, 10);
+        let mut l = RateLimit::new(5, 10, t0);
         for _ in 0..10 {
             assert_eq!(l.take(t0), Verdict::Take);
         }
@@ -118,7 +115,7 @@ mod tests {
     #[test]
     fn a_client_back_under_the_limit_starts_over() {
         let t0 = Instant::now();
-        let mut l = RateLimit::new(5, 5);
+        let mut l = RateLimit::new(5, 5, t0);
         for _ in 0..6 {
             l.take(t0);
         }
