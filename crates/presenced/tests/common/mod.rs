@@ -134,6 +134,20 @@ impl Node {
         panic!("presenced did not answer /healthz within 10 s");
     }
 
+    /// Freezes the process (SIGSTOP), as a long GC pause or a stalled VM would.
+    pub fn pause(&self) {
+        let _ = Command::new("kill")
+            .args(["-STOP", &self.child.id().to_string()])
+            .status();
+    }
+
+    /// Thaws it (SIGCONT).
+    pub fn resume(&self) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.child.id().to_string()])
+            .status();
+    }
+
     /// Kills the process outright, as a crash would.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
@@ -483,8 +497,22 @@ impl OwnRedis {
         format!("redis+unix://{}", self.socket().display())
     }
 
-    /// Starts it again, empty (no persistence): as if it restarted and lost everything.
+    /// Starts it again, empty: as if it restarted and lost everything.
     pub async fn restart(&mut self) {
+        let _ = std::fs::remove_file(self.dir.join("dump.rdb"));
+        self.restart_with_data().await;
+    }
+
+    /// Stops it the way an orderly shutdown does, saving its data to disk first.
+    pub fn shutdown_saving(&mut self) {
+        self.cli(&["SHUTDOWN", "SAVE"]);
+        if let Some(mut c) = self.child.take() {
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again with the data its last `shutdown_saving` wrote.
+    pub async fn restart_with_data(&mut self) {
         let _ = std::fs::remove_file(self.socket());
         let child = Command::new("redis-server")
             .args(["--port", "0", "--save", "", "--appendonly", "no"])
@@ -503,6 +531,33 @@ impl OwnRedis {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         panic!("redis-server did not start");
+    }
+
+    /// Freezes the server (SIGSTOP): connections stay open, nothing answers.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Thaws it (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let ok = Command::new("kill").args([sig, &pid]).status().unwrap();
+        assert!(ok.success(), "kill {sig} {pid}");
+    }
+
+    /// Runs `redis-cli` against it and returns what it printed.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .arg("-s")
+            .arg(self.socket())
+            .args(args)
+            .output()
+            .expect("redis-cli on PATH");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
     pub fn stop(&mut self) {
