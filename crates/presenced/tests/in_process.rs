@@ -69,7 +69,13 @@ impl Drop for Harness {
 
 impl Harness {
     async fn new(kind: Kind) -> Harness {
+        Self::with(kind, |_| {}).await
+    }
+
+    /// A node whose settings `tune` changed from the defaults.
+    async fn with(kind: Kind, tune: impl FnOnce(&mut Config)) -> Harness {
         let mut config = Config::default();
+        tune(&mut config);
         config.auth.jwt_secret = SECRET.into();
         if kind == Kind::Redis {
             config.store.kind = StoreKind::Redis;
@@ -631,4 +637,114 @@ async fn a_subscribe_past_the_cap_is_refused_whole_and_duplicates_count_once() {
         1,
         "one snapshot per distinct scope"
     );
+}
+
+/// Opens `GET /messenger/presence/events{query}` in process; the body streams as it is read.
+async fn sse(h: &Harness, jwt: &str, query: &str) -> axum::response::Response {
+    let req = Request::builder()
+        .uri(format!("/messenger/presence/events{query}"))
+        .header(header::AUTHORIZATION, format!("Bearer {jwt}"))
+        .body(Body::empty())
+        .unwrap();
+    presenced::app::router(h.state.clone())
+        .oneshot(req)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_sse_stream_holds_a_connection_slot_and_ends_with_its_token() {
+    let h = Harness::with(Kind::Memory, |c| c.server.max_connections = 1).await;
+    let exp = START_MS as u64 / 1000 + 45;
+    let jwt = common::jwt(&json!({"sub": "watcher", "exp": exp, "role": "service"}));
+    let stream = sse(&h, &jwt, "").await;
+    assert_eq!(stream.status(), 200);
+    assert_eq!(
+        h.state.connections.available_permits(),
+        0,
+        "the stream holds the slot"
+    );
+    let second = sse(&h, &jwt, "").await;
+    assert_eq!(second.status(), 503, "max_connections counts SSE streams");
+    let started = tokio::time::Instant::now();
+    let body = axum::body::to_bytes(stream.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    assert_eq!(
+        started.elapsed().as_secs(),
+        45,
+        "the stream ends when its token expires"
+    );
+    assert!(
+        String::from_utf8_lossy(&body).matches(":\n").count() >= 2,
+        "keep-alives meanwhile"
+    );
+    assert_eq!(
+        h.state.connections.available_permits(),
+        1,
+        "and gives its slot back"
+    );
+}
+
+#[tokio::test]
+async fn sse_refuses_more_scopes_than_a_connection_may_follow() {
+    let h = Harness::new(Kind::Memory).await;
+    let jwt = token("watcher", "service", None);
+    let many: String = (0..201).map(|i| format!("&scope=zone:{i}")).collect();
+    let resp = sse(&h, &jwt, &format!("?{}", &many[1..])).await;
+    assert_eq!(resp.status(), 400);
+    let fits: String = (0..200).map(|i| format!("&scope=zone:{i}")).collect();
+    assert_eq!(
+        sse(&h, &jwt, &format!("?{}", &fits[1..])).await.status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn a_resume_replays_up_to_replay_events_and_resets_beyond() {
+    let h = Harness::with(Kind::Memory, |c| c.limits.replay_events = 5).await;
+    let svc = token("backend", "service", None);
+    let a = user("resumer");
+    let _tab = h.connect(&token(&a, "user", None)).await;
+    let mut watcher = h.connect(&svc).await;
+    let from = h.feed_head().await;
+    let moves = |zones: std::ops::Range<u32>| {
+        let (h, a, svc) = (&h, a.clone(), svc.clone());
+        async move {
+            for z in zones {
+                let body = json!({"zone_id": z.to_string(), "user_id": a});
+                let (s, _) = h
+                    .call("PUT", "/messenger/presence/zone", &svc, Some(body))
+                    .await;
+                assert_eq!(s, 200);
+            }
+        }
+    };
+    moves(0..5).await;
+    watcher.send(json!({"type": "subscribe", "users": [a], "after": from.to_string(), "id": 1}));
+    let snap = watcher.next().await;
+    assert_eq!(
+        (&snap["reset"], &snap["feed_id"]),
+        (&json!(false), &json!(from.to_string()))
+    );
+    for z in 0..5 {
+        assert_eq!(
+            watcher.next().await["user"]["zone_id"],
+            z.to_string(),
+            "replayed in order"
+        );
+    }
+    moves(5..11).await;
+    let mut late = h.connect(&token("backend2", "service", None)).await;
+    late.send(json!({"type": "subscribe", "users": [a], "after": from.to_string(), "id": 2}));
+    let snap = late.next().await;
+    assert_eq!(
+        snap["reset"], true,
+        "11 events after `after`: more than replay_events"
+    );
+    assert_eq!(
+        snap["users"][&a]["zone_id"], "10",
+        "the current state instead"
+    );
+    assert_eq!(snap["feed_id"], h.feed_head().await.to_string());
 }
