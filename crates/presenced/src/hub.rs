@@ -2,6 +2,10 @@
 //! once, and hands the same bytes to every local subscriber that asked for its user or one of
 //! its scopes (before or after the change). Each subscriber has a bounded queue; a full queue
 //! marks it slow, and its connection closes with 4008. The loop never waits on a client.
+//!
+//! Counts-only subscribers (SPEC §5 `counts_only`) get no events: the count loop reads the
+//! counts of every scope they follow in one store call a second — O(scopes followed), not
+//! O(events) — and sends each follower a `count` frame when its scope's count changed.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -25,6 +29,15 @@ pub struct Delivered {
     pub event: Arc<PresenceEvent>,
 }
 
+/// What a subscriber's queue carries.
+#[derive(Debug, Clone)]
+pub enum Outbound {
+    /// A presence event.
+    Event(Delivered),
+    /// A `count` frame, encoded.
+    Count(Arc<str>),
+}
+
 /// What a subscriber listens to, and what it may see.
 #[derive(Debug, Clone)]
 pub struct Interest {
@@ -34,6 +47,9 @@ pub struct Interest {
     pub users: HashSet<UserId>,
     /// Everything it may see (SSE with no `scope`).
     pub all: bool,
+    /// Counts-only scopes, as read (after the access policy), with the scope as the
+    /// subscriber wrote it and the count it was last shown.
+    pub counts: HashMap<Scope, (String, u64)>,
     /// The subscriber's rights: an event it may not see is never offered.
     pub access: Access,
 }
@@ -45,6 +61,7 @@ impl Interest {
             scopes: HashSet::new(),
             users: HashSet::new(),
             all: false,
+            counts: HashMap::new(),
             access,
         }
     }
@@ -60,8 +77,28 @@ impl Interest {
 
 struct Subscriber {
     interest: Interest,
-    tx: mpsc::Sender<Delivered>,
+    tx: mpsc::Sender<Outbound>,
     slow: CancellationToken,
+}
+
+impl Subscriber {
+    /// Queues `item`, or marks the subscriber slow when its queue is full.
+    fn offer(&self, item: Outbound) -> bool {
+        if self.tx.try_send(item).is_err() {
+            self.slow.cancel();
+            false
+        } else {
+            true
+        }
+    }
+}
+
+/// One counts-only follower of a scope.
+struct CountFollower {
+    /// The scope as the subscriber wrote it (its `count` frames say this).
+    label: String,
+    /// The count it was last shown.
+    shown: u64,
 }
 
 /// The subscribers, indexed by what they listen to, so an event is offered only to those
@@ -73,6 +110,7 @@ struct Registry {
     by_user: HashMap<UserId, HashSet<u64>>,
     by_scope: HashMap<Scope, HashSet<u64>>,
     everything: HashSet<u64>,
+    counted: HashMap<Scope, HashMap<u64, CountFollower>>,
 }
 
 impl Registry {
@@ -85,6 +123,14 @@ impl Registry {
         }
         if interest.all {
             self.everything.insert(id);
+        }
+        for (scope, (label, shown)) in &interest.counts {
+            let followers = self.counted.entry(scope.clone()).or_default();
+            // A follower already counted keeps what it was last shown.
+            followers.entry(id).or_insert_with(|| CountFollower {
+                label: label.clone(),
+                shown: *shown,
+            });
         }
     }
 
@@ -108,6 +154,18 @@ impl Registry {
             drop_from(&mut self.by_scope, s, id);
         }
         self.everything.remove(&id);
+        self.uncount(id, interest.counts.keys());
+    }
+
+    fn uncount<'a>(&mut self, id: u64, scopes: impl Iterator<Item = &'a Scope>) {
+        for scope in scopes {
+            if let Some(followers) = self.counted.get_mut(scope) {
+                followers.remove(&id);
+                if followers.is_empty() {
+                    self.counted.remove(scope);
+                }
+            }
+        }
     }
 
     fn remove(&mut self, id: u64) {
@@ -120,7 +178,19 @@ impl Registry {
         let Some(old) = self.subs.get(&id).map(|s| s.interest.clone()) else {
             return;
         };
-        self.unindex(id, &old);
+        // Counted scopes it keeps stay as they are (with what they were last shown).
+        let dropped: Vec<Scope> = old
+            .counts
+            .keys()
+            .filter(|s| !interest.counts.contains_key(*s))
+            .cloned()
+            .collect();
+        let kept = Interest {
+            counts: HashMap::new(),
+            ..old
+        };
+        self.unindex(id, &kept);
+        self.uncount(id, dropped.iter());
         self.index(id, &interest);
         if let Some(s) = self.subs.get_mut(&id) {
             s.interest = interest;
@@ -169,8 +239,8 @@ impl std::fmt::Debug for Hub {
 pub struct Subscription {
     hub: Arc<Hub>,
     id: u64,
-    /// Events, in feed order.
-    pub rx: mpsc::Receiver<Delivered>,
+    /// Events in feed order, and count frames.
+    pub rx: mpsc::Receiver<Outbound>,
     /// Cancelled when the queue overflowed: close the connection (4008).
     pub slow: CancellationToken,
 }
@@ -237,20 +307,68 @@ impl Hub {
                     )
                 })
                 .clone();
-            if s.tx
-                .try_send(Delivered {
-                    feed_id: event.feed_id,
-                    json,
-                    event: ev,
-                })
-                .is_err()
-            {
-                s.slow.cancel();
-            } else {
+            let item = Outbound::Event(Delivered {
+                feed_id: event.feed_id,
+                json,
+                event: ev,
+            });
+            if s.offer(item) {
                 delivered += 1;
             }
         }
         metrics::counter!("presenced_events_delivered_total").increment(delivered);
+    }
+
+    /// Every second: reads the counts of every scope a counts-only subscriber follows, in one
+    /// store call, and sends a `count` frame to each follower whose scope's count changed.
+    pub async fn run_counts(
+        self: Arc<Self>,
+        store: Arc<dyn Store>,
+        every: Duration,
+        stop: CancellationToken,
+    ) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let scopes: Vec<Scope> = self.lock().counted.keys().cloned().collect();
+            if scopes.is_empty() {
+                continue;
+            }
+            match store.counts(&scopes).await {
+                Ok(counts) => self.send_counts(&scopes, &counts),
+                Err(e) => tracing::warn!(error = %e, "count loop: store unavailable"),
+            }
+        }
+    }
+
+    fn send_counts(&self, scopes: &[Scope], counts: &[presence_core::ScopeCount]) {
+        let mut reg = self.lock();
+        let Registry { subs, counted, .. } = &mut *reg;
+        let mut sent = 0u64;
+        for (scope, count) in scopes.iter().zip(counts) {
+            let Some(followers) = counted.get_mut(scope) else {
+                continue;
+            };
+            for (id, f) in followers.iter_mut() {
+                if f.shown == count.total {
+                    continue;
+                }
+                let Some(sub) = subs.get(id) else { continue };
+                let frame = ServerFrame::Count {
+                    scope: f.label.clone(),
+                    count: count.total,
+                };
+                if sub.offer(Outbound::Count(frame.encode().into())) {
+                    f.shown = count.total;
+                    sent += 1;
+                }
+            }
+        }
+        metrics::counter!("presenced_count_frames_total").increment(sent);
     }
 
     /// Number of subscribers.

@@ -96,6 +96,11 @@ impl Harness {
         let stop = CancellationToken::new();
         let state = AppState::new(Arc::new(config), auth, store, shared, stop.clone(), None);
         tokio::spawn(state.hub.clone().run(state.store.clone(), stop.clone()));
+        tokio::spawn(state.hub.clone().run_counts(
+            state.store.clone(),
+            Duration::from_secs(1),
+            stop.clone(),
+        ));
         Harness { clock, state, stop }
     }
 
@@ -267,6 +272,11 @@ impl WsClient {
                 _ => continue,
             }
         }
+    }
+
+    /// The next frame within `d`, or `None`.
+    async fn next_within(&mut self, d: Duration) -> Option<Value> {
+        tokio::time::timeout(d, self.next()).await.ok()
     }
 
     /// The client goes away; waits until the server has closed the session.
@@ -747,4 +757,74 @@ async fn a_resume_replays_up_to_replay_events_and_resets_beyond() {
         "the current state instead"
     );
     assert_eq!(snap["feed_id"], h.feed_head().await.to_string());
+}
+
+#[tokio::test(start_paused = true)]
+async fn counts_only_subscribers_get_one_count_frame_a_second_when_the_count_changed() {
+    let h = Harness::new(Kind::Memory).await;
+    let mut watcher = h.connect(&token("dashboard", "service", None)).await;
+    watcher.send(json!({"type": "subscribe", "scopes": ["zone:10", "zone:11"], "counts_only": true, "id": 1}));
+    let snap = watcher.next().await;
+    assert_eq!(
+        snap["scopes"]["zone:10"],
+        json!({"count": 0, "users": [], "next_cursor": null})
+    );
+    // Three users arrive within the same second: one frame, with the total, and no events.
+    let mut tabs = Vec::new();
+    for i in 0..3 {
+        let jwt = token(&user(&format!("z{i}")), "user", None);
+        let tab = h.connect(&jwt).await;
+        let (s, _) = h
+            .call(
+                "PUT",
+                "/messenger/presence/zone",
+                &jwt,
+                Some(json!({"zone_id": "10"})),
+            )
+            .await;
+        assert_eq!(s, 200);
+        tabs.push(tab);
+    }
+    let started = tokio::time::Instant::now();
+    assert_eq!(
+        watcher.next().await,
+        json!({"type": "count", "scope": "zone:10", "count": 3})
+    );
+    assert!(
+        started.elapsed() <= Duration::from_secs(1),
+        "within the second"
+    );
+    assert_eq!(
+        watcher.next_within(Duration::from_secs(3)).await,
+        None,
+        "zone:11 did not change, nor did zone:10 since"
+    );
+    // A change that leaves the count as it was sends nothing; one that changes it, one frame.
+    let jwt = token(&user("mover"), "user", None);
+    let _mover = h.connect(&jwt).await;
+    let (s, _) = h
+        .call(
+            "PUT",
+            "/messenger/presence/zone",
+            &jwt,
+            Some(json!({"zone_id": "11"})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        watcher.next().await,
+        json!({"type": "count", "scope": "zone:11", "count": 1})
+    );
+    tabs.pop().unwrap().hang_up().await;
+    h.advance(Duration::from_secs(6)).await;
+    assert_eq!(
+        watcher.next().await,
+        json!({"type": "count", "scope": "zone:10", "count": 2})
+    );
+    // Unsubscribed, nothing more.
+    watcher.send(json!({"type": "unsubscribe", "scopes": ["zone:10", "zone:11"], "id": 2}));
+    assert_eq!(watcher.next().await, json!({"type": "ack", "id": 2}));
+    tabs.pop().unwrap().hang_up().await;
+    h.advance(Duration::from_secs(6)).await;
+    assert_eq!(watcher.next_within(Duration::from_secs(3)).await, None);
 }

@@ -15,7 +15,7 @@ use presence_core::{FeedId, Scope};
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
-use crate::hub::Interest;
+use crate::hub::{Interest, Outbound};
 use crate::protocol::ServerFrame;
 use crate::state::AppState;
 
@@ -137,6 +137,8 @@ pub(crate) async fn events(
                     _ = sub.slow.cancelled() => return None,
                     d = sub.rx.recv() => d?,
                 };
+                // SSE never follows counts only: every item is an event.
+                let Outbound::Event(d) = d else { continue };
                 if d.feed_id > covered {
                     let event = presence_event(d.feed_id, &d.json);
                     return Some((event, (sub, covered, stop, expiry, permit)));

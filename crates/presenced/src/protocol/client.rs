@@ -22,6 +22,8 @@ pub enum ClientFrame {
         users: Vec<UserId>,
         /// Resume after this feed id.
         after: Option<FeedId>,
+        /// `count` frames for the scopes instead of their events.
+        counts_only: bool,
     },
     /// `unsubscribe`.
     Unsubscribe {
@@ -131,13 +133,17 @@ pub fn parse_frame(raw: &str) -> Result<(Option<Value>, ClientFrame), (Option<Va
             if !conversations.is_empty() {
                 return unsupported("subscribing to conversations (typing)");
             }
-            if counts_only {
-                return unsupported("counts_only");
+            if counts_only && (!users.is_empty() || after.is_some()) {
+                return Err((
+                    id,
+                    "a counts_only subscribe takes scopes only (no users, no after)".into(),
+                ));
             }
             ClientFrame::Subscribe {
                 scopes: scopes(s).map_err(|e| (id.clone(), e))?,
                 users,
                 after,
+                counts_only,
             }
         }
         Wire::Unsubscribe {
@@ -173,7 +179,7 @@ mod tests {
         .unwrap();
         assert_eq!(id, Some(Value::from("a")));
         assert!(
-            matches!(f, ClientFrame::Subscribe { ref scopes, ref users, after: None } if scopes.len() == 1 && users.len() == 2)
+            matches!(f, ClientFrame::Subscribe { ref scopes, ref users, after: None, counts_only: false } if scopes.len() == 1 && users.len() == 2)
         );
     }
 

@@ -80,6 +80,14 @@ pub enum ServerFrame {
         /// The ping's id.
         id: Option<FrameId>,
     },
+    /// A counts-only subscription's scope changed (at most once a second per scope).
+    #[serde(rename = "count")]
+    Count {
+        /// The scope as the subscriber wrote it.
+        scope: String,
+        /// Users online or away in it, as the subscriber may count them.
+        count: u64,
+    },
     /// A presence event (SPEC §4): the event's own JSON, `"type": "presence"` included.
     #[serde(untagged)]
     Presence(PresenceEvent),
@@ -158,6 +166,13 @@ mod tests {
         assert_eq!(
             json_of(&ServerFrame::Pong { id: None }),
             json!({"type": "pong", "id": null})
+        );
+        assert_eq!(
+            json_of(&ServerFrame::Count {
+                scope: "zone:10".into(),
+                count: 43
+            }),
+            json!({"type": "count", "scope": "zone:10", "count": 43})
         );
         assert_eq!(
             json_of(&ServerFrame::invalid_frame(Some(json!("a")), "bad")),

@@ -14,7 +14,7 @@ use super::close::CloseReason;
 use super::rate_limit::{RateLimit, Verdict};
 use crate::access::Access;
 use crate::error::ApiError;
-use crate::hub::{Delivered, Interest, Subscription};
+use crate::hub::{Delivered, Interest, Outbound, Subscription};
 use crate::protocol::ServerFrame;
 use crate::state::AppState;
 
@@ -76,7 +76,7 @@ pub(super) struct Replay {
 /// What woke the connection up.
 enum Wake {
     End(CloseReason),
-    Event(Delivered),
+    Event(Outbound),
     PingDue,
     Read(Option<Result<Message, ReadError>>),
 }
@@ -178,7 +178,7 @@ async fn until_slow(token: Option<tokio_util::sync::CancellationToken>) {
     }
 }
 
-async fn next_event(sub: &mut Option<Subscription>) -> Option<Delivered> {
+async fn next_event(sub: &mut Option<Subscription>) -> Option<Outbound> {
     match sub {
         Some(s) => s.rx.recv().await,
         None => std::future::pending().await,
@@ -238,10 +238,13 @@ impl Connection {
             };
             let step = match wake {
                 Wake::End(why) => Err(why),
-                Wake::Event(d) if self.wanted(&d) => {
+                Wake::Event(Outbound::Event(d)) if self.wanted(&d) => {
                     send(socket, Message::Text(Utf8Bytes::from(&*d.json)), limit_send).await
                 }
-                Wake::Event(_) => Ok(()),
+                Wake::Event(Outbound::Event(_)) => Ok(()),
+                Wake::Event(Outbound::Count(frame)) => {
+                    send(socket, Message::Text(Utf8Bytes::from(&*frame)), limit_send).await
+                }
                 Wake::PingDue if heard.elapsed() >= cfg.server.idle_timeout => {
                     Err(CloseReason::SILENT)
                 }

@@ -25,8 +25,14 @@ impl Connection {
             ClientFrame::Change(change) => self.change(change).await.map(|()| ack(id.clone())),
             ClientFrame::Subscribe {
                 scopes,
+                counts_only: true,
+                ..
+            } => self.subscribe_counts(id.clone(), scopes).await,
+            ClientFrame::Subscribe {
+                scopes,
                 users,
                 after,
+                counts_only: false,
             } => self.subscribe(id.clone(), scopes, users, after).await,
             ClientFrame::Unsubscribe { scopes, users } => {
                 self.unsubscribe(&scopes, &users);
@@ -80,23 +86,15 @@ impl Connection {
         for s in &scopes {
             self.access.scope(s)?;
         }
-        let following = self.interest.scopes.len()
-            + scopes
-                .iter()
-                .filter(|s| !self.interest.scopes.contains(*s))
-                .count()
-            + self.interest.users.len()
+        let more = scopes
+            .iter()
+            .filter(|s| !self.interest.scopes.contains(*s))
+            .count()
             + users
                 .iter()
                 .filter(|u| !self.interest.users.contains(*u))
                 .count();
-        let cap = self.state.config.limits.subscriptions_per_connection;
-        if following > cap {
-            metrics::counter!("presenced_refusals_total", "reason" => "subscriptions").increment(1);
-            return Err(ApiError::invalid_argument(format!(
-                "a connection follows at most {cap} scopes and users; this would make {following}"
-            )));
-        }
+        self.check_cap(more)?;
         let before = self.interest.clone();
         let mut added = Interest::new(self.access.clone());
         added.scopes.extend(scopes.iter().cloned());
@@ -135,6 +133,75 @@ impl Connection {
         }
     }
 
+    /// Refuses a subscribe that would make the connection follow more than
+    /// `subscriptions_per_connection` distinct scopes, users and counted scopes.
+    fn check_cap(&self, more: usize) -> Result<(), ApiError> {
+        let i = &self.interest;
+        let following = i.scopes.len() + i.users.len() + i.counts.len() + more;
+        let cap = self.state.config.limits.subscriptions_per_connection;
+        if following > cap {
+            metrics::counter!("presenced_refusals_total", "reason" => "subscriptions").increment(1);
+            return Err(ApiError::invalid_argument(format!(
+                "a connection follows at most {cap} scopes and users; this would make {following}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// `subscribe` with `counts_only`: a snapshot of the scopes' counts (one store call), then
+    /// a `count` frame whenever one changes, at most once a second.
+    async fn subscribe_counts(
+        &mut self,
+        id: Option<FrameId>,
+        scopes: Vec<Scope>,
+    ) -> Result<Vec<ServerFrame>, ApiError> {
+        let scopes = distinct(scopes);
+        if scopes.is_empty() {
+            return Err(ApiError::invalid_argument("counts_only needs scopes"));
+        }
+        let read: Vec<Scope> = scopes
+            .iter()
+            .map(|s| self.access.scope(s))
+            .collect::<Result<_, _>>()?;
+        let more = read
+            .iter()
+            .filter(|s| !self.interest.counts.contains_key(*s))
+            .count();
+        self.check_cap(more)?;
+        let store = self.state.store.clone();
+        let feed_id = store.feed_head().await?;
+        let counts = store.counts(&read).await?;
+        let mut snapshot = Snapshot::default();
+        for ((asked, scope), count) in scopes.iter().zip(read).zip(counts) {
+            snapshot.scopes.insert(
+                asked.to_string(),
+                crate::protocol::ScopeSnapshot {
+                    count: count.total,
+                    users: Vec::new(),
+                    next_cursor: None,
+                },
+            );
+            self.interest
+                .counts
+                .insert(scope, (asked.to_string(), count.total));
+        }
+        match &self.sub {
+            Some(s) => s.set_interest(self.interest.clone()),
+            None => {
+                self.sub = Some(self.state.hub.subscribe(
+                    self.interest.clone(),
+                    self.state.config.limits.outbound_queue,
+                ))
+            }
+        }
+        Ok(vec![ServerFrame::Snapshot {
+            id,
+            feed_id,
+            reset: false,
+            snapshot,
+        }])
+    }
+
     /// The snapshot's feed id, whether it is a reset, and the snapshot itself; with `after`,
     /// the replay to stream is left in `self.replay`.
     async fn read_present(
@@ -165,10 +232,12 @@ impl Connection {
         Ok((feed_id, reset, snapshot))
     }
 
-    /// `unsubscribe`: stop following those scopes and users.
+    /// `unsubscribe`: stop following those scopes (their events or their counts) and users.
     fn unsubscribe(&mut self, scopes: &[Scope], users: &[UserId]) {
         for s in scopes {
             self.interest.scopes.remove(s);
+            let label = s.to_string();
+            self.interest.counts.retain(|_, (asked, _)| *asked != label);
         }
         for u in users {
             self.interest.users.remove(u);
