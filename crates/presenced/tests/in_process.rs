@@ -799,7 +799,7 @@ async fn counts_only_subscribers_get_one_count_frame_a_second_when_the_count_cha
         None,
         "zone:11 did not change, nor did zone:10 since"
     );
-    // A change that leaves the count as it was sends nothing; one that changes it, one frame.
+    // zone:11 gains a user: one frame for it; zone:10 loses one: one frame for it.
     let jwt = token(&user("mover"), "user", None);
     let _mover = h.connect(&jwt).await;
     let (s, _) = h

@@ -102,15 +102,7 @@ impl Connection {
         self.interest.scopes.extend(scopes.iter().cloned());
         self.interest.users.extend(users.iter().cloned());
         // Register first, then read the feed position: nothing after it can be missed.
-        match &self.sub {
-            Some(s) => s.set_interest(self.interest.clone()),
-            None => {
-                self.sub = Some(self.state.hub.subscribe(
-                    self.interest.clone(),
-                    self.state.config.limits.outbound_queue,
-                ))
-            }
-        }
+        self.follow();
         match self.read_present(&scopes, &users, after, added).await {
             Ok((feed_id, reset, snapshot)) => {
                 let covered_to = self.replay.as_ref().map_or(feed_id, |r| r.upto);
@@ -123,12 +115,23 @@ impl Connection {
                 }])
             }
             Err(e) => {
-                if let Some(s) = &self.sub {
-                    s.set_interest(before.clone());
-                }
                 self.interest = before;
+                self.follow();
                 self.replay = None;
                 Err(e)
+            }
+        }
+    }
+
+    /// Tells the hub what the connection follows now (subscribing it the first time).
+    fn follow(&mut self) {
+        match &self.sub {
+            Some(s) => s.set_interest(self.interest.clone()),
+            None => {
+                self.sub = Some(self.state.hub.subscribe(
+                    self.interest.clone(),
+                    self.state.config.limits.outbound_queue,
+                ))
             }
         }
     }
@@ -185,15 +188,7 @@ impl Connection {
                 .counts
                 .insert(scope, (asked.to_string(), count.total));
         }
-        match &self.sub {
-            Some(s) => s.set_interest(self.interest.clone()),
-            None => {
-                self.sub = Some(self.state.hub.subscribe(
-                    self.interest.clone(),
-                    self.state.config.limits.outbound_queue,
-                ))
-            }
-        }
+        self.follow();
         Ok(vec![ServerFrame::Snapshot {
             id,
             feed_id,
@@ -242,8 +237,8 @@ impl Connection {
         for u in users {
             self.interest.users.remove(u);
         }
-        if let Some(sub) = &self.sub {
-            sub.set_interest(self.interest.clone());
+        if self.sub.is_some() {
+            self.follow();
         }
     }
 }
