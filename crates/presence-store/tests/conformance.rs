@@ -61,6 +61,8 @@ conformance!(
     status_filter_narrows_lists_and_counts,
     auto_away_handles_more_users_than_one_batch,
     batch_views_keep_order,
+    a_node_renewing_after_its_lease_lapsed_is_told_lost,
+    a_resume_from_before_the_store_lost_its_data_resets,
 );
 
 /// The events of one call, checked to be exactly one.
@@ -1075,4 +1077,112 @@ async fn nodes_report_their_sessions_and_renewals(kind: Kind) {
             ("node-b".to_string(), 7, started + 2000, started + 2000)
         ]
     );
+}
+
+// --- Hardening (issue #9) ------------------------------------------------------------------
+
+async fn a_node_renewing_after_its_lease_lapsed_is_told_lost(kind: Kind) {
+    // One user per reap call, so one sweep (at most 100 calls per step) reaps only part of
+    // a node holding more users than that.
+    let k = Kit::with(
+        kind,
+        StoreSettings {
+            sweep_batch: 1,
+            ..Default::default()
+        },
+    )
+    .await;
+    let b = k.node("node-b");
+    assert_eq!(b.renew_node_lease(0).await.unwrap(), LeaseRenewal::Held);
+    // The lease lapsed and nobody reaped yet: the node cannot know whether a reap started.
+    k.advance(k.settings.node_lease + Duration::from_secs(1))
+        .await;
+    assert_eq!(b.renew_node_lease(0).await.unwrap(), LeaseRenewal::Lost);
+    assert_eq!(b.renew_node_lease(0).await.unwrap(), LeaseRenewal::Held);
+    // A partial reap: the node stalls past its lease, part of its users go offline, then it
+    // renews between two reap batches.
+    for i in 0..105 {
+        k.open_with(&b, &format!("p{i}"), "s", DeviceKind::Web, None, None)
+            .await;
+    }
+    k.advance(k.settings.node_lease + Duration::from_secs(1))
+        .await;
+    let r = k.sweep().await;
+    assert!(
+        r.node_sessions_reaped > 0 && r.node_sessions_reaped < 105 && r.nodes_reaped == 0,
+        "a partial reap: {r:?}"
+    );
+    assert_eq!(
+        b.renew_node_lease(0).await.unwrap(),
+        LeaseRenewal::Lost,
+        "part of the node's users were announced offline: it must re-assert"
+    );
+    // Renewed, the node is live again: the rest of its sessions stay.
+    assert_eq!(k.sweep().await.node_sessions_reaped, 0);
+    assert_eq!(
+        k.count(Scope::Global).await.total as usize,
+        105 - r.node_sessions_reaped
+    );
+}
+
+async fn a_resume_from_before_the_store_lost_its_data_resets(kind: Kind) {
+    let k = Kit::new(kind).await;
+    for u in ["1", "2", "3"] {
+        k.open(u, "s").await;
+    }
+    let before_loss = k.head().await;
+    let from_start = k.store.read_feed(FeedId::ZERO, 100).await.unwrap();
+    assert_eq!((from_start.events.len(), from_start.reset), (3, false));
+    // The store loses everything: Redis restarts empty (here: its keys are deleted), the
+    // memory store's process restarts (here: a new store, later).
+    let k = match kind {
+        Kind::Redis => {
+            let mut raw = raw_redis().await;
+            let prefix = k.redis().unwrap().key_prefix().to_string();
+            for key in scan_keys(&mut raw, &format!("{prefix}*")).await {
+                let _: () = ::redis::cmd("DEL")
+                    .arg(&key)
+                    .query_async(&mut raw)
+                    .await
+                    .unwrap();
+            }
+            // Stream ids are the server's milliseconds: make sure the new ones are later.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            k
+        }
+        Kind::Memory => {
+            let fresh = Kit::new(kind).await;
+            fresh.clock.set(k.now() + 60_000);
+            fresh
+        }
+    };
+    let gone = k.store.read_feed(before_loss, 100).await.unwrap();
+    assert!(gone.reset, "an id from before the loss, on an empty feed");
+    assert!(gone.events.is_empty());
+    for u in ["4", "5"] {
+        k.open(u, "s").await;
+    }
+    let read = k.store.read_feed(before_loss, 100).await.unwrap();
+    assert!(read.reset, "an id from before the loss: {read:?}");
+    assert!(read.events.is_empty());
+    let waited = k
+        .store
+        .wait_feed(before_loss, 100, Duration::from_millis(50))
+        .await
+        .unwrap();
+    assert!(waited.reset);
+    // An id newer than anything this feed made cannot belong to it either.
+    let future = FeedId {
+        ms: k.now() as u64 + 1_000_000_000_000,
+        seq: 0,
+    };
+    assert!(k.store.read_feed(future, 100).await.unwrap().reset);
+    // From the very beginning still works, and so does the new head.
+    let all = k.store.read_feed(FeedId::ZERO, 100).await.unwrap();
+    assert_eq!((all.events.len(), all.reset), (2, false));
+    let head = k.head().await;
+    let none = k.store.read_feed(head, 100).await.unwrap();
+    assert!(!none.reset && none.events.is_empty());
+    let after_first = k.store.read_feed(all.events[0].feed_id, 100).await.unwrap();
+    assert_eq!(after_first.events, all.events[1..].to_vec());
 }
