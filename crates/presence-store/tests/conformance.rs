@@ -63,6 +63,8 @@ conformance!(
     batch_views_keep_order,
     a_node_renewing_after_its_lease_lapsed_is_told_lost,
     a_resume_from_before_the_store_lost_its_data_resets,
+    closing_a_heartbeat_never_ends_a_websocket,
+    node_session_counts_follow_open_close_reap_and_reopen,
 );
 
 /// The events of one call, checked to be exactly one.
@@ -1185,4 +1187,160 @@ async fn a_resume_from_before_the_store_lost_its_data_resets(kind: Kind) {
     assert!(!none.reset && none.events.is_empty());
     let after_first = k.store.read_feed(all.events[0].feed_id, 100).await.unwrap();
     assert_eq!(after_first.events, all.events[1..].to_vec());
+}
+
+async fn closing_a_heartbeat_never_ends_a_websocket(kind: Kind) {
+    let k = Kit::with(kind, no_grace()).await;
+    k.open("1", "ws").await;
+    k.store
+        .open_session(OpenSession {
+            device: DeviceKind::Mobile,
+            leased: true,
+            ..request("1", "rest")
+        })
+        .await
+        .unwrap();
+    let head = k.head().await;
+    // `DELETE /heartbeat?session_id=ws`: the WebSocket's session is not a heartbeat.
+    for (user, session) in [("1", "ws"), ("1", "nope"), ("ghost", "ws")] {
+        let r = k
+            .store
+            .close_leased_session(&uid(user), &sid(session))
+            .await;
+        assert!(
+            matches!(r, Err(StoreError::NoSuchSession(_))),
+            "{user}/{session}: {r:?}"
+        );
+    }
+    assert!(k.events_since(head).await.is_empty(), "nothing changed");
+    let both = [DeviceKind::Web, DeviceKind::Mobile];
+    let devices = |v: &PresenceView| v.devices.iter().collect::<Vec<_>>();
+    assert_eq!(devices(&k.view("1").await.unwrap()), both);
+    // The heartbeat's own session closes, exactly as close_session would.
+    let a = k
+        .store
+        .close_leased_session(&uid("1"), &sid("rest"))
+        .await
+        .unwrap();
+    assert_eq!(a.view.status, Status::Online);
+    assert_eq!(devices(&a.view), [DeviceKind::Web]);
+    assert_eq!(one(&a).user.version, 3, "one event: the device left");
+    assert!(matches!(
+        k.store.close_leased_session(&uid("1"), &sid("rest")).await,
+        Err(StoreError::NoSuchSession(_))
+    ));
+    // The node's own close still ends the WebSocket.
+    assert_eq!(k.close("1", "ws").await.view.status, Status::Offline);
+}
+
+async fn node_session_counts_follow_open_close_reap_and_reopen(kind: Kind) {
+    let k = Kit::with(kind, no_grace()).await;
+    let a = k.store.clone();
+    let b = k.node("node-b");
+    b.renew_node_lease(0).await.unwrap();
+    let count = |s: &std::sync::Arc<dyn Store>| {
+        let s = s.clone();
+        async move { s.node_session_count().await.unwrap() }
+    };
+    let sessions = |s: &std::sync::Arc<dyn Store>| {
+        let s = s.clone();
+        async move {
+            let mut v: Vec<(String, String)> = s
+                .node_sessions()
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|(u, s)| (u.to_string(), s.to_string()))
+                .collect();
+            v.sort();
+            v
+        }
+    };
+    let pairs = |p: &[(&str, &str)]| -> Vec<(String, String)> {
+        p.iter()
+            .map(|(u, s)| (u.to_string(), s.to_string()))
+            .collect()
+    };
+    assert_eq!((count(&a).await, count(&b).await), (0, 0));
+    for (user, session) in [("1", "s1"), ("1", "s2"), ("2", "s1")] {
+        k.open_with(&a, user, session, DeviceKind::Web, None, None)
+            .await;
+    }
+    for (user, session) in [("1", "sb"), ("4", "s")] {
+        k.open_with(&b, user, session, DeviceKind::Desktop, None, None)
+            .await;
+    }
+    // A REST heartbeat belongs to no node.
+    a.open_session(OpenSession {
+        leased: true,
+        ..request("3", "h")
+    })
+    .await
+    .unwrap();
+    assert_eq!((count(&a).await, count(&b).await), (3, 2));
+    assert_eq!(
+        sessions(&a).await,
+        pairs(&[("1", "s1"), ("1", "s2"), ("2", "s1")])
+    );
+    assert_eq!(sessions(&b).await, pairs(&[("1", "sb"), ("4", "s")]));
+    // Closes, refused opens and unknown closes.
+    k.close("1", "s2").await;
+    k.close("1", "never").await;
+    assert!(a.open_session(request("2", "s1")).await.is_err());
+    assert_eq!((count(&a).await, count(&b).await), (2, 2));
+    // Node b dies and is reaped: its count goes to zero.
+    k.advance(k.settings.node_lease + Duration::from_secs(1))
+        .await;
+    assert_eq!(k.sweep().await.nodes_reaped, 1);
+    assert_eq!((count(&a).await, count(&b).await), (2, 0));
+    assert!(sessions(&b).await.is_empty());
+    assert_eq!(k.status("4").await, Some(Status::Offline));
+    // It comes back, is told so, and re-asserts its sockets in one call.
+    assert_eq!(b.renew_node_lease(2).await.unwrap(), LeaseRenewal::Lost);
+    let head = k.head().await;
+    let desktop = |user: &str, session: &str| OpenSession {
+        device: DeviceKind::Desktop,
+        ..request(user, session)
+    };
+    let reopened = b
+        .reopen_sessions(&[desktop("1", "sb"), desktop("4", "s"), desktop("4", "s")])
+        .await
+        .unwrap();
+    assert_eq!(reopened.len(), 3);
+    let events: Vec<PresenceEvent> = reopened
+        .iter()
+        .filter_map(|r| r.as_ref().ok().and_then(|a| a.event.clone()))
+        .collect();
+    assert!(reopened[0].is_ok() && reopened[1].is_ok());
+    assert_eq!(
+        reopened[2],
+        Err(TransitionError::SessionExists(sid("s"))),
+        "a session the store has is left alone"
+    );
+    assert_eq!(
+        reopened[1].as_ref().unwrap().view.status,
+        Status::Online,
+        "as open_session would"
+    );
+    assert_eq!(events.len(), 2, "user 1's devices, user 4 online");
+    assert_eq!(
+        k.events_since(head).await,
+        events,
+        "the same events, in the feed"
+    );
+    // Node a re-asserts too: what it still has is left alone, what it lost is opened.
+    let a_again = a
+        .reopen_sessions(&[request("1", "s1"), request("5", "s")])
+        .await
+        .unwrap();
+    assert_eq!(a_again[0], Err(TransitionError::SessionExists(sid("s1"))));
+    assert!(a_again[1].as_ref().unwrap().event.is_some());
+    assert_eq!((count(&a).await, count(&b).await), (3, 2));
+    assert_eq!(sessions(&b).await, pairs(&[("1", "sb"), ("4", "s")]));
+    assert_eq!(
+        sessions(&a).await,
+        pairs(&[("1", "s1"), ("2", "s1"), ("5", "s")])
+    );
+    assert_eq!(k.count(Scope::Global).await.total, 5);
+    assert!(b.reopen_sessions(&[]).await.unwrap().is_empty());
 }
