@@ -77,12 +77,19 @@ pub struct ScopeCount {
 }
 
 impl ScopeCount {
+    /// Online (not away) users. Saturating: a damaged away count (a record deleted by hand,
+    /// a crash between AOF writes) may exceed the total until the sweep repairs it, and a
+    /// count must never wrap.
+    pub fn online(self) -> u64 {
+        self.total.saturating_sub(self.away)
+    }
+
     /// The count narrowed by a status filter (`None`: online and away).
     pub fn narrowed(self, status: Option<Status>) -> u64 {
         match status {
             None => self.total,
-            Some(Status::Away) => self.away,
-            Some(Status::Online) => self.total - self.away,
+            Some(Status::Away) => self.away.min(self.total),
+            Some(Status::Online) => self.online(),
             Some(Status::Offline) => 0,
         }
     }
@@ -93,8 +100,11 @@ impl ScopeCount {
 pub enum LeaseRenewal {
     /// Registered for the first time, or renewed in time.
     Held,
-    /// The store no longer knew this node: its lease lapsed and another node reaped its
-    /// sessions, or the store lost its data. The node must re-assert the sessions it holds.
+    /// The node's sessions in the store may not match its sockets any more: its lease had
+    /// already lapsed by the store's clock when it renewed (so a reap may have ended part or
+    /// all of its sessions, whether or not one started), another node reaped it, or the store
+    /// lost its data. The node must re-assert the sessions it holds
+    /// ([`Store::reopen_sessions`] leaves the ones the store still has alone).
     Lost,
 }
 
@@ -134,9 +144,28 @@ impl std::ops::AddAssign for SweepReport {
 pub struct FeedRead {
     /// Events after the requested id, oldest first.
     pub events: Vec<PresenceEvent>,
-    /// `true` when events after the requested id have aged out of the feed: the reader must
-    /// take a fresh snapshot instead of trusting `events` to be complete.
+    /// `true` when the requested id cannot be resumed from: events after it have aged out
+    /// of the feed, or it does not belong to the current feed at all (the store lost its
+    /// data and started a new feed, or the id is newer than any the feed made). The reader
+    /// must take a fresh snapshot and follow the feed from [`Store::feed_head`].
+    /// `FeedId::ZERO` (from the very beginning) never resets on a feed that was never trimmed.
     pub reset: bool,
+    /// Feed entries in the range read that could not be decoded (a foreign or older writer,
+    /// a hand-made `XADD`, metadata that is not JSON): skipped and logged, never fatal. The
+    /// service counts them in `/metrics`.
+    pub skipped: u64,
+    /// The id of the last feed entry this read covered, decodable or not (`None`: nothing
+    /// after the requested id). Readers continue from here, not from the last event's id:
+    /// a batch made only of undecodable entries still moves them on. When `events` is not
+    /// empty it is at or after the last event's id.
+    pub last_id: Option<FeedId>,
+}
+
+impl FeedRead {
+    /// Where a reader that asked for entries after `after` continues from.
+    pub fn next_after(&self, after: FeedId) -> FeedId {
+        self.last_id.unwrap_or(after)
+    }
 }
 
 /// A live node as the store knows it.
@@ -172,6 +201,38 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         session: &SessionId,
     ) -> Result<Applied, StoreError>;
 
+    /// Closes a REST heartbeat session (`DELETE /heartbeat`), exactly as
+    /// [`Store::close_session`] would; a session that is not open, or is not leased (a
+    /// WebSocket's, held by a node), answers [`StoreError::NoSuchSession`] and changes nothing.
+    async fn close_leased_session(
+        &self,
+        user: &UserId,
+        session: &SessionId,
+    ) -> Result<Applied, StoreError>;
+
+    /// Re-opens many sessions in one store call (one script call per up to 1,000 in Redis),
+    /// each exactly as [`Store::open_session`] would, with the same events: what a node does
+    /// after [`LeaseRenewal::Lost`] or when [`Store::node_session_count`] disagrees with its
+    /// sockets. A session the store still has is left alone and answered
+    /// `Err(TransitionError::SessionExists)`. One answer per request, in order; a per-session
+    /// refusal does not fail the others, while a store failure fails the call (some of the
+    /// batch may then have been applied: re-opening is safe to repeat).
+    async fn reopen_sessions(
+        &self,
+        opens: &[OpenSession],
+    ) -> Result<Vec<Result<Applied, TransitionError>>, StoreError>;
+
+    /// How many sessions (not leased: WebSockets) the store records for this handle's node.
+    /// O(1): a counter kept by every transition that adds or ends a session. The node
+    /// compares it with its own socket count every lease period.
+    async fn node_session_count(&self) -> Result<u64, StoreError>;
+
+    /// Every session (not leased) the store records for this handle's node, as
+    /// (user, session). Costs O(users indexed for the node): in Redis one script that reads
+    /// the node's index list and each user's hash (tens of milliseconds of Redis time at
+    /// 20,000 users); call it only when [`Store::node_session_count`] disagrees.
+    async fn node_sessions(&self) -> Result<Vec<(UserId, SessionId)>, StoreError>;
+
     /// Renews a REST heartbeat session's lease; returns the new expiry.
     async fn renew_session(&self, user: &UserId, session: &SessionId)
     -> Result<Millis, StoreError>;
@@ -196,7 +257,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn counts(&self, scopes: &[Scope]) -> Result<Vec<ScopeCount>, StoreError>;
 
     /// Registers or renews this node's lease (call every `node_lease / 3` or so), reporting
-    /// how many sessions the node holds (shown by [`Store::nodes`]).
+    /// how many sessions the node holds (shown by [`Store::nodes`]). Answers
+    /// [`LeaseRenewal::Lost`] when the lease had already lapsed by the store's clock (a reap
+    /// may have started), when the node was reaped, or when the store forgot it.
     async fn renew_node_lease(&self, sessions: u64) -> Result<LeaseRenewal, StoreError>;
 
     /// Live nodes.
@@ -224,4 +287,20 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Checks that the store answers.
     async fn ping(&self) -> Result<(), StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_damaged_away_count_never_wraps_a_count() {
+        let damaged = ScopeCount { total: 2, away: 5 };
+        assert_eq!(damaged.online(), 0);
+        assert_eq!(damaged.narrowed(Some(Status::Online)), 0);
+        assert_eq!(damaged.narrowed(Some(Status::Away)), 2);
+        assert_eq!(damaged.narrowed(None), 2);
+        let fine = ScopeCount { total: 5, away: 2 };
+        assert_eq!(fine.narrowed(Some(Status::Online)), 3);
+    }
 }

@@ -224,6 +224,30 @@ local function index_nodes(user, r)
   end
 end
 
+-- Sessions per node (not leased), counted in `node:{id}:info` field `sc` for
+-- node_session_count: every transition that adds or ends a node's session goes through
+-- commit() (or delete_record), which applies the difference here. O(sessions of the user).
+local function node_counts(r)
+  local m = {}
+  for _, v in pairs(r.sessions) do
+    local node = parse_session(v)
+    if node ~= '' then m[node] = (m[node] or 0) + 1 end
+  end
+  return m
+end
+
+local function count_node_sessions(old, r)
+  local before, after = node_counts(old), node_counts(r)
+  for n, c in pairs(before) do
+    if (after[n] or 0) ~= c then
+      redis.call('HINCRBY', key('node:' .. n .. ':info'), 'sc', (after[n] or 0) - c)
+    end
+  end
+  for n, c in pairs(after) do
+    if not before[n] then redis.call('HINCRBY', key('node:' .. n .. ':info'), 'sc', c) end
+  end
+end
+
 -- Brings every index in line with the record: the seed's online:* sets (score = last
 -- activity), the away counts, grace, REST leases, node membership and last seen.
 local function reindex(user, old, r)
@@ -298,6 +322,7 @@ local function commit(user, old, r)
   index_nodes(user, r)
   save(user, old, r)
   reindex(user, old, r)
+  count_node_sessions(old, r)
   return {id, ev}
 end
 
@@ -313,4 +338,10 @@ end
 local function delete_record(user, r)
   redis.call('DEL', ukey(user))
   reindex(user, r, nil)
+  count_node_sessions(r, {sessions = {}})
+end
+
+-- A glob pattern matching `s` literally (for SCAN MATCH on prefixed keys).
+local function glob_literal(s)
+  return (string.gsub(s, '[%*%?%[%]\\]', '\\%0'))
 end

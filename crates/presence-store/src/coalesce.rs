@@ -78,6 +78,21 @@ impl ActivityCoalescer {
         due
     }
 
+    /// Puts back a batch from [`ActivityCoalescer::take_due`] whose write failed: each user's
+    /// time is pending again (the newest of it and any activity recorded since), and the user
+    /// is due at the next flush, not held back by `min_interval` for a write that did not
+    /// happen.
+    pub fn restore(&mut self, batch: Vec<Activity>) {
+        for a in batch {
+            let e = self.users.entry(a.user).or_insert(Entry {
+                pending: None,
+                written: Millis::MIN,
+            });
+            e.pending = Some(e.pending.map_or(a.at, |p| p.max(a.at)));
+            e.written = Millis::MIN;
+        }
+    }
+
     /// Users held (pending or recently written).
     pub fn len(&self) -> usize {
         self.users.len()
@@ -136,6 +151,62 @@ mod tests {
                 user: u("1"),
                 at: 700
             }]
+        );
+    }
+
+    #[test]
+    fn a_failed_batch_is_put_back_and_due_at_the_next_flush() {
+        let mut c = ActivityCoalescer::new(1000);
+        c.record(&u("1"), 100);
+        c.record(&u("2"), 100);
+        let failed = c.take_due(100);
+        assert_eq!(failed.len(), 2);
+        // Newer activity of user 1 arrives while the write fails.
+        c.record(&u("1"), 150);
+        c.restore(failed);
+        let mut due = c.take_due(200);
+        due.sort_by(|a, b| a.user.cmp(&b.user));
+        assert_eq!(
+            due,
+            [
+                Activity {
+                    user: u("1"),
+                    at: 150
+                },
+                Activity {
+                    user: u("2"),
+                    at: 100
+                }
+            ],
+            "not held back by the min interval; the newest time per user"
+        );
+        // Restoring an older time than one already pending keeps the newer one, and a user
+        // the buffer had forgotten comes back.
+        c.record(&u("1"), 900);
+        c.restore(vec![
+            Activity {
+                user: u("1"),
+                at: 300,
+            },
+            Activity {
+                user: u("3"),
+                at: 50,
+            },
+        ]);
+        let mut due = c.take_due(300);
+        due.sort_by(|a, b| a.user.cmp(&b.user));
+        assert_eq!(
+            due,
+            [
+                Activity {
+                    user: u("1"),
+                    at: 900
+                },
+                Activity {
+                    user: u("3"),
+                    at: 50
+                }
+            ]
         );
     }
 

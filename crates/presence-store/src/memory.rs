@@ -20,8 +20,8 @@ use presence_core::settings::ms;
 use presence_core::{
     Activity, Applied, Change, FeedId, FeedRead, LeaseRenewal, ListCursor, ListQuery, Millis,
     NodeId, NodeInfo, OpenSession, PresenceEvent, PresenceView, Scope, ScopeCount, ScopePage,
-    Session, SessionId, SharedClock, Store, StoreError, StoreSettings, SweepReport, UserId,
-    UserRecord,
+    Session, SessionId, SharedClock, Store, StoreError, StoreSettings, SweepReport,
+    TransitionError, UserId, UserRecord,
 };
 use tokio::sync::Notify;
 
@@ -56,6 +56,8 @@ struct NodeState {
     last_renewal: Millis,
     sessions: u64,
     users: HashSet<UserId>,
+    /// Sessions (not leased) the store records on this node: `node_session_count`.
+    live: u64,
 }
 
 #[derive(Debug, Default)]
@@ -81,7 +83,8 @@ struct IndexKeys {
     entry: Option<IndexEntry>,
     grace: Option<Millis>,
     leases: Vec<(Millis, SessionId)>,
-    nodes: BTreeSet<NodeId>,
+    /// Sessions per node.
+    nodes: BTreeMap<NodeId, u64>,
     last_seen: Option<Millis>,
 }
 
@@ -96,7 +99,13 @@ impl IndexKeys {
                 .iter()
                 .filter_map(|(id, s)| s.lease_until.map(|t| (t, id.clone())))
                 .collect(),
-            nodes: r.sessions.values().filter_map(|s| s.node.clone()).collect(),
+            nodes: r.sessions.values().filter_map(|s| s.node.clone()).fold(
+                BTreeMap::new(),
+                |mut m, n| {
+                    *m.entry(n).or_default() += 1;
+                    m
+                },
+            ),
             last_seen: r
                 .last_seen
                 .filter(|_| r.status == presence_core::Status::Offline),
@@ -122,7 +131,7 @@ impl State {
                 for scope in scopes_of(e) {
                     if let Some(ix) = self.scopes.get_mut(&scope) {
                         ix.by_activity.remove(&(e.activity, user.clone()));
-                        ix.away -= u64::from(e.away);
+                        ix.away = ix.away.saturating_sub(u64::from(e.away));
                         if ix.by_activity.is_empty() {
                             self.scopes.remove(&scope);
                         }
@@ -153,17 +162,20 @@ impl State {
                 self.leases.insert((t, user.clone(), s));
             }
         }
-        for n in old.nodes.difference(&new.nodes) {
+        for (n, &was) in &old.nodes {
             if let Some(ns) = self.nodes.get_mut(n) {
-                ns.users.remove(user);
+                let now = new.nodes.get(n).copied().unwrap_or(0);
+                ns.live = ns.live.saturating_sub(was.saturating_sub(now));
+                if now == 0 {
+                    ns.users.remove(user);
+                }
             }
         }
-        for n in new.nodes.difference(&old.nodes) {
-            self.nodes
-                .entry(n.clone())
-                .or_default()
-                .users
-                .insert(user.clone());
+        for (n, &now) in &new.nodes {
+            let was = old.nodes.get(n).copied().unwrap_or(0);
+            let ns = self.nodes.entry(n.clone()).or_default();
+            ns.live += now.saturating_sub(was);
+            ns.users.insert(user.clone());
         }
         if old.last_seen != new.last_seen {
             if let Some(t) = old.last_seen {
@@ -230,21 +242,62 @@ impl State {
     }
 
     fn read_feed(&self, after: FeedId, limit: usize) -> FeedRead {
-        // Conservative like the Redis store: once anything was trimmed, an id older than the
-        // oldest kept event may have missed events, so the reader must take a snapshot.
-        let reset =
-            self.feed_trimmed && self.feed.front().is_some_and(|first| after < first.feed_id);
+        // An id other than "from the beginning" must belong to this feed: not newer than the
+        // last id it made, and not older than its oldest kept event (then events after it were
+        // trimmed, or it comes from before a restart that emptied the store).
+        let reset = after != FeedId::ZERO
+            && (after > self.feed_last
+                || self.feed.front().is_some_and(|first| after < first.feed_id));
+        // Conservative like the Redis store: once anything was trimmed, "from the beginning"
+        // may have missed events too.
+        let reset = reset || (after == FeedId::ZERO && self.feed_trimmed);
         if reset {
             return FeedRead {
                 events: Vec::new(),
                 reset,
+                skipped: 0,
+                last_id: None,
             };
         }
         let start = self.feed.partition_point(|e| e.feed_id <= after);
+        let events: Vec<PresenceEvent> =
+            self.feed.iter().skip(start).take(limit).cloned().collect();
         FeedRead {
-            events: self.feed.iter().skip(start).take(limit).cloned().collect(),
+            last_id: events.last().map(|e| e.feed_id),
+            events,
             reset,
+            skipped: 0,
         }
+    }
+
+    /// Opens one session (`open_session`, `reopen_sessions`): the transition, then the
+    /// node's registration should it never have renewed, so its sessions can be reaped
+    /// should it die before its first renewal.
+    fn open(
+        &mut self,
+        node: &NodeId,
+        open: OpenSession,
+        now: Millis,
+        s: &StoreSettings,
+    ) -> Result<(Option<UserRecord>, Option<PresenceEvent>), StoreError> {
+        let node = (!open.leased).then(|| node.clone());
+        let session = Session {
+            node: node.clone(),
+            device: open.device,
+            lease_until: open.leased.then_some(now + ms(s.online_ttl)),
+        };
+        let limit = s.sessions_per_user;
+        let registered = node.as_ref().is_none_or(|n| self.nodes.contains_key(n));
+        let (_, rec, event) = self.transition(&open.user, now, true, s.feed_max_len, |r| {
+            r.open(open.session, session, open.zone, open.org, now, limit)
+                .map_err(StoreError::from)
+        })?;
+        if let (false, Some(n)) = (registered, &node) {
+            let n = self.nodes.entry(n.clone()).or_default();
+            n.lease_until = now + ms(s.node_lease);
+            n.started_at = now;
+        }
+        Ok((rec, event))
     }
 }
 
@@ -492,35 +545,88 @@ impl Store for MemoryStore {
     }
 
     async fn open_session(&self, open: OpenSession) -> Result<Applied, StoreError> {
-        let s = self.settings();
         let now = self.now();
-        let node = (!open.leased).then(|| self.node.clone());
-        let session = Session {
-            node: node.clone(),
-            device: open.device,
-            lease_until: open.leased.then_some(now + ms(s.online_ttl)),
-        };
-        let limit = s.sessions_per_user;
-        let (_, rec, event) = {
-            let mut st = self.lock();
-            let registered = node.as_ref().is_none_or(|n| st.nodes.contains_key(n));
-            let out = st.transition(&open.user, now, true, s.feed_max_len, |r| {
-                r.open(open.session, session, open.zone, open.org, now, limit)
-                    .map_err(StoreError::from)
-            })?;
-            // A node that opens sessions is live: register it if it never renewed, so its
-            // sessions can be reaped should it die before its first renewal.
-            if let (false, Some(n)) = (registered, &node) {
-                let n = st.nodes.entry(n.clone()).or_default();
-                n.lease_until = now + ms(s.node_lease);
-                n.started_at = now;
-            }
-            out
-        };
+        let user = open.user.clone();
+        let (rec, event) = self.lock().open(&self.node, open, now, self.settings())?;
         if event.is_some() {
             self.shared.feed_grew.notify_waiters();
         }
-        Self::applied(rec, event, &open.user)
+        Self::applied(rec, event, &user)
+    }
+
+    async fn close_leased_session(
+        &self,
+        user: &UserId,
+        session: &SessionId,
+    ) -> Result<Applied, StoreError> {
+        let grace = ms(self.settings().offline_grace);
+        let (_, rec, event) = self
+            .run(user, false, |r, now| {
+                if r.sessions
+                    .get(session)
+                    .is_none_or(|s| s.lease_until.is_none())
+                {
+                    return Err(StoreError::NoSuchSession(session.clone()));
+                }
+                Ok(r.close(session, now, grace))
+            })
+            .map_err(|e| match e {
+                StoreError::NotFound(_) => StoreError::NoSuchSession(session.clone()),
+                e => e,
+            })?;
+        Self::applied(rec, event, user)
+    }
+
+    async fn reopen_sessions(
+        &self,
+        opens: &[OpenSession],
+    ) -> Result<Vec<Result<Applied, TransitionError>>, StoreError> {
+        let now = self.now();
+        let mut out = Vec::with_capacity(opens.len());
+        let mut grew = false;
+        {
+            let mut st = self.lock();
+            for open in opens {
+                let user = open.user.clone();
+                out.push(
+                    match st.open(&self.node, open.clone(), now, self.settings()) {
+                        Ok((rec, event)) => {
+                            grew |= event.is_some();
+                            Ok(Self::applied(rec, event, &user)?)
+                        }
+                        Err(StoreError::Refused(e)) => Err(e),
+                        Err(e) => return Err(e),
+                    },
+                );
+            }
+        }
+        if grew {
+            self.shared.feed_grew.notify_waiters();
+        }
+        Ok(out)
+    }
+
+    async fn node_session_count(&self) -> Result<u64, StoreError> {
+        Ok(self.lock().nodes.get(&self.node).map_or(0, |n| n.live))
+    }
+
+    async fn node_sessions(&self) -> Result<Vec<(UserId, SessionId)>, StoreError> {
+        let st = self.lock();
+        let Some(n) = st.nodes.get(&self.node) else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for user in &n.users {
+            let Some(rec) = st.users.get(user) else {
+                continue;
+            };
+            for (id, s) in &rec.sessions {
+                if s.node.as_ref() == Some(&self.node) {
+                    out.push((user.clone(), id.clone()));
+                }
+            }
+        }
+        Ok(out)
     }
 
     async fn close_session(
@@ -664,7 +770,13 @@ impl Store for MemoryStore {
         let now = self.now();
         let until = now + ms(self.settings().node_lease);
         let mut st = self.lock();
-        let lost = st.reaped.remove(&self.node);
+        // Lost when reaped, and also when the lease had already lapsed: a sweep may have
+        // ended part of its sessions (or may be about to end none); the node re-asserts.
+        let lapsed = st
+            .nodes
+            .get(&self.node)
+            .is_some_and(|n| n.lease_until < now);
+        let lost = st.reaped.remove(&self.node) || lapsed;
         let n = st
             .nodes
             .entry(self.node.clone())
@@ -740,7 +852,7 @@ impl Store for MemoryStore {
             // still wakes us.
             let grew = self.shared.feed_grew.notified();
             let read = self.lock().read_feed(after, limit);
-            if read.reset || !read.events.is_empty() {
+            if read.reset || read.last_id.is_some() {
                 return Ok(read);
             }
             if tokio::time::timeout_at(deadline, grew).await.is_err() {

@@ -61,6 +61,10 @@ conformance!(
     status_filter_narrows_lists_and_counts,
     auto_away_handles_more_users_than_one_batch,
     batch_views_keep_order,
+    a_node_renewing_after_its_lease_lapsed_is_told_lost,
+    a_resume_from_before_the_store_lost_its_data_resets,
+    closing_a_heartbeat_never_ends_a_websocket,
+    node_session_counts_follow_open_close_reap_and_reopen,
 );
 
 /// The events of one call, checked to be exactly one.
@@ -1075,4 +1079,268 @@ async fn nodes_report_their_sessions_and_renewals(kind: Kind) {
             ("node-b".to_string(), 7, started + 2000, started + 2000)
         ]
     );
+}
+
+// --- Hardening (issue #9) ------------------------------------------------------------------
+
+async fn a_node_renewing_after_its_lease_lapsed_is_told_lost(kind: Kind) {
+    // One user per reap call, so one sweep (at most 100 calls per step) reaps only part of
+    // a node holding more users than that.
+    let k = Kit::with(
+        kind,
+        StoreSettings {
+            sweep_batch: 1,
+            ..Default::default()
+        },
+    )
+    .await;
+    let b = k.node("node-b");
+    assert_eq!(b.renew_node_lease(0).await.unwrap(), LeaseRenewal::Held);
+    // The lease lapsed and nobody reaped yet: the node cannot know whether a reap started.
+    k.advance(k.settings.node_lease + Duration::from_secs(1))
+        .await;
+    assert_eq!(b.renew_node_lease(0).await.unwrap(), LeaseRenewal::Lost);
+    assert_eq!(b.renew_node_lease(0).await.unwrap(), LeaseRenewal::Held);
+    // A partial reap: the node stalls past its lease, part of its users go offline, then it
+    // renews between two reap batches.
+    for i in 0..105 {
+        k.open_with(&b, &format!("p{i}"), "s", DeviceKind::Web, None, None)
+            .await;
+    }
+    k.advance(k.settings.node_lease + Duration::from_secs(1))
+        .await;
+    let r = k.sweep().await;
+    assert!(
+        r.node_sessions_reaped > 0 && r.node_sessions_reaped < 105 && r.nodes_reaped == 0,
+        "a partial reap: {r:?}"
+    );
+    assert_eq!(
+        b.renew_node_lease(0).await.unwrap(),
+        LeaseRenewal::Lost,
+        "part of the node's users were announced offline: it must re-assert"
+    );
+    // Renewed, the node is live again: the rest of its sessions stay.
+    assert_eq!(k.sweep().await.node_sessions_reaped, 0);
+    assert_eq!(
+        k.count(Scope::Global).await.total as usize,
+        105 - r.node_sessions_reaped
+    );
+}
+
+async fn a_resume_from_before_the_store_lost_its_data_resets(kind: Kind) {
+    let k = Kit::new(kind).await;
+    for u in ["1", "2", "3"] {
+        k.open(u, "s").await;
+    }
+    let before_loss = k.head().await;
+    let from_start = k.store.read_feed(FeedId::ZERO, 100).await.unwrap();
+    assert_eq!((from_start.events.len(), from_start.reset), (3, false));
+    // The store loses everything: Redis restarts empty (here: its keys are deleted), the
+    // memory store's process restarts (here: a new store, later).
+    let k = match kind {
+        Kind::Redis => {
+            let mut raw = raw_redis().await;
+            let prefix = k.redis().unwrap().key_prefix().to_string();
+            for key in scan_keys(&mut raw, &format!("{prefix}*")).await {
+                let _: () = ::redis::cmd("DEL")
+                    .arg(&key)
+                    .query_async(&mut raw)
+                    .await
+                    .unwrap();
+            }
+            // Stream ids are the server's milliseconds: make sure the new ones are later.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            k
+        }
+        Kind::Memory => {
+            let fresh = Kit::new(kind).await;
+            fresh.clock.set(k.now() + 60_000);
+            fresh
+        }
+    };
+    let gone = k.store.read_feed(before_loss, 100).await.unwrap();
+    assert!(gone.reset, "an id from before the loss, on an empty feed");
+    assert!(gone.events.is_empty());
+    for u in ["4", "5"] {
+        k.open(u, "s").await;
+    }
+    let read = k.store.read_feed(before_loss, 100).await.unwrap();
+    assert!(read.reset, "an id from before the loss: {read:?}");
+    assert!(read.events.is_empty());
+    let waited = k
+        .store
+        .wait_feed(before_loss, 100, Duration::from_millis(50))
+        .await
+        .unwrap();
+    assert!(waited.reset);
+    // An id newer than anything this feed made cannot belong to it either.
+    let future = FeedId {
+        ms: k.now() as u64 + 1_000_000_000_000,
+        seq: 0,
+    };
+    assert!(k.store.read_feed(future, 100).await.unwrap().reset);
+    // From the very beginning still works, and so does the new head.
+    let all = k.store.read_feed(FeedId::ZERO, 100).await.unwrap();
+    assert_eq!((all.events.len(), all.reset), (2, false));
+    let head = k.head().await;
+    let none = k.store.read_feed(head, 100).await.unwrap();
+    assert!(!none.reset && none.events.is_empty());
+    let after_first = k.store.read_feed(all.events[0].feed_id, 100).await.unwrap();
+    assert_eq!(after_first.events, all.events[1..].to_vec());
+}
+
+async fn closing_a_heartbeat_never_ends_a_websocket(kind: Kind) {
+    let k = Kit::with(kind, no_grace()).await;
+    k.open("1", "ws").await;
+    k.store
+        .open_session(OpenSession {
+            device: DeviceKind::Mobile,
+            leased: true,
+            ..request("1", "rest")
+        })
+        .await
+        .unwrap();
+    let head = k.head().await;
+    // `DELETE /heartbeat?session_id=ws`: the WebSocket's session is not a heartbeat.
+    for (user, session) in [("1", "ws"), ("1", "nope"), ("ghost", "ws")] {
+        let r = k
+            .store
+            .close_leased_session(&uid(user), &sid(session))
+            .await;
+        assert!(
+            matches!(r, Err(StoreError::NoSuchSession(_))),
+            "{user}/{session}: {r:?}"
+        );
+    }
+    assert!(k.events_since(head).await.is_empty(), "nothing changed");
+    let both = [DeviceKind::Web, DeviceKind::Mobile];
+    let devices = |v: &PresenceView| v.devices.iter().collect::<Vec<_>>();
+    assert_eq!(devices(&k.view("1").await.unwrap()), both);
+    // The heartbeat's own session closes, exactly as close_session would.
+    let a = k
+        .store
+        .close_leased_session(&uid("1"), &sid("rest"))
+        .await
+        .unwrap();
+    assert_eq!(a.view.status, Status::Online);
+    assert_eq!(devices(&a.view), [DeviceKind::Web]);
+    assert_eq!(one(&a).user.version, 3, "one event: the device left");
+    assert!(matches!(
+        k.store.close_leased_session(&uid("1"), &sid("rest")).await,
+        Err(StoreError::NoSuchSession(_))
+    ));
+    // The node's own close still ends the WebSocket.
+    assert_eq!(k.close("1", "ws").await.view.status, Status::Offline);
+}
+
+async fn node_session_counts_follow_open_close_reap_and_reopen(kind: Kind) {
+    let k = Kit::with(kind, no_grace()).await;
+    let a = k.store.clone();
+    let b = k.node("node-b");
+    b.renew_node_lease(0).await.unwrap();
+    let count = |s: &std::sync::Arc<dyn Store>| {
+        let s = s.clone();
+        async move { s.node_session_count().await.unwrap() }
+    };
+    let sessions = |s: &std::sync::Arc<dyn Store>| {
+        let s = s.clone();
+        async move {
+            let mut v: Vec<(String, String)> = s
+                .node_sessions()
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|(u, s)| (u.to_string(), s.to_string()))
+                .collect();
+            v.sort();
+            v
+        }
+    };
+    let pairs = |p: &[(&str, &str)]| -> Vec<(String, String)> {
+        p.iter()
+            .map(|(u, s)| (u.to_string(), s.to_string()))
+            .collect()
+    };
+    assert_eq!((count(&a).await, count(&b).await), (0, 0));
+    for (user, session) in [("1", "s1"), ("1", "s2"), ("2", "s1")] {
+        k.open_with(&a, user, session, DeviceKind::Web, None, None)
+            .await;
+    }
+    for (user, session) in [("1", "sb"), ("4", "s")] {
+        k.open_with(&b, user, session, DeviceKind::Desktop, None, None)
+            .await;
+    }
+    // A REST heartbeat belongs to no node.
+    a.open_session(OpenSession {
+        leased: true,
+        ..request("3", "h")
+    })
+    .await
+    .unwrap();
+    assert_eq!((count(&a).await, count(&b).await), (3, 2));
+    assert_eq!(
+        sessions(&a).await,
+        pairs(&[("1", "s1"), ("1", "s2"), ("2", "s1")])
+    );
+    assert_eq!(sessions(&b).await, pairs(&[("1", "sb"), ("4", "s")]));
+    // Closes, refused opens and unknown closes.
+    k.close("1", "s2").await;
+    k.close("1", "never").await;
+    assert!(a.open_session(request("2", "s1")).await.is_err());
+    assert_eq!((count(&a).await, count(&b).await), (2, 2));
+    // Node b dies and is reaped: its count goes to zero.
+    k.advance(k.settings.node_lease + Duration::from_secs(1))
+        .await;
+    assert_eq!(k.sweep().await.nodes_reaped, 1);
+    assert_eq!((count(&a).await, count(&b).await), (2, 0));
+    assert!(sessions(&b).await.is_empty());
+    assert_eq!(k.status("4").await, Some(Status::Offline));
+    // It comes back, is told so, and re-asserts its sockets in one call.
+    assert_eq!(b.renew_node_lease(2).await.unwrap(), LeaseRenewal::Lost);
+    let head = k.head().await;
+    let desktop = |user: &str, session: &str| OpenSession {
+        device: DeviceKind::Desktop,
+        ..request(user, session)
+    };
+    let reopened = b
+        .reopen_sessions(&[desktop("1", "sb"), desktop("4", "s"), desktop("4", "s")])
+        .await
+        .unwrap();
+    assert_eq!(reopened.len(), 3);
+    let events: Vec<PresenceEvent> = reopened
+        .iter()
+        .filter_map(|r| r.as_ref().ok().and_then(|a| a.event.clone()))
+        .collect();
+    assert!(reopened[0].is_ok() && reopened[1].is_ok());
+    assert_eq!(
+        reopened[2],
+        Err(TransitionError::SessionExists(sid("s"))),
+        "a session the store has is left alone"
+    );
+    assert_eq!(
+        reopened[1].as_ref().unwrap().view.status,
+        Status::Online,
+        "as open_session would"
+    );
+    assert_eq!(events.len(), 2, "user 1's devices, user 4 online");
+    assert_eq!(
+        k.events_since(head).await,
+        events,
+        "the same events, in the feed"
+    );
+    // Node a re-asserts too: what it still has is left alone, what it lost is opened.
+    let a_again = a
+        .reopen_sessions(&[request("1", "s1"), request("5", "s")])
+        .await
+        .unwrap();
+    assert_eq!(a_again[0], Err(TransitionError::SessionExists(sid("s1"))));
+    assert!(a_again[1].as_ref().unwrap().event.is_some());
+    assert_eq!((count(&a).await, count(&b).await), (3, 2));
+    assert_eq!(sessions(&b).await, pairs(&[("1", "sb"), ("4", "s")]));
+    assert_eq!(
+        sessions(&a).await,
+        pairs(&[("1", "s1"), ("2", "s1"), ("5", "s")])
+    );
+    assert_eq!(k.count(Scope::Global).await.total, 5);
+    assert!(b.reopen_sessions(&[]).await.unwrap().is_empty());
 }

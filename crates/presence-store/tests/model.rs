@@ -16,8 +16,9 @@
 //!   counted as now (~260 / 60); older than the user's last activity (~470 / 100); out of
 //!   order within one batch (~140 / 35);
 //! - closes through node b (~220 / 60); node a's lease lapsing and its sessions reaped while
-//!   node b holds its lease (~160 / 35), node b reaped (~120 / 30); a reaped node told
-//!   `LeaseRenewal::Lost` at its next renewal (~650 / 160);
+//!   node b holds its lease (~160 / 35), node b reaped (~120 / 30); a reaped node, or one
+//!   renewing after its lease ran out, told `LeaseRenewal::Lost` (~650 / 160); each node's
+//!   `node_session_count` compared after every step;
 //! - 12 users walked page by page with limits 1–4, cursors followed to the end through their
 //!   opaque form, every page's count and views compared: unfiltered over several pages
 //!   (~240 / 50), `status=online` (~880 / 200), `status=away` (~270 / 50);
@@ -482,9 +483,13 @@ impl Model {
             .count() as u64
     }
 
+    /// A renewal is `Lost` when the node was reaped since it last renewed, and also when its
+    /// lease had already run out (`lease < now`, as the sweep decides a node is dead), reaped
+    /// or not: a reap may have ended part of its sessions.
     fn renew(&mut self, node: &'static str, now: Millis) -> LeaseRenewal {
         let sessions = self.sessions_on(node);
-        let lost = self.reaped.remove(node);
+        let lapsed = self.nodes.get(node).is_some_and(|n| n.lease < now);
+        let lost = self.reaped.remove(node) | lapsed;
         let n = self.nodes.entry(node).or_insert(MNode {
             lease: 0,
             started: now,
@@ -1588,6 +1593,17 @@ impl Runner {
             .collect();
         let want = self.model.live_nodes(now);
         prop_assert_eq!(&got, &want, "{}: nodes", what);
+        // The sessions each node's handle is told the store records for it.
+        for (via_b, node) in [(false, NODE_A), (true, NODE_B)] {
+            let count = self.store(via_b).node_session_count().await.expect("count");
+            prop_assert_eq!(
+                count,
+                self.model.sessions_on(node),
+                "{}: {} session count",
+                what,
+                node
+            );
+        }
         if want.len() == 2 {
             self.hits.hit(hit::NODES_TWO);
         }

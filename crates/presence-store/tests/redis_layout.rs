@@ -287,3 +287,184 @@ async fn node_index_lists_hold_each_user_once_and_shrink_to_live_users() {
     let len: usize = raw.llen(&list).await.unwrap();
     assert_eq!(len, 0);
 }
+
+/// Deletes the records of `users` by hand, as an operator's `DEL presence:123` would.
+async fn delete_records(k: &Kit, users: &[String]) {
+    let prefix = k.redis().unwrap().key_prefix().to_string();
+    let mut raw = raw_redis().await;
+    for u in users {
+        let _: () = raw.del(format!("{prefix}presence:{u}")).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn undecodable_feed_entries_are_skipped_and_counted() {
+    let k = Kit::new(Kind::Redis).await;
+    let feed = format!("{}feed", k.redis().unwrap().key_prefix());
+    let mut raw = raw_redis().await;
+    let start = k.head().await;
+    k.open("1", "s").await;
+    // A hand-made entry, and one of the right shape whose metadata is not JSON (NaN).
+    let _: String = raw.xadd(&feed, "*", &[("junk", "1")]).await.unwrap();
+    let nan = [
+        ("u", "9"),
+        ("s", "online"),
+        ("r", ""),
+        ("la", "1"),
+        ("ls", ""),
+        ("z", ""),
+        ("o", ""),
+        ("d", "web"),
+        ("m", "{\"x\": NaN}"),
+        ("v", "1"),
+        ("ps", "offline"),
+        ("pz", ""),
+        ("po", ""),
+        ("ts", "1"),
+    ];
+    let _: String = raw.xadd(&feed, "*", &nan).await.unwrap();
+    k.open("2", "s").await;
+    let users = |r: &FeedRead| -> Vec<String> {
+        r.events
+            .iter()
+            .map(|e| e.user.user_id.to_string())
+            .collect()
+    };
+    let read = k.store.read_feed(start, 100).await.unwrap();
+    assert_eq!(
+        (users(&read), read.reset),
+        (vec!["1".into(), "2".into()], false)
+    );
+    assert_eq!(read.skipped, 2);
+    assert_eq!(read.last_id, Some(read.events[1].feed_id));
+    let waited = k
+        .store
+        .wait_feed(start, 100, Duration::from_millis(50))
+        .await
+        .unwrap();
+    assert_eq!(
+        (users(&waited), waited.skipped),
+        (vec!["1".into(), "2".into()], 2)
+    );
+    // Batches of nothing but undecodable entries still move the reader on, read or waited.
+    let first = read.events[0].feed_id;
+    for wait in [false, true] {
+        let mut pos = first;
+        let mut seen = Vec::new();
+        let mut skipped = 0;
+        for _ in 0..5 {
+            let r = if wait {
+                k.store.wait_feed(pos, 1, Duration::from_secs(5)).await
+            } else {
+                k.store.read_feed(pos, 1).await
+            }
+            .unwrap();
+            seen.extend(users(&r));
+            skipped += r.skipped;
+            if !r.events.is_empty() {
+                break;
+            }
+            assert!(r.last_id > Some(pos), "moved on past the skipped entry");
+            pos = r.next_after(pos);
+        }
+        assert_eq!((seen, skipped), (vec!["2".to_string()], 2), "wait {wait}");
+    }
+}
+
+#[tokio::test]
+async fn pages_return_every_live_user_once_while_stale_entries_are_dropped() {
+    let k = Kit::new(Kind::Redis).await;
+    let mut everyone = Vec::new();
+    for i in 0..150 {
+        let u = format!("u{i:03}");
+        k.open_with(&k.store, &u, "s", DeviceKind::Web, Some("10"), None)
+            .await;
+        everyone.push(u);
+        k.clock.advance(Duration::from_millis(10));
+    }
+    // Long runs of stale entries between live users: a page crosses more of them than one
+    // chunk of the script's range reads.
+    let live_at = [149, 80, 79, 78, 10, 0];
+    let stale: Vec<String> = (0..150)
+        .filter(|i| !live_at.contains(i))
+        .map(|i| everyone[i].clone())
+        .collect();
+    delete_records(&k, &stale).await;
+    let want: Vec<String> = live_at.iter().map(|&i| everyone[i].clone()).collect();
+    for limit in [1, 2, 3, 5] {
+        let mut seen = Vec::new();
+        let mut cursor = None;
+        for _ in 0..200 {
+            let q = ListQuery {
+                limit,
+                cursor: cursor.clone(),
+                status: None,
+            };
+            let page = k.store.list(&Scope::Zone(zone("10")), &q).await.unwrap();
+            seen.extend(page.users.iter().map(|v| v.user_id.to_string()));
+            cursor = page.next_cursor;
+            if cursor.is_none() {
+                break;
+            }
+        }
+        assert_eq!(seen, want, "limit {limit}");
+    }
+    assert_eq!(k.count(Scope::Zone(zone("10"))).await.total, 6);
+}
+
+#[tokio::test]
+async fn counts_never_wrap_and_converge_after_damage() {
+    let k = Kit::new(Kind::Redis).await;
+    let prefix = k.redis().unwrap().key_prefix().to_string();
+    for u in ["1", "2", "3"] {
+        k.open_with(&k.store, u, "s", DeviceKind::Web, Some("10"), Some("100"))
+            .await;
+    }
+    for u in ["2", "3"] {
+        k.store.apply(&uid(u), Change::SetAway).await.unwrap();
+    }
+    // Damage: an away user's record deleted by hand (its zone and org entries and its away
+    // counts stay behind), and an org's away count far off, as a crash between AOF writes
+    // or a hand edit can leave it.
+    delete_records(&k, &["2".to_string()]).await;
+    let mut raw = raw_redis().await;
+    let _: () = raw
+        .hset(format!("{prefix}away_count"), "org:100", 50)
+        .await
+        .unwrap();
+    let scopes = [
+        Scope::Global,
+        Scope::Zone(zone("10")),
+        Scope::Org(org("100")),
+    ];
+    // Before any repair: counts stay sane, never wrap.
+    for s in &scopes {
+        let c = k.count(s.clone()).await;
+        assert!(c.away <= c.total, "{s}: {c:?}");
+        let q = ListQuery {
+            limit: 10,
+            cursor: None,
+            status: Some(Status::Online),
+        };
+        let page = k.store.list(s, &q).await.unwrap();
+        assert!(page.count <= 3, "{s}: {}", page.count);
+    }
+    // The sweep repairs them: every scope has users 1 (online) and 3 (away).
+    k.sweep().await;
+    for s in &scopes {
+        assert_eq!(
+            k.count(s.clone()).await,
+            ScopeCount { total: 2, away: 1 },
+            "{s}"
+        );
+    }
+    // And transitions after the repair keep them right.
+    k.store.apply(&uid("3"), Change::SetOnline).await.unwrap();
+    for s in &scopes {
+        assert_eq!(
+            k.count(s.clone()).await,
+            ScopeCount { total: 2, away: 0 },
+            "{s}"
+        );
+    }
+}

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use presence_core::{
     Activity, Applied, Change, FeedId, FeedRead, LeaseRenewal, ListQuery, Millis, NodeId, NodeInfo,
     OpenSession, PresenceEvent, PresenceView, Scope, ScopeCount, ScopePage, SessionId, Store,
-    StoreError, SweepReport, UserId,
+    StoreError, SweepReport, TransitionError, UserId,
 };
 
 /// Measures the calls to `inner`.
@@ -57,6 +57,29 @@ impl<S: Store> Store for MeteredStore<S> {
         session: &SessionId,
     ) -> Result<Applied, StoreError> {
         measured("close_session", self.inner.close_session(user, session)).await
+    }
+    async fn close_leased_session(
+        &self,
+        user: &UserId,
+        session: &SessionId,
+    ) -> Result<Applied, StoreError> {
+        measured(
+            "close_leased_session",
+            self.inner.close_leased_session(user, session),
+        )
+        .await
+    }
+    async fn reopen_sessions(
+        &self,
+        opens: &[OpenSession],
+    ) -> Result<Vec<Result<Applied, TransitionError>>, StoreError> {
+        measured("reopen_sessions", self.inner.reopen_sessions(opens)).await
+    }
+    async fn node_session_count(&self) -> Result<u64, StoreError> {
+        measured("node_session_count", self.inner.node_session_count()).await
+    }
+    async fn node_sessions(&self) -> Result<Vec<(UserId, SessionId)>, StoreError> {
+        measured("node_sessions", self.inner.node_sessions()).await
     }
     async fn renew_session(
         &self,

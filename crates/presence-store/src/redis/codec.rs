@@ -13,8 +13,8 @@
 use presence_core::time::parse_rfc3339;
 use presence_core::{
     Applied, AwayReason, DeviceKind, DeviceSet, FeedId, FeedRead, ListCursor, Millis, NodeId,
-    NodeInfo, OrgId, PresenceEvent, PresenceView, ScopeCount, ScopePage, Session, SessionId,
-    Status, StoreError, TransitionError, UserId, UserRecord, ZoneId,
+    NodeInfo, OpenSession, OrgId, PresenceEvent, PresenceView, ScopeCount, ScopePage, Session,
+    SessionId, Status, StoreError, TransitionError, UserId, UserRecord, ZoneId,
 };
 use redis::Value;
 
@@ -215,18 +215,29 @@ fn decode_committed(id: &Value, fields: &Value) -> Result<Option<PresenceEvent>,
     decode_event(&id, &pairs(fields)?).map(Some)
 }
 
-/// Stream entries (`[[id, [f, v, …]], …]`) as events.
-fn decode_entries(v: &Value) -> Result<Vec<PresenceEvent>, StoreError> {
-    array(v)?
-        .iter()
-        .map(|entry| {
-            let e = array(entry)?;
-            if e.len() != 2 {
-                return Err(corrupt("bad stream entry"));
+/// Stream entries (`[[id, [f, v, …]], …]`) as events, the number of entries skipped as
+/// undecodable (logged), and the id of the last entry. One bad entry (a foreign writer, a
+/// hand-made `XADD`, metadata that is not JSON) must never stop delivery of the others.
+/// Only a reply that is not a list of `[id, fields]` entries at all is corrupt.
+fn decode_entries(v: &Value) -> Result<(Vec<PresenceEvent>, u64, Option<FeedId>), StoreError> {
+    let mut events = Vec::new();
+    let mut skipped = 0;
+    let mut last = None;
+    for entry in array(v)? {
+        let [id, fields] = array(entry)? else {
+            return Err(corrupt("bad stream entry"));
+        };
+        let id = text(id)?;
+        last = Some(parse::<FeedId>("feed id", &id)?);
+        match pairs(fields).and_then(|f| decode_event(&id, &f)) {
+            Ok(e) => events.push(e),
+            Err(error) => {
+                skipped += 1;
+                tracing::warn!(feed_id = %id, %error, "skipping an undecodable feed entry");
             }
-            decode_event(&text(&e[0])?, &pairs(&e[1])?)
-        })
-        .collect()
+        }
+    }
+    Ok((events, skipped, last))
 }
 
 // --- Replies, one function per kind of call -----------------------------------------------
@@ -269,18 +280,68 @@ pub(crate) fn decode_applied(user: &UserId, reply: &Value) -> Result<Applied, St
     }
 }
 
-/// open.lua's reply: `{'exists'}` for a session id already open, else a transition's reply.
-pub(crate) fn decode_opened(
-    user: &UserId,
-    session: &SessionId,
-    reply: &Value,
-) -> Result<Applied, StoreError> {
+/// One open's reply: `{'exists'}` for a session id already open, else a transition's reply.
+fn decode_opened(user: &UserId, session: &SessionId, reply: &Value) -> Result<Applied, StoreError> {
     if let [tag] = array(reply)?
         && text(tag)? == "exists"
     {
         return Err(TransitionError::SessionExists(session.clone()).into());
     }
     decode_applied(user, reply)
+}
+
+/// open.lua's reply: one open's reply per session asked, in order. The outer error is a reply
+/// of the wrong shape; the inner ones are each session's answer.
+pub(crate) fn decode_opened_many(
+    opens: &[OpenSession],
+    reply: &Value,
+) -> Result<Vec<Result<Applied, StoreError>>, StoreError> {
+    let replies = array(reply)?;
+    if replies.len() != opens.len() {
+        return Err(corrupt("one open reply per session expected"));
+    }
+    Ok(opens
+        .iter()
+        .zip(replies)
+        .map(|(o, r)| decode_opened(&o.user, &o.session, r))
+        .collect())
+}
+
+/// close.lua's reply: `{'no_session'}` when only a leased session may be closed and there is
+/// none by that id, else a transition's reply.
+pub(crate) fn decode_closed(
+    user: &UserId,
+    session: &SessionId,
+    reply: &Value,
+) -> Result<Applied, StoreError> {
+    if let [tag] = array(reply)?
+        && text(tag)? == "no_session"
+    {
+        return Err(StoreError::NoSuchSession(session.clone()));
+    }
+    decode_applied(user, reply)
+}
+
+/// `HGET node:{id}:info sc`: the sessions the store records on a node (nil: none; a damaged
+/// negative count reads as none).
+pub(crate) fn decode_session_count(reply: &Value) -> Result<u64, StoreError> {
+    Ok(opt_int(reply)?.unwrap_or(0).max(0) as u64)
+}
+
+/// node_sessions.lua's flat `{user, session, …}`.
+pub(crate) fn decode_node_sessions(reply: &Value) -> Result<Vec<(UserId, SessionId)>, StoreError> {
+    let a = array(reply)?;
+    if !a.len().is_multiple_of(2) {
+        return Err(corrupt("odd session list"));
+    }
+    a.chunks(2)
+        .map(|c| {
+            Ok((
+                user_id(&c[0])?,
+                SessionId::new(text(&c[1])?).map_err(corrupt)?,
+            ))
+        })
+        .collect()
 }
 
 /// renew_session.lua's `{'ok', lease until ms}`, or a refusal: no such leased session.
@@ -340,9 +401,10 @@ pub(crate) fn decode_list(reply: &Value, status: Option<Status>) -> Result<Scope
     let [total, away, cur_ms, cur_user, rest @ ..] = array(reply)? else {
         return Err(corrupt("unexpected list reply"));
     };
+    let total = int(total)?.max(0) as u64;
     let count = ScopeCount {
-        total: int(total)? as u64,
-        away: int(away)? as u64,
+        total,
+        away: (int(away)?.max(0) as u64).min(total),
     }
     .narrowed(status);
     let cur_ms = text(cur_ms)?;
@@ -376,9 +438,12 @@ pub(crate) fn decode_counts(replies: &[Value]) -> Result<Vec<ScopeCount>, StoreE
     replies
         .chunks(2)
         .map(|c| {
+            // An away count above the total is damage the sweep repairs (sweep_scopes.lua);
+            // until then it is clamped, so no count derived from it can wrap.
+            let total = opt_int(&c[0])?.unwrap_or(0).max(0) as u64;
             Ok(ScopeCount {
-                total: opt_int(&c[0])?.unwrap_or(0).max(0) as u64,
-                away: opt_int(&c[1])?.unwrap_or(0).max(0) as u64,
+                total,
+                away: (opt_int(&c[1])?.unwrap_or(0).max(0) as u64).min(total),
             })
         })
         .collect()
@@ -491,10 +556,15 @@ pub(crate) fn decode_feed_head(reply: &Value) -> Result<FeedId, StoreError> {
 /// read_feed.lua's `{reset, entries}`.
 pub(crate) fn decode_feed_read(reply: &Value) -> Result<FeedRead, StoreError> {
     match array(reply)? {
-        [reset, entries] => Ok(FeedRead {
-            reset: int(reset)? == 1,
-            events: decode_entries(entries)?,
-        }),
+        [reset, entries] => {
+            let (events, skipped, last_id) = decode_entries(entries)?;
+            Ok(FeedRead {
+                reset: int(reset)? == 1,
+                events,
+                skipped,
+                last_id,
+            })
+        }
         _ => Err(corrupt("unexpected read_feed reply")),
     }
 }

@@ -11,11 +11,11 @@
 //! | `leases` | zset | `user|session` of REST heartbeat sessions, by expiry (ms) |
 //! | `nodes` | zset | node id → lease expiry (ms) |
 //! | `node:{id}:users` | list | users with a session on that node, for reaping; each node's sweep drops those who left |
-//! | `node:{id}:info` | hash | `started_at`, `last_renewal` (ms), `sessions`, for `nodes()` |
+//! | `node:{id}:info` | hash | `started_at`, `last_renewal` (ms), `sessions` (as reported), for `nodes()`; `sc`: sessions the store records on the node, kept by every transition |
 //! | `node:{id}:reaped` | string | set when the node was reaped, so its next renewal answers `Lost` (24 h TTL) |
 //! | `last_seen` | zset | offline users by last seen (s), for retention |
 //! | `feed` | stream | events, capped with `MAXLEN ~` |
-//! | `sweep:away_cutoff`, `sweep:stale_pos` | string | where the sweeps' windows stand |
+//! | `sweep:away_cutoff`, `sweep:stale_pos`, `sweep:scope_pos` | string | where the sweeps' windows stand |
 //!
 //! No presence key carries a Redis TTL (only the `reaped` marker above, which holds no
 //! presence): every expiry is decided by the sweep against the nodes' `Clock`,
@@ -37,17 +37,17 @@ use presence_core::time::format_rfc3339;
 use presence_core::{
     Activity, Applied, Change, FeedId, FeedRead, LeaseRenewal, ListQuery, Millis, NodeId, NodeInfo,
     OpenSession, PresenceEvent, PresenceView, Scope, ScopeCount, ScopePage, SessionId, SharedClock,
-    Store, StoreError, StoreSettings, SweepReport, UserId,
+    Store, StoreError, StoreSettings, SweepReport, TransitionError, UserId,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Client, Script, ScriptInvocation, Value};
 use tokio::sync::Mutex;
 
 use codec::{
-    decode_activity, decode_applied, decode_count, decode_counts, decode_feed_head,
+    decode_activity, decode_applied, decode_closed, decode_count, decode_counts, decode_feed_head,
     decode_feed_read, decode_lease_lost, decode_leases, decode_list, decode_major_version,
-    decode_members, decode_nodes, decode_opened, decode_reap_step, decode_renewal,
-    decode_sweep_step, decode_views,
+    decode_members, decode_node_sessions, decode_nodes, decode_opened_many, decode_reap_step,
+    decode_renewal, decode_session_count, decode_sweep_step, decode_views,
 };
 
 use failure::store_error;
@@ -101,7 +101,9 @@ struct Scripts {
     reap_node: Script,
     sweep_retention: Script,
     sweep_stale: Script,
+    sweep_scopes: Script,
     compact_node: Script,
+    node_sessions: Script,
     list: Script,
     read_feed: Script,
 }
@@ -121,13 +123,15 @@ impl Scripts {
             reap_node: script!("reap_node.lua"),
             sweep_retention: script!("sweep_retention.lua"),
             sweep_stale: script!("sweep_stale.lua"),
+            sweep_scopes: script!("sweep_scopes.lua"),
             compact_node: script!("compact_node.lua"),
+            node_sessions: script!("node_sessions.lua"),
             list: script!("list.lua"),
             read_feed: script!("read_feed.lua"),
         }
     }
 
-    fn all(&self) -> [&Script; 15] {
+    fn all(&self) -> [&Script; 17] {
         [
             &self.open,
             &self.close,
@@ -141,7 +145,9 @@ impl Scripts {
             &self.reap_node,
             &self.sweep_retention,
             &self.sweep_stale,
+            &self.sweep_scopes,
             &self.compact_node,
+            &self.node_sessions,
             &self.list,
             &self.read_feed,
         ]
@@ -150,6 +156,10 @@ impl Scripts {
 
 /// Most users one activity script call carries; bigger batches are split.
 const ACTIVITY_CHUNK: usize = 500;
+
+/// Most sessions one open script call re-opens (`reopen_sessions`); bigger batches are split,
+/// so one call holds Redis for a bounded time (about a few milliseconds).
+const REOPEN_CHUNK: usize = 1000;
 
 /// A handle on the Redis store, speaking for one node. Cheap to clone.
 #[derive(Clone)]
@@ -313,6 +323,45 @@ impl RedisStore {
         Ok((sessions, nodes))
     }
 
+    /// One call of open.lua for `opens`: one reply per session, in order.
+    async fn open_many(
+        &self,
+        opens: &[OpenSession],
+    ) -> Result<Vec<Result<Applied, StoreError>>, StoreError> {
+        let now = self.now();
+        let s = &self.settings;
+        let mut inv = self.invocation(&self.scripts.open, now);
+        inv.arg(s.sessions_per_user).arg(ms(s.node_lease));
+        for open in opens {
+            inv.arg(open.user.as_str())
+                .arg(open.session.as_str())
+                .arg(open.device.as_str())
+                .arg(if open.leased { "" } else { self.node.as_str() })
+                .arg(open.zone.as_ref().map_or("", |z| z.as_str()))
+                .arg(open.org.as_ref().map_or("", |o| o.as_str()))
+                .arg(if open.leased {
+                    (now + ms(s.online_ttl)).to_string()
+                } else {
+                    String::new()
+                });
+        }
+        decode_opened_many(opens, &self.invoke(&inv).await?)
+    }
+
+    async fn close(
+        &self,
+        user: &UserId,
+        session: &SessionId,
+        leased_only: bool,
+    ) -> Result<Applied, StoreError> {
+        let mut inv = self.invocation(&self.scripts.close, self.now());
+        inv.arg(user.as_str())
+            .arg(session.as_str())
+            .arg(ms(self.settings.offline_grace))
+            .arg(if leased_only { "1" } else { "" });
+        decode_closed(user, session, &self.invoke(&inv).await?)
+    }
+
     async fn read_feed_at(&self, after: FeedId, limit: usize) -> Result<FeedRead, StoreError> {
         let mut inv = self.invocation(&self.scripts.read_feed, self.now());
         inv.arg(after.to_string()).arg(limit.max(1));
@@ -346,23 +395,10 @@ impl Store for RedisStore {
     }
 
     async fn open_session(&self, open: OpenSession) -> Result<Applied, StoreError> {
-        let now = self.now();
-        let s = &self.settings;
-        let mut inv = self.invocation(&self.scripts.open, now);
-        inv.arg(open.user.as_str())
-            .arg(open.session.as_str())
-            .arg(open.device.as_str())
-            .arg(if open.leased { "" } else { self.node.as_str() })
-            .arg(open.zone.as_ref().map_or("", |z| z.as_str()))
-            .arg(open.org.as_ref().map_or("", |o| o.as_str()))
-            .arg(if open.leased {
-                (now + ms(s.online_ttl)).to_string()
-            } else {
-                String::new()
-            })
-            .arg(s.sessions_per_user)
-            .arg(ms(s.node_lease));
-        decode_opened(&open.user, &open.session, &self.invoke(&inv).await?)
+        self.open_many(std::slice::from_ref(&open))
+            .await?
+            .pop()
+            .ok_or_else(|| StoreError::Corrupt("open answered nothing".into()))?
     }
 
     async fn close_session(
@@ -370,11 +406,48 @@ impl Store for RedisStore {
         user: &UserId,
         session: &SessionId,
     ) -> Result<Applied, StoreError> {
-        let mut inv = self.invocation(&self.scripts.close, self.now());
-        inv.arg(user.as_str())
-            .arg(session.as_str())
-            .arg(ms(self.settings.offline_grace));
-        decode_applied(user, &self.invoke(&inv).await?)
+        self.close(user, session, false).await
+    }
+
+    async fn close_leased_session(
+        &self,
+        user: &UserId,
+        session: &SessionId,
+    ) -> Result<Applied, StoreError> {
+        self.close(user, session, true).await
+    }
+
+    async fn reopen_sessions(
+        &self,
+        opens: &[OpenSession],
+    ) -> Result<Vec<Result<Applied, TransitionError>>, StoreError> {
+        let mut out = Vec::with_capacity(opens.len());
+        for chunk in opens.chunks(REOPEN_CHUNK) {
+            for r in self.open_many(chunk).await? {
+                out.push(match r {
+                    Ok(a) => Ok(a),
+                    Err(StoreError::Refused(e)) => Err(e),
+                    Err(e) => return Err(e),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn node_session_count(&self) -> Result<u64, StoreError> {
+        let n: Value = redis::cmd("HGET")
+            .arg(self.key(&format!("node:{}:info", self.node)))
+            .arg("sc")
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(store_error)?;
+        decode_session_count(&n)
+    }
+
+    async fn node_sessions(&self) -> Result<Vec<(UserId, SessionId)>, StoreError> {
+        let mut inv = self.invocation(&self.scripts.node_sessions, self.now());
+        inv.arg(self.node.as_str());
+        decode_node_sessions(&self.invoke(&inv).await?)
     }
 
     async fn renew_session(
@@ -548,6 +621,10 @@ impl Store for RedisStore {
         let mut inv = self.invocation(&scripts.sweep_stale, now);
         inv.arg(batch);
         r.stale_entries = decode_count(&self.invoke(&inv).await?)?;
+        // And a few scope sets checked whole, their away counts repaired.
+        let mut inv = self.invocation(&scripts.sweep_scopes, now);
+        inv.arg(batch);
+        r.stale_entries += decode_count(&self.invoke(&inv).await?)?;
         // And one slice of this node's own index list.
         let mut inv = self.invocation(&scripts.compact_node, now);
         inv.arg(self.node.as_str()).arg(batch);
@@ -579,7 +656,7 @@ impl Store for RedisStore {
         wait: Duration,
     ) -> Result<FeedRead, StoreError> {
         let read = self.read_feed_at(after, limit).await?;
-        if read.reset || !read.events.is_empty() || wait.is_zero() {
+        if read.reset || read.last_id.is_some() || wait.is_zero() {
             return Ok(read);
         }
         let mut conn = self.waiter_connection().await?;
