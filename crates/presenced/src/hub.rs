@@ -1,7 +1,10 @@
 //! Fan-out on one node: the feed loop reads every event once (`Store::wait_feed`), encodes it
 //! once, and hands the same bytes to every local subscriber that asked for its user or one of
 //! its scopes (before or after the change). Each subscriber has a bounded queue; a full queue
-//! marks it slow, and its connection closes with 4008. The loop never waits on a client.
+//! marks it slow, and its connection closes with 4008. The loop never waits on a client. When
+//! the feed itself was reset under the loop (it fell behind the feed's length, or the store
+//! lost its data), every subscriber is told so and closes with 4010: what it holds may be
+//! stale, and it resumes with a snapshot.
 //!
 //! Counts-only subscribers (SPEC §5 `counts_only`) get no events: the count loop reads the
 //! counts of every scope they follow in one store call a second — O(scopes followed), not
@@ -79,6 +82,7 @@ struct Subscriber {
     interest: Interest,
     tx: mpsc::Sender<Outbound>,
     slow: CancellationToken,
+    reset: CancellationToken,
 }
 
 impl Subscriber {
@@ -243,6 +247,8 @@ pub struct Subscription {
     pub rx: mpsc::Receiver<Outbound>,
     /// Cancelled when the queue overflowed: close the connection (4008).
     pub slow: CancellationToken,
+    /// Cancelled when the feed was reset under the hub: close (4010) so the client resumes.
+    pub reset: CancellationToken,
 }
 
 impl Subscription {
@@ -269,6 +275,7 @@ impl Hub {
         let (tx, rx) = mpsc::channel(queue.max(1));
         let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let slow = CancellationToken::new();
+        let reset = CancellationToken::new();
         let mut reg = self.lock();
         reg.index(id, &interest);
         reg.subs.insert(
@@ -277,6 +284,7 @@ impl Hub {
                 interest,
                 tx,
                 slow: slow.clone(),
+                reset: reset.clone(),
             },
         );
         drop(reg);
@@ -285,6 +293,7 @@ impl Hub {
             id,
             rx,
             slow,
+            reset,
         }
     }
 
@@ -402,22 +411,28 @@ impl Hub {
             };
             match read {
                 Ok(r) if r.reset => {
-                    // Events were trimmed before this node read them: subscribers cannot be
-                    // made whole, so they are closed and resume with a snapshot.
+                    // Events were trimmed before this node read them, or the store lost its
+                    // data (and versions start again): subscribers cannot be made whole, so
+                    // they are closed and resume with a snapshot.
                     tracing::warn!(
-                        "feed loop fell behind the feed's length; resetting subscribers"
+                        "the feed was reset under this node (it fell behind, or the store lost its data); resetting subscribers"
                     );
                     for s in self.lock().subs.values() {
-                        s.slow.cancel();
+                        s.reset.cancel();
                     }
                     pos = store.feed_head().await.unwrap_or(pos);
                 }
                 Ok(r) => {
                     metrics::counter!("presenced_events_total").increment(r.events.len() as u64);
+                    if r.skipped > 0 {
+                        // Logged by the store; counted here, and delivery goes on after them.
+                        metrics::counter!("presenced_feed_entries_skipped_total")
+                            .increment(r.skipped);
+                    }
                     for e in &r.events {
                         self.dispatch(e);
-                        pos = e.feed_id;
                     }
+                    pos = r.next_after(pos);
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "feed loop: store unavailable, retrying");

@@ -3,10 +3,11 @@
 
 use std::time::Duration;
 
-use presence_core::LeaseRenewal;
+use presence_core::{LeaseRenewal, StoreError};
 use tokio::time::{Interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
+use crate::sessions::Reconciled;
 use crate::state::AppState;
 
 fn ticker(period: Duration) -> Interval {
@@ -15,17 +16,45 @@ fn ticker(period: Duration) -> Interval {
     i
 }
 
-/// Renews the node's lease every third of `node_lease`. After a failed renewal (the store was
-/// away: it may have restarted without its data) or a lost lease (another node reaped this
-/// one's sessions during a pause), re-asserts every session this node holds, so presence
-/// converges without clients reconnecting.
+/// Lease renewals between two full reconciles (a minute at the default `node_lease`).
+const FULL_RECONCILE_EVERY: u64 = 12;
+
+/// Renews the node's lease every third of `node_lease`, and keeps the store's sessions of this
+/// node in agreement with its sockets:
+///
+/// - after a failed renewal (the store was away: it may have restarted without its data) or a
+///   lost lease (another node reaped this one's sessions during a pause), every session this
+///   node holds is re-asserted — in the background, a batch per store call, so the lease keeps
+///   being renewed meanwhile however many sessions there are;
+/// - otherwise the node's session count is compared with the store's, and the two are
+///   reconciled when they differ;
+/// - closes that failed while the store was away are retried.
 pub async fn renew_lease(state: AppState, stop: CancellationToken) {
-    let mut tick = ticker(state.config.presence.node_lease / 3);
+    let period = state.config.presence.node_lease / 3;
+    let mut tick = ticker(period);
     let mut must_reassert = false;
+    let mut reasserting: Option<tokio::task::JoinHandle<Result<usize, StoreError>>> = None;
+    let mut renewals: u64 = 0;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
+        }
+        if reasserting.as_ref().is_some_and(|t| t.is_finished()) {
+            let outcome = reasserting.take().expect("checked").await;
+            match outcome {
+                Ok(Ok(n)) => {
+                    must_reassert = false;
+                    metrics::counter!("presenced_sessions_reasserted_total").increment(n as u64);
+                    tracing::info!(
+                        reopened = n,
+                        held = state.sessions.len(),
+                        "sessions re-asserted"
+                    );
+                }
+                Ok(Err(e)) => tracing::warn!(error = %e, "could not re-assert sessions; retrying"),
+                Err(e) => tracing::error!(error = %e, "the re-assert task failed; retrying"),
+            }
         }
         match state
             .store
@@ -47,17 +76,35 @@ pub async fn renew_lease(state: AppState, stop: CancellationToken) {
             }
         }
         if must_reassert {
-            match state.sessions.reassert(state.store.as_ref()).await {
-                Ok(n) => {
-                    must_reassert = false;
-                    metrics::counter!("presenced_sessions_reasserted_total").increment(n as u64);
-                    tracing::info!(
-                        reopened = n,
-                        held = state.sessions.len(),
-                        "sessions re-asserted"
+            if reasserting.is_none() {
+                let state = state.clone();
+                reasserting = Some(tokio::spawn(async move {
+                    state.sessions.reassert(state.store.as_ref()).await
+                }));
+            }
+        } else if reasserting.is_none() {
+            // Sessions registered within the last period may still be opening. Counts are
+            // compared every period; the lists every FULL_RECONCILE_EVERY periods.
+            let settled = state.now() - presence_core::settings::ms(period);
+            renewals += 1;
+            let full = renewals.is_multiple_of(FULL_RECONCILE_EVERY);
+            match state
+                .sessions
+                .reconcile(state.store.as_ref(), settled, full)
+                .await
+            {
+                Ok(done) if done != Reconciled::default() => {
+                    tracing::warn!(
+                        ?done,
+                        "the store disagreed with this node's sockets; reconciled"
                     );
+                    metrics::counter!("presenced_sessions_reconciled_total", "what" => "closed")
+                        .increment(done.closed as u64);
+                    metrics::counter!("presenced_sessions_reconciled_total", "what" => "reopened")
+                        .increment(done.reopened as u64);
                 }
-                Err(e) => tracing::warn!(error = %e, "could not re-assert sessions; retrying"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "could not reconcile sessions; retrying"),
             }
         }
         if let Err(e) = state.sessions.retry_closes(state.store.as_ref()).await {
@@ -106,6 +153,12 @@ pub async fn flush_activity_once(state: &AppState, now: presence_core::Millis) {
     }
     metrics::counter!("presenced_activity_writes_total").increment(due.len() as u64);
     if let Err(e) = state.store.record_activity(&due).await {
-        tracing::warn!(error = %e, users = due.len(), "activity flush failed");
+        tracing::warn!(error = %e, users = due.len(), "activity flush failed; kept for the next");
+        // `POST /activity` already said 204: nothing reported is dropped.
+        state
+            .activity
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .restore(due);
     }
 }

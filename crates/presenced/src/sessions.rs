@@ -4,8 +4,16 @@
 //! - a close that failed (the store was down) is kept and retried until it succeeds;
 //! - an open whose answer was lost (a timeout after the script ran) is closed the same way;
 //! - after the store forgot the node (restarted without its data, or reaped the node during a
-//!   pause), every session still held is re-asserted, and a session that ended while the
-//!   re-assert ran is closed again.
+//!   pause), every session still held is re-asserted in batches, and a session that ended
+//!   while the re-assert ran is closed again;
+//! - every lease period the store's count of this node's sessions is compared with the
+//!   node's own, and when they differ (and, whatever the counts, every few periods, since a
+//!   ghost and a lost session would cancel out in a count) the two lists are reconciled: a
+//!   session the store has and no socket holds is closed, one a socket has held for a while
+//!   and the store lacks is re-opened.
+//!
+//! A session is registered before its open is sent, so an open still on its way is never
+//! taken for a ghost.
 //!
 //! Where each user is (zone, org) is kept per user, as the store keeps it: the newest
 //! session's values, and every move, REST or WebSocket.
@@ -14,8 +22,30 @@ use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
 use presence_core::{
-    DeviceKind, OpenSession, OrgId, SessionId, Store, StoreError, TransitionError, UserId, ZoneId,
+    DeviceKind, Millis, OpenSession, OrgId, SessionId, Store, StoreError, TransitionError, UserId,
+    ZoneId,
 };
+
+/// Sessions re-opened per store call during a re-assert or a reconcile.
+const REOPEN_BATCH: usize = 500;
+
+/// What a reconcile changed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Reconciled {
+    /// Sessions the store had that no socket of this node holds: closed.
+    pub closed: usize,
+    /// Sessions a socket held that the store had lost: re-opened.
+    pub reopened: usize,
+}
+
+/// One held session.
+#[derive(Debug, Clone)]
+struct Held {
+    user: UserId,
+    device: DeviceKind,
+    /// When this node registered it (its clock).
+    since: Millis,
+}
 
 /// Where a user with sessions on this node is.
 #[derive(Debug, Clone, Default)]
@@ -27,7 +57,7 @@ struct Placement {
 
 #[derive(Debug, Default)]
 struct Registry {
-    sessions: HashMap<SessionId, (UserId, DeviceKind)>,
+    sessions: HashMap<SessionId, Held>,
     users: HashMap<UserId, Placement>,
     /// Sessions to end in the store: closes that failed, opens whose answer was lost.
     to_close: HashMap<SessionId, UserId>,
@@ -45,16 +75,29 @@ impl LocalSessions {
         self.registry.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A session opened on this node; `zone` and `org` are the user's after the open.
-    pub fn opened(&self, open: &OpenSession) {
+    /// A socket is about to open `open.session` (registered before the store hears of it).
+    pub fn opening(&self, open: &OpenSession, now: Millis) {
         let mut r = self.lock();
-        r.sessions
-            .insert(open.session.clone(), (open.user.clone(), open.device));
+        let held = Held {
+            user: open.user.clone(),
+            device: open.device,
+            since: now,
+        };
+        r.sessions.insert(open.session.clone(), held);
         r.to_close.remove(&open.session);
         let p = r.users.entry(open.user.clone()).or_default();
         p.sessions += 1;
-        p.zone = open.zone.clone();
-        p.org = open.org.clone();
+        if open.zone.is_some() {
+            p.zone = open.zone.clone();
+        }
+        if open.org.is_some() {
+            p.org = open.org.clone();
+        }
+    }
+
+    /// The open succeeded and left the user in `zone` and `org`.
+    pub fn opened(&self, user: &UserId, zone: Option<ZoneId>, org: Option<OrgId>) {
+        self.moved(user, Some(zone), Some(org));
     }
 
     /// The user moved (over REST or a socket): a re-assert puts them back where they are now.
@@ -72,7 +115,7 @@ impl LocalSessions {
     /// A session's socket ended; the caller closes it in the store next.
     pub fn closed(&self, session: &SessionId) {
         let mut r = self.lock();
-        if let Some((user, _)) = r.sessions.remove(session)
+        if let Some(Held { user, .. }) = r.sessions.remove(session)
             && let Some(p) = r.users.get_mut(&user)
         {
             p.sessions -= 1;
@@ -134,48 +177,99 @@ impl LocalSessions {
         Ok(closed)
     }
 
-    /// Opens again, in the store, every session this node holds. A session the store still
-    /// has is left as it is; one whose socket ended while this ran is closed again. Returns
-    /// how many were re-opened.
-    pub async fn reassert(&self, store: &dyn Store) -> Result<usize, StoreError> {
-        let held: Vec<OpenSession> = {
-            let r = self.lock();
-            r.sessions
-                .iter()
-                .filter_map(|(session, (user, device))| {
-                    let p = r.users.get(user)?;
-                    Some(OpenSession {
-                        user: user.clone(),
-                        session: session.clone(),
-                        device: *device,
-                        zone: p.zone.clone(),
-                        org: p.org.clone(),
-                        leased: false,
-                    })
+    /// The sessions held since `before` or earlier (all with `Millis::MAX`), as opens.
+    fn held_opens(&self, before: Millis) -> Vec<OpenSession> {
+        let r = self.lock();
+        r.sessions
+            .iter()
+            .filter(|(_, h)| h.since <= before)
+            .filter_map(|(session, h)| {
+                let p = r.users.get(&h.user)?;
+                Some(OpenSession {
+                    user: h.user.clone(),
+                    session: session.clone(),
+                    device: h.device,
+                    zone: p.zone.clone(),
+                    org: p.org.clone(),
+                    leased: false,
                 })
-                .collect()
-        };
+            })
+            .collect()
+    }
+
+    /// Re-opens `opens` a batch per store call. A session the store still has is left as
+    /// it is; one whose socket ended meanwhile is closed again. Returns how many re-opened.
+    async fn reopen(
+        &self,
+        store: &dyn Store,
+        opens: Vec<OpenSession>,
+    ) -> Result<usize, StoreError> {
         let mut reopened = 0;
-        for open in held {
-            if !self.holds(&open.session) {
+        for batch in opens.chunks(REOPEN_BATCH) {
+            let batch: Vec<OpenSession> = batch
+                .iter()
+                .filter(|o| self.holds(&o.session))
+                .cloned()
+                .collect();
+            if batch.is_empty() {
                 continue;
             }
-            let (user, session) = (open.user.clone(), open.session.clone());
-            match store.open_session(open).await {
-                Ok(_) => reopened += 1,
-                Err(StoreError::Refused(TransitionError::SessionExists(_))) => {}
-                Err(StoreError::Refused(e)) => {
-                    tracing::warn!(error = %e, "could not re-assert a session")
+            for (open, outcome) in batch.iter().zip(store.reopen_sessions(&batch).await?) {
+                match outcome {
+                    Ok(_) => reopened += 1,
+                    Err(TransitionError::SessionExists(_)) => {}
+                    Err(e) => tracing::warn!(error = %e, "could not re-open a session"),
                 }
-                Err(e) => return Err(e),
-            }
-            // Its socket ended while the open was on its way: the socket's own close may
-            // have run first, so close it again.
-            if !self.holds(&session) {
-                self.must_close(&user, &session);
+                // Its socket ended while the batch was on its way: the socket's own close
+                // may have run first, so close it again.
+                if !self.holds(&open.session) {
+                    self.must_close(&open.user, &open.session);
+                }
             }
         }
         Ok(reopened)
+    }
+
+    /// Opens again, in the store, every session this node holds (after the store forgot
+    /// this node). Returns how many were re-opened.
+    pub async fn reassert(&self, store: &dyn Store) -> Result<usize, StoreError> {
+        let opens = self.held_opens(Millis::MAX);
+        self.reopen(store, opens).await
+    }
+
+    /// Makes the store's sessions of this node agree with the sockets it holds. Unless
+    /// `full`, it first compares counts (one O(1) store call) and stops there when they agree;
+    /// otherwise it lists the node's sessions (O(the node's users)) and mends both ways.
+    /// Sessions registered after `settled` (still opening) are left alone.
+    pub async fn reconcile(
+        &self,
+        store: &dyn Store,
+        settled: Millis,
+        full: bool,
+    ) -> Result<Reconciled, StoreError> {
+        if !full && store.node_session_count().await? == self.len() as u64 {
+            return Ok(Reconciled::default());
+        }
+        let in_store = store.node_sessions().await?;
+        let mut done = Reconciled::default();
+        let recorded: std::collections::HashSet<&SessionId> =
+            in_store.iter().map(|(_, s)| s).collect();
+        let missing: Vec<OpenSession> = self
+            .held_opens(settled)
+            .into_iter()
+            .filter(|o| !recorded.contains(&o.session))
+            .collect();
+        for (user, session) in &in_store {
+            if !self.holds(session) {
+                match store.close_session(user, session).await {
+                    Ok(_) | Err(StoreError::NotFound(_) | StoreError::NoSuchSession(_)) => {}
+                    Err(e) => return Err(e),
+                }
+                done.closed += 1;
+            }
+        }
+        done.reopened = self.reopen(store, missing).await?;
+        Ok(done)
     }
 }
 
@@ -197,8 +291,8 @@ mod tests {
     #[test]
     fn a_user_is_placed_where_they_last_moved_and_forgotten_with_their_last_session() {
         let s = LocalSessions::default();
-        s.opened(&open("1", "a", "10"));
-        s.opened(&open("1", "b", "10"));
+        s.opening(&open("1", "a", "10"), 0);
+        s.opening(&open("1", "b", "10"), 0);
         s.moved(
             &UserId::new("1").unwrap(),
             Some(Some(ZoneId::new("11").unwrap())),

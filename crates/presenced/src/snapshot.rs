@@ -72,14 +72,14 @@ pub async fn replay_end(
         if read.reset {
             return Ok(None);
         }
-        let Some(last) = read.events.last() else {
+        if read.last_id.is_none() {
             return Ok(Some(pos));
-        };
-        read_so_far += read.events.len();
+        }
+        read_so_far += read.events.len() + read.skipped as usize;
         if read_so_far > cap {
             return Ok(None);
         }
-        pos = last.feed_id;
+        pos = read.next_after(pos);
     }
 }
 
@@ -97,9 +97,11 @@ pub fn replay(
             return Ok::<_, ApiError>(None);
         }
         let read = store.read_feed(pos, REPLAY_CHUNK).await?;
-        let Some(last) = read.events.last().map(|e| e.feed_id) else {
+        if read.last_id.is_none() {
             return Ok(None);
-        };
+        }
+        // Past undecodable entries too (the store skipped and logged them).
+        let last = read.next_after(pos);
         let chunk: Vec<PresenceEvent> = read
             .events
             .into_iter()

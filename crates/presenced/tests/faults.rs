@@ -21,14 +21,18 @@ async fn within<F: Future<Output = ()>>(f: F) {
 
 /// `n` nodes sharing `redis` and one key prefix.
 async fn nodes_on(redis: &OwnRedis, n: usize) -> Vec<Node> {
+    nodes_with_prefix(redis, n, &user("faults")).await
+}
+
+/// `n` nodes sharing `redis`, their keys under `{prefix}:`.
+async fn nodes_with_prefix(redis: &OwnRedis, n: usize, prefix: &str) -> Vec<Node> {
     let config = format!(
         "{FAULTS}\n[store]\nredis_url = \"{}\"\ncommand_timeout = \"300ms\"",
         redis.url()
     );
-    let prefix = user("faults");
     let mut nodes = Vec::new();
     for _ in 0..n {
-        nodes.push(Node::start_on(Kind::Redis, Some(&prefix), &config).await);
+        nodes.push(Node::start_on(Kind::Redis, Some(prefix), &config).await);
     }
     nodes
 }
@@ -251,6 +255,119 @@ async fn an_open_whose_answer_was_lost_does_not_leave_a_session_behind() {
             assert!(Instant::now() < deadline, "still {s} {v}: a ghost session");
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activity_reported_while_redis_was_paused_is_written_once_it_is_back() {
+    within(async {
+        let redis = OwnRedis::start().await;
+        let nodes = nodes_on(&redis, 1).await;
+        let a = user("busy");
+        let t = token(&a, "user", None);
+        let svc = token("svc", "service", None);
+        let _tab = nodes[0].connect(&t, "").await;
+        let status = |v: serde_json::Value| v["last_activity"].as_str().unwrap().to_string();
+        let (_, before) = nodes[0]
+            .get(&format!("/messenger/presence/status/{a}"), &svc)
+            .await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Reported while Redis is frozen: answered 204 (no store call), and the flushes fail.
+        redis.pause();
+        let r = nodes[0]
+            .http
+            .post(nodes[0].url("/messenger/presence/activity"))
+            .bearer_auth(&t)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        redis.resume();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (_, now) = nodes[0]
+                .get(&format!("/messenger/presence/status/{a}"), &svc)
+                .await;
+            if status(now.clone()) > status(before.clone()) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the activity was lost: {now}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_from_before_redis_lost_its_data_is_a_reset() {
+    within(async {
+        let mut redis = OwnRedis::start().await;
+        let nodes = nodes_on(&redis, 1).await;
+        let a = user("amnesia");
+        let svc = token("svc", "service", None);
+        let _tab = nodes[0]
+            .connect(&token(&a, "user", None), "&zone_id=4")
+            .await;
+        let mut watcher = nodes[0].connect(&svc, "").await;
+        let snap = watcher
+            .subscribe(json!({"type": "subscribe", "users": [a]}))
+            .await;
+        let before = snap["feed_id"].as_str().unwrap().to_string();
+        drop(watcher);
+        // Redis restarts empty; the node re-asserts its sessions (new events, new feed).
+        redis.restart().await;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let (s, v) = nodes[0]
+                .get(&format!("/messenger/presence/status/{a}"), &svc)
+                .await;
+            if s == 200 && v["status"] == "online" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "never re-asserted: {s} {v}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let mut watcher = nodes[0].connect(&svc, "").await;
+        let snap = watcher
+            .subscribe(json!({"type": "subscribe", "users": [a], "after": before}))
+            .await;
+        assert_eq!(
+            snap["reset"], true,
+            "events were lost with the data: {snap}"
+        );
+        assert_eq!(
+            snap["users"][&a]["zone_id"], "4",
+            "the current state instead"
+        );
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_feed_entry_is_skipped_counted_and_delivery_goes_on() {
+    within(async {
+        let redis = OwnRedis::start().await;
+        let prefix = user("junk");
+        let nodes = nodes_with_prefix(&redis, 1, &prefix).await;
+        let a = user("after_junk");
+        let svc = token("svc", "service", None);
+        let mut watcher = nodes[0].connect(&svc, "").await;
+        watcher
+            .subscribe(json!({"type": "subscribe", "users": [a]}))
+            .await;
+        // A seed-era writer, or a hand-made XADD, puts something into the feed.
+        let id = redis.cli(&["XADD", &format!("{prefix}:feed"), "*", "junk", "1"]);
+        assert!(id.contains('-'), "{id}");
+        let _tab = nodes[0].connect(&token(&a, "user", None), "").await;
+        let online = event_of(&mut watcher, &a, Duration::from_secs(5)).await;
+        assert!(is_event(&online, &a, "online"), "{online}");
+        let metrics = nodes[0].metrics().await;
+        assert!(
+            metrics.contains("presenced_feed_entries_skipped_total 1"),
+            "{metrics}"
+        );
     })
     .await
 }

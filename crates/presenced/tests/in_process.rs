@@ -48,6 +48,8 @@ macro_rules! both_stores {
 }
 
 both_stores!(
+    reconcile_closes_ghosts_and_reopens_what_the_store_lost,
+    delete_heartbeat_ends_only_rest_sessions,
     auto_away_and_back,
     the_grace_hides_a_reload_and_then_ends,
     rest_heartbeat_renewal_activity_and_end,
@@ -827,4 +829,102 @@ async fn counts_only_subscribers_get_one_count_frame_a_second_when_the_count_cha
     tabs.pop().unwrap().hang_up().await;
     h.advance(Duration::from_secs(6)).await;
     assert_eq!(watcher.next_within(Duration::from_secs(3)).await, None);
+}
+
+async fn reconcile_closes_ghosts_and_reopens_what_the_store_lost(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let (a, b) = (user("ghost"), user("held"));
+    // A session the store has for this node that no socket holds.
+    let ghost = presence_core::OpenSession {
+        user: presence_core::UserId::new(&a).unwrap(),
+        session: presence_core::SessionId::random(),
+        device: DeviceKind::Web,
+        zone: None,
+        org: None,
+        leased: false,
+    };
+    h.store().open_session(ghost).await.unwrap();
+    // A socket whose session the store lost.
+    let mut tab = h.connect(&token(&b, "user", None)).await;
+    tab.send(json!({"type": "ping", "id": 1}));
+    tab.next().await;
+    let session = h.state.store.node_sessions().await.unwrap();
+    let held = session
+        .iter()
+        .find(|(u, _)| u.as_str() == b)
+        .map(|(u, s)| (u.clone(), s.clone()))
+        .unwrap();
+    h.store().close_session(&held.0, &held.1).await.unwrap();
+    // One ghost and one lost session: the counts agree, so only a full reconcile sees them.
+    let quick = h
+        .state
+        .sessions
+        .reconcile(h.store(), h.state.now(), false)
+        .await
+        .unwrap();
+    assert_eq!((quick.closed, quick.reopened), (0, 0));
+    let done = h
+        .state
+        .sessions
+        .reconcile(h.store(), h.state.now(), true)
+        .await
+        .unwrap();
+    assert_eq!((done.closed, done.reopened), (1, 1));
+    assert_eq!(h.store().node_session_count().await.unwrap(), 1);
+    h.advance(Duration::from_secs(6)).await;
+    assert_eq!(h.status(&a).await["status"], "offline", "the ghost ended");
+    assert_eq!(
+        h.status(&b).await["status"],
+        "online",
+        "the live socket is back"
+    );
+    let again = h
+        .state
+        .sessions
+        .reconcile(h.store(), h.state.now(), true)
+        .await
+        .unwrap();
+    assert_eq!((again.closed, again.reopened), (0, 0), "nothing left to do");
+    // A ghost alone shows in the counts: the quick check finds and closes it.
+    let ghost = presence_core::OpenSession {
+        user: presence_core::UserId::new(&a).unwrap(),
+        session: presence_core::SessionId::random(),
+        device: DeviceKind::Web,
+        zone: None,
+        org: None,
+        leased: false,
+    };
+    h.store().open_session(ghost).await.unwrap();
+    let quick = h
+        .state
+        .sessions
+        .reconcile(h.store(), h.state.now(), false)
+        .await
+        .unwrap();
+    assert_eq!((quick.closed, quick.reopened), (1, 0));
+}
+
+async fn delete_heartbeat_ends_only_rest_sessions(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let a = user("mixed");
+    let t = token(&a, "user", None);
+    let mut tab = h.connect(&t).await;
+    tab.send(json!({"type": "ping", "id": 1}));
+    tab.next().await;
+    let (_, socket_session) = h.state.store.node_sessions().await.unwrap().remove(0);
+    let (s, e) = h
+        .call(
+            "DELETE",
+            &format!("/messenger/presence/heartbeat?session_id={socket_session}"),
+            &t,
+            None,
+        )
+        .await;
+    assert_eq!((s, &e["error"]["code"]), (404, &json!("not_found")), "{e}");
+    h.advance(Duration::from_secs(6)).await;
+    assert_eq!(
+        h.status(&a).await["status"],
+        "online",
+        "the socket's session stays"
+    );
 }

@@ -135,6 +135,7 @@ pub(crate) async fn events(
                     _ = stop.cancelled() => return None,
                     _ = &mut expiry => return None,
                     _ = sub.slow.cancelled() => return None,
+                    _ = sub.reset.cancelled() => return None,
                     d = sub.rx.recv() => d?,
                 };
                 // SSE never follows counts only: every item is an event.

@@ -40,7 +40,7 @@ async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
     // Users by status, across every node on the store (one cheap call per scrape).
     if let Ok(counts) = state.store.counts(&[presence_core::Scope::Global]).await {
         let c = counts[0];
-        metrics::gauge!("presenced_users", "status" => "online").set((c.total - c.away) as f64);
+        metrics::gauge!("presenced_users", "status" => "online").set(c.online() as f64);
         metrics::gauge!("presenced_users", "status" => "away").set(c.away as f64);
     }
     match &state.metrics {

@@ -394,7 +394,11 @@ pub(crate) async fn end_heartbeat(
     Query(q): Query<EndHeartbeat>,
 ) -> Result<StatusCode, ApiError> {
     let user = state.access(who.0).act_as(q.user_id)?;
-    state.store.close_session(&user, &q.session_id).await?;
+    // Only a REST lease: a WebSocket's session ends with its socket.
+    state
+        .store
+        .close_leased_session(&user, &q.session_id)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

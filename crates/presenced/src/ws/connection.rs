@@ -107,24 +107,23 @@ where
     // The open's answer and the `connected` frame are built and sent in here, so they are
     // freed before the connection goes idle: a local of `run` would live as long as the
     // connection does (this is most of what an idle connection would otherwise keep).
+    // Registered before the open is sent: a reconcile never takes an open on its way for a
+    // ghost.
+    state.sessions.opening(&open, state.now());
     let hello = async {
-        let applied = state.store.open_session(open.clone()).await?;
+        let applied = state.store.open_session(open).await?;
         metrics::counter!("presenced_sessions_opened_total").increment(1);
-        state.sessions.opened(&OpenSession {
-            zone: applied.view.zone_id.clone(),
-            org: applied.view.org_id.clone(),
-            ..open
-        });
+        let view = applied.view;
+        state
+            .sessions
+            .opened(&user, view.zone_id.clone(), view.org_id.clone());
         let node = state.store.node_id().clone();
-        Ok::<_, StoreError>(text(ServerFrame::connected(
-            session.clone(),
-            node,
-            applied.view,
-        )))
+        Ok::<_, StoreError>(text(ServerFrame::connected(session.clone(), node, view)))
     };
     let hello = match hello.await {
         Ok(frame) => frame,
         Err(e) => {
+            state.sessions.closed(&session);
             let why = match e {
                 StoreError::Refused(TransitionError::TooManySessions { .. }) => {
                     CloseReason::TOO_MANY_SESSIONS
@@ -171,7 +170,7 @@ fn text(frame: ServerFrame) -> Message {
     Message::Text(Utf8Bytes::from(frame.encode()))
 }
 
-async fn until_slow(token: Option<tokio_util::sync::CancellationToken>) {
+async fn until_cancelled(token: Option<tokio_util::sync::CancellationToken>) {
     match token {
         Some(t) => t.cancelled().await,
         None => std::future::pending().await,
@@ -223,12 +222,14 @@ impl Connection {
         tokio::pin!(expiry);
         loop {
             let slow = self.sub.as_ref().map(|s| s.slow.clone());
+            let reset = self.sub.as_ref().map(|s| s.reset.clone());
             // select! drops every branch's future before the chosen one is handled below, so
             // the handlers may use `self` again.
             let wake = tokio::select! {
                 _ = shutdown.cancelled() => Wake::End(CloseReason::RESTARTING),
                 _ = &mut expiry => Wake::End(CloseReason::TOKEN_EXPIRED),
-                _ = until_slow(slow) => {
+                _ = until_cancelled(reset) => Wake::End(CloseReason::FEED_RESET),
+                _ = until_cancelled(slow) => {
                     metrics::counter!("presenced_refusals_total", "reason" => "slow_consumer").increment(1);
                     Wake::End(CloseReason::SLOW_CONSUMER)
                 }

@@ -499,6 +499,7 @@ impl OwnRedis {
 
     /// Starts it again, empty: as if it restarted and lost everything.
     pub async fn restart(&mut self) {
+        self.stop();
         let _ = std::fs::remove_file(self.dir.join("dump.rdb"));
         self.restart_with_data().await;
     }
@@ -513,6 +514,7 @@ impl OwnRedis {
 
     /// Starts it again with the data its last `shutdown_saving` wrote.
     pub async fn restart_with_data(&mut self) {
+        self.stop();
         let _ = std::fs::remove_file(self.socket());
         let child = Command::new("redis-server")
             .args(["--port", "0", "--save", "", "--appendonly", "no"])
@@ -521,6 +523,7 @@ impl OwnRedis {
             .arg("--dir")
             .arg(&self.dir)
             .stdout(Stdio::null())
+            .stderr(Stdio::null())
             .spawn()
             .expect("redis-server on PATH (bash .ci/run installs it)");
         self.child = Some(child);
