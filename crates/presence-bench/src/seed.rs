@@ -35,7 +35,7 @@ pub(crate) enum SeedOp {
     Offline,
     /// `update_activity(user)` as the seed's method list describes it (lines 86–89: "updates
     /// last_activity timestamp", "Reverts \"away\" back to \"online\" on activity") with the
-    /// online TTL it keeps alive (lines 30–31: "auto-expire if not refreshed"): `HGET status`,
+    /// online TTL it keeps alive (lines 31–32: "auto-expire if not refreshed"): `HGET status`,
     /// `HSET last_activity`, `EXPIRE 300`.
     Activity,
     /// `update_activity(user)` as the seed's performance table reads (line 409:
