@@ -6,7 +6,9 @@
 //! - `memory` (P1): bytes per online and per offline user.
 //! - `store-throughput` (P2, P3): activity events, and session open + close transitions, per
 //!   second of Redis CPU.
-//! - `list` (P4): list latency in a zone of 100k users, through a node's HTTP API.
+//! - `list` (P4): list latency and Redis CPU per page in a zone of 100k users: through a
+//!   node's HTTP API, the store call alone, and the seed's `get_online_users` as it ran and
+//!   pipelined.
 //! - `idle` (P5): node memory per idle WebSocket connection.
 //! - `storm` (P8): clients connecting at once; connect-to-connected latency.
 //! - `propagation` (P6): latency of a change from node A to a subscriber on node B.
@@ -60,14 +62,19 @@ enum Scenario {
         #[arg(long, default_value_t = 100_000)]
         users: u64,
     },
-    /// P4: list latency in a zone of many online users, through a node's HTTP API.
+    /// P4: list latency and Redis CPU per page in a zone of many online users: presenced over
+    /// HTTP and as a store call, the seed's `get_online_users` as run and pipelined.
     List {
         /// Online users in the zone.
         #[arg(long, default_value_t = 100_000)]
         users: u64,
-        /// Timed requests.
+        /// Timed pages of each of the four ways.
         #[arg(long, default_value_t = 2000)]
         requests: u64,
+        /// The pages are taken in this many rounds, the four ways in turn within each round;
+        /// Redis CPU per page is the median over the rounds.
+        #[arg(long, default_value_t = 10)]
+        rounds: u64,
     },
     /// P5: node memory per idle WebSocket connection (needs `presenced` built beside this binary).
     Idle {
@@ -202,7 +209,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let bench = Bench::new(&url).await?;
     let report = match cli.scenario {
         Scenario::Memory { users } => bench.memory(users).await?,
-        Scenario::List { users, requests } => list::run(&url, users, requests).await?,
+        Scenario::List {
+            users,
+            requests,
+            rounds,
+        } => list::run(&url, users, requests, rounds).await?,
         Scenario::Idle {
             connections,
             workers,
@@ -523,7 +534,8 @@ impl Bench {
         let events_per_run: usize = activity[0].iter().map(Vec::len).sum();
         let mut figures: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
 
-        // The seed's layout, sent both ways; every activity event is one update_activity.
+        // The seed's layout, sent both ways; every activity event is one update_activity, in
+        // both readings of the seed document (see `SeedOp::Activity`, `SeedOp::ActivityHsetOnly`).
         self.flush().await?;
         self.seed(
             &loaded,
@@ -533,12 +545,18 @@ impl Bench {
         )
         .await?;
         for (run, ticks) in activity.iter().enumerate() {
-            for (k, (sending, tr, act)) in [
-                (Sending::AsTheSeed, "seed_as_run_tr", "seed_as_run_act"),
+            for (k, (sending, tr, act, hset_act)) in [
+                (
+                    Sending::AsTheSeed,
+                    "seed_as_run_tr",
+                    "seed_as_run_act",
+                    "seed_as_run_hset_act",
+                ),
                 (
                     Sending::Pipelined,
                     "seed_pipelined_tr",
                     "seed_pipelined_act",
+                    "seed_pipelined_hset_act",
                 ),
             ]
             .into_iter()
@@ -555,11 +573,21 @@ impl Bench {
                     .await?;
                 figures.entry(tr).or_default().push(v);
                 let events: Vec<u64> = ticks.iter().flatten().map(|(u, _)| *u).collect();
-                let work = self.seed(&events, SeedOp::Activity, SeedFormat::Python, sending);
-                figures
-                    .entry(act)
-                    .or_default()
-                    .push(self.per_redis_cpu_s(events.len(), work).await?);
+                // Both readings on the same events; which goes first alternates between runs.
+                let mut readings = [
+                    (SeedOp::Activity, act),
+                    (SeedOp::ActivityHsetOnly, hset_act),
+                ];
+                if run % 2 == 1 {
+                    readings.reverse();
+                }
+                for (op, key) in readings {
+                    let work = self.seed(&events, op, SeedFormat::Python, sending);
+                    figures
+                        .entry(key)
+                        .or_default()
+                        .push(self.per_redis_cpu_s(events.len(), work).await?);
+                }
             }
         }
 
@@ -616,11 +644,17 @@ impl Bench {
             "p3_ours_transitions_per_redis_cpu_s": m("ours_tr").round(),
             "p3_ratio_ours_to_seed_as_run": ratio(m("ours_tr"), m("seed_as_run_tr")),
             "p3_ratio_ours_to_seed_pipelined": ratio(m("ours_tr"), m("seed_pipelined_tr")),
-            "p2_seed_as_run_events_per_redis_cpu_s": m("seed_as_run_act").round(),
-            "p2_seed_pipelined_events_per_redis_cpu_s": m("seed_pipelined_act").round(),
             "p2_ours_events_per_redis_cpu_s": m("ours_act").round(),
-            "p2_ratio_ours_to_seed_as_run": ratio(m("ours_act"), m("seed_as_run_act")),
-            "p2_ratio_ours_to_seed_pipelined": ratio(m("ours_act"), m("seed_pipelined_act")),
+            // The seed's update_activity as its method list describes it: HGET + HSET + EXPIRE.
+            "p2_seed_hget_hset_expire_as_run_events_per_redis_cpu_s": m("seed_as_run_act").round(),
+            "p2_seed_hget_hset_expire_pipelined_events_per_redis_cpu_s": m("seed_pipelined_act").round(),
+            "p2_ratio_ours_to_seed_hget_hset_expire_as_run": ratio(m("ours_act"), m("seed_as_run_act")),
+            "p2_ratio_ours_to_seed_hget_hset_expire_pipelined": ratio(m("ours_act"), m("seed_pipelined_act")),
+            // As the seed's performance table reads it: HSET only.
+            "p2_seed_hset_only_as_run_events_per_redis_cpu_s": m("seed_as_run_hset_act").round(),
+            "p2_seed_hset_only_pipelined_events_per_redis_cpu_s": m("seed_pipelined_hset_act").round(),
+            "p2_ratio_ours_to_seed_hset_only_as_run": ratio(m("ours_act"), m("seed_as_run_hset_act")),
+            "p2_ratio_ours_to_seed_hset_only_pipelined": ratio(m("ours_act"), m("seed_pipelined_hset_act")),
             "p2_ours_user_writes_per_run_after_coalescing": writes,
             "p2_ours_user_writes_per_redis_cpu_s": (m("ours_act") * writes / events_per_run as f64).round(),
             "seconds": started.elapsed().as_secs_f64().round(),

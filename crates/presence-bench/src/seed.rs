@@ -1,5 +1,8 @@
 //! The seed's own Redis command sequences (SPEC §8 layout, the seed document's
-//! `set_online`, `set_offline`, `update_activity`), the baseline for P1–P3.
+//! `set_online`, `set_offline`, `update_activity`, `get_online_users`), the baseline for P1–P4.
+//!
+//! Line numbers below are of the seed document, `/work/shared/seed/000_53ec79fdea116f8c.txt`
+//! (`seed/000_53ec79fdea116f8c.txt` beside the SPEC).
 //!
 //! Two ways to send them:
 //! - [`Sending::AsTheSeed`]: one command per round trip, as the Python seed awaited each call,
@@ -30,8 +33,14 @@ pub(crate) enum SeedOp {
     Online,
     /// `set_offline(user)`.
     Offline,
-    /// `update_activity(user)`.
+    /// `update_activity(user)` as the seed's method list describes it (lines 86–89: "updates
+    /// last_activity timestamp", "Reverts \"away\" back to \"online\" on activity") with the
+    /// online TTL it keeps alive (lines 31–32: "auto-expire if not refreshed"): `HGET status`,
+    /// `HSET last_activity`, `EXPIRE 300`.
     Activity,
+    /// `update_activity(user)` as the seed's performance table reads (line 409:
+    /// "update_activity | O(1) | HSET only"): `HSET last_activity`, nothing else.
+    ActivityHsetOnly,
 }
 
 /// How the commands travel.
@@ -78,10 +87,15 @@ pub(crate) fn place(user: u64) -> (u64, u64) {
     (user % 100, user % 10)
 }
 
-/// The commands of one operation on one user, in the seed's order.
+/// The commands of one operation on one user at its [`place`], in the seed's order.
 fn commands(op: SeedOp, u: u64, format: SeedFormat) -> Vec<redis::Cmd> {
-    let (ts, iso) = format.now();
     let (z, o) = place(u);
+    commands_in(op, u, &z.to_string(), &o.to_string(), format)
+}
+
+/// The commands of one operation on one user in zone `z` and org `o`, in the seed's order.
+fn commands_in(op: SeedOp, u: u64, z: &str, o: &str, format: SeedFormat) -> Vec<redis::Cmd> {
+    let (ts, iso) = format.now();
     let (user, zs, os) = (u.to_string(), z.to_string(), o.to_string());
     let key = format!("presence:{u}");
     let (zone, org) = (format!("online:zone:{z}"), format!("online:org:{o}"));
@@ -148,7 +162,79 @@ fn commands(op: SeedOp, u: u64, format: SeedFormat) -> Vec<redis::Cmd> {
             cmd(&["HSET", &key, "last_activity", &ts]),
             cmd(&["EXPIRE", &key, &online_ttl]),
         ],
+        // The performance table's reading: one HSET.
+        SeedOp::ActivityHsetOnly => vec![cmd(&["HSET", &key, "last_activity", &ts])],
     }
+}
+
+/// Puts `users` online in zone `zone` (org by [`place`]) with the seed's `set_online`,
+/// pipelined: the seed's layout for P4's list.
+pub(crate) async fn load_zone(
+    conn: &ConnectionManager,
+    users: &[u64],
+    zone: &str,
+    format: SeedFormat,
+) -> redis::RedisResult<()> {
+    for chunk in users.chunks(PIPELINE) {
+        let mut p = redis::pipe();
+        for &u in chunk {
+            let o = place(u).1.to_string();
+            for c in commands_in(SeedOp::Online, u, zone, &o, format) {
+                p.add_command(c).ignore();
+            }
+        }
+        p.query_async::<()>(&mut conn.clone()).await?;
+    }
+    Ok(())
+}
+
+/// One user of a seed list page: the `HGETALL presence:{u}` fields.
+pub(crate) type SeedRecord = std::collections::HashMap<String, String>;
+
+/// The seed's `get_online_users(zone_id=zone, limit=limit)` (line 411: "ZREVRANGE + M *
+/// HGETALL"), sent as the seed ran it: `ZREVRANGE online:zone:{zone} 0 limit-1`, then one
+/// `HGETALL` per user, each awaited before the next: `1 + limit` round trips.
+pub(crate) async fn get_online_users(
+    conn: &mut MultiplexedConnection,
+    zone: &str,
+    limit: usize,
+) -> redis::RedisResult<Vec<SeedRecord>> {
+    let users: Vec<String> = redis::cmd("ZREVRANGE")
+        .arg(format!("online:zone:{zone}"))
+        .arg(0)
+        .arg(limit as i64 - 1)
+        .query_async(conn)
+        .await?;
+    let mut page = Vec::with_capacity(users.len());
+    for u in users {
+        page.push(
+            redis::cmd("HGETALL")
+                .arg(format!("presence:{u}"))
+                .query_async(conn)
+                .await?,
+        );
+    }
+    Ok(page)
+}
+
+/// The same sequence with every `HGETALL` in one pipeline: two round trips, the cheapest way
+/// the seed's layout can produce a page.
+pub(crate) async fn get_online_users_pipelined(
+    conn: &mut MultiplexedConnection,
+    zone: &str,
+    limit: usize,
+) -> redis::RedisResult<Vec<SeedRecord>> {
+    let users: Vec<String> = redis::cmd("ZREVRANGE")
+        .arg(format!("online:zone:{zone}"))
+        .arg(0)
+        .arg(limit as i64 - 1)
+        .query_async(conn)
+        .await?;
+    let mut p = redis::pipe();
+    for u in &users {
+        p.cmd("HGETALL").arg(format!("presence:{u}"));
+    }
+    p.query_async(conn).await
 }
 
 /// Runs `op` for every user (an activity event per entry for `Activity`).
