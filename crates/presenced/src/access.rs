@@ -44,6 +44,17 @@ impl Access {
         self.confined_to.as_ref()
     }
 
+    /// Whether the caller may use the admin routes (role `admin`).
+    pub fn administer(&self) -> Result<(), ApiError> {
+        if self.who.role == crate::auth::Role::Admin {
+            Ok(())
+        } else {
+            Err(ApiError::permission_denied(
+                "admin routes need a token with role admin",
+            ))
+        }
+    }
+
     /// The user a request acts on: the token's own, or for a service token the user it
     /// names. A user token naming someone else is refused.
     pub fn act_as(&self, named: Option<UserId>) -> Result<UserId, ApiError> {

@@ -3,7 +3,6 @@
 //! socket (`tower::ServiceExt::oneshot`); [`crate::serve`] serves it.
 
 use axum::Router;
-use axum::http::StatusCode;
 use axum::routing::get;
 
 use crate::error::ApiError;
@@ -16,12 +15,6 @@ pub fn router(state: AppState) -> Router {
         .route("/messenger/ws", get(crate::ws::upgrade::upgrade))
         .route("/openapi.json", get(crate::openapi::document))
         .fallback(|| async { ApiError::not_found("no such route") })
-        .method_not_allowed_fallback(|| async {
-            ApiError {
-                status: StatusCode::METHOD_NOT_ALLOWED,
-                code: "invalid_argument",
-                message: "method not allowed on this route".into(),
-            }
-        })
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .with_state(state)
 }

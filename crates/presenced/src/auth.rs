@@ -53,6 +53,17 @@ pub struct Principal {
     pub expires_at: u64,
 }
 
+impl Principal {
+    /// How long the token has left at `now_ms` (the node's clock): a socket or SSE stream
+    /// opened with it ends then.
+    pub fn time_left(&self, now_ms: presence_core::Millis) -> Duration {
+        let expires_ms = i64::try_from(self.expires_at)
+            .unwrap_or(i64::MAX / 1000)
+            .saturating_mul(1000);
+        Duration::from_millis(u64::try_from(expires_ms.saturating_sub(now_ms)).unwrap_or(0))
+    }
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
     sub: UserId,

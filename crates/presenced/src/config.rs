@@ -230,7 +230,7 @@ pub struct LimitsConfig {
     pub outbound_queue: usize,
     /// Most ids in one batch call.
     pub batch_ids: usize,
-    /// Distinct scopes + users + conversations one socket may follow.
+    /// Distinct scopes and users (events or counts) one socket may follow.
     pub subscriptions_per_connection: usize,
     /// Most events one resume replays; beyond, the answer is a snapshot with `reset: true`.
     pub replay_events: usize,

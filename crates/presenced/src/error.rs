@@ -45,6 +45,15 @@ impl ApiError {
     pub fn not_found(m: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", m)
     }
+    /// 405, in the error shape (code `invalid_argument`: the request is malformed for this
+    /// route).
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "invalid_argument",
+            "method not allowed on this route",
+        )
+    }
     /// 409.
     pub fn conflict(m: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, "conflict", m)

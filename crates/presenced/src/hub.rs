@@ -32,6 +32,15 @@ pub struct Delivered {
     pub event: Arc<PresenceEvent>,
 }
 
+/// Events the feed loop reads per store call.
+const FEED_BATCH: usize = 1000;
+/// How long one feed read waits for an event before asking again.
+const FEED_WAIT: Duration = Duration::from_secs(1);
+/// Pause before the feed loop tries a store that failed again.
+const RETRY_AFTER: Duration = Duration::from_millis(500);
+/// How often counts-only subscribers' scopes are read (SPEC §5: at most once a second).
+pub const COUNT_PERIOD: Duration = Duration::from_secs(1);
+
 /// What a subscriber's queue carries.
 #[derive(Debug, Clone)]
 pub enum Outbound {
@@ -399,7 +408,7 @@ impl Hub {
                     tracing::warn!(error = %e, "feed loop: store unavailable, retrying");
                     tokio::select! {
                         _ = stop.cancelled() => return,
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = tokio::time::sleep(RETRY_AFTER) => {}
                     }
                 }
             }
@@ -407,7 +416,7 @@ impl Hub {
         loop {
             let read = tokio::select! {
                 _ = stop.cancelled() => return,
-                r = store.wait_feed(pos, 1000, Duration::from_secs(1)) => r,
+                r = store.wait_feed(pos, FEED_BATCH, FEED_WAIT) => r,
             };
             match read {
                 Ok(r) if r.reset => {
@@ -436,7 +445,10 @@ impl Hub {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "feed loop: store unavailable, retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(RETRY_AFTER) => {}
+                    }
                 }
             }
         }

@@ -80,11 +80,12 @@ pub async fn serve(state: AppState, listener: TcpListener) -> anyhow::Result<()>
         tokio::spawn(loops::sweep(state.clone(), loops.clone())),
         tokio::spawn(loops::flush_activity(state.clone(), loops.clone())),
         tokio::spawn(state.hub.clone().run(store.clone(), loops.clone())),
-        tokio::spawn(state.hub.clone().run_counts(
-            store.clone(),
-            std::time::Duration::from_secs(1),
-            loops.clone(),
-        )),
+        tokio::spawn(
+            state
+                .hub
+                .clone()
+                .run_counts(store.clone(), hub::COUNT_PERIOD, loops.clone()),
+        ),
     ];
     let app = app::router(state.clone());
     let stop = shutdown.clone();

@@ -164,10 +164,7 @@ impl LocalSessions {
             .collect();
         let mut closed = 0;
         for (session, user) in waiting {
-            match store.close_session(&user, &session).await {
-                Ok(_) | Err(StoreError::NotFound(_) | StoreError::NoSuchSession(_)) => {}
-                Err(e) => return Err(e),
-            }
+            close_if_open(store, &user, &session).await?;
             if self.lock().to_close.remove(&session).is_some() {
                 metrics::gauge!("presenced_sessions_to_close").decrement(1.0);
             }
@@ -261,15 +258,24 @@ impl LocalSessions {
             .collect();
         for (user, session) in &in_store {
             if !self.holds(session) {
-                match store.close_session(user, session).await {
-                    Ok(_) | Err(StoreError::NotFound(_) | StoreError::NoSuchSession(_)) => {}
-                    Err(e) => return Err(e),
-                }
+                close_if_open(store, user, session).await?;
                 done.closed += 1;
             }
         }
         done.reopened = self.reopen(store, missing).await?;
         Ok(done)
+    }
+}
+
+/// Closes a session in the store; one already gone (or a user already forgotten) is done too.
+async fn close_if_open(
+    store: &dyn Store,
+    user: &UserId,
+    session: &SessionId,
+) -> Result<(), StoreError> {
+    match store.close_session(user, session).await {
+        Ok(_) | Err(StoreError::NotFound(_) | StoreError::NoSuchSession(_)) => Ok(()),
+        Err(e) => Err(e),
     }
 }
 

@@ -52,6 +52,44 @@ pub async fn current(
     Ok(snapshot)
 }
 
+/// Where a new subscriber's events start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// No `after`: live events from the feed's head on.
+    Head(FeedId),
+    /// Resume: the events in (`after`, `upto`] are replayed, then live ones after `upto`.
+    Replay {
+        /// The id resumed from.
+        after: FeedId,
+        /// The feed's position when the resume was read.
+        upto: FeedId,
+    },
+    /// `after` aged out, came from before a data loss, or is too far back
+    /// (`replay_events`): a snapshot with `reset: true`, then live events from `head`.
+    Reset {
+        /// The feed's head.
+        head: FeedId,
+    },
+}
+
+/// Where a subscriber resuming from `after` (or not resuming) starts, with at most `cap`
+/// feed entries replayed.
+pub async fn start(
+    store: &dyn Store,
+    after: Option<FeedId>,
+    cap: usize,
+) -> Result<Start, ApiError> {
+    Ok(match after {
+        None => Start::Head(store.feed_head().await?),
+        Some(after) => match replay_end(store, after, cap).await? {
+            Some(upto) => Start::Replay { after, upto },
+            None => Start::Reset {
+                head: store.feed_head().await?,
+            },
+        },
+    })
+}
+
 /// Feed entries one read takes while replaying.
 const REPLAY_CHUNK: usize = 1000;
 
@@ -60,7 +98,7 @@ const REPLAY_CHUNK: usize = 1000;
 /// `cap` feed entries came after it. The cap counts entries read, matching or not, because
 /// that is what a resume costs the store; a client that was away that long is better served
 /// by a snapshot. Reads a chunk at a time and keeps none of it.
-pub async fn replay_end(
+async fn replay_end(
     store: &dyn Store,
     after: FeedId,
     cap: usize,

@@ -3,17 +3,22 @@
 use std::sync::{Arc, Mutex};
 
 use axum::extract::FromRef;
-use presence_core::{Millis, SharedClock, Store, UserId};
+use presence_core::{Applied, Change, Millis, SharedClock, Store, UserId};
 use presence_store::ActivityCoalescer;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::access::Access;
 use crate::auth::{Authenticator, Principal};
 use crate::config::Config;
+use crate::error::ApiError;
 use crate::hub::Hub;
 use crate::rate::RestLimiter;
 use crate::sessions::LocalSessions;
+
+/// A user's activity is written at most once per this many milliseconds (with its newest
+/// time): presence needs `last_activity` to about a second, and auto-away is minutes away.
+const ACTIVITY_WRITE_INTERVAL_MS: Millis = 1000;
 
 /// Shared by every route and connection: one `Arc`, so the clone axum makes for each request
 /// (and each connection keeps) is a single reference count, not one per part.
@@ -39,7 +44,7 @@ impl AppState {
         Self(Arc::new(Shared {
             rest_limiter,
             connections: Arc::new(Semaphore::new(config.server.max_connections)),
-            activity: Mutex::new(ActivityCoalescer::new(1000)),
+            activity: Mutex::new(ActivityCoalescer::new(ACTIVITY_WRITE_INTERVAL_MS)),
             hub: Arc::new(Hub::default()),
             sessions: LocalSessions::default(),
             store,
@@ -71,7 +76,8 @@ impl FromRef<AppState> for Arc<RestLimiter> {
     }
 }
 
-/// The parts of [`AppState`].
+/// What every route and connection shares: the store, the node's clock and settings, its
+/// subscribers, sessions, buffered activity and connection slots.
 pub struct Shared {
     /// The presence store.
     pub store: Arc<dyn Store>,
@@ -115,5 +121,30 @@ impl Shared {
     /// What `who` may see and do on this node.
     pub fn access(&self, who: Principal) -> Access {
         Access::new(who, self.config.auth.tenant_isolation)
+    }
+
+    /// One of `max_connections`, held by a WebSocket or an SSE stream for its life; 503 when
+    /// the node holds its maximum.
+    pub fn connection_slot(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+        self.connections.clone().try_acquire_owned().map_err(|_| {
+            metrics::counter!("presenced_refusals_total", "reason" => "max_connections")
+                .increment(1);
+            ApiError::unavailable("this node holds its maximum of connections; try another")
+        })
+    }
+
+    /// Applies a user's change, and remembers a move for a later re-assert of this node's
+    /// sessions of the user (which puts them where they are now).
+    pub async fn apply_change(&self, user: &UserId, change: Change) -> Result<Applied, ApiError> {
+        let moved = match &change {
+            Change::SetZone(z) => Some((Some(z.clone()), None)),
+            Change::SetOrg(o) => Some((None, Some(o.clone()))),
+            _ => None,
+        };
+        let applied = self.store.apply(user, change).await?;
+        if let Some((zone, org)) = moved {
+            self.sessions.moved(user, zone, org);
+        }
+        Ok(applied)
     }
 }

@@ -316,6 +316,16 @@ async fn a_resume_from_before_redis_lost_its_data_is_a_reset() {
             .await;
         let before = snap["feed_id"].as_str().unwrap().to_string();
         drop(watcher);
+        // A move over REST, which the re-assert must remember (not the socket's zone 4).
+        let (s, _) = nodes[0]
+            .send(
+                Method::PUT,
+                "/messenger/presence/zone",
+                &svc,
+                Some(json!({"zone_id": "6", "user_id": a})),
+            )
+            .await;
+        assert_eq!(s, 200);
         // Redis restarts empty; the node re-asserts its sessions (new events, new feed).
         redis.restart().await;
         let deadline = Instant::now() + Duration::from_secs(15);

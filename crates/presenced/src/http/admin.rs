@@ -4,7 +4,7 @@ use axum::extract::State;
 use presence_core::time::format_rfc3339;
 use serde::Serialize;
 
-use crate::auth::{Caller, Role};
+use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 
@@ -31,11 +31,7 @@ pub(crate) async fn nodes(
     State(state): State<AppState>,
     who: Caller,
 ) -> Result<axum::Json<NodesAnswer>, ApiError> {
-    if who.0.role != Role::Admin {
-        return Err(ApiError::permission_denied(
-            "admin routes need a token with role admin",
-        ));
-    }
+    state.access(who.0).administer()?;
     let nodes = state.store.nodes().await?;
     Ok(axum::Json(NodesAnswer {
         nodes: nodes

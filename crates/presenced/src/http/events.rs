@@ -17,6 +17,7 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
 use crate::hub::{Interest, Outbound};
 use crate::protocol::ServerFrame;
+use crate::snapshot::Start;
 use crate::state::AppState;
 
 /// The feed as Server-Sent Events (`id`, `event: presence`, `data`); resume with `after` or
@@ -76,56 +77,46 @@ pub(crate) async fn events(
     }
     interest.all = interest.scopes.is_empty();
     // A stream holds a connection slot for as long as it is open, like a socket.
-    let permit = state.connections.clone().try_acquire_owned().map_err(|_| {
-        metrics::counter!("presenced_refusals_total", "reason" => "unavailable").increment(1);
-        ApiError::unavailable("this node holds its maximum of connections; try another")
-    })?;
+    let permit = state.connection_slot()?;
     // Subscribe first, then read the feed: nothing after that point can be missed.
     let sub = state
         .hub
         .subscribe(interest.clone(), state.config.limits.outbound_queue);
     let store = state.store.clone();
-    let (first, covered) = match after {
-        None => (stream::empty().boxed(), store.feed_head().await?),
-        Some(after) => {
-            let cap = state.config.limits.replay_events;
-            match crate::snapshot::replay_end(store.as_ref(), after, cap).await? {
-                // Streamed as the client reads; a store failure part-way ends the stream, and
-                // the client resumes from the last id it got.
-                Some(upto) => (
-                    crate::snapshot::replay(store.clone(), after, upto, interest.clone())
-                        .take_while(|e| std::future::ready(e.is_ok()))
-                        .filter_map(|e| std::future::ready(e.ok()))
-                        .map(|e| presence_event(e.feed_id, &ServerFrame::Presence(e).encode()))
-                        .boxed(),
-                    upto,
-                ),
-                None => {
-                    let head = store.feed_head().await?;
-                    let scopes: Vec<Scope> = interest.scopes.iter().cloned().collect();
-                    let snapshot =
-                        crate::snapshot::current(store.as_ref(), &interest.access, &scopes, &[])
-                            .await?;
-                    let frame = ServerFrame::Snapshot {
-                        id: None,
-                        feed_id: head,
-                        reset: true,
-                        snapshot,
-                    };
-                    let event = Event::default()
-                        .event("snapshot")
-                        .id(head.to_string())
-                        .data(frame.encode());
-                    (stream::iter([event]).boxed(), head)
-                }
-            }
+    let cap = state.config.limits.replay_events;
+    let (first, covered) = match crate::snapshot::start(store.as_ref(), after, cap).await? {
+        Start::Head(head) => (stream::empty().boxed(), head),
+        // Streamed as the client reads; a store failure part-way ends the stream, and the
+        // client resumes from the last id it got.
+        Start::Replay { after, upto } => (
+            crate::snapshot::replay(store.clone(), after, upto, interest.clone())
+                .take_while(|e| std::future::ready(e.is_ok()))
+                .filter_map(|e| std::future::ready(e.ok()))
+                .map(|e| presence_event(e.feed_id, &ServerFrame::Presence(e).encode()))
+                .boxed(),
+            upto,
+        ),
+        // The present of the stream's scopes (none without `scope=`: such a client reloads
+        // what it needs over REST).
+        Start::Reset { head } => {
+            let scopes: Vec<Scope> = interest.scopes.iter().cloned().collect();
+            let snapshot =
+                crate::snapshot::current(store.as_ref(), &interest.access, &scopes, &[]).await?;
+            let frame = ServerFrame::Snapshot {
+                id: None,
+                feed_id: head,
+                reset: true,
+                snapshot,
+            };
+            let event = Event::default()
+                .event("snapshot")
+                .id(head.to_string())
+                .data(frame.encode());
+            (stream::iter([event]).boxed(), head)
         }
     };
     // The stream ends when the token expires, by the node's clock.
-    let expires_ms = i64::try_from(interest.access.principal().expires_at)
-        .unwrap_or(i64::MAX / 1000)
-        .saturating_mul(1000);
-    let token_left = Duration::from_millis(u64::try_from(expires_ms - state.now()).unwrap_or(0));
+    let token_left = interest.access.principal().time_left(state.now());
     let expiry = Box::pin(tokio::time::sleep(token_left));
     let live = stream::unfold(
         (sub, covered, state.shutdown.clone(), expiry, permit),

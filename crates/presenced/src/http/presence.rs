@@ -265,7 +265,7 @@ pub(crate) async fn set_status(
         "online"
     };
     let user = target(&state, &who, q, optional_body(&body)?)?;
-    state.store.apply(&user, change).await?;
+    state.apply_change(&user, change).await?;
     Ok(axum::Json(StatusAnswer {
         status: status.into(),
         user_id: user.to_string(),
@@ -419,14 +419,10 @@ pub(crate) async fn set_zone(
     Json(b): Json<ZoneBody>,
 ) -> Result<axum::Json<PresenceView>, ApiError> {
     let user = state.access(who.0).act_as(b.user_id)?;
-    let view = state
-        .store
-        .apply(&user, Change::SetZone(b.zone_id.clone()))
-        .await?
-        .view;
-    // A re-assert of this node's sessions of the user puts them where they are now.
-    state.sessions.moved(&user, Some(b.zone_id), None);
-    Ok(axum::Json(view))
+    let applied = state
+        .apply_change(&user, Change::SetZone(b.zone_id))
+        .await?;
+    Ok(axum::Json(applied.view))
 }
 
 /// Move to an org (`null` leaves orgs).
@@ -448,13 +444,8 @@ pub(crate) async fn set_org(
     let access = state.access(who.0);
     let user = access.act_as(b.user_id)?;
     access.place_in_org(b.org_id.as_ref())?;
-    let view = state
-        .store
-        .apply(&user, Change::SetOrg(b.org_id.clone()))
-        .await?
-        .view;
-    state.sessions.moved(&user, None, Some(b.org_id));
-    Ok(axum::Json(view))
+    let applied = state.apply_change(&user, Change::SetOrg(b.org_id)).await?;
+    Ok(axum::Json(applied.view))
 }
 
 /// Counts per scope; `null` for a scope not asked for.

@@ -218,7 +218,7 @@ impl Connection {
         let mut heard = Instant::now();
         let limit_send = cfg.limits.send_timeout;
         let shutdown = self.state.shutdown.clone();
-        let expiry = tokio::time::sleep(self.token_left());
+        let expiry = tokio::time::sleep(self.access.principal().time_left(self.state.now()));
         tokio::pin!(expiry);
         loop {
             let slow = self.sub.as_ref().map(|s| s.slow.clone());
@@ -295,14 +295,6 @@ impl Connection {
             send(socket, text(ServerFrame::Presence(e)), limit_send).await?;
         }
         Ok(())
-    }
-
-    /// How long the connection's token has left, by the node's clock.
-    fn token_left(&self) -> Duration {
-        let expires_ms = i64::try_from(self.access.principal().expires_at)
-            .unwrap_or(i64::MAX / 1000)
-            .saturating_mul(1000);
-        Duration::from_millis(u64::try_from(expires_ms - self.state.now()).unwrap_or(0))
     }
 
     /// One message from the client: the replies to send, or why the connection ends.

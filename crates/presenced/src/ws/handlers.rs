@@ -7,6 +7,7 @@ use super::connection::{Connection, Replay};
 use crate::error::ApiError;
 use crate::hub::Interest;
 use crate::protocol::{ClientFrame, FrameId, ServerFrame, Snapshot, parse_frame};
+use crate::snapshot::Start;
 
 impl Connection {
     /// Handles one client frame; returns the frames to send back, in order.
@@ -56,16 +57,8 @@ impl Connection {
         if let Change::SetOrg(org) = &change {
             self.access.place_in_org(org.as_ref())?;
         }
-        let (zone, org) = match &change {
-            Change::SetZone(z) => (Some(z.clone()), None),
-            Change::SetOrg(o) => (None, Some(o.clone())),
-            _ => (None, None),
-        };
         let user = &self.access.principal().user;
-        self.state.store.apply(user, change).await?;
-        if zone.is_some() || org.is_some() {
-            self.state.sessions.moved(user, zone, org);
-        }
+        self.state.apply_change(user, change).await?;
         Ok(())
     }
 
@@ -208,19 +201,17 @@ impl Connection {
     ) -> Result<(FeedId, bool, Snapshot), ApiError> {
         let store = self.state.store.clone();
         let cap = self.state.config.limits.replay_events;
-        let (feed_id, reset) = match after {
-            None => (store.feed_head().await?, false),
-            Some(after) => match crate::snapshot::replay_end(store.as_ref(), after, cap).await? {
-                Some(upto) => {
-                    self.replay = Some(Replay {
-                        after,
-                        upto,
-                        interest: added,
-                    });
-                    (after, false)
-                }
-                None => (store.feed_head().await?, true),
-            },
+        let (feed_id, reset) = match crate::snapshot::start(store.as_ref(), after, cap).await? {
+            Start::Head(head) => (head, false),
+            Start::Replay { after, upto } => {
+                self.replay = Some(Replay {
+                    after,
+                    upto,
+                    interest: added,
+                });
+                (after, false)
+            }
+            Start::Reset { head } => (head, true),
         };
         let snapshot =
             crate::snapshot::current(store.as_ref(), &self.access, scopes, users).await?;

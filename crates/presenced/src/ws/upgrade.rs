@@ -89,9 +89,7 @@ pub fn check(
             ApiError::invalid_argument("device must be web, desktop, mobile or other")
         })?,
     };
-    let permit = state.connections.clone().try_acquire_owned().map_err(|_| {
-        ApiError::unavailable("this node holds its maximum of connections; try another")
-    })?;
+    let permit = state.connection_slot()?;
     Ok(CheckedUpgrade {
         access,
         zone,
