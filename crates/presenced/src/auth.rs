@@ -294,8 +294,11 @@ where
             metrics::counter!("presenced_refusals_total", "reason" => "unauthenticated")
                 .increment(1);
         })?;
-        std::sync::Arc::<RestLimiter>::from_ref(state)
-            .check(&principal.user, principal.role.is_privileged())?;
+        std::sync::Arc::<RestLimiter>::from_ref(state).check(
+            &principal.user,
+            principal.role.is_privileged(),
+            1,
+        )?;
         Ok(Caller(principal))
     }
 }

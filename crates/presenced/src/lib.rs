@@ -76,15 +76,38 @@ pub async fn serve(state: AppState, listener: TcpListener) -> anyhow::Result<()>
     store.renew_node_lease(0).await?;
     let loops = tokio_util::sync::CancellationToken::new();
     let tasks = [
-        tokio::spawn(loops::renew_lease(state.clone(), loops.clone())),
-        tokio::spawn(loops::sweep(state.clone(), loops.clone())),
-        tokio::spawn(loops::flush_activity(state.clone(), loops.clone())),
-        tokio::spawn(state.hub.clone().run(store.clone(), loops.clone())),
-        tokio::spawn(
+        supervised(
+            "lease",
+            loops::renew_lease(state.clone(), loops.clone()),
+            &loops,
+            &shutdown,
+        ),
+        supervised(
+            "sweep",
+            loops::sweep(state.clone(), loops.clone()),
+            &loops,
+            &shutdown,
+        ),
+        supervised(
+            "activity",
+            loops::flush_activity(state.clone(), loops.clone()),
+            &loops,
+            &shutdown,
+        ),
+        supervised(
+            "feed",
+            state.hub.clone().run(store.clone(), loops.clone()),
+            &loops,
+            &shutdown,
+        ),
+        supervised(
+            "counts",
             state
                 .hub
                 .clone()
                 .run_counts(store.clone(), hub::COUNT_PERIOD, loops.clone()),
+            &loops,
+            &shutdown,
         ),
     ];
     let app = app::router(state.clone());
@@ -123,4 +146,28 @@ pub async fn serve(state: AppState, listener: TcpListener) -> anyhow::Result<()>
         let _ = t.await;
     }
     result
+}
+
+/// Runs one of the node's loops. A loop ends only when `loops` is cancelled; one that ends
+/// before (a panic, a bug) would leave the node serving without a lease, a sweep or a feed,
+/// so the node shuts down instead, and the orchestrator restarts it.
+fn supervised(
+    name: &'static str,
+    run: impl Future<Output = ()> + Send + 'static,
+    loops: &tokio_util::sync::CancellationToken,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let task = tokio::spawn(run);
+    let (loops, shutdown) = (loops.clone(), shutdown.clone());
+    tokio::spawn(async move {
+        let ended = task.await;
+        if !loops.is_cancelled() {
+            tracing::error!(
+                node_loop = name,
+                ?ended,
+                "a node loop stopped; shutting the node down"
+            );
+            shutdown.cancel();
+        }
+    })
 }

@@ -19,32 +19,40 @@ fn ticker(period: Duration) -> Interval {
 /// Lease renewals between two full reconciles (a minute at the default `node_lease`).
 const FULL_RECONCILE_EVERY: u64 = 12;
 
-/// Renews the node's lease every third of `node_lease`, and keeps the store's sessions of this
-/// node in agreement with its sockets:
+/// Renews the node's lease every third of `node_lease`, and nothing else: the upkeep of the
+/// node's sessions in the store runs beside it, one task at a time, so the lease is renewed
+/// on time however long that takes (thousands of sessions on a slow store):
 ///
 /// - after a failed renewal (the store was away: it may have restarted without its data) or a
 ///   lost lease (another node reaped this one's sessions during a pause), every session this
-///   node holds is re-asserted — in the background, a batch per store call, so the lease keeps
-///   being renewed meanwhile however many sessions there are;
+///   node holds is re-asserted, a batch per store call;
 /// - otherwise the node's session count is compared with the store's, and the two are
-///   reconciled when they differ;
+///   reconciled when they differ (and every `FULL_RECONCILE_EVERY` renewals whatever the
+///   counts say);
 /// - closes that failed while the store was away are retried.
 pub async fn renew_lease(state: AppState, stop: CancellationToken) {
     let period = state.config.presence.node_lease / 3;
     let mut tick = ticker(period);
-    let mut must_reassert = false;
-    let mut reasserting: Option<tokio::task::JoinHandle<Result<usize, StoreError>>> = None;
+    // Renewals that found the sessions forgotten, and how many of them the last successful
+    // re-assert covered.
+    let (mut forgotten, mut covered) = (0u64, 0u64);
+    let mut upkeep: Option<(u64, tokio::task::JoinHandle<Upkeep>)> = None;
     let mut renewals: u64 = 0;
     loop {
         tokio::select! {
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => {
+                if let Some((_, task)) = upkeep.take() {
+                    task.abort();
+                }
+                return;
+            }
             _ = tick.tick() => {}
         }
-        if reasserting.as_ref().is_some_and(|t| t.is_finished()) {
-            let outcome = reasserting.take().expect("checked").await;
-            match outcome {
-                Ok(Ok(n)) => {
-                    must_reassert = false;
+        if upkeep.as_ref().is_some_and(|(_, t)| t.is_finished()) {
+            let (generation, task) = upkeep.take().expect("checked");
+            match task.await {
+                Ok(Upkeep::Reasserted(Ok(n))) => {
+                    covered = generation;
                     metrics::counter!("presenced_sessions_reasserted_total").increment(n as u64);
                     tracing::info!(
                         reopened = n,
@@ -52,8 +60,11 @@ pub async fn renew_lease(state: AppState, stop: CancellationToken) {
                         "sessions re-asserted"
                     );
                 }
-                Ok(Err(e)) => tracing::warn!(error = %e, "could not re-assert sessions; retrying"),
-                Err(e) => tracing::error!(error = %e, "the re-assert task failed; retrying"),
+                Ok(Upkeep::Reasserted(Err(e))) => {
+                    tracing::warn!(error = %e, "could not re-assert sessions; retrying")
+                }
+                Ok(Upkeep::Reconciled) => {}
+                Err(e) => tracing::error!(error = %e, "the session upkeep task failed; retrying"),
             }
         }
         match state
@@ -67,32 +78,52 @@ pub async fn renew_lease(state: AppState, stop: CancellationToken) {
                     "node lease was lost and this node's sessions were reaped; re-asserting them"
                 );
                 metrics::counter!("presenced_lease_lost_total").increment(1);
-                must_reassert = true;
+                forgotten += 1;
             }
             Err(e) => {
                 tracing::warn!(error = %e, "could not renew the node lease");
-                must_reassert = true;
+                forgotten += 1;
                 continue;
             }
         }
-        if must_reassert {
-            if reasserting.is_none() {
-                let state = state.clone();
-                reasserting = Some(tokio::spawn(async move {
-                    state.sessions.reassert(state.store.as_ref()).await
-                }));
-            }
-        } else if reasserting.is_none() {
-            // Sessions registered within the last period may still be opening. Counts are
-            // compared every period; the lists every FULL_RECONCILE_EVERY periods.
-            let settled = state.now() - presence_core::settings::ms(period);
+        if upkeep.is_none() {
             renewals += 1;
-            let full = renewals.is_multiple_of(FULL_RECONCILE_EVERY);
-            match state
-                .sessions
-                .reconcile(state.store.as_ref(), settled, full)
-                .await
-            {
+            let job = if covered < forgotten {
+                Job::Reassert
+            } else {
+                Job::Reconcile {
+                    // Sessions registered within the last period may still be opening.
+                    settled: state.now() - presence_core::settings::ms(period),
+                    full: renewals.is_multiple_of(FULL_RECONCILE_EVERY),
+                }
+            };
+            let state = state.clone();
+            upkeep = Some((forgotten, tokio::spawn(upkeep_sessions(state, job))));
+        }
+    }
+}
+
+/// What one upkeep task does.
+enum Job {
+    Reassert,
+    Reconcile {
+        settled: presence_core::Millis,
+        full: bool,
+    },
+}
+
+/// What one upkeep task did.
+enum Upkeep {
+    Reasserted(Result<usize, StoreError>),
+    Reconciled,
+}
+
+async fn upkeep_sessions(state: AppState, job: Job) -> Upkeep {
+    let store = state.store.as_ref();
+    let done = match job {
+        Job::Reassert => Upkeep::Reasserted(state.sessions.reassert(store).await),
+        Job::Reconcile { settled, full } => {
+            match state.sessions.reconcile(store, settled, full).await {
                 Ok(done) if done != Reconciled::default() => {
                     tracing::warn!(
                         ?done,
@@ -106,11 +137,13 @@ pub async fn renew_lease(state: AppState, stop: CancellationToken) {
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "could not reconcile sessions; retrying"),
             }
+            Upkeep::Reconciled
         }
-        if let Err(e) = state.sessions.retry_closes(state.store.as_ref()).await {
-            tracing::warn!(error = %e, "could not close ended sessions yet; retrying");
-        }
+    };
+    if let Err(e) = state.sessions.retry_closes(store).await {
+        tracing::warn!(error = %e, "could not close ended sessions yet; retrying");
     }
+    done
 }
 
 /// Runs the sweep every `sweep_interval`.

@@ -36,13 +36,25 @@ impl TokenBucket {
 
     /// Takes a token if there is one.
     pub fn take(&mut self, now: Millis) -> bool {
+        self.take_n(now, 1)
+    }
+
+    /// Lets a request costing `cost` tokens through if at least one is left, and charges it
+    /// all: the bucket may go below zero, and later requests wait until it refills. An
+    /// expensive request is allowed, and paid for.
+    pub fn take_n(&mut self, now: Millis, cost: u32) -> bool {
         self.refill(now);
         if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+            self.tokens -= f64::from(cost.max(1));
             true
         } else {
             false
         }
+    }
+
+    /// Charges `cost` more tokens to a request already let through.
+    pub fn charge(&mut self, cost: u32) {
+        self.tokens -= f64::from(cost);
     }
 
     /// Whether the bucket has refilled completely: it then says nothing a new one would not.
@@ -55,8 +67,9 @@ impl TokenBucket {
 /// Subjects held before idle (full) buckets are dropped.
 const PRUNE_ABOVE: usize = 10_000;
 
-/// `rest_per_second` / `rest_burst` per token subject. Service and admin tokens are the
-/// product's own backends and are not limited. Only subjects that used their bucket
+/// `rest_per_second` / `rest_burst` per token subject, for REST requests and WebSocket
+/// connects; a request that makes the store do more (an SSE resume over many scopes) costs
+/// more. Service and admin tokens are the product's own backends and are not limited. Only subjects that used their bucket
 /// recently are held: a full bucket is dropped when the map grows.
 #[derive(Debug)]
 pub struct RestLimiter {
@@ -77,8 +90,8 @@ impl RestLimiter {
         }
     }
 
-    /// Lets one request of `subject` through, or answers 429.
-    pub fn check(&self, subject: &UserId, privileged: bool) -> Result<(), ApiError> {
+    /// Lets one request of `subject` costing `cost` through, or answers 429.
+    pub fn check(&self, subject: &UserId, privileged: bool, cost: u32) -> Result<(), ApiError> {
         if privileged {
             return Ok(());
         }
@@ -91,7 +104,7 @@ impl RestLimiter {
         let bucket = buckets
             .entry(subject.clone())
             .or_insert_with(|| TokenBucket::new(self.rate, self.burst, now));
-        if bucket.take(now) {
+        if bucket.take_n(now, cost) {
             Ok(())
         } else {
             metrics::counter!("presenced_refusals_total", "reason" => "rest_rate_limited")
@@ -100,6 +113,17 @@ impl RestLimiter {
                 "more than {} requests a second from this token; slow down",
                 self.rate
             )))
+        }
+    }
+
+    /// Charges `cost` more to a request of `subject` already let through.
+    pub fn charge(&self, subject: &UserId, privileged: bool, cost: u32) {
+        if privileged || cost == 0 {
+            return;
+        }
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(b) = buckets.get_mut(subject) {
+            b.charge(cost);
         }
     }
 
@@ -114,6 +138,69 @@ impl RestLimiter {
     }
 }
 
+/// Open things per subject, shared by the counter and its guards.
+type OpenCounts = std::sync::Arc<Mutex<HashMap<UserId, usize>>>;
+
+/// At most `max` of something open at once per user-token subject (SSE streams: a token
+/// cannot take a node's connection slots for itself). Service and admin tokens are not
+/// limited. Only subjects with something open are held.
+#[derive(Debug)]
+pub struct OpenPerSubject {
+    max: usize,
+    open: OpenCounts,
+}
+
+/// One open thing; dropping it closes it.
+#[derive(Debug)]
+pub struct OpenGuard {
+    open: Option<(OpenCounts, UserId)>,
+}
+
+impl OpenPerSubject {
+    /// At most `max` per subject.
+    pub fn new(max: usize) -> Self {
+        Self {
+            max,
+            open: Default::default(),
+        }
+    }
+
+    /// Opens one more for `subject`, or answers 429 when it has `max` open.
+    pub fn open(&self, subject: &UserId, privileged: bool) -> Result<OpenGuard, ApiError> {
+        if privileged {
+            return Ok(OpenGuard { open: None });
+        }
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(subject.clone()).or_default();
+        if *n >= self.max {
+            metrics::counter!("presenced_refusals_total", "reason" => "streams_per_subject")
+                .increment(1);
+            return Err(ApiError::rate_limited(format!(
+                "this token already has {} streams open",
+                self.max
+            )));
+        }
+        *n += 1;
+        Ok(OpenGuard {
+            open: Some((self.open.clone(), subject.clone())),
+        })
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        if let Some((open, subject)) = self.open.take() {
+            let mut open = open.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(n) = open.get_mut(&subject) {
+                *n -= 1;
+                if *n == 0 {
+                    open.remove(&subject);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -122,6 +209,30 @@ mod tests {
     use presence_core::ManualClock;
 
     use super::*;
+
+    #[test]
+    fn streams_per_subject_are_capped_and_given_back() {
+        let streams = OpenPerSubject::new(2);
+        let a = UserId::new("a").unwrap();
+        let one = streams.open(&a, false).unwrap();
+        let _two = streams.open(&a, false).unwrap();
+        assert_eq!(streams.open(&a, false).unwrap_err().code, "rate_limited");
+        assert!(streams.open(&a, true).is_ok(), "backends are not capped");
+        drop(one);
+        assert!(
+            streams.open(&a, false).is_ok(),
+            "a closed stream frees its place"
+        );
+    }
+
+    #[test]
+    fn a_costly_request_is_let_through_and_paid_for() {
+        let mut b = TokenBucket::new(10, 20, 0);
+        assert!(b.take_n(0, 50), "allowed while a token is left");
+        assert!(!b.take(0), "and paid for: the bucket is below zero");
+        assert!(!b.take(3000), "-30 + 30 = 0 after 3 s");
+        assert!(b.take(3100));
+    }
 
     #[test]
     fn a_bucket_allows_its_burst_then_its_rate() {
@@ -138,27 +249,33 @@ mod tests {
         let limiter = RestLimiter::new(5, 10, Arc::new(clock.clone()));
         let (a, b) = (UserId::new("a").unwrap(), UserId::new("b").unwrap());
         for _ in 0..10 {
-            limiter.check(&a, false).unwrap();
+            limiter.check(&a, false, 1).unwrap();
         }
-        assert_eq!(limiter.check(&a, false).unwrap_err().code, "rate_limited");
+        assert_eq!(
+            limiter.check(&a, false, 1).unwrap_err().code,
+            "rate_limited"
+        );
         assert!(
-            limiter.check(&b, false).is_ok(),
+            limiter.check(&b, false, 1).is_ok(),
             "another subject has its own bucket"
         );
         assert!(
-            limiter.check(&a, true).is_ok(),
+            limiter.check(&a, true, 1).is_ok(),
             "service tokens are not limited"
         );
         clock.advance(Duration::from_millis(200));
-        assert!(limiter.check(&a, false).is_ok(), "refilled at 5 a second");
+        assert!(
+            limiter.check(&a, false, 1).is_ok(),
+            "refilled at 5 a second"
+        );
         // Thousands of subjects, then quiet: the map is pruned of full buckets.
         for i in 0..PRUNE_ABOVE {
             limiter
-                .check(&UserId::new(format!("u{i}")).unwrap(), false)
+                .check(&UserId::new(format!("u{i}")).unwrap(), false, 1)
                 .unwrap();
         }
         clock.advance(Duration::from_secs(10));
-        limiter.check(&a, false).unwrap();
+        limiter.check(&a, false, 1).unwrap();
         assert_eq!(limiter.len(), 1, "only the subject active now is held");
     }
 }

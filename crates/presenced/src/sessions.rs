@@ -164,7 +164,15 @@ impl LocalSessions {
             .collect();
         let mut closed = 0;
         for (session, user) in waiting {
-            close_if_open(store, &user, &session).await?;
+            match close_if_open(store, &user, &session).await {
+                Ok(()) => {}
+                // A record the store cannot read: nothing this node can close; logged, and
+                // the rest are still tried.
+                Err(StoreError::Corrupt(e)) => {
+                    tracing::error!(error = %e, "cannot close a session over an undecodable record; dropped")
+                }
+                Err(e) => return Err(e),
+            }
             if self.lock().to_close.remove(&session).is_some() {
                 metrics::gauge!("presenced_sessions_to_close").decrement(1.0);
             }
@@ -211,7 +219,17 @@ impl LocalSessions {
             if batch.is_empty() {
                 continue;
             }
-            for (open, outcome) in batch.iter().zip(store.reopen_sessions(&batch).await?) {
+            let outcomes = match store.reopen_sessions(&batch).await {
+                Ok(outcomes) => outcomes,
+                // A record the store cannot read fails its batch: logged, and the rest go on
+                // (a later reconcile tries those sessions again).
+                Err(StoreError::Corrupt(e)) => {
+                    tracing::error!(error = %e, sessions = batch.len(), "could not re-open a batch over an undecodable record");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            for (open, outcome) in batch.iter().zip(outcomes) {
                 match outcome {
                     Ok(_) => reopened += 1,
                     Err(TransitionError::SessionExists(_)) => {}
@@ -258,8 +276,13 @@ impl LocalSessions {
             .collect();
         for (user, session) in &in_store {
             if !self.holds(session) {
-                close_if_open(store, user, session).await?;
-                done.closed += 1;
+                match close_if_open(store, user, session).await {
+                    Ok(()) => done.closed += 1,
+                    Err(StoreError::Corrupt(e)) => {
+                        tracing::error!(error = %e, "cannot close a ghost over an undecodable record")
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         }
         done.reopened = self.reopen(store, missing).await?;

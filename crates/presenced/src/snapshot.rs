@@ -135,6 +135,12 @@ pub fn replay(
             return Ok::<_, ApiError>(None);
         }
         let read = store.read_feed(pos, REPLAY_CHUNK).await?;
+        if read.reset {
+            // Trimmed (or lost) under a slow replay: what is left cannot be made whole.
+            return Err(ApiError::unavailable(
+                "the feed moved on during the replay; resume again",
+            ));
+        }
         if read.last_id.is_none() {
             return Ok(None);
         }

@@ -13,7 +13,7 @@ use crate::auth::{Authenticator, Principal};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::hub::Hub;
-use crate::rate::RestLimiter;
+use crate::rate::{OpenPerSubject, RestLimiter};
 use crate::sessions::LocalSessions;
 
 /// A user's activity is written at most once per this many milliseconds (with its newest
@@ -41,8 +41,10 @@ impl AppState {
             limits.rest_burst,
             clock.clone(),
         ));
+        let sse_streams = OpenPerSubject::new(limits.sessions_per_user);
         Self(Arc::new(Shared {
             rest_limiter,
+            sse_streams,
             connections: Arc::new(Semaphore::new(config.server.max_connections)),
             activity: Mutex::new(ActivityCoalescer::new(ACTIVITY_WRITE_INTERVAL_MS)),
             hub: Arc::new(Hub::default()),
@@ -93,8 +95,10 @@ pub struct Shared {
     pub sessions: LocalSessions,
     /// Activity waiting for the next flush.
     pub activity: Mutex<ActivityCoalescer>,
-    /// REST requests per token subject.
+    /// REST requests (and WebSocket connects) per token subject.
     pub rest_limiter: Arc<RestLimiter>,
+    /// SSE streams open per user-token subject (at most `sessions_per_user`).
+    pub sse_streams: OpenPerSubject,
     /// `max_connections` permits: one per WebSocket or SSE stream.
     pub connections: Arc<Semaphore>,
     /// Cancelled on shutdown.

@@ -259,6 +259,12 @@ impl WsClient {
             .unwrap();
     }
 
+    fn send_ping(&self) {
+        self.tx
+            .unbounded_send(Ok(Message::Ping(vec![1].into())))
+            .unwrap();
+    }
+
     fn send_binary(&self) {
         self.tx
             .unbounded_send(Ok(Message::Binary(vec![1, 2, 3].into())))
@@ -609,7 +615,12 @@ async fn rest_requests_are_rate_limited_per_token_subject() {
 
 #[tokio::test]
 async fn a_subscribe_past_the_cap_is_refused_whole_and_duplicates_count_once() {
-    let h = Harness::new(Kind::Memory).await;
+    // A frame budget large enough that only the cap refuses here.
+    let h = Harness::with(Kind::Memory, |c| {
+        c.limits.frames_per_second = 10_000;
+        c.limits.frame_burst = 10_000;
+    })
+    .await;
     let mut tab = h.connect(&token(&user("subs"), "user", None)).await;
     let many: Vec<String> = (0..150).map(|i| format!("u{i}")).collect();
     tab.send(json!({"type": "subscribe", "users": many, "id": 1}));
@@ -926,5 +937,53 @@ async fn delete_heartbeat_ends_only_rest_sessions(kind: Kind) {
         h.status(&a).await["status"],
         "online",
         "the socket's session stays"
+    );
+}
+
+#[tokio::test]
+async fn pings_count_toward_the_rate_limit_and_a_big_subscribe_pays_for_what_it_reads() {
+    let h = Harness::new(Kind::Memory).await;
+    let mut tab = h.connect(&token(&user("pinger"), "user", None)).await;
+    for _ in 0..40 {
+        tab.send_ping();
+    }
+    tab.send(json!({"type": "ping", "id": "after"}));
+    let f = tab.next().await;
+    assert_eq!(
+        f["code"], "rate_limited",
+        "the burst went to control frames: {f}"
+    );
+    let mut tab = h.connect(&token(&user("reader"), "user", None)).await;
+    let users: Vec<String> = (0..100).map(|i| format!("u{i}")).collect();
+    tab.send(json!({"type": "subscribe", "users": users, "id": 1}));
+    assert_eq!(tab.next().await["type"], "snapshot");
+    tab.send(json!({"type": "ping", "id": 2}));
+    let f = tab.next().await;
+    assert_eq!(
+        f["code"], "rate_limited",
+        "100 lookups cost 100 frames: {f}"
+    );
+}
+
+#[tokio::test]
+async fn a_user_token_holds_at_most_sessions_per_user_sse_streams() {
+    let h = Harness::with(Kind::Memory, |c| c.limits.sessions_per_user = 2).await;
+    let jwt = token(&user("streamer"), "user", None);
+    let one = sse(&h, &jwt, "").await;
+    let two = sse(&h, &jwt, "").await;
+    assert_eq!((one.status().as_u16(), two.status().as_u16()), (200, 200));
+    let three = sse(&h, &jwt, "").await;
+    assert_eq!(three.status(), 429);
+    drop(one);
+    assert_eq!(
+        sse(&h, &jwt, "").await.status(),
+        200,
+        "a closed stream gives its place back"
+    );
+    let svc = token("backend", "service", None);
+    let streams: Vec<_> = futures::future::join_all((0..3).map(|_| sse(&h, &svc, ""))).await;
+    assert!(
+        streams.iter().all(|r| r.status() == 200),
+        "backends are not capped"
     );
 }

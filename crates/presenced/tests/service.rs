@@ -43,6 +43,7 @@ both_stores!(
     sse_follows_and_resumes,
     tenant_isolation_hides_other_orgs,
     a_subscriber_that_stops_reading_is_closed,
+    websocket_connects_share_the_rest_budget,
 );
 
 // Exact trimming of the feed is the memory store's (Redis trims `MAXLEN ~` a node at a
@@ -1068,5 +1069,28 @@ async fn second_sessions_and_manual_away_as_a_client_sees_them(kind: Kind) {
     assert!(
         after["last_activity"].as_str() > before["last_activity"].as_str(),
         "{before} {after}"
+    );
+}
+
+async fn websocket_connects_share_the_rest_budget(kind: Kind) {
+    let node = Node::start(kind, "[limits]\nrest_per_second = 5\nrest_burst = 10").await;
+    let t = token(&user("reconnector"), "user", None);
+    let mut refused = None;
+    for i in 0..30 {
+        let url = format!("ws://{}/messenger/ws?token={t}", node.addr);
+        match tokio_tungstenite::connect_async(url).await {
+            Ok((ws, _)) => drop(ws),
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+                refused = Some((i, r.status().as_u16()));
+                break;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let (at, status) = refused.expect("a reconnect loop is refused");
+    assert_eq!(status, 429);
+    assert!(
+        at >= 10,
+        "the burst of 10 connects went through, refused at {at}"
     );
 }

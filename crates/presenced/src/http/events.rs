@@ -77,6 +77,17 @@ pub(crate) async fn events(
     }
     interest.all = interest.scopes.is_empty();
     // A stream holds a connection slot for as long as it is open, like a socket.
+    let who = interest.access.principal();
+    let stream_guard = state
+        .sse_streams
+        .open(&who.user, who.role.is_privileged())?;
+    if after.is_some() {
+        // A resume may read a snapshot of every scope: it pays for each.
+        let cost = u32::try_from(interest.scopes.len()).unwrap_or(u32::MAX);
+        state
+            .rest_limiter
+            .charge(&who.user, who.role.is_privileged(), cost);
+    }
     let permit = state.connection_slot()?;
     // Subscribe first, then read the feed: nothing after that point can be missed.
     let sub = state
@@ -90,9 +101,7 @@ pub(crate) async fn events(
         // client resumes from the last id it got.
         Start::Replay { after, upto } => (
             crate::snapshot::replay(store.clone(), after, upto, interest.clone())
-                .take_while(|e| std::future::ready(e.is_ok()))
-                .filter_map(|e| std::future::ready(e.ok()))
-                .map(|e| presence_event(e.feed_id, &ServerFrame::Presence(e).encode()))
+                .map(|e| e.map(|e| presence_event(e.feed_id, &ServerFrame::Presence(e).encode())))
                 .boxed(),
             upto,
         ),
@@ -112,15 +121,21 @@ pub(crate) async fn events(
                 .event("snapshot")
                 .id(head.to_string())
                 .data(frame.encode());
-            (stream::iter([event]).boxed(), head)
+            (stream::iter([Ok(event)]).boxed(), head)
         }
     };
     // The stream ends when the token expires, by the node's clock.
     let token_left = interest.access.principal().time_left(state.now());
     let expiry = Box::pin(tokio::time::sleep(token_left));
     let live = stream::unfold(
-        (sub, covered, state.shutdown.clone(), expiry, permit),
-        |(mut sub, covered, stop, mut expiry, permit)| async move {
+        (
+            sub,
+            covered,
+            state.shutdown.clone(),
+            expiry,
+            (permit, stream_guard),
+        ),
+        |(mut sub, covered, stop, mut expiry, held)| async move {
             loop {
                 let d = tokio::select! {
                     _ = stop.cancelled() => return None,
@@ -133,12 +148,18 @@ pub(crate) async fn events(
                 let Outbound::Event(d) = d else { continue };
                 if d.feed_id > covered {
                     let event = presence_event(d.feed_id, &d.json);
-                    return Some((event, (sub, covered, stop, expiry, permit)));
+                    return Some((event, (sub, covered, stop, expiry, held)));
                 }
             }
         },
     );
-    let all = first.chain(live).map(Ok);
+    // A store failure part-way through the replay ends the whole stream (not just the
+    // replay): the client resumes from the last id it got, and misses nothing.
+    let all = first
+        .chain(live.map(Ok))
+        .take_while(|e| std::future::ready(e.is_ok()))
+        .filter_map(|e| std::future::ready(e.ok()))
+        .map(Ok);
     Ok(Sse::new(all).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 

@@ -64,6 +64,8 @@ pub(super) struct Connection {
     pub(super) covered: Option<(FeedId, Interest)>,
     /// A resume's replay, streamed right after its snapshot is sent.
     pub(super) replay: Option<Replay>,
+    /// Frames' worth of rate limit the frame just handled costs beyond itself.
+    pub(super) extra_cost: u32,
 }
 
 /// The events a resume replays: those of `interest` in (`after`, `upto`].
@@ -71,6 +73,13 @@ pub(super) struct Replay {
     pub(super) after: FeedId,
     pub(super) upto: FeedId,
     pub(super) interest: Interest,
+}
+
+/// A client message, as the rate limit and the handlers see it.
+enum Data {
+    Text(Utf8Bytes),
+    Binary,
+    Control,
 }
 
 /// What woke the connection up.
@@ -136,7 +145,7 @@ where
                 }
             };
             if let Some(frame) = why.frame() {
-                let _ = socket.send(frame).await;
+                let _ = send(&mut socket, frame, state.config.limits.send_timeout).await;
             }
             return;
         }
@@ -148,13 +157,15 @@ where
         sub: None,
         covered: None,
         replay: None,
+        extra_cost: 0,
     };
-    let ending = match socket.send(hello).await {
+    let limit_send = state.config.limits.send_timeout;
+    let ending = match send(&mut socket, hello, limit_send).await {
         Ok(()) => conn.serve(&mut socket).await,
-        Err(_) => CloseReason::GONE,
+        Err(why) => why,
     };
     if let Some(frame) = ending.frame() {
-        let _ = tokio::time::timeout(state.config.limits.send_timeout, socket.send(frame)).await;
+        let _ = tokio::time::timeout(limit_send, socket.send(frame)).await;
     }
     metrics::counter!("presenced_sessions_closed_total", "code" => ending.code.to_string())
         .increment(1);
@@ -303,19 +314,16 @@ impl Connection {
         msg: Option<Result<Message, ReadError>>,
         limit: &mut RateLimit,
     ) -> Result<Vec<ServerFrame>, CloseReason> {
-        // Every data frame counts toward the rate limit, binary ones included.
-        let raw = match msg {
+        // Every frame counts toward the rate limit: text, binary, and pings and pongs too.
+        let data = match msg {
             None | Some(Err(ReadError::Broken)) => return Err(CloseReason::GONE),
             Some(Err(ReadError::TooBig)) => return Err(CloseReason::TOO_BIG),
-            Some(Ok(Message::Text(t))) => Some(t),
-            Some(Ok(Message::Binary(_))) => None,
             Some(Ok(Message::Close(_))) => return Err(CloseReason::GONE),
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => return Ok(Vec::new()),
+            Some(Ok(Message::Text(t))) => Data::Text(t),
+            Some(Ok(Message::Binary(_))) => Data::Binary,
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => Data::Control,
         };
-        if raw
-            .as_ref()
-            .is_some_and(|t| t.len() > self.state.config.limits.frame_bytes)
-        {
+        if matches!(&data, Data::Text(t) if t.len() > self.state.config.limits.frame_bytes) {
             return Err(CloseReason::TOO_BIG);
         }
         let now = Instant::now();
@@ -330,14 +338,20 @@ impl Connection {
                 Ok(vec![ServerFrame::error(None, &e)])
             }
             Verdict::Drop => Ok(Vec::new()),
-            Verdict::Take => match raw {
-                None => Ok(vec![ServerFrame::invalid_frame(
+            Verdict::Take => match data {
+                Data::Control => Ok(Vec::new()),
+                Data::Binary => Ok(vec![ServerFrame::invalid_frame(
                     None,
                     "frames are JSON text",
                 )]),
                 // Boxed: the handler's state is large and only needed while a frame is
                 // handled, not for the life of an idle connection.
-                Some(raw) => Ok(Box::pin(self.handle(raw.as_str())).await),
+                Data::Text(raw) => {
+                    let replies = Box::pin(self.handle(raw.as_str())).await;
+                    // A frame that read many scopes and users from the store pays for each.
+                    limit.charge(std::mem::take(&mut self.extra_cost));
+                    Ok(replies)
+                }
             },
         }
     }

@@ -79,6 +79,10 @@ impl Connection {
         for s in &scopes {
             self.access.scope(s)?;
         }
+        // Each scope costs the store a list, each user a lookup: the frame pays for them.
+        self.extra_cost = u32::try_from(scopes.len() + users.len())
+            .unwrap_or(u32::MAX)
+            .saturating_sub(1);
         let more = scopes
             .iter()
             .filter(|s| !self.interest.scopes.contains(*s))

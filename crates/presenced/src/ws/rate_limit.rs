@@ -65,6 +65,12 @@ impl RateLimit {
         }
     }
 
+    /// Charges `cost` more frames to a frame already let through (a `subscribe` costs one
+    /// per scope and user it reads).
+    pub(super) fn charge(&mut self, cost: u32) {
+        self.bucket.charge(cost);
+    }
+
     /// At most one `rate_limited` error a second.
     pub(super) fn may_answer(&mut self, now: Instant) -> bool {
         if self

@@ -68,7 +68,13 @@ pub fn check(
         .as_deref()
         .or_else(|| bearer(headers))
         .ok_or(AuthError::Missing)?;
-    let access = state.access(state.auth.verify(token)?);
+    let who = state.auth.verify(token)?;
+    // Every connect opens and closes a session in the shared store: held to the same
+    // per-subject budget as REST requests.
+    state
+        .rest_limiter
+        .check(&who.user, who.role.is_privileged(), 1)?;
+    let access = state.access(who);
     let bad = |e: presence_core::IdError| ApiError::invalid_argument(e.to_string());
     let zone = p
         .zone_id
