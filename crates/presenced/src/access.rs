@@ -98,12 +98,23 @@ impl Access {
         }
     }
 
-    /// Whether this caller may see an event: a confined caller sees users of its org, and a
-    /// user leaving its org (the event that tells the org they left).
-    pub fn event(&self, e: &PresenceEvent) -> bool {
+    /// How much of an event this caller may see: a confined caller sees its org's users
+    /// whole, and a user leaving its org only as a departure (nothing of where they went).
+    pub fn event(&self, e: &PresenceEvent) -> Sight {
         match &self.confined_to {
-            Some(own) => e.user.org_id.as_ref() == Some(own) || e.prev_org_id.as_ref() == Some(own),
-            None => true,
+            None => Sight::Whole,
+            Some(own) if e.user.org_id.as_ref() == Some(own) => Sight::Whole,
+            Some(own) if e.prev_org_id.as_ref() == Some(own) => Sight::Departure,
+            Some(_) => Sight::Nothing,
+        }
+    }
+
+    /// The event as this caller may see it, if at all.
+    pub fn event_as_seen(&self, e: PresenceEvent) -> Option<PresenceEvent> {
+        match self.event(&e) {
+            Sight::Whole => Some(e),
+            Sight::Departure => Some(departure(e)),
+            Sight::Nothing => None,
         }
     }
 
@@ -122,6 +133,35 @@ impl Access {
             )),
         }
     }
+}
+
+/// How much of an event a caller may see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sight {
+    /// All of it.
+    Whole,
+    /// That the user left the caller's org, and nothing of where they went.
+    Departure,
+    /// None of it.
+    Nothing,
+}
+
+/// A user who left the viewer's org, as that org may see it: gone (offline), with nothing of
+/// their new org, zone, devices, custom status or metadata.
+pub fn departure(mut e: PresenceEvent) -> PresenceEvent {
+    let v = &mut e.user;
+    v.status = presence_core::Status::Offline;
+    v.away_reason = None;
+    v.last_activity = e.ts;
+    v.last_seen = Some(e.ts);
+    v.zone_id = None;
+    v.org_id = None;
+    v.devices = presence_core::DeviceSet::EMPTY;
+    v.custom_status = None;
+    v.metadata = None;
+    v.invisible = false;
+    e.prev_zone_id = None;
+    e
 }
 
 #[cfg(test)]
@@ -197,6 +237,55 @@ mod tests {
                 .unwrap_err()
                 .code,
             "permission_denied"
+        );
+    }
+
+    #[test]
+    fn a_user_leaving_a_confined_viewers_org_is_seen_only_as_gone() {
+        let viewer = access("v", Some("100"), Role::User, true);
+        let view = PresenceView {
+            user_id: UserId::new("1").unwrap(),
+            status: presence_core::Status::Online,
+            away_reason: None,
+            last_activity: 5,
+            last_seen: None,
+            zone_id: Some(presence_core::ZoneId::new("7").unwrap()),
+            org_id: Some(org("200")),
+            devices: presence_core::DeviceSet::EMPTY,
+            custom_status: None,
+            metadata: Some(serde_json::Map::from_iter([(
+                "secret".to_string(),
+                "x".into(),
+            )])),
+            invisible: false,
+            version: 3,
+            updated_at: 9,
+        };
+        let moved = PresenceEvent {
+            feed_id: presence_core::FeedId { ms: 9, seq: 0 },
+            user: view.clone(),
+            prev_status: presence_core::Status::Online,
+            prev_zone_id: Some(presence_core::ZoneId::new("6").unwrap()),
+            prev_org_id: Some(org("100")),
+            ts: 9,
+        };
+        assert_eq!(viewer.event(&moved), Sight::Departure);
+        let seen = viewer.event_as_seen(moved.clone()).unwrap();
+        assert_eq!(seen.user.status, presence_core::Status::Offline);
+        assert_eq!(
+            (seen.user.org_id, seen.user.zone_id, seen.prev_zone_id),
+            (None, None, None)
+        );
+        assert_eq!(seen.user.metadata, None, "nothing of where they went");
+        assert_eq!((seen.user.version, seen.prev_org_id), (3, Some(org("100"))));
+        let elsewhere = PresenceEvent {
+            prev_org_id: Some(org("300")),
+            ..moved.clone()
+        };
+        assert_eq!(viewer.event(&elsewhere), Sight::Nothing);
+        assert_eq!(
+            access("v", None, Role::Service, true).event(&moved),
+            Sight::Whole
         );
     }
 }

@@ -18,7 +18,7 @@ use presence_core::{FeedId, PresenceEvent, Scope, Store, UserId};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::access::Access;
+use crate::access::{Access, Sight};
 use crate::protocol::ServerFrame;
 
 /// An event as a subscriber receives it: its id and its JSON, shared by every subscriber.
@@ -78,12 +78,22 @@ impl Interest {
         }
     }
 
-    /// Whether the event concerns this interest and the subscriber may see it.
+    /// Whether the event concerns this interest and the subscriber may see any of it.
     pub fn matches(&self, e: &PresenceEvent) -> bool {
-        self.access.event(e)
-            && (self.all
-                || self.users.contains(&e.user.user_id)
-                || e.scopes().iter().any(|s| self.scopes.contains(s)))
+        self.sight(e) != Sight::Nothing
+    }
+
+    /// How much of the event goes to this subscriber: nothing unless it concerns the
+    /// interest, then what the access policy allows.
+    pub fn sight(&self, e: &PresenceEvent) -> Sight {
+        let concerns = self.all
+            || self.users.contains(&e.user.user_id)
+            || e.scopes().iter().any(|s| self.scopes.contains(s));
+        if concerns {
+            self.access.event(e)
+        } else {
+            Sight::Nothing
+        }
     }
 }
 
@@ -306,25 +316,31 @@ impl Hub {
         }
     }
 
-    /// Hands one event to every subscriber that asked for it.
+    /// Hands one event to every subscriber that asked for it, as each may see it. The event
+    /// is encoded once (and its departure form, for confined subscribers of the org the user
+    /// left, once more at most).
     pub fn dispatch(&self, event: &PresenceEvent) {
-        let mut shared: Option<(Arc<str>, Arc<PresenceEvent>)> = None;
+        let mut whole: Option<(Arc<str>, Arc<PresenceEvent>)> = None;
+        let mut departed: Option<(Arc<str>, Arc<PresenceEvent>)> = None;
+        let encode = |e: PresenceEvent| {
+            let json: Arc<str> = ServerFrame::Presence(e.clone()).encode().into();
+            (json, Arc::new(e))
+        };
         let mut delivered = 0u64;
         let reg = self.lock();
         for id in reg.candidates(event) {
             let Some(s) = reg.subs.get(&id) else { continue };
-            // Candidates are a superset: the interest still decides (what it may see).
-            if s.slow.is_cancelled() || !s.interest.matches(event) {
+            if s.slow.is_cancelled() {
                 continue;
             }
-            let (json, ev) = shared
-                .get_or_insert_with(|| {
-                    (
-                        ServerFrame::Presence(event.clone()).encode().into(),
-                        Arc::new(event.clone()),
-                    )
-                })
-                .clone();
+            // Candidates are a superset: the interest and the access policy decide.
+            let (json, ev) = match s.interest.sight(event) {
+                Sight::Nothing => continue,
+                Sight::Whole => whole.get_or_insert_with(|| encode(event.clone())).clone(),
+                Sight::Departure => departed
+                    .get_or_insert_with(|| encode(crate::access::departure(event.clone())))
+                    .clone(),
+            };
             let item = Outbound::Event(Delivered {
                 feed_id: event.feed_id,
                 json,

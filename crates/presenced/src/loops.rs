@@ -7,7 +7,6 @@ use presence_core::{LeaseRenewal, StoreError};
 use tokio::time::{Interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use crate::sessions::Reconciled;
 use crate::state::AppState;
 
 fn ticker(period: Duration) -> Interval {
@@ -18,6 +17,9 @@ fn ticker(period: Duration) -> Interval {
 
 /// Lease renewals between two full reconciles (a minute at the default `node_lease`).
 const FULL_RECONCILE_EVERY: u64 = 12;
+/// Lease renewals at least between two listings of the node's sessions when counts differ
+/// (20 s at the default `node_lease`).
+const LIST_AT_MOST_EVERY: u64 = 4;
 
 /// Renews the node's lease every third of `node_lease`, and nothing else: the upkeep of the
 /// node's sessions in the store runs beside it, one task at a time, so the lease is renewed
@@ -38,6 +40,7 @@ pub async fn renew_lease(state: AppState, stop: CancellationToken) {
     let (mut forgotten, mut covered) = (0u64, 0u64);
     let mut upkeep: Option<(u64, tokio::task::JoinHandle<Upkeep>)> = None;
     let mut renewals: u64 = 0;
+    let mut listed_at: u64 = 0;
     loop {
         tokio::select! {
             _ = stop.cancelled() => {
@@ -63,7 +66,11 @@ pub async fn renew_lease(state: AppState, stop: CancellationToken) {
                 Ok(Upkeep::Reasserted(Err(e))) => {
                     tracing::warn!(error = %e, "could not re-assert sessions; retrying")
                 }
-                Ok(Upkeep::Reconciled) => {}
+                Ok(Upkeep::Reconciled { listed }) => {
+                    if listed {
+                        listed_at = renewals;
+                    }
+                }
                 Err(e) => tracing::error!(error = %e, "the session upkeep task failed; retrying"),
             }
         }
@@ -95,6 +102,7 @@ pub async fn renew_lease(state: AppState, stop: CancellationToken) {
                     // Sessions registered within the last period may still be opening.
                     settled: state.now() - presence_core::settings::ms(period),
                     full: renewals.is_multiple_of(FULL_RECONCILE_EVERY),
+                    may_list: renewals >= listed_at + LIST_AT_MOST_EVERY,
                 }
             };
             let state = state.clone();
@@ -109,22 +117,31 @@ enum Job {
     Reconcile {
         settled: presence_core::Millis,
         full: bool,
+        may_list: bool,
     },
 }
 
 /// What one upkeep task did.
 enum Upkeep {
     Reasserted(Result<usize, StoreError>),
-    Reconciled,
+    Reconciled { listed: bool },
 }
 
 async fn upkeep_sessions(state: AppState, job: Job) -> Upkeep {
     let store = state.store.as_ref();
     let done = match job {
         Job::Reassert => Upkeep::Reasserted(state.sessions.reassert(store).await),
-        Job::Reconcile { settled, full } => {
-            match state.sessions.reconcile(store, settled, full).await {
-                Ok(done) if done != Reconciled::default() => {
+        Job::Reconcile {
+            settled,
+            full,
+            may_list,
+        } => match state
+            .sessions
+            .reconcile(store, settled, full, may_list)
+            .await
+        {
+            Ok(done) => {
+                if done.closed + done.reopened > 0 {
                     tracing::warn!(
                         ?done,
                         "the store disagreed with this node's sockets; reconciled"
@@ -134,11 +151,15 @@ async fn upkeep_sessions(state: AppState, job: Job) -> Upkeep {
                     metrics::counter!("presenced_sessions_reconciled_total", "what" => "reopened")
                         .increment(done.reopened as u64);
                 }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "could not reconcile sessions; retrying"),
+                Upkeep::Reconciled {
+                    listed: done.listed,
+                }
             }
-            Upkeep::Reconciled
-        }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not reconcile sessions; retrying");
+                Upkeep::Reconciled { listed: false }
+            }
+        },
     };
     if let Err(e) = state.sessions.retry_closes(store).await {
         tracing::warn!(error = %e, "could not close ended sessions yet; retrying");

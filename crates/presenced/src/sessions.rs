@@ -29,9 +29,11 @@ use presence_core::{
 /// Sessions re-opened per store call during a re-assert or a reconcile.
 const REOPEN_BATCH: usize = 500;
 
-/// What a reconcile changed.
+/// What a reconcile did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Reconciled {
+    /// Whether it listed the node's sessions in the store (the costly part).
+    pub listed: bool,
     /// Sessions the store had that no socket of this node holds: closed.
     pub closed: usize,
     /// Sessions a socket held that the store had lost: re-opened.
@@ -253,20 +255,26 @@ impl LocalSessions {
     }
 
     /// Makes the store's sessions of this node agree with the sockets it holds. Unless
-    /// `full`, it first compares counts (one O(1) store call) and stops there when they agree;
-    /// otherwise it lists the node's sessions (O(the node's users)) and mends both ways.
-    /// Sessions registered after `settled` (still opening) are left alone.
+    /// `full`, it first compares counts (one O(1) store call) and stops there when they agree,
+    /// or when they differ but `may_list` is false (on a busy node opens and closes on their
+    /// way make counts differ often; the listing is what costs); otherwise it lists the
+    /// node's sessions (O(the node's users)) and mends both ways. Sessions registered after
+    /// `settled` (still opening) are left alone.
     pub async fn reconcile(
         &self,
         store: &dyn Store,
         settled: Millis,
         full: bool,
+        may_list: bool,
     ) -> Result<Reconciled, StoreError> {
-        if !full && store.node_session_count().await? == self.len() as u64 {
+        if !full && (store.node_session_count().await? == self.len() as u64 || !may_list) {
             return Ok(Reconciled::default());
         }
         let in_store = store.node_sessions().await?;
-        let mut done = Reconciled::default();
+        let mut done = Reconciled {
+            listed: true,
+            ..Reconciled::default()
+        };
         let recorded: std::collections::HashSet<&SessionId> =
             in_store.iter().map(|(_, s)| s).collect();
         let missing: Vec<OpenSession> = self

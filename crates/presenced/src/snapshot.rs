@@ -150,6 +150,7 @@ pub fn replay(
             .events
             .into_iter()
             .filter(|e| e.feed_id <= upto && interest.matches(e))
+            .filter_map(|e| interest.access.event_as_seen(e))
             .collect();
         Ok(Some((chunk, (store, interest, last))))
     })

@@ -870,14 +870,14 @@ async fn reconcile_closes_ghosts_and_reopens_what_the_store_lost(kind: Kind) {
     let quick = h
         .state
         .sessions
-        .reconcile(h.store(), h.state.now(), false)
+        .reconcile(h.store(), h.state.now(), false, true)
         .await
         .unwrap();
     assert_eq!((quick.closed, quick.reopened), (0, 0));
     let done = h
         .state
         .sessions
-        .reconcile(h.store(), h.state.now(), true)
+        .reconcile(h.store(), h.state.now(), true, true)
         .await
         .unwrap();
     assert_eq!((done.closed, done.reopened), (1, 1));
@@ -892,7 +892,7 @@ async fn reconcile_closes_ghosts_and_reopens_what_the_store_lost(kind: Kind) {
     let again = h
         .state
         .sessions
-        .reconcile(h.store(), h.state.now(), true)
+        .reconcile(h.store(), h.state.now(), true, true)
         .await
         .unwrap();
     assert_eq!((again.closed, again.reopened), (0, 0), "nothing left to do");
@@ -906,13 +906,24 @@ async fn reconcile_closes_ghosts_and_reopens_what_the_store_lost(kind: Kind) {
         leased: false,
     };
     h.store().open_session(ghost).await.unwrap();
+    let deferred = h
+        .state
+        .sessions
+        .reconcile(h.store(), h.state.now(), false, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        (deferred.listed, deferred.closed),
+        (false, 0),
+        "a mismatch lists only when a listing is due"
+    );
     let quick = h
         .state
         .sessions
-        .reconcile(h.store(), h.state.now(), false)
+        .reconcile(h.store(), h.state.now(), false, true)
         .await
         .unwrap();
-    assert_eq!((quick.closed, quick.reopened), (1, 0));
+    assert_eq!((quick.listed, quick.closed, quick.reopened), (true, 1, 0));
 }
 
 async fn delete_heartbeat_ends_only_rest_sessions(kind: Kind) {

@@ -895,12 +895,38 @@ async fn tenant_isolation_hides_other_orgs(kind: Kind) {
         .get(&format!("/messenger/presence/status/{mine}"), &me)
         .await;
     assert_eq!(view["org_id"], "100", "a refused move changes nothing");
-    // A service token sees everyone.
+    // A user who leaves the org is seen by it as gone, and nothing of where they went.
     let svc = token("svc", "service", None);
+    let mut watcher = node.connect(&me, "").await;
+    watcher
+        .subscribe(json!({"type": "subscribe", "scopes": ["global"]}))
+        .await;
+    let (s, _) = node
+        .send(
+            Method::PUT,
+            "/messenger/presence/org",
+            &svc,
+            Some(json!({"org_id": "200", "user_id": mine})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let left = watcher.until(|f| f["type"] == "presence").await;
+    assert_eq!(left["user"]["user_id"], mine.as_str());
+    assert_eq!(
+        (
+            &left["user"]["status"],
+            &left["user"]["org_id"],
+            &left["user"]["zone_id"]
+        ),
+        (&json!("offline"), &Value::Null, &Value::Null),
+        "{left}"
+    );
+    assert_eq!(left["prev_org_id"], "100");
+    // A service token sees everyone (the two users and the watcher).
     let (_, page) = node.get("/messenger/presence/online", &svc).await;
-    assert_eq!(page["count"], 2);
+    assert_eq!(page["count"], 3);
     let (_, count) = node.get("/messenger/presence/count?zone_id=5", &svc).await;
-    assert_eq!((&count["global"], &count["zone"]), (&json!(2), &json!(2)));
+    assert_eq!((&count["global"], &count["zone"]), (&json!(3), &json!(2)));
 }
 
 async fn a_subscriber_that_stops_reading_is_closed(kind: Kind) {
