@@ -348,8 +348,8 @@ async fn a_resume_from_before_redis_lost_its_data_is_a_reset() {
             "events were lost with the data: {snap}"
         );
         assert_eq!(
-            snap["users"][&a]["zone_id"], "4",
-            "the current state instead"
+            snap["users"][&a]["zone_id"], "6",
+            "the current state instead, where the user last moved (over REST)"
         );
     })
     .await
