@@ -31,4 +31,6 @@ pub use store::{
     StoreError, SweepReport,
 };
 pub use time::{Clock, ManualClock, Millis, SharedClock, SystemClock};
-pub use view::{AwayReason, DeviceKind, DeviceSet, PresenceView, Status};
+pub use view::{
+    AwayReason, CustomStatus, CustomStatusKind, DeviceKind, DeviceSet, PresenceView, Status,
+};

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use crate::event::PresenceEvent;
 use crate::ids::{NodeId, OrgId, SessionId, UserId, ZoneId};
 use crate::time::Millis;
-use crate::view::{AwayReason, DeviceKind, DeviceSet, PresenceView, Status};
+use crate::view::{AwayReason, CustomStatus, DeviceKind, DeviceSet, PresenceView, Status};
 
 /// JSON object held as metadata.
 pub type Metadata = serde_json::Map<String, serde_json::Value>;
@@ -44,6 +44,11 @@ pub enum Change {
     SetOrg(Option<OrgId>),
     /// Replace the metadata object (or clear it).
     SetMetadata(Option<Metadata>),
+    /// Set (replace) the custom status; `status` is left alone. Validate it first with
+    /// [`CustomStatus::problem`]; empty `text`/`emoji` are stored as `None`.
+    SetCustomStatus(CustomStatus),
+    /// Clear the custom status; `status` is left alone.
+    ClearCustomStatus,
 }
 
 /// A transition refused by the rules.
@@ -85,6 +90,8 @@ pub struct UserRecord {
     pub devices: DeviceSet,
     /// Metadata object.
     pub metadata: Option<Metadata>,
+    /// The custom status; kept while offline, until cleared, expired or the record deleted.
+    pub custom_status: Option<CustomStatus>,
     /// Open sessions by id.
     pub sessions: BTreeMap<SessionId, Session>,
     /// With no session left: when the user goes offline.
@@ -106,6 +113,7 @@ struct Visible {
     org_id: Option<OrgId>,
     devices: DeviceSet,
     metadata: Option<Metadata>,
+    custom_status: Option<CustomStatus>,
 }
 
 /// The record as it was before a transition; [`UserRecord::finish`] needs it.
@@ -139,6 +147,7 @@ impl UserRecord {
             org_id: None,
             devices: DeviceSet::EMPTY,
             metadata: None,
+            custom_status: None,
             sessions: BTreeMap::new(),
             grace_until: None,
             version: 0,
@@ -161,7 +170,7 @@ impl UserRecord {
             zone_id: self.zone_id.clone(),
             org_id: self.org_id.clone(),
             devices: self.devices,
-            custom_status: None,
+            custom_status: self.custom_status.clone(),
             metadata: self.metadata.clone(),
             invisible: false,
             version: self.version,
@@ -189,6 +198,7 @@ impl UserRecord {
             org_id: v.org_id,
             devices: v.devices,
             metadata: v.metadata,
+            custom_status: v.custom_status,
         }
     }
 
@@ -343,6 +353,26 @@ impl UserRecord {
             Change::SetZone(z) => self.zone_id = z,
             Change::SetOrg(o) => self.org_id = o,
             Change::SetMetadata(m) => self.metadata = m,
+            Change::SetCustomStatus(c) => self.custom_status = Some(c.normalised()),
+            Change::ClearCustomStatus => self.custom_status = None,
+        }
+    }
+
+    /// When the custom status expires, if it has one with an expiry: the key of the stores'
+    /// expiry index.
+    pub fn custom_expiry(&self) -> Option<Millis> {
+        self.custom_status.as_ref().and_then(|c| c.expires_at)
+    }
+
+    /// Clears the custom status if its expiry is due. Returns whether it did. A status
+    /// replaced or cleared since an index entry was written is judged by what the record
+    /// holds now, so a stale entry never clears it.
+    pub fn expire_custom_status(&mut self, now: Millis) -> bool {
+        if self.custom_expiry().is_some_and(|t| t <= now) {
+            self.custom_status = None;
+            true
+        } else {
+            false
         }
     }
 
@@ -455,6 +485,45 @@ mod tests {
         assert_eq!(r.away_reason, Some(AwayReason::Auto));
         r.activity(7);
         assert_eq!(r.status, Status::Online);
+    }
+
+    fn meeting(expires_at: Option<Millis>) -> CustomStatus {
+        CustomStatus {
+            kind: crate::view::CustomStatusKind::InMeeting,
+            text: Some("Standup".into()),
+            emoji: None,
+            expires_at,
+        }
+    }
+
+    #[test]
+    fn custom_status_is_one_event_leaves_status_alone_and_expires_on_time() {
+        let mut r = UserRecord::new(uid("1"), 0);
+        r.open(sid("a"), ws(DeviceKind::Web), None, None, 0, 10)
+            .unwrap();
+        r.finish(r.before(), 0);
+        let b = r.before();
+        r.change(Change::SetCustomStatus(meeting(Some(100))), 1);
+        let e = r.finish(b, 1).expect("one event");
+        assert_eq!(e.user.custom_status, Some(meeting(Some(100))));
+        assert_eq!(
+            (e.prev_status, e.user.status),
+            (Status::Online, Status::Online)
+        );
+        let b = r.before();
+        r.change(Change::SetCustomStatus(meeting(Some(100))), 2);
+        assert!(r.finish(b, 2).is_none(), "the same value again is no event");
+        assert_eq!(r.custom_expiry(), Some(100));
+        assert!(!r.expire_custom_status(99), "not before its time");
+        let b = r.before();
+        assert!(r.expire_custom_status(100));
+        assert_eq!(r.finish(b, 100).unwrap().user.custom_status, None);
+        assert!(!r.expire_custom_status(200));
+        r.change(Change::SetCustomStatus(meeting(None)), 201);
+        assert_eq!(r.custom_expiry(), None);
+        let b = r.before();
+        r.change(Change::ClearCustomStatus, 202);
+        assert!(r.finish(b, 202).is_some());
     }
 
     #[test]

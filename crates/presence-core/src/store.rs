@@ -121,6 +121,8 @@ pub struct SweepReport {
     pub node_sessions_reaped: usize,
     /// Dead nodes fully reaped.
     pub nodes_reaped: usize,
+    /// Custom statuses cleared at their `expires_at`.
+    pub custom_expired: usize,
     /// Offline records deleted after `last_seen_retention`.
     pub records_deleted: usize,
     /// Index entries that pointed at no live record, removed.
@@ -134,6 +136,7 @@ impl std::ops::AddAssign for SweepReport {
         self.leases_expired += b.leases_expired;
         self.node_sessions_reaped += b.node_sessions_reaped;
         self.nodes_reaped += b.nodes_reaped;
+        self.custom_expired += b.custom_expired;
         self.records_deleted += b.records_deleted;
         self.stale_entries += b.stale_entries;
     }
@@ -241,7 +244,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Activity of offline or unknown users, and activity older than `away_after`, is skipped.
     async fn record_activity(&self, batch: &[Activity]) -> Result<Vec<PresenceEvent>, StoreError>;
 
-    /// Applies a user's change (status, zone, org, metadata).
+    /// Applies a user's change (status, zone, org, metadata, custom status). The store does
+    /// not validate a custom status: callers check [`crate::CustomStatus::problem`] first.
     async fn apply(&self, user: &UserId, change: Change) -> Result<Applied, StoreError>;
 
     /// One user's view.
@@ -265,8 +269,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Live nodes.
     async fn nodes(&self) -> Result<Vec<NodeInfo>, StoreError>;
 
-    /// One sweep: auto-away, grace expiry, REST leases, dead nodes, retention and stale
-    /// entries, each bounded by `sweep_batch` and costing O(what changes). Safe on every node
+    /// One sweep: auto-away, grace expiry, REST leases, dead nodes, custom status expiry,
+    /// retention and stale entries (in that order), each bounded by `sweep_batch` and costing O(what changes). Safe on every node
     /// at once.
     async fn sweep(&self) -> Result<SweepReport, StoreError>;
 

@@ -227,7 +227,56 @@ pub enum CustomStatusKind {
     Custom,
 }
 
-/// A custom status. Part of the view's shape; the stores do not set it yet.
+impl CustomStatusKind {
+    /// All kinds.
+    pub const ALL: [CustomStatusKind; 5] = [
+        CustomStatusKind::Dnd,
+        CustomStatusKind::Busy,
+        CustomStatusKind::InMeeting,
+        CustomStatusKind::OnBreak,
+        CustomStatusKind::Custom,
+    ];
+
+    /// The wire name: `dnd`, `busy`, `in_meeting`, `on_break`, `custom`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CustomStatusKind::Dnd => "dnd",
+            CustomStatusKind::Busy => "busy",
+            CustomStatusKind::InMeeting => "in_meeting",
+            CustomStatusKind::OnBreak => "on_break",
+            CustomStatusKind::Custom => "custom",
+        }
+    }
+}
+
+impl fmt::Display for CustomStatusKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for CustomStatusKind {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
+        CustomStatusKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| UnknownName {
+                what: "custom status kind",
+                value: s.into(),
+            })
+    }
+}
+
+/// Longest custom status text, in characters (Unicode scalar values, not bytes).
+pub const CUSTOM_STATUS_TEXT_MAX_CHARS: usize = 140;
+/// Longest custom status emoji, in UTF-8 bytes.
+pub const CUSTOM_STATUS_EMOJI_MAX_BYTES: usize = 16;
+
+/// A custom status (SPEC §3), set and cleared through `Change::SetCustomStatus` and
+/// `Change::ClearCustomStatus`. It leaves `status` alone, survives reconnects and the offline
+/// grace, and stays until it is cleared, it expires (the stores' sweep clears it at
+/// `expires_at`), or the record is deleted after `last_seen_retention`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CustomStatus {
@@ -241,6 +290,50 @@ pub struct CustomStatus {
     #[serde(with = "rfc3339::option")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub expires_at: Option<Millis>,
+}
+
+impl CustomStatus {
+    /// Why this status cannot be set at `now`, or `None` when it can: the message a service
+    /// answers `invalid_argument` with. Empty `text` or `emoji` strings are refused (omit the
+    /// field instead), so a stored status never holds an empty string.
+    pub fn problem(&self, now: Millis) -> Option<String> {
+        if let Some(text) = &self.text {
+            let chars = text.chars().count();
+            if chars == 0 {
+                return Some("custom_status.text must not be empty (omit it or send null)".into());
+            }
+            if chars > CUSTOM_STATUS_TEXT_MAX_CHARS {
+                return Some(format!(
+                    "custom_status.text is {chars} characters, at most \
+                     {CUSTOM_STATUS_TEXT_MAX_CHARS} allowed"
+                ));
+            }
+        }
+        if let Some(emoji) = &self.emoji {
+            if emoji.is_empty() {
+                return Some("custom_status.emoji must not be empty (omit it or send null)".into());
+            }
+            if emoji.len() > CUSTOM_STATUS_EMOJI_MAX_BYTES {
+                return Some(format!(
+                    "custom_status.emoji is {} bytes, at most {CUSTOM_STATUS_EMOJI_MAX_BYTES} \
+                     allowed",
+                    emoji.len()
+                ));
+            }
+        }
+        match self.expires_at {
+            Some(t) if t <= now => Some("custom_status.expires_at must be in the future".into()),
+            _ => None,
+        }
+    }
+
+    /// Empty `text` and `emoji` as `None`: what the stores keep should a caller skip
+    /// [`CustomStatus::problem`], so both stores hold the same value.
+    pub fn normalised(mut self) -> Self {
+        self.text = self.text.filter(|t| !t.is_empty());
+        self.emoji = self.emoji.filter(|e| !e.is_empty());
+        self
+    }
 }
 
 /// What everyone sees of a user (SPEC §3). Every field is always present; `null` where it
@@ -300,6 +393,52 @@ mod tests {
             assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{name}\""));
         }
         assert!("busy".parse::<Status>().is_err());
+    }
+
+    fn custom(text: Option<&str>, emoji: Option<&str>, expires_at: Option<Millis>) -> CustomStatus {
+        CustomStatus {
+            kind: CustomStatusKind::InMeeting,
+            text: text.map(Into::into),
+            emoji: emoji.map(Into::into),
+            expires_at,
+        }
+    }
+
+    #[test]
+    fn custom_status_limits_count_characters_for_text_and_bytes_for_emoji() {
+        let now = 1_000;
+        assert_eq!(custom(None, None, None).problem(now), None);
+        // 140 three-byte characters: 420 bytes, still within the limit.
+        let long = "é".repeat(70) + &"€".repeat(70);
+        assert_eq!(custom(Some(&long), None, None).problem(now), None);
+        let too_long = "a".repeat(141);
+        let p = custom(Some(&too_long), None, None).problem(now).unwrap();
+        assert!(p.contains("141 characters"), "{p}");
+        // 👩‍💻 is 11 bytes; 👨‍👩‍👧‍👦 is 25.
+        assert_eq!(custom(None, Some("👩‍💻"), None).problem(now), None);
+        let p = custom(None, Some("👨‍👩‍👧‍👦"), None).problem(now).unwrap();
+        assert!(p.contains("25 bytes"), "{p}");
+        assert!(custom(Some(""), None, None).problem(now).is_some());
+        assert!(custom(None, Some(""), None).problem(now).is_some());
+        assert!(custom(None, None, Some(now)).problem(now).is_some());
+        assert!(custom(None, None, Some(now - 1)).problem(now).is_some());
+        assert_eq!(custom(None, None, Some(now + 1)).problem(now), None);
+        assert_eq!(
+            custom(Some(""), Some(""), None).normalised(),
+            custom(None, None, None)
+        );
+    }
+
+    #[test]
+    fn custom_status_kinds_use_the_spec_names() {
+        for k in CustomStatusKind::ALL {
+            assert_eq!(k.as_str().parse::<CustomStatusKind>().unwrap(), k);
+            assert_eq!(
+                serde_json::to_string(&k).unwrap(),
+                format!("\"{}\"", k.as_str())
+            );
+        }
+        assert!("away".parse::<CustomStatusKind>().is_err());
     }
 
     #[test]

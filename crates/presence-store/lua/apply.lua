@@ -1,6 +1,7 @@
 -- apply.lua: a change the user asked for.
--- ARGV[5] user   ARGV[6] op: away | online | zone | org | metadata
--- ARGV[7] the new zone, org or metadata JSON ('' clears)
+-- ARGV[5] user   ARGV[6] op: away | online | zone | org | metadata | custom | clear_custom
+-- ARGV[7] the new zone, org or metadata JSON ('' clears); for custom, the kind
+-- ARGV[8..10] for custom only: text, emoji, expires_at ms ('' = none)
 -- Returns {'ok', feed_id, event, record} | {'not_found'}
 local user, op, value = ARGV[5], ARGV[6], ARGV[7]
 local old = load(user)
@@ -19,5 +20,7 @@ elseif op == 'online' then
 elseif op == 'zone' then r.zone_id = value
 elseif op == 'org' then r.org_id = value
 elseif op == 'metadata' then r.metadata = value
+elseif op == 'custom' then set_custom(r, ARGV[7], ARGV[8], ARGV[9], ARGV[10])
+elseif op == 'clear_custom' then clear_custom(r)
 else return redis.error_reply('unknown op ' .. op) end
 return answer(user, old, r)

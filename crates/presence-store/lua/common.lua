@@ -39,10 +39,12 @@ end
 -- WebSocket, "|device|lease ms" for a REST heartbeat lease. (Every byte counts: one more and a
 -- typical online user's hash moves up a jemalloc size class, 16 bytes.)
 -- `ni` lists the nodes whose index list holds an entry for this user (see index_nodes).
+-- The custom status, only for users who have one: `ck` kind, `ct` text, `ce` emoji, `cx`
+-- expires_at (ms); an absent field is none (the Rust side never stores an empty string).
 local FIELDS = {'status', 'ar', 'ma', 'last_activity', 'last_seen', 'zone_id', 'org_id', 'dev',
-  'metadata', 'v', 'updated_at', 'gr', 'ni'}
+  'metadata', 'v', 'updated_at', 'gr', 'ni', 'ck', 'ct', 'ce', 'cx'}
 -- Fields the public view shows, minus last_activity: a change to any is one event.
-local VISIBLE = {'status', 'ar', 'zone_id', 'org_id', 'dev', 'metadata'}
+local VISIBLE = {'status', 'ar', 'zone_id', 'org_id', 'dev', 'metadata', 'ck', 'ct', 'ce', 'cx'}
 local DEVICE_ORDER = {'web', 'desktop', 'mobile', 'other'}
 
 local function parse_session(v)
@@ -130,6 +132,17 @@ local function remove_session(r, id)
   r.sessions[id] = nil
   r.n = r.n - 1
   return true
+end
+
+-- The custom status (record.rs: SetCustomStatus, ClearCustomStatus, expire_custom_status).
+-- '' is none for text, emoji and expiry.
+local function set_custom(r, kind, text, emoji, expires)
+  local function opt(v) if v == '' then return nil end return v end
+  r.ck = kind; r.ct = opt(text); r.ce = opt(emoji); r.cx = opt(expires)
+end
+
+local function clear_custom(r)
+  r.ck = nil; r.ct = nil; r.ce = nil; r.cx = nil
 end
 
 -- Sessions ended without grace (lease or node gone): offline at once when none is left.
@@ -284,10 +297,15 @@ local function reindex(user, old, r)
     if sa then redis.call('ZADD', key('last_seen'), sa, user)
     else redis.call('ZREM', key('last_seen'), user) end
   end
+  -- Custom statuses with an expiry, by expires_at (ms), for sweep_custom.lua.
+  if old.cx ~= r.cx then
+    if r.cx then redis.call('ZADD', key('expiring:custom'), r.cx, user)
+    else redis.call('ZREM', key('expiring:custom'), user) end
+  end
 end
 
 -- The feed entry of a change: the view after it (minus updated_at, which is ts), the previous
--- status, zone and org, and the time. Every entry has the same fields in the same order ('' =
+-- status, zone and org, and the time; the custom status last (kind, text, emoji, expiry ms). Every entry has the same fields in the same order ('' =
 -- none) and times in integer ms: Redis then keeps the field names once per stream node and the
 -- numbers as integers, about half the bytes. presence-store's codec decodes it.
 local function event_fields(user, old, r)
@@ -296,7 +314,8 @@ local function event_fields(user, old, r)
   if r.status == 'offline' and r.last_seen then seen = int(ms_of(r.last_seen)) end
   return {'u', user, 's', r.status, 'r', s(r.ar), 'la', int(ms_of(r.last_activity)), 'ls', seen,
     'z', s(r.zone_id), 'o', s(r.org_id), 'd', s(r.dev), 'm', s(r.metadata), 'v', r.v,
-    'ps', s(old.status), 'pz', s(old.zone_id), 'po', s(old.org_id), 'ts', int(NOW)}
+    'ps', s(old.status), 'pz', s(old.zone_id), 'po', s(old.org_id), 'ts', int(NOW),
+    'ck', s(r.ck), 'ct', s(r.ct), 'ce', s(r.ce), 'cx', s(r.cx)}
 end
 
 local function flatten(r)

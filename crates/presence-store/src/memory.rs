@@ -70,6 +70,8 @@ struct State {
     /// Nodes reaped since they last renewed: their next renewal answers `Lost`.
     reaped: HashSet<NodeId>,
     last_seen: BTreeSet<(Millis, UserId)>,
+    /// Custom statuses with an expiry, by `expires_at`.
+    expiring_custom: BTreeSet<(Millis, UserId)>,
     /// Auto-away has examined every activity up to here (see `sweep_auto_away`).
     away_cutoff: Option<Millis>,
     feed: VecDeque<PresenceEvent>,
@@ -86,6 +88,7 @@ struct IndexKeys {
     /// Sessions per node.
     nodes: BTreeMap<NodeId, u64>,
     last_seen: Option<Millis>,
+    custom_expiry: Option<Millis>,
 }
 
 impl IndexKeys {
@@ -109,6 +112,7 @@ impl IndexKeys {
             last_seen: r
                 .last_seen
                 .filter(|_| r.status == presence_core::Status::Offline),
+            custom_expiry: r.custom_expiry(),
         }
     }
 }
@@ -183,6 +187,14 @@ impl State {
             }
             if let Some(t) = new.last_seen {
                 self.last_seen.insert((t, user.clone()));
+            }
+        }
+        if old.custom_expiry != new.custom_expiry {
+            if let Some(t) = old.custom_expiry {
+                self.expiring_custom.remove(&(t, user.clone()));
+            }
+            if let Some(t) = new.custom_expiry {
+                self.expiring_custom.insert((t, user.clone()));
             }
         }
     }
@@ -493,6 +505,29 @@ impl MemoryStore {
         Step {
             changed,
             full: st.nodes.values().any(|n| n.lease_until < now),
+        }
+    }
+
+    /// Custom statuses whose `expires_at` has come are cleared, one event each. Each
+    /// candidate is re-checked against its record ([`UserRecord::expire_custom_status`]).
+    fn sweep_custom(&self, st: &mut State, now: Millis, batch: usize) -> Step {
+        let due: Vec<UserId> = st
+            .expiring_custom
+            .iter()
+            .take_while(|(t, _)| *t <= now)
+            .take(batch)
+            .map(|(_, u)| u.clone())
+            .collect();
+        let mut changed = 0;
+        for user in &due {
+            let cleared = st.transition(user, now, false, self.max_feed(), |r| {
+                Ok(r.expire_custom_status(now))
+            });
+            changed += usize::from(matches!(cleared, Ok((true, _, _))));
+        }
+        Step {
+            changed,
+            full: due.len() == batch,
         }
     }
 
@@ -825,6 +860,7 @@ impl Store for MemoryStore {
             let mut reaped = SweepReport::default();
             r.node_sessions_reaped = drain(|| self.sweep_dead_nodes(st, now, batch, &mut reaped));
             r.nodes_reaped = reaped.nodes_reaped;
+            r.custom_expired = drain(|| self.sweep_custom(st, now, batch));
             r.records_deleted = drain(|| self.sweep_retention(st, now, batch));
             r
         };

@@ -65,6 +65,10 @@ conformance!(
     a_resume_from_before_the_store_lost_its_data_resets,
     closing_a_heartbeat_never_ends_a_websocket,
     node_session_counts_follow_open_close_reap_and_reopen,
+    custom_status_set_and_clear_are_one_event_each_and_leave_status_alone,
+    custom_status_survives_reconnects_the_grace_and_offline,
+    custom_status_expires_exactly_on_time_with_one_event,
+    a_replaced_custom_status_is_not_cleared_by_the_old_expiry,
 );
 
 /// The events of one call, checked to be exactly one.
@@ -1343,4 +1347,200 @@ async fn node_session_counts_follow_open_close_reap_and_reopen(kind: Kind) {
     );
     assert_eq!(k.count(Scope::Global).await.total, 5);
     assert!(b.reopen_sessions(&[]).await.unwrap().is_empty());
+}
+
+// --- Custom status ----------------------------------------------------------------------
+
+fn custom(kind: CustomStatusKind, text: Option<&str>, expires_at: Option<Millis>) -> CustomStatus {
+    CustomStatus {
+        kind,
+        text: text.map(Into::into),
+        emoji: Some("📅".into()),
+        expires_at,
+    }
+}
+
+async fn set_custom(k: &Kit, user: &str, c: &CustomStatus) -> Applied {
+    k.store
+        .apply(&uid(user), Change::SetCustomStatus(c.clone()))
+        .await
+        .expect("set custom status")
+}
+
+async fn custom_status_set_and_clear_are_one_event_each_and_leave_status_alone(kind: Kind) {
+    let k = Kit::new(kind).await;
+    k.open("1", "a").await;
+    k.store.apply(&uid("1"), Change::SetAway).await.unwrap();
+    let head = k.head().await;
+    let meeting = custom(
+        CustomStatusKind::InMeeting,
+        Some("Standup — 15 min ☕"),
+        Some(T0 + 3_600_000),
+    );
+    let a = set_custom(&k, "1", &meeting).await;
+    let e = one(&a).clone();
+    assert_eq!(e.user.custom_status, Some(meeting.clone()));
+    assert_eq!(
+        (e.prev_status, e.user.status, e.user.away_reason),
+        (Status::Away, Status::Away, Some(AwayReason::Manual)),
+        "the status is left alone"
+    );
+    assert_eq!(
+        k.view("1").await.unwrap().custom_status,
+        Some(meeting.clone())
+    );
+    assert!(
+        set_custom(&k, "1", &meeting).await.event.is_none(),
+        "the same value again is no event"
+    );
+    let busy = custom(CustomStatusKind::Busy, None, None);
+    let replaced = set_custom(&k, "1", &busy).await;
+    assert_eq!(one(&replaced).user.custom_status, Some(busy));
+    let cleared = k
+        .store
+        .apply(&uid("1"), Change::ClearCustomStatus)
+        .await
+        .unwrap();
+    assert_eq!(one(&cleared).user.custom_status, None);
+    assert_eq!(cleared.view.status, Status::Away);
+    let again = k
+        .store
+        .apply(&uid("1"), Change::ClearCustomStatus)
+        .await
+        .unwrap();
+    assert!(again.event.is_none(), "clearing nothing is no event");
+    // The feed carries the same views as the calls returned: every node decodes the same.
+    let feed = k.events_since(head).await;
+    assert_eq!(feed, vec![e, one(&replaced).clone(), one(&cleared).clone()]);
+    // No record, nothing to set.
+    assert!(matches!(
+        k.store
+            .apply(&uid("nobody"), Change::SetCustomStatus(meeting))
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+async fn custom_status_survives_reconnects_the_grace_and_offline(kind: Kind) {
+    let k = Kit::new(kind).await;
+    k.open("1", "a").await;
+    let dnd = custom(CustomStatusKind::Dnd, Some("focus"), None);
+    set_custom(&k, "1", &dnd).await;
+    // A reload within the grace shows nothing and keeps it.
+    let head = k.head().await;
+    k.close("1", "a").await;
+    k.advance(Duration::from_secs(1)).await;
+    k.open("1", "b").await;
+    assert!(k.events_since(head).await.is_empty());
+    assert_eq!(k.view("1").await.unwrap().custom_status, Some(dnd.clone()));
+    // Offline after the grace: kept, and shown.
+    k.close("1", "b").await;
+    k.advance(k.settings.offline_grace).await;
+    assert_eq!(k.sweep().await.grace_expired, 1);
+    let v = k.view("1").await.unwrap();
+    assert_eq!(
+        (v.status, v.custom_status),
+        (Status::Offline, Some(dnd.clone()))
+    );
+    // Set while offline: one event, still offline.
+    let break_ = custom(CustomStatusKind::OnBreak, None, None);
+    let a = set_custom(&k, "1", &break_).await;
+    assert_eq!(
+        (one(&a).prev_status, a.view.status),
+        (Status::Offline, Status::Offline)
+    );
+    // Back online: still there.
+    let a = k.open("1", "c").await;
+    assert_eq!(a.view.custom_status, Some(break_));
+    assert_eq!(a.view.status, Status::Online);
+}
+
+async fn custom_status_expires_exactly_on_time_with_one_event(kind: Kind) {
+    let settings = StoreSettings {
+        sweep_batch: 2,
+        ..Default::default()
+    };
+    let k = Kit::with(kind, settings).await;
+    let at = T0 + 60_000;
+    for user in ["1", "2", "3", "4", "5"] {
+        k.open(user, "a").await;
+        set_custom(
+            &k,
+            user,
+            &custom(CustomStatusKind::Busy, Some(user), Some(at)),
+        )
+        .await;
+    }
+    let keep = custom(CustomStatusKind::Custom, Some("later"), Some(at + 1));
+    k.open("6", "a").await;
+    set_custom(&k, "6", &keep).await;
+    k.advance(Duration::from_millis(59_999)).await;
+    let head = k.head().await;
+    assert_eq!(k.sweep().await.custom_expired, 0, "not before its time");
+    assert!(k.events_since(head).await.is_empty());
+    k.advance(Duration::from_millis(1)).await;
+    let r = k.sweep().await;
+    assert_eq!(r.custom_expired, 5, "more than one batch, all on time");
+    let events = k.events_since(head).await;
+    assert_eq!(events.len(), 5, "one event per expiry");
+    for e in &events {
+        assert_eq!(e.user.custom_status, None);
+        assert_eq!(
+            (e.prev_status, e.user.status),
+            (Status::Online, Status::Online)
+        );
+        assert_eq!(e.ts, at);
+    }
+    for user in ["1", "2", "3", "4", "5"] {
+        assert_eq!(k.view(user).await.unwrap().custom_status, None);
+    }
+    assert_eq!(k.view("6").await.unwrap().custom_status, Some(keep));
+    assert_eq!(k.sweep().await.custom_expired, 0, "each expiry once");
+    k.advance(Duration::from_millis(1)).await;
+    assert_eq!(k.sweep().await.custom_expired, 1);
+    assert_eq!(k.view("6").await.unwrap().custom_status, None);
+}
+
+async fn a_replaced_custom_status_is_not_cleared_by_the_old_expiry(kind: Kind) {
+    let k = Kit::new(kind).await;
+    k.open("1", "a").await;
+    set_custom(
+        &k,
+        "1",
+        &custom(CustomStatusKind::InMeeting, None, Some(T0 + 10_000)),
+    )
+    .await;
+    let later = custom(
+        CustomStatusKind::InMeeting,
+        Some("ran over"),
+        Some(T0 + 100_000),
+    );
+    set_custom(&k, "1", &later).await;
+    k.advance(Duration::from_secs(10)).await;
+    assert_eq!(k.sweep().await.custom_expired, 0);
+    assert_eq!(k.view("1").await.unwrap().custom_status, Some(later));
+    // Replaced by one without an expiry: it never expires.
+    let forever = custom(CustomStatusKind::Dnd, None, None);
+    set_custom(&k, "1", &forever).await;
+    k.advance(Duration::from_secs(200)).await;
+    assert_eq!(k.sweep().await.custom_expired, 0);
+    assert_eq!(k.view("1").await.unwrap().custom_status, Some(forever));
+    // Cleared, then set again without expiry, before the old time: not cleared either.
+    set_custom(
+        &k,
+        "1",
+        &custom(CustomStatusKind::Busy, None, Some(k.now() + 5_000)),
+    )
+    .await;
+    k.store
+        .apply(&uid("1"), Change::ClearCustomStatus)
+        .await
+        .unwrap();
+    let plain = custom(CustomStatusKind::Busy, None, None);
+    set_custom(&k, "1", &plain).await;
+    k.advance(Duration::from_secs(6)).await;
+    let head = k.head().await;
+    assert_eq!(k.sweep().await.custom_expired, 0);
+    assert!(k.events_since(head).await.is_empty());
+    assert_eq!(k.view("1").await.unwrap().custom_status, Some(plain));
 }

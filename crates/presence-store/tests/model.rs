@@ -36,7 +36,9 @@
 //!   ~100 / 30); a sweep's events keep each user's order only, as the trait promises no order
 //!   between users within one sweep;
 //! - records deleted after a 45 s `last_seen_retention` (~530 / 150), auto-away
-//!   (~1,300 / 300), grace expiry (~270 / 75) and REST lease expiry (~250 / 65).
+//!   (~1,300 / 300), grace expiry (~270 / 75), REST lease expiry (~250 / 65) and custom
+//!   status expiry (set with an expiry of 1–90 s, replaced, cleared; swept exactly on time
+//!   or a second early by a dedicated fragment, ~590 / 125).
 //!
 //! Both stores' runs take about 25–30 s together on the project's 2-core machine (Redis is
 //! the longer one).
@@ -157,6 +159,18 @@ enum Op {
         user: u8,
         value: Option<u8>,
     },
+    /// Sets a custom status: kind index, text variant, with an emoji or not, an expiry this
+    /// many seconds from now (or none).
+    SetCustom {
+        user: u8,
+        kind: u8,
+        text: Option<u8>,
+        emoji: bool,
+        expires_in: Option<u16>,
+    },
+    ClearCustom {
+        user: u8,
+    },
     /// `n` metadata changes in a row: enough events to trim the small feed.
     Churn {
         user: u8,
@@ -245,6 +259,9 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (user.clone(), proptest::option::of(0..3u8)).prop_map(|(user, zone)| Op::Zone { user, zone }),
         1 => (user.clone(), proptest::option::of(0..2u8)).prop_map(|(user, org)| Op::Org { user, org }),
         1 => (user.clone(), proptest::option::of(0..2u8)).prop_map(|(user, value)| Op::Metadata { user, value }),
+        2 => (user.clone(), 0..5u8, proptest::option::of(0..3u8), any::<bool>(), proptest::option::of(1..90u16))
+            .prop_map(|(user, kind, text, emoji, expires_in)| Op::SetCustom { user, kind, text, emoji, expires_in }),
+        1 => user.clone().prop_map(|user| Op::ClearCustom { user }),
         1 => (user.clone(), 1..30u8).prop_map(|(user, n)| Op::Churn { user, n }),
         1 => (user.clone(), 0..4u8).prop_map(|(user, session)| Op::RenewLease { user, session }),
         1 => prop::bool::weighted(0.7).prop_map(|b| Op::RenewNode { b }),
@@ -267,6 +284,15 @@ fn fragment() -> impl Strategy<Value = Vec<(Op, Probe)>> {
             (Op::Sweep { by_b: false }, q),
             (Op::Activity { batch, via_b: false }, r),
         ]),
+        // A custom status with an expiry, time moved on to exactly then or just before, a
+        // sweep: cleared exactly on time, not before.
+        3 => (0..USERS, 1..40u16, any::<bool>(), probe(), probe(), probe(), probe())
+            .prop_map(|(user, secs, early, p, q, r, t)| vec![
+                (Op::Open { user, session: 0, device: 0, zone: None, org: None, holder: Holder::NodeA }, p),
+                (Op::SetCustom { user, kind: 2, text: Some(0), emoji: true, expires_in: Some(secs) }, q),
+                (Op::Advance { secs: if early { secs - 1 } else { secs }, renew: Renew::Both }, r),
+                (Op::Sweep { by_b: early }, t),
+            ]),
         // One node stops renewing past its lease; the other renews, sweeps and so reaps it;
         // the dead one comes back and renews.
         3 => (any::<bool>(), 16u16..40, probe(), probe(), probe()).prop_map(|(b_dies, secs, p, q, r)| vec![
@@ -322,11 +348,37 @@ struct MUser {
     org: Option<String>,
     devices: BTreeSet<DeviceKind>,
     metadata: Option<String>,
+    custom: Option<MCustom>,
     sessions: BTreeMap<u8, MSession>,
     grace: Option<Millis>,
     version: u64,
     updated: Millis,
 }
+
+/// A custom status as the model keeps it: indexes into the generator's choices.
+#[derive(Debug, Clone, PartialEq)]
+struct MCustom {
+    kind: u8,
+    text: Option<u8>,
+    emoji: bool,
+    expires: Option<Millis>,
+}
+
+const CUSTOM_KINDS: [CustomStatusKind; 5] = [
+    CustomStatusKind::Dnd,
+    CustomStatusKind::Busy,
+    CustomStatusKind::InMeeting,
+    CustomStatusKind::OnBreak,
+    CustomStatusKind::Custom,
+];
+
+/// The text of a generated custom status: multi-byte characters and the separators a store
+/// might split on, so an encoding that loses them fails here.
+fn custom_text(n: u8) -> String {
+    format!("t{n} ☕ «a|b,c» {}", "é".repeat(usize::from(n) * 40))
+}
+
+const CUSTOM_EMOJI: &str = "👩‍💻";
 
 /// A node the store knows: registered by its first renewal or its first session.
 #[derive(Debug, Clone, PartialEq)]
@@ -360,6 +412,7 @@ struct Swept {
     leases_expired: usize,
     node_sessions_reaped: usize,
     nodes_reaped: usize,
+    custom_expired: usize,
     records_deleted: usize,
 }
 
@@ -427,6 +480,7 @@ impl Model {
             u.org.clone(),
             u.devices.clone(),
             u.metadata.clone(),
+            u.custom.clone(),
         )
     }
 
@@ -528,6 +582,7 @@ impl Model {
                     org: None,
                     devices: BTreeSet::new(),
                     metadata: None,
+                    custom: None,
                     sessions: BTreeMap::new(),
                     grace: None,
                     version: 0,
@@ -639,6 +694,21 @@ impl Model {
             Op::Metadata { user, value } => self.set(user, now, |u| {
                 u.metadata = value.map(|v| format!("{{\"v\":{v}}}"))
             }),
+            Op::SetCustom {
+                user,
+                kind,
+                text,
+                emoji,
+                expires_in,
+            } => self.set(user, now, |u| {
+                u.custom = Some(MCustom {
+                    kind,
+                    text,
+                    emoji,
+                    expires: expires_in.map(|secs| now + Millis::from(secs) * 1000),
+                })
+            }),
+            Op::ClearCustom { user } => self.set(user, now, |u| u.custom = None),
             Op::Churn { .. } | Op::CloseOpen { .. } => {
                 unreachable!("the runner turns it into simpler operations")
             }
@@ -693,7 +763,7 @@ impl Model {
     }
 
     /// The sweep's steps, in the stores' order: auto-away, grace, REST leases, dead nodes,
-    /// retention.
+    /// custom status expiry, retention.
     fn sweep(&mut self, now: Millis) -> Swept {
         let s = self.s.clone();
         let mut swept = Swept::default();
@@ -744,6 +814,17 @@ impl Model {
             self.reaped.insert(node);
             swept.nodes_reaped += 1;
         }
+        for &id in &ids {
+            let due = self.users[&id]
+                .custom
+                .as_ref()
+                .and_then(|c| c.expires)
+                .is_some_and(|t| t <= now);
+            if due {
+                swept.custom_expired += 1;
+                self.step(id, now, |u| u.custom = None);
+            }
+        }
         let keep_after = now - d(s.last_seen_retention);
         let before = self.users.len();
         self.users.retain(|_, u| {
@@ -787,7 +868,12 @@ impl Model {
             zone_id: u.zone.as_deref().map(zone),
             org_id: u.org.as_deref().map(org),
             devices: u.devices.iter().copied().collect(),
-            custom_status: None,
+            custom_status: u.custom.as_ref().map(|c| CustomStatus {
+                kind: CUSTOM_KINDS[usize::from(c.kind)],
+                text: c.text.map(custom_text),
+                emoji: c.emoji.then(|| CUSTOM_EMOJI.to_string()),
+                expires_at: c.expires,
+            }),
             metadata: u
                 .metadata
                 .as_deref()
@@ -872,8 +958,9 @@ mod hit {
     pub(crate) const AUTO_AWAY: &str = "sweep: auto-away";
     pub(crate) const GRACE: &str = "sweep: grace expired";
     pub(crate) const LEASE: &str = "sweep: REST lease expired";
+    pub(crate) const CUSTOM_EXPIRED: &str = "sweep: custom status expired";
 
-    pub(crate) const ALL: [&str; 26] = [
+    pub(crate) const ALL: [&str; 27] = [
         STALE,
         BOUNDARY,
         FUTURE,
@@ -900,6 +987,7 @@ mod hit {
         AUTO_AWAY,
         GRACE,
         LEASE,
+        CUSTOM_EXPIRED,
     ];
 }
 
@@ -1173,7 +1261,9 @@ impl Runner {
             | Op::Online { user }
             | Op::Zone { user, .. }
             | Op::Org { user, .. }
-            | Op::Metadata { user, .. } => {
+            | Op::Metadata { user, .. }
+            | Op::SetCustom { user, .. }
+            | Op::ClearCustom { user } => {
                 let change = match op {
                     Op::Away { .. } => Change::SetAway,
                     Op::Online { .. } => Change::SetOnline,
@@ -1182,6 +1272,19 @@ impl Runner {
                     Op::Metadata { value, .. } => Change::SetMetadata(
                         value.map(|v| serde_json::from_str(&format!("{{\"v\":{v}}}")).unwrap()),
                     ),
+                    Op::SetCustom {
+                        kind,
+                        text,
+                        emoji,
+                        expires_in,
+                        ..
+                    } => Change::SetCustomStatus(CustomStatus {
+                        kind: CUSTOM_KINDS[usize::from(*kind)],
+                        text: text.map(custom_text),
+                        emoji: emoji.then(|| CUSTOM_EMOJI.to_string()),
+                        expires_at: expires_in.map(|secs| now + Millis::from(secs) * 1000),
+                    }),
+                    Op::ClearCustom { .. } => Change::ClearCustomStatus,
                     _ => unreachable!(),
                 };
                 match outcome(self.k.store.apply(&u(user), change).await) {
@@ -1229,6 +1332,7 @@ impl Runner {
                     leases_expired: r.leases_expired,
                     node_sessions_reaped: r.node_sessions_reaped,
                     nodes_reaped: r.nodes_reaped,
+                    custom_expired: r.custom_expired,
                     records_deleted: r.records_deleted,
                 })
             }
@@ -1378,6 +1482,7 @@ impl Runner {
                 self.hits.add(hit::AUTO_AWAY, s.auto_away as u64);
                 self.hits.add(hit::GRACE, s.grace_expired as u64);
                 self.hits.add(hit::LEASE, s.leases_expired as u64);
+                self.hits.add(hit::CUSTOM_EXPIRED, s.custom_expired as u64);
             }
             _ => {}
         }

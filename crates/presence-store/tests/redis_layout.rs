@@ -476,3 +476,131 @@ async fn counts_never_wrap_and_converge_after_damage() {
         );
     }
 }
+
+#[tokio::test]
+async fn custom_status_lives_in_short_hash_fields_and_the_expiring_custom_zset() {
+    let (store, mut raw, clock) = prefixed_store().await;
+    let p = store.key_prefix().to_string();
+    let key = |name: &str| format!("{p}{name}");
+    let expiring = key("expiring:custom");
+    let settings = StoreSettings::default();
+    for user in ["123", "456"] {
+        store.open_session(request(user, "s1")).await.unwrap();
+    }
+    let fields = ["ck", "ct", "ce", "cx"];
+    let custom_fields = |h: &HashMap<String, String>| {
+        fields
+            .iter()
+            .filter_map(|f| h.get(*f).map(|v| (*f, v.clone())))
+            .collect::<Vec<_>>()
+    };
+    let meeting = CustomStatus {
+        kind: CustomStatusKind::InMeeting,
+        text: Some("Standup | daily ☕".into()),
+        emoji: Some("📅".into()),
+        expires_at: Some(T0 + 60_000),
+    };
+    store
+        .apply(&uid("123"), Change::SetCustomStatus(meeting.clone()))
+        .await
+        .unwrap();
+
+    // redis-cli HGETALL presence:123: the seed's fields as before, the status in four fields.
+    let h: HashMap<String, String> = raw.hgetall(key("presence:123")).await.unwrap();
+    assert_eq!(h["status"], "online");
+    assert_eq!(h["last_activity"], "1732616700.000");
+    assert_eq!(
+        custom_fields(&h),
+        [
+            ("ck", "in_meeting".to_string()),
+            ("ct", "Standup | daily ☕".to_string()),
+            ("ce", "📅".to_string()),
+            ("cx", (T0 + 60_000).to_string()),
+        ]
+    );
+    let h: HashMap<String, String> = raw.hgetall(key("presence:456")).await.unwrap();
+    assert!(custom_fields(&h).is_empty(), "no custom status, no field");
+    // redis-cli ZRANGE expiring:custom 0 -1 WITHSCORES: scored by expires_at in ms.
+    let members: Vec<(String, f64)> = raw.zrange_withscores(&expiring, 0, -1).await.unwrap();
+    assert_eq!(members, [("123".to_string(), (T0 + 60_000) as f64)]);
+
+    // Without an expiry: out of the zset, and no `cx`.
+    let dnd = CustomStatus {
+        kind: CustomStatusKind::Dnd,
+        text: None,
+        emoji: None,
+        expires_at: None,
+    };
+    store
+        .apply(&uid("123"), Change::SetCustomStatus(dnd.clone()))
+        .await
+        .unwrap();
+    let h: HashMap<String, String> = raw.hgetall(key("presence:123")).await.unwrap();
+    assert_eq!(custom_fields(&h), [("ck", "dnd".to_string())]);
+    let n: usize = raw.zcard(&expiring).await.unwrap();
+    assert_eq!(n, 0);
+
+    // Stale entries (a crash between AOF writes, an operator's hand): one for a status with
+    // no expiry, one scored before a status's real expiry, one for a record that is gone.
+    // The sweep re-checks each: nothing is cleared before its time, the index is repaired.
+    store
+        .apply(&uid("456"), Change::SetCustomStatus(meeting.clone()))
+        .await
+        .unwrap();
+    let _: () = raw.zadd(&expiring, "123", T0 - 1).await.unwrap();
+    let _: () = raw.zadd(&expiring, "456", T0 - 1).await.unwrap();
+    let _: () = raw.zadd(&expiring, "gone", T0 - 1).await.unwrap();
+    let r = store.sweep().await.unwrap();
+    assert_eq!(r.custom_expired, 0, "stale entries clear nothing");
+    assert_eq!(
+        store
+            .view(&uid("123"))
+            .await
+            .unwrap()
+            .unwrap()
+            .custom_status,
+        Some(dnd)
+    );
+    assert_eq!(
+        store
+            .view(&uid("456"))
+            .await
+            .unwrap()
+            .unwrap()
+            .custom_status,
+        Some(meeting.clone())
+    );
+    let members: Vec<(String, f64)> = raw.zrange_withscores(&expiring, 0, -1).await.unwrap();
+    assert_eq!(members, [("456".to_string(), (T0 + 60_000) as f64)]);
+
+    // Cleared: fields and entry gone.
+    store
+        .apply(&uid("456"), Change::ClearCustomStatus)
+        .await
+        .unwrap();
+    let h: HashMap<String, String> = raw.hgetall(key("presence:456")).await.unwrap();
+    assert!(custom_fields(&h).is_empty());
+    let n: usize = raw.zcard(&expiring).await.unwrap();
+    assert_eq!(n, 0);
+
+    // Deleted after retention with an expiry still ahead: the zset entry leaves with it.
+    let far = CustomStatus {
+        expires_at: Some(T0 + 365 * 86_400_000),
+        ..meeting
+    };
+    store
+        .apply(&uid("456"), Change::SetCustomStatus(far))
+        .await
+        .unwrap();
+    store.close_session(&uid("456"), &sid("s1")).await.unwrap();
+    store.close_session(&uid("123"), &sid("s1")).await.unwrap();
+    clock.advance(settings.offline_grace);
+    store.renew_node_lease(0).await.unwrap();
+    store.sweep().await.unwrap();
+    clock.advance(settings.last_seen_retention);
+    store.renew_node_lease(0).await.unwrap();
+    let r = store.sweep().await.unwrap();
+    assert_eq!((r.records_deleted, r.custom_expired), (2, 0));
+    let n: usize = raw.zcard(&expiring).await.unwrap();
+    assert_eq!(n, 0, "retention removes the index entry with the record");
+}

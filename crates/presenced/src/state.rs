@@ -139,7 +139,14 @@ impl Shared {
 
     /// Applies a user's change, and remembers a move for a later re-assert of this node's
     /// sessions of the user (which puts them where they are now).
+    /// A custom status is checked here (SPEC §3: text ≤ 140 characters, emoji ≤ 16 bytes,
+    /// `expires_at` in the future by the node's clock), for REST and sockets alike.
     pub async fn apply_change(&self, user: &UserId, change: Change) -> Result<Applied, ApiError> {
+        if let Change::SetCustomStatus(status) = &change
+            && let Some(problem) = status.problem(self.now())
+        {
+            return Err(ApiError::invalid_argument(problem));
+        }
         let moved = match &change {
             Change::SetZone(z) => Some((Some(z.clone()), None)),
             Change::SetOrg(o) => Some((None, Some(o.clone()))),

@@ -484,3 +484,40 @@ async fn resume_and_sse_on_one_node_replay_events_made_on_another() {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custom_status_set_on_one_node_reaches_a_subscriber_on_another() {
+    within(async {
+        let nodes = Node::cluster(2, CLUSTER).await;
+        let a = user("status");
+        let t = token(&a, "user", None);
+        let mut watcher = nodes[1].connect(&token(&user("w"), "user", None), "").await;
+        let mut tab = nodes[0].connect(&t, "").await;
+        watcher
+            .subscribe(json!({"type": "subscribe", "users": [a]}))
+            .await;
+        tab.send(
+            json!({"type": "custom_status.set", "kind": "busy", "text": "Deep work", "id": 1}),
+        )
+        .await;
+        assert_eq!(tab.until(|f| f["id"] == 1).await["type"], "ack");
+        let e = watcher.until(|f| f["type"] == "presence").await;
+        assert_eq!(
+            (&e["user"]["custom_status"]["kind"], &e["user"]["status"]),
+            (&json!("busy"), &json!("online")),
+            "{e}"
+        );
+        let (s, _) = nodes[1]
+            .send(
+                reqwest::Method::DELETE,
+                "/messenger/presence/custom-status",
+                &t,
+                None,
+            )
+            .await;
+        assert_eq!(s, 200);
+        let e = watcher.until(|f| f["type"] == "presence").await;
+        assert_eq!(e["user"]["custom_status"], serde_json::Value::Null, "{e}");
+    })
+    .await
+}

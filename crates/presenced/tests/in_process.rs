@@ -48,6 +48,8 @@ macro_rules! both_stores {
 }
 
 both_stores!(
+    custom_status_over_rest_and_socket_expires_on_time,
+    bad_custom_statuses_are_refused_and_change_nothing,
     reconcile_closes_ghosts_and_reopens_what_the_store_lost,
     delete_heartbeat_ends_only_rest_sessions,
     auto_away_and_back,
@@ -996,5 +998,129 @@ async fn a_user_token_holds_at_most_sessions_per_user_sse_streams() {
     assert!(
         streams.iter().all(|r| r.status() == 200),
         "backends are not capped"
+    );
+}
+
+async fn custom_status_over_rest_and_socket_expires_on_time(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let a = user("meeting");
+    let t = token(&a, "user", None);
+    let mut tab = h.connect(&t).await;
+    let from = h.feed_head().await;
+    // Over the socket: set, acknowledged, one event, status untouched.
+    tab.send(
+        json!({"type": "custom_status.set", "kind": "in_meeting", "text": "Standup",
+        "expires_at": "2024-11-26T10:45:00.000Z", "id": 1}),
+    );
+    assert_eq!(tab.next().await, json!({"type": "ack", "id": 1}));
+    let view = h.status(&a).await;
+    assert_eq!(
+        view["custom_status"],
+        json!({"kind": "in_meeting", "text": "Standup", "emoji": null, "expires_at": "2024-11-26T10:45:00.000Z"})
+    );
+    assert_eq!(view["status"], "online");
+    let events = h.events_after(from).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["prev_status"], "online");
+    // It survives a reconnect and the grace.
+    tab.hang_up().await;
+    h.advance(Duration::from_secs(60)).await;
+    assert_eq!(h.status(&a).await["status"], "offline");
+    assert_eq!(
+        h.status(&a).await["custom_status"]["kind"],
+        "in_meeting",
+        "kept while offline"
+    );
+    let _tab = h.connect(&t).await;
+    // Expiry: not a moment early, then cleared by the sweep with one event.
+    let from = h.feed_head().await;
+    h.advance(Duration::from_secs(19 * 60 - 1)).await;
+    assert_eq!(h.status(&a).await["custom_status"]["kind"], "in_meeting");
+    h.advance(Duration::from_secs(2)).await;
+    assert_eq!(
+        h.status(&a).await["custom_status"],
+        Value::Null,
+        "expired at 10:45"
+    );
+    let events = h.events_after(from).await;
+    let cleared: Vec<_> = events
+        .iter()
+        .filter(|e| e["user"]["custom_status"].is_null())
+        .collect();
+    assert_eq!(cleared.len(), 1, "{events:?}");
+    // Over REST: a service token sets one for the user, and the user clears it.
+    let svc = token("backend", "service", None);
+    let (s, view) = h
+        .call(
+            "PUT",
+            "/messenger/presence/custom-status",
+            &svc,
+            Some(json!({"kind": "dnd", "emoji": "🔕", "user_id": a})),
+        )
+        .await;
+    assert_eq!(
+        (s, &view["custom_status"]["kind"]),
+        (200, &json!("dnd")),
+        "{view}"
+    );
+    let (s, view) = h
+        .call("DELETE", "/messenger/presence/custom-status", &t, None)
+        .await;
+    assert_eq!((s, &view["custom_status"]), (200, &Value::Null));
+}
+
+async fn bad_custom_statuses_are_refused_and_change_nothing(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let a = user("badstatus");
+    let t = token(&a, "user", None);
+    let mut tab = h.connect(&t).await;
+    let before = h.status(&a).await;
+    for (i, bad) in [
+        json!({"kind": "custom", "text": "x".repeat(141)}),
+        json!({"kind": "custom", "emoji": "🙂🙂🙂🙂🙂"}),
+        json!({"kind": "busy", "expires_at": "2024-11-26T10:24:59.000Z"}),
+        json!({"kind": "asleep"}),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (s, e) = h
+            .call(
+                "PUT",
+                "/messenger/presence/custom-status",
+                &t,
+                Some(bad.clone()),
+            )
+            .await;
+        assert_eq!(
+            (s, &e["error"]["code"]),
+            (400, &json!("invalid_argument")),
+            "{bad}: {e}"
+        );
+        let mut frame = bad.clone();
+        frame["type"] = json!("custom_status.set");
+        frame["id"] = json!(i);
+        tab.send(frame);
+        let reply = tab.next().await;
+        assert_eq!(reply["type"], "error", "{bad}: {reply}");
+        assert!(
+            reply["code"] == "invalid_argument" || reply["code"] == "invalid_frame",
+            "{reply}"
+        );
+    }
+    let (s, _) = h
+        .call(
+            "PUT",
+            "/messenger/presence/custom-status",
+            &t,
+            Some(json!({"kind": "custom", "text": "x".repeat(140), "emoji": "🙂🙂🙂🙂"})),
+        )
+        .await;
+    assert_eq!(s, 200, "140 characters and 16 bytes are allowed");
+    let after = h.status(&a).await;
+    assert_eq!(
+        after["version"].as_u64(),
+        before["version"].as_u64().map(|v| v + 1),
+        "only the good one changed anything"
     );
 }

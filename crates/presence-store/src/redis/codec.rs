@@ -6,15 +6,18 @@
 //! seconds, `zone_id`, `org_id`, `updated_at` in RFC 3339, `metadata` JSON) plus short fields
 //! of ours: `v` version, `ar` away reason, `ma` manual away, `dev` devices (csv; stored only
 //! while no session is open, else derived from the sessions), `last_seen`
-//! (unix seconds), `gr` grace deadline (ms), `ni` nodes whose index list holds the user, and
-//! `s:{session}` = `node|device` (WebSocket) or `|device|lease ms` (REST heartbeat).
+//! (unix seconds), `gr` grace deadline (ms), `ni` nodes whose index list holds the user,
+//! `s:{session}` = `node|device` (WebSocket) or `|device|lease ms` (REST heartbeat), and,
+//! only while the user has a custom status, `ck` its kind, `ct` text, `ce` emoji, `cx`
+//! expires_at (ms) (each absent when none).
 //! A feed entry holds the view after the change in short fixed fields (see [`decode_event`]).
 
 use presence_core::time::parse_rfc3339;
 use presence_core::{
-    Applied, AwayReason, DeviceKind, DeviceSet, FeedId, FeedRead, ListCursor, Millis, NodeId,
-    NodeInfo, OpenSession, OrgId, PresenceEvent, PresenceView, ScopeCount, ScopePage, Session,
-    SessionId, Status, StoreError, TransitionError, UserId, UserRecord, ZoneId,
+    Applied, AwayReason, CustomStatus, CustomStatusKind, DeviceKind, DeviceSet, FeedId, FeedRead,
+    ListCursor, Millis, NodeId, NodeInfo, OpenSession, OrgId, PresenceEvent, PresenceView,
+    ScopeCount, ScopePage, Session, SessionId, Status, StoreError, TransitionError, UserId,
+    UserRecord, ZoneId,
 };
 use redis::Value;
 
@@ -102,9 +105,39 @@ fn parse_session(v: &str) -> Result<Session, StoreError> {
     })
 }
 
+/// The custom status from its four fields (`ck` kind, `ct` text, `ce` emoji, `cx` expiry ms),
+/// each `None` when absent or empty: no kind, no custom status.
+fn decode_custom(
+    kind: Option<&str>,
+    text: Option<&str>,
+    emoji: Option<&str>,
+    expires: Option<&str>,
+) -> Result<Option<CustomStatus>, StoreError> {
+    fn nonempty(v: Option<&str>) -> Option<&str> {
+        v.filter(|v| !v.is_empty())
+    }
+    let Some(kind) = nonempty(kind) else {
+        return Ok(None);
+    };
+    Ok(Some(CustomStatus {
+        kind: parse::<CustomStatusKind>("ck", kind)?,
+        text: nonempty(text).map(Into::into),
+        emoji: nonempty(emoji).map(Into::into),
+        expires_at: nonempty(expires).map(|t| parse("cx", t)).transpose()?,
+    }))
+}
+
 /// A record from its hash fields (or from a feed entry's visible fields).
 fn decode_record(user: UserId, fields: &[(String, String)]) -> Result<UserRecord, StoreError> {
+    let custom = |name: &str| {
+        fields
+            .iter()
+            .find(|(f, _)| f == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let custom_status = decode_custom(custom("ck"), custom("ct"), custom("ce"), custom("cx"))?;
     let mut r = UserRecord::new(user, 0);
+    r.custom_status = custom_status;
     for (f, v) in fields {
         match f.as_str() {
             "status" => r.status = parse::<Status>(f, v)?,
@@ -147,7 +180,9 @@ fn decode_record(user: UserId, fields: &[(String, String)]) -> Result<UserRecord
 /// A feed entry (`id`, fields) as an event. Entries hold the fields `event_fields` in
 /// common.lua writes, in that order, with `''` for none: `u` user, `s` status, `r` away
 /// reason, `la` last activity ms, `ls` last seen ms, `z` zone, `o` org, `d` devices, `m`
-/// metadata, `v` version, `ps`/`pz`/`po` the previous status, zone and org, `ts` ms.
+/// metadata, `v` version, `ps`/`pz`/`po` the previous status, zone and org, `ts` ms, then the
+/// custom status: `ck` kind, `ct` text, `ce` emoji, `cx` expires_at ms. An entry written
+/// before custom statuses existed has no `ck`: no custom status.
 fn decode_event(id: &str, fields: &[(String, String)]) -> Result<PresenceEvent, StoreError> {
     let get = |name: &str| field(fields, name);
     let need = |name: &str| get(name).ok_or_else(|| corrupt(format_args!("event without {name}")));
@@ -175,7 +210,7 @@ fn decode_event(id: &str, fields: &[(String, String)]) -> Result<PresenceEvent, 
             zone_id: opt("z").parse()?,
             org_id: opt("o").parse()?,
             devices,
-            custom_status: None,
+            custom_status: decode_custom(get("ck"), get("ct"), get("ce"), get("cx"))?,
             metadata,
             invisible: false,
             version: parse("v", need("v")?)?,

@@ -4,7 +4,7 @@
 //!
 //! | key | type | holds |
 //! | --- | --- | --- |
-//! | `presence:{user}` | hash | the seed's fields plus version, away reason, devices, sessions |
+//! | `presence:{user}` | hash | the seed's fields plus version, away reason, devices, sessions, custom status |
 //! | `online:global`, `online:zone:{z}`, `online:org:{o}` | zset | online and away users by last activity (s) |
 //! | `away_count` | hash | scope → how many of its users are away |
 //! | `grace` | zset | users in the offline grace, by deadline (ms) |
@@ -14,6 +14,7 @@
 //! | `node:{id}:info` | hash | `started_at`, `last_renewal` (ms), `sessions` (as reported), for `nodes()`; `sc`: sessions the store records on the node, kept by every transition |
 //! | `node:{id}:reaped` | string | set when the node was reaped, so its next renewal answers `Lost` (24 h TTL) |
 //! | `last_seen` | zset | offline users by last seen (s), for retention |
+//! | `expiring:custom` | zset | users whose custom status has an `expires_at`, by it (ms) |
 //! | `feed` | stream | events, capped with `MAXLEN ~` |
 //! | `sweep:away_cutoff`, `sweep:stale_pos`, `sweep:scope_pos` | string | where the sweeps' windows stand |
 //!
@@ -99,6 +100,7 @@ struct Scripts {
     sweep_grace: Script,
     sweep_leases: Script,
     reap_node: Script,
+    sweep_custom: Script,
     sweep_retention: Script,
     sweep_stale: Script,
     sweep_scopes: Script,
@@ -121,6 +123,7 @@ impl Scripts {
             sweep_grace: script!("sweep_grace.lua"),
             sweep_leases: script!("sweep_leases.lua"),
             reap_node: script!("reap_node.lua"),
+            sweep_custom: script!("sweep_custom.lua"),
             sweep_retention: script!("sweep_retention.lua"),
             sweep_stale: script!("sweep_stale.lua"),
             sweep_scopes: script!("sweep_scopes.lua"),
@@ -131,7 +134,7 @@ impl Scripts {
         }
     }
 
-    fn all(&self) -> [&Script; 17] {
+    fn all(&self) -> [&Script; 18] {
         [
             &self.open,
             &self.close,
@@ -143,6 +146,7 @@ impl Scripts {
             &self.sweep_grace,
             &self.sweep_leases,
             &self.reap_node,
+            &self.sweep_custom,
             &self.sweep_retention,
             &self.sweep_stale,
             &self.sweep_scopes,
@@ -476,6 +480,7 @@ impl Store for RedisStore {
     }
 
     async fn apply(&self, user: &UserId, change: Change) -> Result<Applied, StoreError> {
+        let mut custom = None;
         let (op, value) = match change {
             Change::SetAway => ("away", String::new()),
             Change::SetOnline => ("online", String::new()),
@@ -486,9 +491,21 @@ impl Store for RedisStore {
                 m.map(|m| serde_json::Value::Object(m).to_string())
                     .unwrap_or_default(),
             ),
+            Change::SetCustomStatus(c) => {
+                let c = c.normalised();
+                let kind = c.kind.as_str().to_string();
+                custom = Some(c);
+                ("custom", kind)
+            }
+            Change::ClearCustomStatus => ("clear_custom", String::new()),
         };
         let mut inv = self.invocation(&self.scripts.apply, self.now());
         inv.arg(user.as_str()).arg(op).arg(value);
+        if let Some(c) = custom {
+            inv.arg(c.text.unwrap_or_default())
+                .arg(c.emoji.unwrap_or_default())
+                .arg(c.expires_at.map(|t| t.to_string()).unwrap_or_default());
+        }
         decode_applied(user, &self.invoke(&inv).await?)
     }
 
@@ -613,6 +630,7 @@ impl Store for RedisStore {
         r.grace_expired = self.drain(&scripts.sweep_grace, now, &[batch]).await?;
         r.leases_expired = self.drain(&scripts.sweep_leases, now, &[batch]).await?;
         (r.node_sessions_reaped, r.nodes_reaped) = self.reap_dead_nodes(now, batch).await?;
+        r.custom_expired = self.drain(&scripts.sweep_custom, now, &[batch]).await?;
         let cutoff = now - ms(s.last_seen_retention);
         r.records_deleted = self
             .drain(&scripts.sweep_retention, now, &[cutoff, batch])

@@ -39,6 +39,10 @@ pub(super) fn routes() -> Router<AppState> {
             post(heartbeat).delete(end_heartbeat),
         )
         .route("/messenger/presence/zone", put(set_zone))
+        .route(
+            "/messenger/presence/custom-status",
+            put(set_custom_status).delete(clear_custom_status),
+        )
         .route("/messenger/presence/org", put(set_org))
 }
 
@@ -445,6 +449,58 @@ pub(crate) async fn set_org(
     let user = access.act_as(b.user_id)?;
     access.place_in_org(b.org_id.as_ref())?;
     let applied = state.apply_change(&user, Change::SetOrg(b.org_id)).await?;
+    Ok(axum::Json(applied.view))
+}
+
+/// A custom status (SPEC §3), for the token's user or the user a service token names.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CustomStatusBody {
+    kind: presence_core::CustomStatusKind,
+    /// At most 140 characters.
+    #[serde(default)]
+    text: Option<String>,
+    /// At most 16 bytes.
+    #[serde(default)]
+    emoji: Option<String>,
+    /// RFC 3339; it clears itself then (the sweep, one event).
+    #[serde(default, with = "presence_core::time::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    expires_at: Option<presence_core::Millis>,
+    user_id: Option<UserId>,
+}
+
+/// Sets the custom status (leaves `status` alone); answers the view.
+#[utoipa::path(put, path = "/messenger/presence/custom-status", request_body = CustomStatusBody, security(("bearer" = [])),
+    responses((status = 200, body = presence_core::PresenceView), (status = 404, body = ErrorBody), (status = 400, description = "invalid_argument", body = ErrorBody), (status = 401, description = "unauthenticated", body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub(crate) async fn set_custom_status(
+    State(state): State<AppState>,
+    who: Caller,
+    Json(b): Json<CustomStatusBody>,
+) -> Result<axum::Json<PresenceView>, ApiError> {
+    let user = state.access(who.0).act_as(b.user_id)?;
+    let status = presence_core::CustomStatus {
+        kind: b.kind,
+        text: b.text,
+        emoji: b.emoji,
+        expires_at: b.expires_at,
+    };
+    let applied = state
+        .apply_change(&user, Change::SetCustomStatus(status))
+        .await?;
+    Ok(axum::Json(applied.view))
+}
+
+/// Clears the custom status; answers the view.
+#[utoipa::path(delete, path = "/messenger/presence/custom-status", params(UserParam), security(("bearer" = [])),
+    responses((status = 200, body = presence_core::PresenceView), (status = 404, body = ErrorBody), (status = 400, description = "invalid_argument", body = ErrorBody), (status = 401, description = "unauthenticated", body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub(crate) async fn clear_custom_status(
+    State(state): State<AppState>,
+    who: Caller,
+    Query(q): Query<UserParam>,
+) -> Result<axum::Json<PresenceView>, ApiError> {
+    let user = state.access(who.0).act_as(q.user_id)?;
+    let applied = state.apply_change(&user, Change::ClearCustomStatus).await?;
     Ok(axum::Json(applied.view))
 }
 

@@ -1,7 +1,9 @@
 //! Client frames (SPEC §5): JSON text with a `type`, and an optional `id` (string or number)
 //! that the reply echoes.
 
-use presence_core::{Change, FeedId, Metadata, OrgId, Scope, UserId, ZoneId};
+use presence_core::{
+    Change, CustomStatus, CustomStatusKind, FeedId, Metadata, Millis, OrgId, Scope, UserId, ZoneId,
+};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -12,7 +14,8 @@ pub enum ClientFrame {
     Activity,
     /// `ping`.
     Ping,
-    /// `status.set`, `zone.set`, `org.set`, `metadata.set`.
+    /// `status.set`, `zone.set`, `org.set`, `metadata.set`, `custom_status.set`,
+    /// `custom_status.clear`.
     Change(Change),
     /// `subscribe`.
     Subscribe {
@@ -53,6 +56,18 @@ enum Wire {
     OrgSet { org_id: Option<OrgId> },
     #[serde(rename = "metadata.set")]
     MetadataSet { metadata: Option<Metadata> },
+    #[serde(rename = "custom_status.set")]
+    CustomStatusSet {
+        kind: CustomStatusKind,
+        #[serde(default)]
+        text: Option<String>,
+        #[serde(default)]
+        emoji: Option<String>,
+        #[serde(default, with = "presence_core::time::rfc3339::option")]
+        expires_at: Option<Millis>,
+    },
+    #[serde(rename = "custom_status.clear")]
+    CustomStatusClear {},
     #[serde(rename = "subscribe")]
     Subscribe {
         #[serde(default)]
@@ -100,7 +115,6 @@ pub fn parse_frame(raw: &str) -> Result<(Option<Value>, ClientFrame), (Option<Va
     let unsupported = |what: &str| Err((id.clone(), format!("{what} is not supported yet")));
     let wire: Wire = match value.get("type").and_then(Value::as_str) {
         Some("typing.start" | "typing.stop") => return unsupported("typing"),
-        Some("custom_status.set" | "custom_status.clear") => return unsupported("custom status"),
         Some(_) => serde_json::from_value(value).map_err(|e| (id.clone(), e.to_string()))?,
         None => return Err((id, "a frame needs a \"type\"".into())),
     };
@@ -122,6 +136,18 @@ pub fn parse_frame(raw: &str) -> Result<(Option<Value>, ClientFrame), (Option<Va
         Wire::ZoneSet { zone_id, .. } => ClientFrame::Change(Change::SetZone(zone_id)),
         Wire::OrgSet { org_id, .. } => ClientFrame::Change(Change::SetOrg(org_id)),
         Wire::MetadataSet { metadata, .. } => ClientFrame::Change(Change::SetMetadata(metadata)),
+        Wire::CustomStatusSet {
+            kind,
+            text,
+            emoji,
+            expires_at,
+        } => ClientFrame::Change(Change::SetCustomStatus(CustomStatus {
+            kind,
+            text,
+            emoji,
+            expires_at,
+        })),
+        Wire::CustomStatusClear {} => ClientFrame::Change(Change::ClearCustomStatus),
         Wire::Subscribe {
             scopes: s,
             users,
