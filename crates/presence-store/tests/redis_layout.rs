@@ -464,7 +464,10 @@ async fn counts_never_wrap_and_converge_after_damage() {
         if counts.iter().all(|c| *c == want) {
             break;
         }
-        assert!(sweeps < 200, "not repaired after {sweeps} sweeps: {counts:?}");
+        assert!(
+            sweeps < 200,
+            "not repaired after {sweeps} sweeps: {counts:?}"
+        );
     }
     // And transitions after the repair keep them right.
     k.store.apply(&uid("3"), Change::SetOnline).await.unwrap();
