@@ -428,19 +428,24 @@ impl MemoryStore {
 
     /// Users whose offline grace ran out go offline.
     fn sweep_grace(&self, st: &mut State, now: Millis, batch: usize) -> Step {
-        let due: Vec<UserId> = st
-            .grace
-            .iter()
-            .take_while(|(t, _)| *t <= now)
-            .take(batch)
-            .map(|(_, u)| u.clone())
-            .collect();
+        let due = due(&st.grace, now, batch);
+        self.expire_each(st, &due, now, batch, UserRecord::expire_grace)
+    }
+
+    /// Applies a timed change to each due user, one transition each (one event where the
+    /// view changed). `change` re-checks the record: an index entry may be stale.
+    fn expire_each(
+        &self,
+        st: &mut State,
+        due: &[UserId],
+        now: Millis,
+        batch: usize,
+        change: impl Fn(&mut UserRecord, Millis) -> bool,
+    ) -> Step {
         let mut changed = 0;
-        for user in &due {
-            let gone = st.transition(user, now, false, self.max_feed(), |r| {
-                Ok(r.expire_grace(now))
-            });
-            changed += usize::from(matches!(gone, Ok((true, _, _))));
+        for user in due {
+            let done = st.transition(user, now, false, self.max_feed(), |r| Ok(change(r, now)));
+            changed += usize::from(matches!(done, Ok((true, _, _))));
         }
         Step {
             changed,
@@ -511,36 +516,14 @@ impl MemoryStore {
     /// Custom statuses whose `expires_at` has come are cleared, one event each. Each
     /// candidate is re-checked against its record ([`UserRecord::expire_custom_status`]).
     fn sweep_custom(&self, st: &mut State, now: Millis, batch: usize) -> Step {
-        let due: Vec<UserId> = st
-            .expiring_custom
-            .iter()
-            .take_while(|(t, _)| *t <= now)
-            .take(batch)
-            .map(|(_, u)| u.clone())
-            .collect();
-        let mut changed = 0;
-        for user in &due {
-            let cleared = st.transition(user, now, false, self.max_feed(), |r| {
-                Ok(r.expire_custom_status(now))
-            });
-            changed += usize::from(matches!(cleared, Ok((true, _, _))));
-        }
-        Step {
-            changed,
-            full: due.len() == batch,
-        }
+        let due = due(&st.expiring_custom, now, batch);
+        self.expire_each(st, &due, now, batch, UserRecord::expire_custom_status)
     }
 
     /// Offline records last seen before the retention cutoff are deleted.
     fn sweep_retention(&self, st: &mut State, now: Millis, batch: usize) -> Step {
         let cutoff = now - ms(self.settings().last_seen_retention);
-        let old: Vec<UserId> = st
-            .last_seen
-            .iter()
-            .take_while(|(t, _)| *t <= cutoff)
-            .take(batch)
-            .map(|(_, u)| u.clone())
-            .collect();
+        let old = due(&st.last_seen, cutoff, batch);
         let mut changed = 0;
         for user in &old {
             if st
@@ -900,4 +883,13 @@ impl Store for MemoryStore {
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }
+}
+/// Up to `batch` users of an ordered index whose time has come (`<= upto`), earliest first.
+fn due(index: &BTreeSet<(Millis, UserId)>, upto: Millis, batch: usize) -> Vec<UserId> {
+    index
+        .iter()
+        .take_while(|(t, _)| *t <= upto)
+        .take(batch)
+        .map(|(_, u)| u.clone())
+        .collect()
 }
