@@ -213,13 +213,23 @@ impl LocalSessions {
     ) -> Result<usize, StoreError> {
         let mut reopened = 0;
         for batch in opens.chunks(REOPEN_BATCH) {
-            let batch: Vec<OpenSession> = batch
+            let mut batch: Vec<OpenSession> = batch
                 .iter()
                 .filter(|o| self.holds(&o.session))
                 .cloned()
                 .collect();
             if batch.is_empty() {
                 continue;
+            }
+            // A user the store still has a record of stays where the record says (another
+            // node may have moved them since this one last knew); only a record the store
+            // lost is put back where this node last saw the user.
+            let users: Vec<UserId> = batch.iter().map(|o| o.user.clone()).collect();
+            for (open, view) in batch.iter_mut().zip(store.views(&users).await?) {
+                if view.is_some() {
+                    open.zone = None;
+                    open.org = None;
+                }
             }
             let outcomes = match store.reopen_sessions(&batch).await {
                 Ok(outcomes) => outcomes,

@@ -48,6 +48,7 @@ macro_rules! both_stores {
 }
 
 both_stores!(
+    a_reopened_session_leaves_the_user_where_the_store_has_them,
     custom_status_over_rest_and_socket_expires_on_time,
     bad_custom_statuses_are_refused_and_change_nothing,
     reconcile_closes_ghosts_and_reopens_what_the_store_lost,
@@ -1122,5 +1123,33 @@ async fn bad_custom_statuses_are_refused_and_change_nothing(kind: Kind) {
         after["version"].as_u64(),
         before["version"].as_u64().map(|v| v + 1),
         "only the good one changed anything"
+    );
+}
+
+async fn a_reopened_session_leaves_the_user_where_the_store_has_them(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let a = user("moved_elsewhere");
+    let t = token(&a, "user", None);
+    let mut tab = h.connect(&t).await;
+    tab.send(json!({"type": "zone.set", "zone_id": "4", "id": 1}));
+    assert_eq!(tab.next().await["type"], "ack");
+    // The store loses this node's session, and meanwhile the user is moved by someone else
+    // (another node, a backend) to zone 9.
+    let (user, session) = h.state.store.node_sessions().await.unwrap().remove(0);
+    h.store().close_session(&user, &session).await.unwrap();
+    let moved = presence_core::Change::SetZone(Some(presence_core::ZoneId::new("9").unwrap()));
+    h.store().apply(&user, moved).await.unwrap();
+    let done = h
+        .state
+        .sessions
+        .reconcile(h.store(), h.state.now(), true, true)
+        .await
+        .unwrap();
+    assert_eq!(done.reopened, 1);
+    let view = h.status(&a).await;
+    assert_eq!(
+        (&view["status"], &view["zone_id"]),
+        (&json!("online"), &json!("9")),
+        "not moved back to 4"
     );
 }
