@@ -34,48 +34,7 @@ pub(crate) async fn events(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
-        .map_err(|e| ApiError::invalid_argument(e.to_string()))?;
-    let mut interest = Interest::new(state.access(who.0));
-    let mut after: Option<FeedId> = None;
-    for (k, v) in pairs {
-        match k.as_str() {
-            "scope" => {
-                let scope = v
-                    .parse::<Scope>()
-                    .map_err(|e| ApiError::invalid_argument(format!("scope {v:?}: {e}")))?;
-                interest.access.scope(&scope)?;
-                interest.scopes.insert(scope);
-            }
-            "after" => {
-                after = Some(
-                    v.parse()
-                        .map_err(|_| ApiError::invalid_argument("after is not a feed id"))?,
-                )
-            }
-            other => {
-                return Err(ApiError::invalid_argument(format!(
-                    "unknown parameter {other:?}"
-                )));
-            }
-        }
-    }
-    if after.is_none()
-        && let Some(last) = headers.get("last-event-id").and_then(|v| v.to_str().ok())
-    {
-        after = Some(
-            last.parse()
-                .map_err(|_| ApiError::invalid_argument("Last-Event-ID is not a feed id"))?,
-        );
-    }
-    let cap = state.config.limits.subscriptions_per_connection;
-    if interest.scopes.len() > cap {
-        metrics::counter!("presenced_refusals_total", "reason" => "subscriptions").increment(1);
-        return Err(ApiError::invalid_argument(format!(
-            "at most {cap} scope parameters"
-        )));
-    }
-    interest.all = interest.scopes.is_empty();
+    let (interest, after) = what_to_follow(&state, who, &headers, query.as_deref())?;
     // A stream holds a connection slot for as long as it is open, like a socket.
     let who = interest.access.principal();
     let stream_guard = state
@@ -161,6 +120,59 @@ pub(crate) async fn events(
         .filter_map(|e| std::future::ready(e.ok()))
         .map(Ok);
     Ok(Sse::new(all).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// What a stream follows (`scope=`, checked against the caller's rights and capped) and where
+/// it resumes (`after`, else `Last-Event-ID`).
+fn what_to_follow(
+    state: &AppState,
+    who: Caller,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<(Interest, Option<FeedId>), ApiError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.unwrap_or(""))
+        .map_err(|e| ApiError::invalid_argument(e.to_string()))?;
+    let mut interest = Interest::new(state.access(who.0));
+    let mut after: Option<FeedId> = None;
+    for (k, v) in pairs {
+        match k.as_str() {
+            "scope" => {
+                let scope = v
+                    .parse::<Scope>()
+                    .map_err(|e| ApiError::invalid_argument(format!("scope {v:?}: {e}")))?;
+                interest.access.scope(&scope)?;
+                interest.scopes.insert(scope);
+            }
+            "after" => {
+                after = Some(
+                    v.parse()
+                        .map_err(|_| ApiError::invalid_argument("after is not a feed id"))?,
+                )
+            }
+            other => {
+                return Err(ApiError::invalid_argument(format!(
+                    "unknown parameter {other:?}"
+                )));
+            }
+        }
+    }
+    if after.is_none()
+        && let Some(last) = headers.get("last-event-id").and_then(|v| v.to_str().ok())
+    {
+        after = Some(
+            last.parse()
+                .map_err(|_| ApiError::invalid_argument("Last-Event-ID is not a feed id"))?,
+        );
+    }
+    let cap = state.config.limits.subscriptions_per_connection;
+    if interest.scopes.len() > cap {
+        metrics::counter!("presenced_refusals_total", "reason" => "subscriptions").increment(1);
+        return Err(ApiError::invalid_argument(format!(
+            "at most {cap} scope parameters"
+        )));
+    }
+    interest.all = interest.scopes.is_empty();
+    Ok((interest, after))
 }
 
 fn presence_event(id: FeedId, json: &str) -> Event {
