@@ -12,6 +12,8 @@
 //! - `idle` (P5): node memory per idle WebSocket connection.
 //! - `storm` (P8): clients connecting at once; connect-to-connected latency.
 //! - `propagation` (P6): latency of a change from node A to a subscriber on node B.
+//! - `counts`: a zone's subscriber on node B following every event, then counts only, while
+//!   the zone's count changes at a set rate through node A.
 //! - `crash` (P7): kill -9 of a node holding many users; time until all are offline.
 //!
 //! With no `--redis-url`, a scenario starts a private `redis-server` and stops it at the end.
@@ -106,6 +108,16 @@ enum Scenario {
         #[arg(long, default_value_t = 1000)]
         rate: u64,
         /// How long to drive them.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+    /// Issue 10: one subscriber of a zone on node B, following every event and then counts
+    /// only, while the zone's count changes at a set rate through node A.
+    Counts {
+        /// Count changes a second in total.
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        /// How long to drive them, each way.
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
@@ -226,6 +238,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Scenario::Propagation { rate, seconds } => {
             sockets::propagation(&url, rate, seconds).await?
         }
+        Scenario::Counts { rate, seconds } => sockets::counts(&url, rate, seconds).await?,
         Scenario::IdleWorker(_) | Scenario::StormWorker(_) => unreachable!("handled above"),
         Scenario::StoreThroughput {
             users,

@@ -666,3 +666,124 @@ pub(crate) async fn propagation(
         "latency_ms_max": ms(hist.max()),
     }))
 }
+
+/// `counts` (issue 10's measurement): what one subscriber of a zone costs node B while the
+/// zone's count changes `rate` times a second through node A, followed two ways in the same
+/// run: not at all (the baseline), every event (`subscribe`), then counts only (`subscribe`
+/// with `counts_only`). Drivers
+/// move their users in and out of the zone (`zone.set`), so every change changes the count.
+pub(crate) async fn counts(
+    redis_url: &str,
+    rate: u64,
+    seconds: u64,
+) -> anyhow::Result<serde_json::Value> {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let (port_a, port_b) = (crate::free_port()?, crate::free_port()?);
+    let _node_a = start_node(redis_url, port_a, &[]).await?;
+    let node_b = start_node(redis_url, port_b, &[]).await?;
+    let pid_b = node_b.id().context("node B's pid")?;
+    let auth = authenticator();
+    let token = |u: &str| {
+        auth.issue(
+            &UserId::new(u).expect("id"),
+            None,
+            Role::User,
+            Duration::from_secs(3600),
+        )
+        .context("token")
+    };
+    let per_conn = 15u64;
+    let conns = rate.div_ceil(per_conn);
+    let mut drivers = Vec::new();
+    for i in 0..conns {
+        let url = format!(
+            "ws://127.0.0.1:{port_a}/messenger/ws?token={}",
+            token(&format!("c{i}"))?
+        );
+        let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true).await?;
+        ws.next().await.context("connected")??;
+        drivers.push(ws);
+    }
+    let mut report = serde_json::Map::new();
+    // "none": the watcher subscribes to nothing, to show what node B spends anyway (its feed
+    // loop reads every event, whoever follows what).
+    for mode in ["none", "events", "counts_only"] {
+        let url = format!(
+            "ws://127.0.0.1:{port_b}/messenger/ws?token={}",
+            token(&format!("watcher_{mode}"))?
+        );
+        let (mut watcher, _) =
+            tokio_tungstenite::connect_async_with_config(url, None, true).await?;
+        watcher.next().await.context("connected")??;
+        if mode != "none" {
+            let subscribe = json!({"type": "subscribe", "scopes": ["zone:counted"], "counts_only": mode == "counts_only", "id": 1});
+            watcher
+                .send(Message::Text(subscribe.to_string().into()))
+                .await?;
+            watcher.next().await.context("snapshot")??;
+        }
+        let interval = Duration::from_micros(1_000_000 * conns / rate);
+        let cpu_before = cpu_seconds(pid_b)?;
+        let deadline = Instant::now() + Duration::from_secs(seconds);
+        let tasks: Vec<_> = drivers
+            .drain(..)
+            .enumerate()
+            .map(|(i, mut ws)| {
+                tokio::spawn(async move {
+                    tokio::time::sleep(interval * i as u32 / conns as u32).await;
+                    let mut tick = tokio::time::interval(interval);
+                    let mut inside = false;
+                    while Instant::now() < deadline {
+                        tick.tick().await;
+                        inside = !inside;
+                        let zone = if inside { "counted" } else { "elsewhere" };
+                        let frame = json!({"type": "zone.set", "zone_id": zone});
+                        if ws
+                            .send(Message::Text(frame.to_string().into()))
+                            .await
+                            .is_err()
+                        {
+                            break;
+                        }
+                        while let Some(Some(Ok(_))) = futures::FutureExt::now_or_never(ws.next()) {}
+                    }
+                    ws
+                })
+            })
+            .collect();
+        let mut frames = 0u64;
+        let bar = crate::progress::phase(&format!("{mode}: frames received on node B"));
+        while Instant::now() < deadline + Duration::from_secs(1) {
+            match tokio::time::timeout(Duration::from_millis(200), watcher.next()).await {
+                Ok(Some(m)) => {
+                    let text = m?.into_text()?;
+                    if text.contains("\"type\":\"presence\"") || text.contains("\"type\":\"count\"")
+                    {
+                        frames += 1;
+                    }
+                }
+                Ok(None) => break,
+                Err(_) => continue,
+            }
+        }
+        bar.finish_and_clear();
+        let cpu = cpu_seconds(pid_b)? - cpu_before;
+        for t in tasks {
+            drivers.push(t.await?);
+        }
+        report.insert(
+            mode.to_string(),
+            json!({
+                "frames_received": frames,
+                "frames_per_second": frames as f64 / seconds as f64,
+                "node_b_cpu_ms_per_second": (cpu * 1000.0 / (seconds as f64 + 1.0) * 10.0).round() / 10.0,
+            }),
+        );
+    }
+    report.insert(
+        "title".into(),
+        json!(format!("counts: one subscriber of a zone on node B while its count changes {rate} times a second through node A ({conns} connections), {seconds} s each way")),
+    );
+    Ok(serde_json::Value::Object(report))
+}
