@@ -547,6 +547,48 @@ fn micros_now() -> u64 {
         .as_micros() as u64
 }
 
+/// Frames a second one driver connection sends: under the per-connection limit of 20.
+const FRAMES_PER_DRIVER: u64 = 15;
+
+/// A token for user `u`, signed with the nodes' secret.
+fn user_token(auth: &Authenticator, u: &str) -> anyhow::Result<String> {
+    auth.issue(
+        &UserId::new(u).context("user id")?,
+        None,
+        Role::User,
+        Duration::from_secs(3600),
+    )
+    .context("token")
+}
+
+/// `conns` WebSocket connections to the node on `port`, one user each (`{name}{i}`), with
+/// `query` appended to the URL, each past its `connected` frame.
+async fn connect_drivers(
+    auth: &Authenticator,
+    port: u16,
+    name: &str,
+    conns: u64,
+    query: &str,
+) -> anyhow::Result<
+    Vec<
+        tokio_tungstenite::WebSocketStream<
+            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+        >,
+    >,
+> {
+    let mut drivers = Vec::new();
+    for i in 0..conns {
+        let url = format!(
+            "ws://127.0.0.1:{port}/messenger/ws?token={}{query}",
+            user_token(auth, &format!("{name}{i}"))?
+        );
+        let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true).await?;
+        ws.next().await.context("connected")??;
+        drivers.push(ws);
+    }
+    Ok(drivers)
+}
+
 /// `propagation` (P6): changes made through node A at `rate` a second for `seconds`; latency
 /// until a subscriber on node B receives each. Drivers and subscriber share this process's
 /// clock: each change carries its send time in its metadata.
@@ -561,15 +603,7 @@ pub(crate) async fn propagation(
     let _node_a = start_node(redis_url, port_a, &[]).await?;
     let _node_b = start_node(redis_url, port_b, &[]).await?;
     let auth = authenticator();
-    let token = |u: &str| {
-        auth.issue(
-            &UserId::new(u).expect("id"),
-            None,
-            Role::User,
-            Duration::from_secs(3600),
-        )
-        .context("token")
-    };
+    let token = |u: &str| user_token(&auth, u);
 
     let watcher_url = format!(
         "ws://127.0.0.1:{port_b}/messenger/ws?token={}",
@@ -586,19 +620,8 @@ pub(crate) async fn propagation(
         ))
         .await?;
 
-    // Drivers: each stays under the per-connection limit of 20 frames a second.
-    let per_conn = 15u64;
-    let conns = rate.div_ceil(per_conn);
-    let mut drivers = Vec::new();
-    for i in 0..conns {
-        let url = format!(
-            "ws://127.0.0.1:{port_a}/messenger/ws?token={}&zone_id=prop",
-            token(&format!("p{i}"))?
-        );
-        let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true).await?;
-        ws.next().await.context("connected")??;
-        drivers.push(ws);
-    }
+    let conns = rate.div_ceil(FRAMES_PER_DRIVER);
+    let drivers = connect_drivers(&auth, port_a, "p", conns, "&zone_id=prop").await?;
     // Let the online events pass before timing.
     tokio::time::sleep(Duration::from_secs(2)).await;
     while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(200), watcher.next()).await {
@@ -684,27 +707,9 @@ pub(crate) async fn counts(
     let node_b = start_node(redis_url, port_b, &[]).await?;
     let pid_b = node_b.id().context("node B's pid")?;
     let auth = authenticator();
-    let token = |u: &str| {
-        auth.issue(
-            &UserId::new(u).expect("id"),
-            None,
-            Role::User,
-            Duration::from_secs(3600),
-        )
-        .context("token")
-    };
-    let per_conn = 15u64;
-    let conns = rate.div_ceil(per_conn);
-    let mut drivers = Vec::new();
-    for i in 0..conns {
-        let url = format!(
-            "ws://127.0.0.1:{port_a}/messenger/ws?token={}",
-            token(&format!("c{i}"))?
-        );
-        let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true).await?;
-        ws.next().await.context("connected")??;
-        drivers.push(ws);
-    }
+    let token = |u: &str| user_token(&auth, u);
+    let conns = rate.div_ceil(FRAMES_PER_DRIVER);
+    let mut drivers = connect_drivers(&auth, port_a, "c", conns, "").await?;
     let mut report = serde_json::Map::new();
     // "none": the watcher subscribes to nothing, to show what node B spends anyway (its feed
     // loop reads every event, whoever follows what).
