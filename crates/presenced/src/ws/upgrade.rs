@@ -34,7 +34,12 @@ pub async fn upgrade(
     let checked = match check(&state, params, &headers) {
         Ok(c) => c,
         Err(e) => {
-            metrics::counter!("presenced_refusals_total", "reason" => e.code).increment(1);
+            // A full node (`max_connections`) and an exhausted budget (`rest_rate_limited`)
+            // are counted where they are decided; the rest (bad token, bad parameters,
+            // another org) by their code here.
+            if !matches!(e.code, "unavailable" | "rate_limited") {
+                metrics::counter!("presenced_refusals_total", "reason" => e.code).increment(1);
+            }
             return e.into_response();
         }
     };
