@@ -87,9 +87,36 @@ pub struct PresenceEvent {
     #[serde(with = "rfc3339")]
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub ts: Millis,
+    /// The user was invisible before the change: others saw them offline. Not serialized.
+    #[serde(skip)]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
+    pub was_hidden: bool,
+    /// Nothing others see changed (the user was and stays invisible, and only what they
+    /// hide moved: status, devices). Not serialized.
+    #[serde(skip)]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
+    pub unseen_by_others: bool,
 }
 
 impl PresenceEvent {
+    /// The event as everyone but the user and privileged tokens sees it, or `None` when they
+    /// see no change. Going invisible looks like going offline, coming back like coming
+    /// online (SPEC §3).
+    pub fn as_others_see_it(&self) -> Option<PresenceEvent> {
+        if self.unseen_by_others {
+            return None;
+        }
+        if !self.was_hidden && self.user.hidden.is_none() {
+            return Some(self.clone());
+        }
+        let mut e = self.clone();
+        e.user = self.user.as_others_see_it();
+        if self.was_hidden {
+            e.prev_status = Status::Offline;
+        }
+        Some(e)
+    }
+
     /// Every scope the event belongs to (SPEC §5: a scope the user is in now or was in before
     /// the change): `global`, the zone and org after the change, and the ones before it when
     /// they differ. Each scope appears once.

@@ -32,5 +32,5 @@ pub use store::{
 };
 pub use time::{Clock, ManualClock, Millis, SharedClock, SystemClock};
 pub use view::{
-    AwayReason, CustomStatus, CustomStatusKind, DeviceKind, DeviceSet, PresenceView, Status,
+    AwayReason, CustomStatus, CustomStatusKind, DeviceKind, DeviceSet, Hidden, PresenceView, Status,
 };

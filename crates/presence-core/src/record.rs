@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use crate::event::PresenceEvent;
 use crate::ids::{NodeId, OrgId, SessionId, UserId, ZoneId};
 use crate::time::Millis;
-use crate::view::{AwayReason, CustomStatus, DeviceKind, DeviceSet, PresenceView, Status};
+use crate::view::{AwayReason, CustomStatus, DeviceKind, DeviceSet, Hidden, PresenceView, Status};
 
 /// JSON object held as metadata.
 pub type Metadata = serde_json::Map<String, serde_json::Value>;
@@ -34,10 +34,16 @@ pub struct Session {
 /// A change a user (or a service acting for one) asks for.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
-    /// Manual away: sticks until [`Change::SetOnline`], across reconnects.
-    SetAway,
-    /// Back online; clears manual away and counts as activity.
-    SetOnline,
+    /// `status.set`: manual away (sticks until the user sets online, across reconnects), or
+    /// back online (clears manual away and counts as activity); and, when `invisible` is
+    /// given, going invisible or visible in the same step (one event). Invisible needs a
+    /// present user: it is ignored while offline.
+    SetStatus {
+        /// Away (manual) rather than online.
+        away: bool,
+        /// Go invisible (`true`) or visible again (`false`); `None` leaves it.
+        invisible: Option<bool>,
+    },
     /// Move to a zone, or leave zones.
     SetZone(Option<ZoneId>),
     /// Move to an org, or leave orgs.
@@ -49,6 +55,24 @@ pub enum Change {
     SetCustomStatus(CustomStatus),
     /// Clear the custom status; `status` is left alone.
     ClearCustomStatus,
+}
+
+impl Change {
+    /// Manual away, visibility unchanged.
+    pub fn away() -> Self {
+        Change::SetStatus {
+            away: true,
+            invisible: None,
+        }
+    }
+
+    /// Back online, visibility unchanged.
+    pub fn online() -> Self {
+        Change::SetStatus {
+            away: false,
+            invisible: None,
+        }
+    }
 }
 
 /// A transition refused by the rules.
@@ -92,6 +116,11 @@ pub struct UserRecord {
     pub metadata: Option<Metadata>,
     /// The custom status; kept while offline, until cleared, expired or the record deleted.
     pub custom_status: Option<CustomStatus>,
+    /// Set while the user is invisible (SPEC §3): others see them offline. Going invisible
+    /// lasts until the user sets it off, or until a session opens after they went offline
+    /// (a reload within the grace keeps it); it stays on while offline, so that going
+    /// offline shows others nothing and `last_seen` stays the moment they went invisible.
+    pub hidden: Option<Hidden>,
     /// Open sessions by id.
     pub sessions: BTreeMap<SessionId, Session>,
     /// With no session left: when the user goes offline.
@@ -114,6 +143,24 @@ struct Visible {
     devices: DeviceSet,
     metadata: Option<Metadata>,
     custom_status: Option<CustomStatus>,
+    hidden_since: Option<Millis>,
+}
+
+impl Visible {
+    /// What everyone but the user and privileged tokens sees of it (see
+    /// [`PresenceView::as_others_see_it`]).
+    fn as_others_see_it(&self) -> Visible {
+        match self.hidden_since {
+            None => self.clone(),
+            Some(since) => Visible {
+                status: Status::Offline,
+                away_reason: None,
+                last_seen: Some(since),
+                devices: DeviceSet::EMPTY,
+                ..self.clone()
+            },
+        }
+    }
 }
 
 /// The record as it was before a transition; [`UserRecord::finish`] needs it.
@@ -131,6 +178,9 @@ pub struct IndexEntry {
     pub org_id: Option<OrgId>,
     /// Counted in the scopes' away counts.
     pub away: bool,
+    /// Invisible: kept out of the scope indexes (lists and counts are what others see), and
+    /// in an index of its own so that auto-away still finds the user.
+    pub hidden: bool,
 }
 
 impl UserRecord {
@@ -148,6 +198,7 @@ impl UserRecord {
             devices: DeviceSet::EMPTY,
             metadata: None,
             custom_status: None,
+            hidden: None,
             sessions: BTreeMap::new(),
             grace_until: None,
             version: 0,
@@ -172,9 +223,10 @@ impl UserRecord {
             devices: self.devices,
             custom_status: self.custom_status.clone(),
             metadata: self.metadata.clone(),
-            invisible: false,
+            invisible: self.hidden.is_some(),
             version: self.version,
             updated_at: self.updated_at,
+            hidden: self.hidden,
         }
     }
 
@@ -185,6 +237,7 @@ impl UserRecord {
             zone_id: self.zone_id.clone(),
             org_id: self.org_id.clone(),
             away: self.status == Status::Away,
+            hidden: self.hidden.is_some(),
         })
     }
 
@@ -199,6 +252,7 @@ impl UserRecord {
             devices: v.devices,
             metadata: v.metadata,
             custom_status: v.custom_status,
+            hidden_since: self.hidden.map(|h| h.since),
         }
     }
 
@@ -208,13 +262,21 @@ impl UserRecord {
     }
 
     /// Ends a transition: if the view changed (beyond `last_activity`), bumps `version`, stamps
-    /// `updated_at` and returns the event, with a zero feed id for the store to fill in.
+    /// `updated_at` and returns the event, with a zero feed id for the store to fill in. The
+    /// event says whether others see the change; when they do and the user is invisible, what
+    /// they see takes this version and time.
     pub fn finish(&mut self, before: Before, now: Millis) -> Option<PresenceEvent> {
-        if before.0 == self.visible() {
+        let after = self.visible();
+        if before.0 == after {
             return None;
         }
         self.version += 1;
         self.updated_at = now;
+        let unseen_by_others = before.0.as_others_see_it() == after.as_others_see_it();
+        if let Some(h) = self.hidden.as_mut().filter(|_| !unseen_by_others) {
+            h.version = self.version;
+            h.updated_at = now;
+        }
         Some(PresenceEvent {
             feed_id: Default::default(),
             user: self.view(),
@@ -222,6 +284,8 @@ impl UserRecord {
             prev_zone_id: before.0.zone_id,
             prev_org_id: before.0.org_id,
             ts: now,
+            was_hidden: before.0.hidden_since.is_some(),
+            unseen_by_others,
         })
     }
 
@@ -261,6 +325,10 @@ impl UserRecord {
             return Err(TransitionError::TooManySessions {
                 limit: sessions_per_user,
             });
+        }
+        if self.status == Status::Offline {
+            // A new presence starts visible; a reload within the grace keeps invisible.
+            self.hidden = None;
         }
         self.sessions.insert(id, session);
         self.grace_until = None;
@@ -337,17 +405,26 @@ impl UserRecord {
     /// A change the user asked for.
     pub fn change(&mut self, change: Change, now: Millis) {
         match change {
-            Change::SetAway => {
-                self.manual_away = true;
-                if self.status != Status::Offline {
+            Change::SetStatus { away, invisible } => {
+                self.manual_away = away;
+                let present = self.status != Status::Offline;
+                if present {
+                    if !away {
+                        self.last_activity = self.last_activity.max(now);
+                    }
                     self.present_status(false);
                 }
-            }
-            Change::SetOnline => {
-                self.manual_away = false;
-                if self.status != Status::Offline {
-                    self.last_activity = self.last_activity.max(now);
-                    self.present_status(false);
+                match invisible {
+                    Some(true) if present && self.hidden.is_none() => {
+                        // Version and time are those of this change, set by `finish`.
+                        self.hidden = Some(Hidden {
+                            since: now,
+                            version: self.version,
+                            updated_at: self.updated_at,
+                        });
+                    }
+                    Some(false) => self.hidden = None,
+                    _ => {}
                 }
             }
             Change::SetZone(z) => self.zone_id = z,
@@ -456,7 +533,7 @@ mod tests {
         let mut r = UserRecord::new(uid("1"), 0);
         r.open(sid("a"), ws(DeviceKind::Web), None, None, 0, 10)
             .unwrap();
-        r.change(Change::SetAway, 1);
+        r.change(Change::away(), 1);
         r.activity(2);
         assert_eq!(
             (r.status, r.away_reason),
@@ -471,7 +548,7 @@ mod tests {
             (r.status, r.away_reason),
             (Status::Away, Some(AwayReason::Manual))
         );
-        r.change(Change::SetOnline, 5);
+        r.change(Change::online(), 5);
         assert_eq!((r.status, r.away_reason), (Status::Online, None));
     }
 
@@ -524,6 +601,105 @@ mod tests {
         let b = r.before();
         r.change(Change::ClearCustomStatus, 202);
         assert!(r.finish(b, 202).is_some());
+    }
+
+    fn invisible(on: bool) -> Change {
+        Change::SetStatus {
+            away: false,
+            invisible: Some(on),
+        }
+    }
+
+    #[test]
+    fn going_invisible_looks_like_going_offline_to_others_and_hides_what_follows() {
+        let mut r = UserRecord::new(uid("1"), 0);
+        r.open(sid("a"), ws(DeviceKind::Web), None, None, 0, 10)
+            .unwrap();
+        r.finish(r.before(), 0);
+
+        let b = r.before();
+        r.change(invisible(true), 10);
+        let e = r.finish(b, 10).expect("one event");
+        assert!(e.user.invisible, "the truth says invisible");
+        assert_eq!(e.user.status, Status::Online);
+        let seen = e.as_others_see_it().expect("others see it");
+        assert_eq!(
+            (seen.prev_status, seen.user.status, seen.user.last_seen),
+            (Status::Online, Status::Offline, Some(10))
+        );
+        assert!(!seen.user.invisible && seen.user.devices.is_empty());
+        assert_eq!(seen.user.version, e.user.version);
+        assert!(r.index_entry().unwrap().hidden);
+
+        // Auto-away and a second device: the user's own view changes, others see nothing.
+        let b = r.before();
+        assert!(r.auto_away(20));
+        let e = r.finish(b, 20).expect("an event for the user");
+        assert!(e.unseen_by_others && e.as_others_see_it().is_none());
+        let b = r.before();
+        r.open(sid("b"), ws(DeviceKind::Mobile), None, None, 21, 10)
+            .unwrap();
+        assert!(r.finish(b, 21).unwrap().as_others_see_it().is_none());
+        let others = r.view().as_others_see_it();
+        assert_eq!(
+            (others.version, others.updated_at, others.last_activity),
+            (1, 10, 10),
+            "what others read has not moved since the user went invisible"
+        );
+
+        // A move is what an offline user shows too: others see it, as offline.
+        let b = r.before();
+        r.change(Change::SetZone(Some(ZoneId::new("7").unwrap())), 30);
+        let seen = r.finish(b, 30).unwrap().as_others_see_it().unwrap();
+        assert_eq!(
+            (seen.prev_status, seen.user.status),
+            (Status::Offline, Status::Offline)
+        );
+        assert_eq!(r.view().as_others_see_it().version, r.version);
+
+        // Coming back looks like coming online.
+        let b = r.before();
+        r.change(invisible(false), 40);
+        let seen = r.finish(b, 40).unwrap().as_others_see_it().unwrap();
+        assert_eq!(
+            (seen.prev_status, seen.user.status),
+            (Status::Offline, Status::Online)
+        );
+        assert!(!r.index_entry().unwrap().hidden);
+    }
+
+    #[test]
+    fn invisible_survives_a_reload_and_going_offline_but_not_a_new_presence() {
+        let mut r = UserRecord::new(uid("1"), 0);
+        r.open(sid("a"), ws(DeviceKind::Web), None, None, 0, 10)
+            .unwrap();
+        r.change(invisible(true), 5);
+        r.finish(r.before(), 5);
+        r.close(&sid("a"), 10, 1000);
+        r.open(sid("b"), ws(DeviceKind::Web), None, None, 20, 10)
+            .unwrap();
+        assert!(r.hidden.is_some(), "a reload within the grace keeps it");
+
+        let b = r.before();
+        r.close(&sid("b"), 30, 0);
+        let e = r.finish(b, 30).expect("offline, for the user");
+        assert!(e.as_others_see_it().is_none(), "others saw offline already");
+        assert_eq!(r.view().as_others_see_it().last_seen, Some(5));
+
+        let b = r.before();
+        r.open(sid("c"), ws(DeviceKind::Web), None, None, 40, 10)
+            .unwrap();
+        let seen = r.finish(b, 40).unwrap().as_others_see_it().unwrap();
+        assert!(r.hidden.is_none(), "a new presence starts visible");
+        assert_eq!(
+            (seen.prev_status, seen.user.status),
+            (Status::Offline, Status::Online)
+        );
+
+        // Invisible needs a present user.
+        r.close(&sid("c"), 50, 0);
+        r.change(invisible(true), 60);
+        assert!(r.hidden.is_none());
     }
 
     #[test]

@@ -375,6 +375,48 @@ pub struct PresenceView {
     #[serde(with = "rfc3339")]
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub updated_at: Millis,
+    /// While the user is invisible: what everyone else is shown instead. Never serialized;
+    /// the access policy decides who sees the truth and who [`PresenceView::as_others_see_it`].
+    #[serde(skip)]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
+    pub hidden: Option<Hidden>,
+}
+
+/// What others see of an invisible user: the moment they went invisible (shown as both their
+/// `last_seen` and `last_activity`), and the version and time of the last change others were
+/// shown, so that a change only the user can see (auto-away, a second device) moves nothing
+/// in the view others read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hidden {
+    /// When the user went invisible.
+    pub since: Millis,
+    /// `version` of the last change others saw.
+    pub version: u64,
+    /// `updated_at` of the last change others saw.
+    pub updated_at: Millis,
+}
+
+impl PresenceView {
+    /// The view as everyone but the user and privileged tokens sees it: an invisible user
+    /// looks offline since they went invisible, with no devices, and keeps what an offline
+    /// user shows (zone, org, custom status, metadata). A visible user is shown as is.
+    pub fn as_others_see_it(&self) -> PresenceView {
+        let Some(h) = self.hidden else {
+            return self.clone();
+        };
+        PresenceView {
+            status: Status::Offline,
+            away_reason: None,
+            last_activity: h.since,
+            last_seen: Some(h.since),
+            devices: DeviceSet::EMPTY,
+            invisible: false,
+            version: h.version,
+            updated_at: h.updated_at,
+            hidden: None,
+            ..self.clone()
+        }
+    }
 }
 
 #[cfg(test)]
@@ -468,6 +510,7 @@ mod tests {
             invisible: false,
             version: 1,
             updated_at: 1_732_616_700_000,
+            hidden: None,
         };
         let j = serde_json::to_value(&v).unwrap();
         assert_eq!(

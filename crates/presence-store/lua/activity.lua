@@ -9,8 +9,9 @@ local events = {}
 local too_old = NOW - tonumber(ARGV[5])
 for i = 6, #ARGV, 2 do
   local user, at = ARGV[i], math.min(tonumber(ARGV[i + 1]), NOW)
-  -- Fast path: five fields, no session parsing; the full transition only for auto-away.
-  local f = redis.call('HMGET', ukey(user), 'status', 'ar', 'last_activity', 'zone_id', 'org_id')
+  -- Fast path: six fields, no session parsing; the full transition only for auto-away.
+  local f = redis.call('HMGET', ukey(user), 'status', 'ar', 'last_activity', 'zone_id', 'org_id',
+    'iv')
   local status, ar, la = f[1], f[2], f[3]
   if status and status ~= 'offline' and at > too_old then
     if ar == 'auto' then
@@ -23,9 +24,14 @@ for i = 6, #ARGV, 2 do
     elseif at > ms_of(la) then
       local score = secs(at)
       redis.call('HSET', ukey(user), 'last_activity', score)
-      redis.call('ZADD', key('online:global'), 'XX', score, user)
-      if f[4] then redis.call('ZADD', key('online:zone:' .. f[4]), 'XX', score, user) end
-      if f[5] then redis.call('ZADD', key('online:org:' .. f[5]), 'XX', score, user) end
+      if f[6] then
+        -- Invisible: in `hidden`, not in the public sets (common.lua reindex).
+        redis.call('ZADD', key('hidden'), 'XX', score, user)
+      else
+        redis.call('ZADD', key('online:global'), 'XX', score, user)
+        if f[4] then redis.call('ZADD', key('online:zone:' .. f[4]), 'XX', score, user) end
+        if f[5] then redis.call('ZADD', key('online:org:' .. f[5]), 'XX', score, user) end
+      end
     end
   end
 end

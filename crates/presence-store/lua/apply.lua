@@ -1,6 +1,7 @@
 -- apply.lua: a change the user asked for.
 -- ARGV[5] user   ARGV[6] op: away | online | zone | org | metadata | custom | clear_custom
--- ARGV[7] the new zone, org or metadata JSON ('' clears); for custom, the kind
+-- ARGV[7] the new zone, org or metadata JSON ('' clears); for custom, the kind; for away and
+--   online, invisible: '1' go invisible, '0' visible again, '' unchanged
 -- ARGV[8..10] for custom only: text, emoji, expires_at ms ('' = none)
 -- Returns {'ok', feed_id, event, record} | {'not_found'}
 local user, op, value = ARGV[5], ARGV[6], ARGV[7]
@@ -8,15 +9,16 @@ local old = load(user)
 if not old then return {'not_found'} end
 local r = copy(old)
 if value == '' then value = nil end
-if op == 'away' then
-  r.ma = '1'
-  if r.status ~= 'offline' then present_status(r, false) end
-elseif op == 'online' then
-  r.ma = nil
-  if r.status ~= 'offline' then
-    touch(r, NOW)
+if op == 'away' or op == 'online' then
+  local present = r.status ~= 'offline'
+  if op == 'away' then r.ma = '1' else r.ma = nil end
+  if present then
+    if op == 'online' then touch(r, NOW) end
     present_status(r, false)
   end
+  -- Invisible (record.rs SetStatus); its version and time are set by commit().
+  if value == '1' and present and not r.iv then r.iv = int(NOW) .. '|0|0'
+  elseif value == '0' then r.iv = nil end
 elseif op == 'zone' then r.zone_id = value
 elseif op == 'org' then r.org_id = value
 elseif op == 'metadata' then r.metadata = value

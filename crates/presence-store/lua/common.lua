@@ -41,8 +41,10 @@ end
 -- `ni` lists the nodes whose index list holds an entry for this user (see index_nodes).
 -- The custom status, only for users who have one: `ck` kind, `ct` text, `ce` emoji, `cx`
 -- expires_at (ms); an absent field is none (the Rust side never stores an empty string).
+-- Invisible, only while the user is: `iv` = 'since|version|updated' (ms; the version and time
+-- of the last change others saw, see commit()).
 local FIELDS = {'status', 'ar', 'ma', 'last_activity', 'last_seen', 'zone_id', 'org_id', 'dev',
-  'metadata', 'v', 'updated_at', 'gr', 'ni', 'ck', 'ct', 'ce', 'cx'}
+  'metadata', 'v', 'updated_at', 'gr', 'ni', 'ck', 'ct', 'ce', 'cx', 'iv'}
 -- Fields the public view shows, minus last_activity: a change to any is one event.
 local VISIBLE = {'status', 'ar', 'zone_id', 'org_id', 'dev', 'metadata', 'ck', 'ct', 'ce', 'cx'}
 local DEVICE_ORDER = {'web', 'desktop', 'mobile', 'other'}
@@ -156,10 +158,40 @@ local function visible_changed(a, b)
   for _, f in ipairs(VISIBLE) do
     if a[f] ~= b[f] then return true end
   end
+  if (a.iv == nil) ~= (b.iv == nil) then return true end
   -- last_seen shows only while offline
   local sa = a.status == 'offline' and a.last_seen or nil
   local sb = b.status == 'offline' and b.last_seen or nil
   return sa ~= sb
+end
+
+-- Invisible users (record.rs Visible::as_others_see_it): others see them offline since
+-- they went invisible, with no devices; zone, org, metadata and custom status as they are.
+local function hidden_since(r)
+  if r.iv == nil then return nil end
+  return string.match(r.iv, '^([^|]*)')
+end
+
+local function others_see(r)
+  local since = hidden_since(r)
+  if since == nil then
+    local seen = r.status == 'offline' and r.last_seen and int(ms_of(r.last_seen)) or nil
+    return {r.status, r.ar, seen, r.dev}
+  end
+  return {'offline', nil, since, nil}
+end
+
+-- Whether what others see changed (visible_changed being true).
+local function others_see_change(a, b)
+  if (a.iv == nil) ~= (b.iv == nil) then return true end
+  local x, y = others_see(a), others_see(b)
+  for i = 1, 4 do
+    if x[i] ~= y[i] then return true end
+  end
+  for _, f in ipairs(VISIBLE) do
+    if f ~= 'status' and f ~= 'ar' and f ~= 'dev' and a[f] ~= b[f] then return true end
+  end
+  return false
 end
 
 local function save(user, old, r)
@@ -184,8 +216,10 @@ local function save(user, old, r)
   if #del > 0 then redis.call('HDEL', k, unpack(del)) end
 end
 
+-- The public scope sets a record belongs to: none while offline or invisible (an invisible
+-- user is in `hidden` instead, see reindex()).
 local function scope_sets(r)
-  if r == nil or r.status == nil or r.status == 'offline' then return {} end
+  if r == nil or r.status == nil or r.status == 'offline' or r.iv then return {} end
   local s = {['global'] = true}
   if r.zone_id then s['zone:' .. r.zone_id] = true end
   if r.org_id then s['org:' .. r.org_id] = true end
@@ -284,6 +318,13 @@ local function reindex(user, old, r)
   end
   local empty = {sessions = {}}
   r = r or empty
+  -- Invisible users who are present, by last activity, so that auto-away finds them.
+  local hb = old.iv and old.status ~= 'offline' and old.status ~= nil
+  local ha = r.iv and r.status ~= 'offline' and r.status ~= nil
+  if hb and not ha then redis.call('ZREM', key('hidden'), user)
+  elseif ha and (not hb or old.last_activity ~= r.last_activity) then
+    redis.call('ZADD', key('hidden'), r.last_activity, user)
+  end
   if old.gr ~= r.gr then
     if old.gr then redis.call('ZREM', key('grace'), user) end
     if r.gr then redis.call('ZADD', key('grace'), r.gr, user) end
@@ -308,14 +349,14 @@ end
 -- status, zone and org, and the time; the custom status last (kind, text, emoji, expiry ms). Every entry has the same fields in the same order ('' =
 -- none) and times in integer ms: Redis then keeps the field names once per stream node and the
 -- numbers as integers, about half the bytes. presence-store's codec decodes it.
-local function event_fields(user, old, r)
+local function event_fields(user, old, r, flags)
   local function s(v) return v or '' end
   local seen = ''
   if r.status == 'offline' and r.last_seen then seen = int(ms_of(r.last_seen)) end
   return {'u', user, 's', r.status, 'r', s(r.ar), 'la', int(ms_of(r.last_activity)), 'ls', seen,
     'z', s(r.zone_id), 'o', s(r.org_id), 'd', s(r.dev), 'm', s(r.metadata), 'v', r.v,
     'ps', s(old.status), 'pz', s(old.zone_id), 'po', s(old.org_id), 'ts', int(NOW),
-    'ck', s(r.ck), 'ct', s(r.ct), 'ce', s(r.ce), 'cx', s(r.cx)}
+    'ck', s(r.ck), 'ct', s(r.ct), 'ce', s(r.ce), 'cx', s(r.cx), 'iv', s(r.iv), 'h', flags}
 end
 
 local function flatten(r)
@@ -335,7 +376,13 @@ local function commit(user, old, r)
   if visible_changed(old, r) then
     r.v = int((tonumber(r.v) or 0) + 1)
     r.updated_at = NOW_TXT
-    ev = event_fields(user, old, r)
+    -- Flags for the feed: 'b' invisible before, 'n' nothing others see changed; what others
+    -- see of an invisible user takes the version and time of the last change they saw.
+    local flags = ''
+    if old.iv then flags = 'b' end
+    if not others_see_change(old, r) then flags = flags .. 'n'
+    elseif r.iv then r.iv = hidden_since(r) .. '|' .. r.v .. '|' .. int(NOW) end
+    ev = event_fields(user, old, r, flags)
     id = redis.call('XADD', key('feed'), 'MAXLEN', '~', FEED_MAX, '*', unpack(ev))
   end
   index_nodes(user, r)

@@ -17,6 +17,8 @@ local function open_one(user, sid, device, node, zone, org, lease)
   old = old or {sessions = {}, n = 0}
   if r.sessions[sid] then return {'exists'} end
   if r.n >= limit then return {'too_many', limit} end
+  -- A new presence starts visible; a reload within the grace keeps invisible.
+  if r.status == 'offline' then r.iv = nil end
   r.sessions[sid] = session_value(node, device, tonumber(lease))
   r.n = r.n + 1
   r.gr = nil

@@ -64,6 +64,9 @@ struct NodeState {
 struct State {
     users: HashMap<UserId, UserRecord>,
     scopes: HashMap<Scope, ScopeIndex>,
+    /// Invisible users who are present, by last activity: out of the scope indexes (what
+    /// others see), here so that auto-away still finds them.
+    hidden: BTreeSet<(Millis, UserId)>,
     grace: BTreeSet<(Millis, UserId)>,
     leases: BTreeSet<(Millis, UserId, SessionId)>,
     nodes: BTreeMap<NodeId, NodeState>,
@@ -72,8 +75,10 @@ struct State {
     last_seen: BTreeSet<(Millis, UserId)>,
     /// Custom statuses with an expiry, by `expires_at`.
     expiring_custom: BTreeSet<(Millis, UserId)>,
-    /// Auto-away has examined every activity up to here (see `sweep_auto_away`).
+    /// Auto-away has examined every activity up to here (see `sweep_auto_away`): in the
+    /// global index, and in the index of invisible users.
     away_cutoff: Option<Millis>,
+    hidden_away_cutoff: Option<Millis>,
     feed: VecDeque<PresenceEvent>,
     feed_last: FeedId,
     feed_trimmed: bool,
@@ -131,7 +136,13 @@ fn scopes_of(e: &IndexEntry) -> impl Iterator<Item = Scope> + '_ {
 impl State {
     fn reindex(&mut self, user: &UserId, old: IndexKeys, new: IndexKeys) {
         if old.entry != new.entry {
-            if let Some(e) = &old.entry {
+            if let Some(e) = old.entry.as_ref().filter(|e| e.hidden) {
+                self.hidden.remove(&(e.activity, user.clone()));
+            }
+            if let Some(e) = new.entry.as_ref().filter(|e| e.hidden) {
+                self.hidden.insert((e.activity, user.clone()));
+            }
+            if let Some(e) = old.entry.as_ref().filter(|e| !e.hidden) {
                 for scope in scopes_of(e) {
                     if let Some(ix) = self.scopes.get_mut(&scope) {
                         ix.by_activity.remove(&(e.activity, user.clone()));
@@ -142,7 +153,7 @@ impl State {
                     }
                 }
             }
-            if let Some(e) = &new.entry {
+            if let Some(e) = new.entry.as_ref().filter(|e| !e.hidden) {
                 for scope in scopes_of(e) {
                     let ix = self.scopes.entry(scope).or_default();
                     ix.by_activity.insert((e.activity, user.clone()));
@@ -382,48 +393,34 @@ impl MemoryStore {
         self.settings().feed_max_len
     }
 
-    /// Auto-away. The users who just crossed `away_after` are the global index entries with
-    /// activity in (previous cutoff, now - away_after]. Users already away or active sit
-    /// outside the window, so a sweep costs O(users that change), not O(all users).
+    /// Auto-away. The users who just crossed `away_after` are the entries of the global
+    /// index, and of the index of invisible users, with activity in (that index's previous
+    /// cutoff, now - away_after]. Users already away or active sit outside the window, so a
+    /// sweep costs O(users that change), not O(all users).
     fn sweep_auto_away(&self, st: &mut State, now: Millis, batch: usize) -> Step {
         let target = now - ms(self.settings().away_after);
-        let from = st.away_cutoff.unwrap_or(Millis::MIN);
-        if target <= from {
-            return Step::default();
-        }
-        let Some(ix) = st.scopes.get(&Scope::Global) else {
-            st.away_cutoff = Some(target);
-            return Step::default();
-        };
-        let mut candidates: Vec<(Millis, UserId)> = ix
-            .by_activity
-            .range((from.saturating_add(1), smallest_user_id())..)
-            .take_while(|(a, _)| *a <= target)
-            .take(batch)
-            .cloned()
-            .collect();
-        let full = candidates.len() == batch;
-        // A full batch stops at the last candidate's activity, with every tie at that
-        // activity included, so the next window can start strictly after it.
-        let cutoff = match candidates.last() {
-            Some(last) if full => {
-                let last = last.clone();
-                let ties = ix.by_activity.range(last.clone()..).skip(1);
-                let ties: Vec<_> = ties.take_while(|(a, _)| *a == last.0).cloned().collect();
-                candidates.extend(ties);
-                last.0
-            }
-            _ => target,
-        };
-        st.away_cutoff = Some(cutoff);
+        let empty = BTreeSet::new();
+        let global = st
+            .scopes
+            .get(&Scope::Global)
+            .map_or(&empty, |ix| &ix.by_activity);
+        let (mut candidates, cutoff, full) = away_window(global, st.away_cutoff, target, batch);
+        let (hidden, hidden_cutoff, hidden_full) =
+            away_window(&st.hidden, st.hidden_away_cutoff, target, batch);
+        candidates.extend(hidden);
+        st.away_cutoff = st.away_cutoff.max(Some(cutoff));
+        st.hidden_away_cutoff = st.hidden_away_cutoff.max(Some(hidden_cutoff));
         let mut changed = 0;
-        for (_, user) in candidates {
+        for user in candidates {
             let turned = st.transition(&user, now, false, self.max_feed(), |r| {
                 Ok(r.auto_away(target))
             });
             changed += usize::from(matches!(turned, Ok((true, _, _))));
         }
-        Step { changed, full }
+        Step {
+            changed,
+            full: full || hidden_full,
+        }
     }
 
     /// Users whose offline grace ran out go offline.
@@ -884,6 +881,44 @@ impl Store for MemoryStore {
         Ok(())
     }
 }
+/// The users of an index by activity who crossed into auto-away since `from`: up to `batch`
+/// with activity in (`from`, `target`], the new cutoff, and whether the batch was full. A
+/// full batch stops at its last candidate's activity, with every tie at that activity
+/// included, so the next window can start strictly after it.
+fn away_window(
+    index: &BTreeSet<(Millis, UserId)>,
+    from: Option<Millis>,
+    target: Millis,
+    batch: usize,
+) -> (Vec<UserId>, Millis, bool) {
+    let from = from.unwrap_or(Millis::MIN);
+    if target <= from {
+        return (Vec::new(), from, false);
+    }
+    let mut candidates: Vec<(Millis, UserId)> = index
+        .range((from.saturating_add(1), smallest_user_id())..)
+        .take_while(|(a, _)| *a <= target)
+        .take(batch)
+        .cloned()
+        .collect();
+    let full = candidates.len() == batch;
+    let cutoff = match candidates.last() {
+        Some(last) if full => {
+            let last = last.clone();
+            let ties = index.range(last.clone()..).skip(1);
+            let ties: Vec<_> = ties.take_while(|(a, _)| *a == last.0).cloned().collect();
+            candidates.extend(ties);
+            last.0
+        }
+        _ => target,
+    };
+    (
+        candidates.into_iter().map(|(_, u)| u).collect(),
+        cutoff,
+        full,
+    )
+}
+
 /// Up to `batch` users of an ordered index whose time has come (`<= upto`), earliest first.
 fn due(index: &BTreeSet<(Millis, UserId)>, upto: Millis, batch: usize) -> Vec<UserId> {
     index

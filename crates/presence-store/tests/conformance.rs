@@ -159,7 +159,7 @@ async fn seed_set_offline(kind: Kind) {
 async fn seed_set_away(kind: Kind) {
     let k = Kit::new(kind).await;
     k.open("1", "s1").await;
-    let a = k.store.apply(&uid("1"), Change::SetAway).await.unwrap();
+    let a = k.store.apply(&uid("1"), Change::away()).await.unwrap();
     assert_eq!(
         (a.view.status, a.view.away_reason),
         (Status::Away, Some(AwayReason::Manual))
@@ -227,7 +227,7 @@ async fn seed_get_status_not_found(kind: Kind) {
     let k = Kit::new(kind).await;
     assert_eq!(k.view("nobody").await, None);
     assert!(matches!(
-        k.store.apply(&uid("nobody"), Change::SetAway).await,
+        k.store.apply(&uid("nobody"), Change::away()).await,
         Err(StoreError::NotFound(_))
     ));
     assert!(matches!(
@@ -374,7 +374,7 @@ async fn seed_singleton_two_handles_share_state(kind: Kind) {
         other.view(&uid("1")).await.unwrap().unwrap().status,
         Status::Online
     );
-    other.apply(&uid("1"), Change::SetAway).await.unwrap();
+    other.apply(&uid("1"), Change::away()).await.unwrap();
     assert_eq!(k.status("1").await, Some(Status::Away));
 }
 
@@ -385,7 +385,7 @@ async fn seed_status_enum_in_views_and_events(kind: Kind) {
     assert_eq!(json["type"], "presence");
     assert_eq!(json["user"]["status"], "online");
     assert_eq!(json["prev_status"], "offline");
-    let a = k.store.apply(&uid("1"), Change::SetAway).await.unwrap();
+    let a = k.store.apply(&uid("1"), Change::away()).await.unwrap();
     assert_eq!(serde_json::to_value(&a.view).unwrap()["status"], "away");
     assert_eq!(
         serde_json::to_value(&a.view).unwrap()["away_reason"],
@@ -424,10 +424,7 @@ async fn activity_reverts_auto_away_but_not_manual_away(kind: Kind) {
     let k = Kit::new(kind).await;
     k.open("auto", "s").await;
     k.open("manual", "s").await;
-    k.store
-        .apply(&uid("manual"), Change::SetAway)
-        .await
-        .unwrap();
+    k.store.apply(&uid("manual"), Change::away()).await.unwrap();
     k.advance(k.settings.away_after).await;
     assert_eq!(
         k.sweep().await.auto_away,
@@ -466,7 +463,7 @@ async fn activity_reverts_auto_away_but_not_manual_away(kind: Kind) {
 async fn manual_away_sticks_across_reconnects_until_set_online(kind: Kind) {
     let k = Kit::new(kind).await;
     k.open("1", "a").await;
-    k.store.apply(&uid("1"), Change::SetAway).await.unwrap();
+    k.store.apply(&uid("1"), Change::away()).await.unwrap();
     k.close("1", "a").await;
     k.advance(k.settings.offline_grace).await;
     k.sweep().await;
@@ -477,7 +474,7 @@ async fn manual_away_sticks_across_reconnects_until_set_online(kind: Kind) {
         (Status::Away, Some(AwayReason::Manual))
     );
     assert_eq!(one(&a).prev_status, Status::Offline);
-    let back = k.store.apply(&uid("1"), Change::SetOnline).await.unwrap();
+    let back = k.store.apply(&uid("1"), Change::online()).await.unwrap();
     assert_eq!(
         (back.view.status, back.view.away_reason),
         (Status::Online, None)
@@ -615,7 +612,7 @@ async fn zone_and_org_moves_leave_no_trace(kind: Kind) {
             .is_none()
     );
     // Away users move their away count along.
-    k.store.apply(&uid("1"), Change::SetAway).await.unwrap();
+    k.store.apply(&uid("1"), Change::away()).await.unwrap();
     k.store
         .apply(&uid("1"), Change::SetZone(Some(zone("13"))))
         .await
@@ -829,12 +826,12 @@ async fn versions_increase_strictly_and_one_event_per_change(kind: Kind) {
             .is_some(),
     );
     for change in [
-        Change::SetAway,
-        Change::SetAway,
-        Change::SetOnline,
+        Change::away(),
+        Change::away(),
+        Change::online(),
         Change::SetZone(Some(zone("2"))),
         Change::SetOrg(Some(org("3"))),
-        Change::SetOnline,
+        Change::online(),
     ] {
         k.advance(Duration::from_millis(10)).await;
         changes += usize::from(
@@ -976,7 +973,7 @@ async fn status_filter_narrows_lists_and_counts(kind: Kind) {
         k.advance(Duration::from_secs(1)).await;
     }
     for u in ["u1", "u3"] {
-        k.store.apply(&uid(u), Change::SetAway).await.unwrap();
+        k.store.apply(&uid(u), Change::away()).await.unwrap();
     }
     let q = |status, limit| ListQuery {
         limit,
@@ -1370,7 +1367,7 @@ async fn set_custom(k: &Kit, user: &str, c: &CustomStatus) -> Applied {
 async fn custom_status_set_and_clear_are_one_event_each_and_leave_status_alone(kind: Kind) {
     let k = Kit::new(kind).await;
     k.open("1", "a").await;
-    k.store.apply(&uid("1"), Change::SetAway).await.unwrap();
+    k.store.apply(&uid("1"), Change::away()).await.unwrap();
     let head = k.head().await;
     let meeting = custom(
         CustomStatusKind::InMeeting,

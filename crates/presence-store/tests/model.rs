@@ -141,11 +141,15 @@ enum Op {
         batch: Vec<(u8, When)>,
         via_b: bool,
     },
+    /// `status.set` away, maybe going invisible or visible in the same step.
     Away {
         user: u8,
+        invisible: Option<bool>,
     },
+    /// `status.set` online, maybe going invisible or visible in the same step.
     Online {
         user: u8,
+        invisible: Option<bool>,
     },
     Zone {
         user: u8,
@@ -235,6 +239,11 @@ fn everyone() -> impl Strategy<Value = Vec<(u8, When)>> {
     })
 }
 
+/// Most status changes leave visibility alone; some go invisible, fewer come back.
+fn invisible() -> impl Strategy<Value = Option<bool>> {
+    prop_oneof![3 => Just(None), 2 => Just(Some(true)), 1 => Just(Some(false))]
+}
+
 fn op() -> impl Strategy<Value = Op> {
     let user = 0..USERS;
     let holder =
@@ -254,8 +263,8 @@ fn op() -> impl Strategy<Value = Op> {
         // Everyone at once, in any order, as a node's coalesced flush: several users may come
         // back from auto-away in one call.
         2 => everyone().prop_map(|batch| Op::Activity { batch, via_b: false }),
-        1 => user.clone().prop_map(|user| Op::Away { user }),
-        1 => user.clone().prop_map(|user| Op::Online { user }),
+        1 => (user.clone(), invisible()).prop_map(|(user, invisible)| Op::Away { user, invisible }),
+        2 => (user.clone(), invisible()).prop_map(|(user, invisible)| Op::Online { user, invisible }),
         1 => (user.clone(), proptest::option::of(0..3u8)).prop_map(|(user, zone)| Op::Zone { user, zone }),
         1 => (user.clone(), proptest::option::of(0..2u8)).prop_map(|(user, org)| Op::Org { user, org }),
         1 => (user.clone(), proptest::option::of(0..2u8)).prop_map(|(user, value)| Op::Metadata { user, value }),
@@ -293,6 +302,22 @@ fn fragment() -> impl Strategy<Value = Vec<(Op, Probe)>> {
                 (Op::Advance { secs: if early { secs - 1 } else { secs }, renew: Renew::Both }, r),
                 (Op::Sweep { by_b: early }, t),
             ]),
+        // Invisible through a presence: go invisible, idle into auto-away (which others do
+        // not see), a second device, leave and let the grace run out, come back (a new
+        // presence, visible again).
+        3 => (0..USERS, any::<bool>(), proptest::collection::vec(probe(), 9)).prop_map(|(user, away, p)| vec![
+            (Op::Open { user, session: 1, device: 0, zone: Some(1), org: Some(0), holder: Holder::NodeA }, p[0].clone()),
+            (if away { Op::Away { user, invisible: Some(true) } } else { Op::Online { user, invisible: Some(true) } }, p[1].clone()),
+            (Op::Advance { secs: 31, renew: Renew::Both }, p[2].clone()),
+            (Op::Sweep { by_b: false }, p[3].clone()),
+            (Op::Open { user, session: 2, device: 2, zone: None, org: None, holder: Holder::NodeB }, p[4].clone()),
+            (Op::CloseOpen { pick: user, via_b: false }, p[5].clone()),
+            (Op::Close { user, session: 1, via_b: false }, p[5].clone()),
+            (Op::Close { user, session: 2, via_b: true }, p[6].clone()),
+            (Op::Advance { secs: 6, renew: Renew::Both }, p[7].clone()),
+            (Op::Sweep { by_b: true }, p[7].clone()),
+            (Op::Open { user, session: 0, device: 1, zone: None, org: None, holder: Holder::NodeA }, p[8].clone()),
+        ]),
         // One node stops renewing past its lease; the other renews, sweeps and so reaps it;
         // the dead one comes back and renews.
         3 => (any::<bool>(), 16u16..40, probe(), probe(), probe()).prop_map(|(b_dies, secs, p, q, r)| vec![
@@ -349,6 +374,8 @@ struct MUser {
     devices: BTreeSet<DeviceKind>,
     metadata: Option<String>,
     custom: Option<MCustom>,
+    /// Invisible: since when, and the version and time of the last change others saw.
+    hidden: Option<(Millis, u64, Millis)>,
     sessions: BTreeMap<u8, MSession>,
     grace: Option<Millis>,
     version: u64,
@@ -425,6 +452,10 @@ struct MEvent {
     prev_zone: Option<String>,
     prev_org: Option<String>,
     ts: Millis,
+    /// Invisible before the change.
+    was_hidden: bool,
+    /// Others (not the user, not privileged tokens) see no change.
+    unseen: bool,
     /// Which `apply` made it.
     op: u64,
     /// Made by a sweep: its order against the sweep's other users' events is the store's.
@@ -481,6 +512,32 @@ impl Model {
             u.devices.clone(),
             u.metadata.clone(),
             u.custom.clone(),
+            u.hidden.map(|h| h.0),
+        )
+    }
+
+    /// What others see of a user (SPEC §3): an invisible user is offline since they went
+    /// invisible, with no devices.
+    fn as_others_see(u: &MUser) -> impl PartialEq + use<> {
+        let (status, reason, seen, devices) = match u.hidden {
+            Some((since, _, _)) => (Status::Offline, None, Some(since), BTreeSet::new()),
+            None => (
+                u.status,
+                u.reason,
+                (u.status == Status::Offline).then_some(u.seen).flatten(),
+                u.devices.clone(),
+            ),
+        };
+        (
+            status,
+            reason,
+            seen,
+            devices,
+            u.zone.clone(),
+            u.org.clone(),
+            u.metadata.clone(),
+            u.custom.clone(),
+            u.hidden.is_some(),
         )
     }
 
@@ -492,6 +549,10 @@ impl Model {
         if Self::visible(&before) != Self::visible(u) {
             u.version += 1;
             u.updated = now;
+            let unseen = Self::as_others_see(&before) == Self::as_others_see(u);
+            if let Some(h) = u.hidden.as_mut().filter(|_| !unseen) {
+                (h.1, h.2) = (u.version, now);
+            }
             let snapshot = u.clone();
             self.events.push(MEvent {
                 user,
@@ -500,6 +561,8 @@ impl Model {
                 prev_zone: before.zone,
                 prev_org: before.org,
                 ts: now,
+                was_hidden: before.hidden.is_some(),
+                unseen,
                 op: self.ops,
                 in_sweep: self.sweeping,
             });
@@ -583,6 +646,7 @@ impl Model {
                     devices: BTreeSet::new(),
                     metadata: None,
                     custom: None,
+                    hidden: None,
                     sessions: BTreeMap::new(),
                     grace: None,
                     version: 0,
@@ -608,6 +672,11 @@ impl Model {
                 }
                 let lease = (holder == Holder::Lease).then_some(now + d(s.online_ttl));
                 self.step(user, now, |u| {
+                    // Invisible lasts through a reload within the grace, not into a new
+                    // presence.
+                    if u.status == Status::Offline {
+                        u.hidden = None;
+                    }
                     u.sessions.insert(
                         session,
                         MSession {
@@ -671,18 +740,25 @@ impl Model {
                 }
                 Outcome::Ok
             }
-            Op::Away { user } | Op::Online { user } => {
+            Op::Away { user, invisible } | Op::Online { user, invisible } => {
                 if !self.users.contains_key(&user) {
                     return Outcome::NotFound;
                 }
                 let away = matches!(op, Op::Away { .. });
                 self.step(user, now, |u| {
                     u.manual = away;
-                    if u.status != Status::Offline {
+                    let present = u.status != Status::Offline;
+                    if present {
                         if !away {
                             u.activity = u.activity.max(now);
                         }
                         Self::connected_status(u);
+                    }
+                    match invisible {
+                        // Its version and time are the event's (`step`).
+                        Some(true) if present && u.hidden.is_none() => u.hidden = Some((now, 0, 0)),
+                        Some(false) => u.hidden = None,
+                        _ => {}
                     }
                 });
                 Outcome::Ok
@@ -878,9 +954,14 @@ impl Model {
                 .metadata
                 .as_deref()
                 .map(|m| serde_json::from_str(m).unwrap()),
-            invisible: false,
+            invisible: u.hidden.is_some(),
             version: u.version,
             updated_at: u.updated,
+            hidden: u.hidden.map(|(since, version, updated_at)| Hidden {
+                since,
+                version,
+                updated_at,
+            }),
         }
     }
 
@@ -891,6 +972,8 @@ impl Model {
             .users
             .iter()
             .filter(|(_, u)| u.status != Status::Offline)
+            // Lists and counts are what others see: invisible users are not in them.
+            .filter(|(_, u)| u.hidden.is_none())
             .filter(|(_, u)| status.is_none_or(|s| s == u.status))
             .filter(|(_, u)| match scope {
                 Scope::Global => true,
@@ -959,8 +1042,12 @@ mod hit {
     pub(crate) const GRACE: &str = "sweep: grace expired";
     pub(crate) const LEASE: &str = "sweep: REST lease expired";
     pub(crate) const CUSTOM_EXPIRED: &str = "sweep: custom status expired";
+    pub(crate) const INVISIBLE_UNSEEN: &str = "invisible: a change others do not see";
+    pub(crate) const INVISIBLE_AUTO_AWAY: &str = "invisible: auto-away of an invisible user";
+    pub(crate) const INVISIBLE_OFFLINE: &str = "invisible: going offline while invisible";
+    pub(crate) const INVISIBLE_NEW_PRESENCE: &str = "invisible: ended by a new presence";
 
-    pub(crate) const ALL: [&str; 27] = [
+    pub(crate) const ALL: [&str; 31] = [
         STALE,
         BOUNDARY,
         FUTURE,
@@ -988,6 +1075,10 @@ mod hit {
         GRACE,
         LEASE,
         CUSTOM_EXPIRED,
+        INVISIBLE_UNSEEN,
+        INVISIBLE_AUTO_AWAY,
+        INVISIBLE_OFFLINE,
+        INVISIBLE_NEW_PRESENCE,
     ];
 }
 
@@ -1104,6 +1195,7 @@ impl Runner {
                 m.prev_zone.as_deref().map(zone),
                 m.prev_org.as_deref().map(org),
                 m.ts,
+                (m.was_hidden, m.unseen),
             );
             let have = (
                 e.user.clone(),
@@ -1111,6 +1203,7 @@ impl Runner {
                 e.prev_zone_id.clone(),
                 e.prev_org_id.clone(),
                 e.ts,
+                (e.was_hidden, e.unseen_by_others),
             );
             prop_assert_eq!(have, want, "{}: event {}", what, i);
             if i > 0 {
@@ -1257,16 +1350,22 @@ impl Runner {
                     Err(o) => o,
                 }
             }
-            Op::Away { user }
-            | Op::Online { user }
+            Op::Away { user, .. }
+            | Op::Online { user, .. }
             | Op::Zone { user, .. }
             | Op::Org { user, .. }
             | Op::Metadata { user, .. }
             | Op::SetCustom { user, .. }
             | Op::ClearCustom { user } => {
                 let change = match op {
-                    Op::Away { .. } => Change::SetAway,
-                    Op::Online { .. } => Change::SetOnline,
+                    Op::Away { invisible, .. } => Change::SetStatus {
+                        away: true,
+                        invisible: *invisible,
+                    },
+                    Op::Online { invisible, .. } => Change::SetStatus {
+                        away: false,
+                        invisible: *invisible,
+                    },
                     Op::Zone { zone: z, .. } => Change::SetZone(z.map(|z| zone(&z.to_string()))),
                     Op::Org { org: o, .. } => Change::SetOrg(o.map(|o| org(&o.to_string()))),
                     Op::Metadata { value, .. } => Change::SetMetadata(
@@ -1419,6 +1518,7 @@ impl Runner {
                 let got = self.run_on_store(op, from, &what).await?;
                 prop_assert_eq!(&got, &want, "{}: outcome", what);
                 self.count_after(&want);
+                self.count_invisible(from);
                 if let Some(waiter) = waiter {
                     let read = tokio::time::timeout(Duration::from_secs(10), waiter)
                         .await
@@ -1468,6 +1568,29 @@ impl Runner {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Counts the invisible cases the step's events reach.
+    fn count_invisible(&self, from: usize) {
+        for e in &self.model.events[from..] {
+            let hidden = e.after.hidden.is_some();
+            if e.unseen {
+                self.hits.hit(hit::INVISIBLE_UNSEEN);
+            }
+            if hidden && e.in_sweep && e.after.reason == Some(AwayReason::Auto) {
+                self.hits.hit(hit::INVISIBLE_AUTO_AWAY);
+            }
+            if hidden && e.after.status == Status::Offline && e.prev_status != Status::Offline {
+                self.hits.hit(hit::INVISIBLE_OFFLINE);
+            }
+            if e.was_hidden
+                && !hidden
+                && e.prev_status == Status::Offline
+                && e.after.status != Status::Offline
+            {
+                self.hits.hit(hit::INVISIBLE_NEW_PRESENCE);
+            }
         }
     }
 

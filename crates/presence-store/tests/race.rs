@@ -188,9 +188,9 @@ async fn hammer(
             }
             8 | 9 => {
                 let change = if rng.random_bool(0.4) {
-                    Change::SetAway
+                    Change::away()
                 } else {
-                    Change::SetOnline
+                    Change::online()
                 };
                 match store.apply(&user(u), change).await {
                     Ok(_) | Err(StoreError::NotFound(_)) => {}

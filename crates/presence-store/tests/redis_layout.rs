@@ -421,7 +421,7 @@ async fn counts_never_wrap_and_converge_after_damage() {
             .await;
     }
     for u in ["2", "3"] {
-        k.store.apply(&uid(u), Change::SetAway).await.unwrap();
+        k.store.apply(&uid(u), Change::away()).await.unwrap();
     }
     // Damage: an away user's record deleted by hand (its zone and org entries and its away
     // counts stay behind), and an org's away count far off, as a crash between AOF writes
@@ -470,7 +470,7 @@ async fn counts_never_wrap_and_converge_after_damage() {
         );
     }
     // And transitions after the repair keep them right.
-    k.store.apply(&uid("3"), Change::SetOnline).await.unwrap();
+    k.store.apply(&uid("3"), Change::online()).await.unwrap();
     for s in &scopes {
         assert_eq!(
             k.count(s.clone()).await,

@@ -89,23 +89,46 @@ impl Access {
         }
     }
 
+    /// Whether the caller sees what `user` hides from others (invisible, SPEC §3): the user
+    /// themselves, and service and admin tokens, see the truth.
+    pub fn sees_truth_of(&self, user: &UserId) -> bool {
+        self.is_privileged() || *user == self.who.user
+    }
+
     /// A view as this caller may see it: `None` when the user is hidden from it (another
-    /// tenant's user answers as if it did not exist).
+    /// tenant's user answers as if it did not exist); an invisible user as others see them
+    /// (offline) unless the caller sees the truth.
     pub fn view(&self, view: PresenceView) -> Option<PresenceView> {
         match &self.confined_to {
             Some(own) if view.org_id.as_ref() != Some(own) => None,
+            _ if view.hidden.is_some() && !self.sees_truth_of(&view.user_id) => {
+                Some(view.as_others_see_it())
+            }
             _ => Some(view),
         }
     }
 
     /// How much of an event this caller may see: a confined caller sees its org's users
-    /// whole, and a user leaving its org only as a departure (nothing of where they went).
+    /// whole, and a user leaving its org only as a departure (nothing of where they went);
+    /// the change of an invisible user (or one going or coming back) as others see it, or
+    /// nothing when others see no change, unless the caller sees the truth.
     pub fn event(&self, e: &PresenceEvent) -> Sight {
-        match &self.confined_to {
+        let sight = match &self.confined_to {
             None => Sight::Whole,
             Some(own) if e.user.org_id.as_ref() == Some(own) => Sight::Whole,
             Some(own) if e.prev_org_id.as_ref() == Some(own) => Sight::Departure,
             Some(_) => Sight::Nothing,
+        };
+        let hides = e.was_hidden || e.user.hidden.is_some();
+        match sight {
+            Sight::Whole if hides && !self.sees_truth_of(&e.user.user_id) => {
+                if e.unseen_by_others {
+                    Sight::Nothing
+                } else {
+                    Sight::AsOthersSeeIt
+                }
+            }
+            sight => sight,
         }
     }
 
@@ -113,6 +136,7 @@ impl Access {
     pub fn event_as_seen(&self, e: PresenceEvent) -> Option<PresenceEvent> {
         match self.event(&e) {
             Sight::Whole => Some(e),
+            Sight::AsOthersSeeIt => e.as_others_see_it(),
             Sight::Departure => Some(departure(e)),
             Sight::Nothing => None,
         }
@@ -140,6 +164,9 @@ impl Access {
 pub enum Sight {
     /// All of it.
     Whole,
+    /// What everyone but the user sees of an invisible user's change
+    /// ([`PresenceEvent::as_others_see_it`]).
+    AsOthersSeeIt,
     /// That the user left the caller's org, and nothing of where they went.
     Departure,
     /// None of it.
@@ -260,6 +287,7 @@ mod tests {
             invisible: false,
             version: 3,
             updated_at: 9,
+            hidden: None,
         };
         let moved = PresenceEvent {
             feed_id: presence_core::FeedId { ms: 9, seq: 0 },
@@ -268,6 +296,8 @@ mod tests {
             prev_zone_id: Some(presence_core::ZoneId::new("6").unwrap()),
             prev_org_id: Some(org("100")),
             ts: 9,
+            was_hidden: false,
+            unseen_by_others: false,
         };
         assert_eq!(viewer.event(&moved), Sight::Departure);
         let seen = viewer.event_as_seen(moved.clone()).unwrap();

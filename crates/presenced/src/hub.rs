@@ -317,10 +317,11 @@ impl Hub {
     }
 
     /// Hands one event to every subscriber that asked for it, as each may see it. The event
-    /// is encoded once (and its departure form, for confined subscribers of the org the user
-    /// left, once more at most).
+    /// is encoded once per form at most: whole, as others see an invisible user, and as a
+    /// departure for confined subscribers of the org the user left.
     pub fn dispatch(&self, event: &PresenceEvent) {
         let mut whole: Option<(Arc<str>, Arc<PresenceEvent>)> = None;
+        let mut masked: Option<Option<(Arc<str>, Arc<PresenceEvent>)>> = None;
         let mut departed: Option<(Arc<str>, Arc<PresenceEvent>)> = None;
         let encode = |e: PresenceEvent| {
             let json: Arc<str> = ServerFrame::Presence(e.clone()).encode().into();
@@ -337,6 +338,12 @@ impl Hub {
             let (json, ev) = match s.interest.sight(event) {
                 Sight::Nothing => continue,
                 Sight::Whole => whole.get_or_insert_with(|| encode(event.clone())).clone(),
+                Sight::AsOthersSeeIt => {
+                    match masked.get_or_insert_with(|| event.as_others_see_it().map(encode)) {
+                        Some(m) => m.clone(),
+                        None => continue,
+                    }
+                }
                 Sight::Departure => departed
                     .get_or_insert_with(|| encode(crate::access::departure(event.clone())))
                     .clone(),
@@ -493,11 +500,14 @@ mod tests {
                 invisible: false,
                 version: 1,
                 updated_at: 0,
+                hidden: None,
             },
             prev_status: Status::Offline,
             prev_zone_id: prev_zone.map(|z| ZoneId::new(z).unwrap()),
             prev_org_id: None,
             ts: 0,
+            was_hidden: false,
+            unseen_by_others: false,
         }
     }
 

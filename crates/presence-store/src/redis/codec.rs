@@ -9,13 +9,14 @@
 //! (unix seconds), `gr` grace deadline (ms), `ni` nodes whose index list holds the user,
 //! `s:{session}` = `node|device` (WebSocket) or `|device|lease ms` (REST heartbeat), and,
 //! only while the user has a custom status, `ck` its kind, `ct` text, `ce` emoji, `cx`
-//! expires_at (ms) (each absent when none).
+//! expires_at (ms) (each absent when none), and, only while the user is invisible, `iv` =
+//! `since|version|updated` (ms, the version and time others were last shown).
 //! A feed entry holds the view after the change in short fixed fields (see [`decode_event`]).
 
 use presence_core::time::parse_rfc3339;
 use presence_core::{
     Applied, AwayReason, CustomStatus, CustomStatusKind, DeviceKind, DeviceSet, FeedId, FeedRead,
-    ListCursor, Millis, NodeId, NodeInfo, OpenSession, OrgId, PresenceEvent, PresenceView,
+    Hidden, ListCursor, Millis, NodeId, NodeInfo, OpenSession, OrgId, PresenceEvent, PresenceView,
     ScopeCount, ScopePage, Session, SessionId, Status, StoreError, TransitionError, UserId,
     UserRecord, ZoneId,
 };
@@ -127,6 +128,18 @@ fn decode_custom(
     }))
 }
 
+/// `since|version|updated_at` (ms): what others see of an invisible user.
+fn parse_hidden(v: &str) -> Result<Hidden, StoreError> {
+    let mut parts = v.split('|');
+    let mut next = |name: &str| parse::<i64>(name, parts.next().unwrap_or(""));
+    let (since, version, updated_at) = (next("iv since")?, next("iv version")?, next("iv time")?);
+    Ok(Hidden {
+        since,
+        version: u64::try_from(version).map_err(|_| corrupt("bad iv version"))?,
+        updated_at,
+    })
+}
+
 /// A record from its hash fields (or from a feed entry's visible fields).
 fn decode_record(user: UserId, fields: &[(String, String)]) -> Result<UserRecord, StoreError> {
     let custom = |name: &str| {
@@ -162,6 +175,7 @@ fn decode_record(user: UserId, fields: &[(String, String)]) -> Result<UserRecord
                 r.updated_at = parse_rfc3339(v).ok_or_else(|| corrupt("bad updated_at"))?
             }
             "gr" => r.grace_until = Some(parse(f, v)?),
+            "iv" => r.hidden = Some(parse_hidden(v)?),
             _ => {
                 if let Some(id) = f.strip_prefix("s:") {
                     r.sessions
@@ -181,8 +195,10 @@ fn decode_record(user: UserId, fields: &[(String, String)]) -> Result<UserRecord
 /// common.lua writes, in that order, with `''` for none: `u` user, `s` status, `r` away
 /// reason, `la` last activity ms, `ls` last seen ms, `z` zone, `o` org, `d` devices, `m`
 /// metadata, `v` version, `ps`/`pz`/`po` the previous status, zone and org, `ts` ms, then the
-/// custom status: `ck` kind, `ct` text, `ce` emoji, `cx` expires_at ms. An entry written
-/// before custom statuses existed has no `ck`: no custom status.
+/// custom status: `ck` kind, `ct` text, `ce` emoji, `cx` expires_at ms; then invisibility:
+/// `iv` as in the record (invisible after the change), `h` flags: `b` invisible before it,
+/// `n` nothing others see changed. An entry written before custom statuses (or invisibility)
+/// existed has no `ck` (no `iv`): none.
 fn decode_event(id: &str, fields: &[(String, String)]) -> Result<PresenceEvent, StoreError> {
     let get = |name: &str| field(fields, name);
     let need = |name: &str| get(name).ok_or_else(|| corrupt(format_args!("event without {name}")));
@@ -199,6 +215,8 @@ fn decode_event(id: &str, fields: &[(String, String)]) -> Result<PresenceEvent, 
             .collect::<Result<DeviceSet, _>>()?,
         None => DeviceSet::EMPTY,
     };
+    let hidden = get("iv").map(parse_hidden).transpose()?;
+    let flags = get("h").unwrap_or("");
     Ok(PresenceEvent {
         feed_id: parse::<FeedId>("feed id", id)?,
         user: PresenceView {
@@ -212,14 +230,17 @@ fn decode_event(id: &str, fields: &[(String, String)]) -> Result<PresenceEvent, 
             devices,
             custom_status: decode_custom(get("ck"), get("ct"), get("ce"), get("cx"))?,
             metadata,
-            invisible: false,
+            invisible: hidden.is_some(),
             version: parse("v", need("v")?)?,
             updated_at: ts,
+            hidden,
         },
         prev_status: opt("ps").parse()?.unwrap_or(Status::Offline),
         prev_zone_id: opt("pz").parse()?,
         prev_org_id: opt("po").parse()?,
         ts,
+        was_hidden: flags.contains('b'),
+        unseen_by_others: flags.contains('n'),
     })
 }
 

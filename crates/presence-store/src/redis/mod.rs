@@ -482,8 +482,15 @@ impl Store for RedisStore {
     async fn apply(&self, user: &UserId, change: Change) -> Result<Applied, StoreError> {
         let mut custom = None;
         let (op, value) = match change {
-            Change::SetAway => ("away", String::new()),
-            Change::SetOnline => ("online", String::new()),
+            Change::SetStatus { away, invisible } => (
+                if away { "away" } else { "online" },
+                match invisible {
+                    None => "",
+                    Some(true) => "1",
+                    Some(false) => "0",
+                }
+                .to_string(),
+            ),
             Change::SetZone(z) => ("zone", z.map(|z| z.to_string()).unwrap_or_default()),
             Change::SetOrg(o) => ("org", o.map(|o| o.to_string()).unwrap_or_default()),
             Change::SetMetadata(m) => (

@@ -263,7 +263,7 @@ pub(crate) async fn set_status(
     body: Bytes,
     change: Change,
 ) -> Result<Response, ApiError> {
-    let status = if change == Change::SetAway {
+    let status = if change == Change::away() {
         "away"
     } else {
         "online"
@@ -286,7 +286,7 @@ pub(crate) async fn set_away(
     Query(q): Query<UserParam>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    set_status(state, who, q, body, Change::SetAway).await
+    set_status(state, who, q, body, Change::away()).await
 }
 
 /// Back online; clears manual away.
@@ -298,7 +298,7 @@ pub(crate) async fn set_online(
     Query(q): Query<UserParam>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    set_status(state, who, q, body, Change::SetOnline).await
+    set_status(state, who, q, body, Change::online()).await
 }
 
 /// Users who were active (service tokens); no body: the token's user.

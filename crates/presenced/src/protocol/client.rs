@@ -124,14 +124,12 @@ pub fn parse_frame(raw: &str) -> Result<(Option<Value>, ClientFrame), (Option<Va
         Wire::StatusSet {
             status, invisible, ..
         } => {
-            if invisible.is_some() {
-                return unsupported("invisible");
-            }
-            match status.as_str() {
-                "away" => ClientFrame::Change(Change::SetAway),
-                "online" => ClientFrame::Change(Change::SetOnline),
+            let away = match status.as_str() {
+                "away" => true,
+                "online" => false,
                 _ => return Err((id, "status must be away or online".into())),
-            }
+            };
+            ClientFrame::Change(Change::SetStatus { away, invisible })
         }
         Wire::ZoneSet { zone_id, .. } => ClientFrame::Change(Change::SetZone(zone_id)),
         Wire::OrgSet { org_id, .. } => ClientFrame::Change(Change::SetOrg(org_id)),
@@ -198,7 +196,23 @@ mod tests {
     fn frames_parse_and_keep_their_id() {
         let (id, f) = parse_frame(r#"{"type": "status.set", "status": "away", "id": 7}"#).unwrap();
         assert_eq!(id, Some(Value::from(7)));
-        assert!(matches!(f, ClientFrame::Change(Change::SetAway)));
+        assert!(matches!(
+            f,
+            ClientFrame::Change(Change::SetStatus {
+                away: true,
+                invisible: None
+            })
+        ));
+        let (_, f) =
+            parse_frame(r#"{"type": "status.set", "status": "online", "invisible": true}"#)
+                .unwrap();
+        assert!(matches!(
+            f,
+            ClientFrame::Change(Change::SetStatus {
+                away: false,
+                invisible: Some(true)
+            })
+        ));
         let (id, f) = parse_frame(
             r#"{"type": "subscribe", "scopes": ["zone:10"], "users": [1, "2"], "id": "a"}"#,
         )

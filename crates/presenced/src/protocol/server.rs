@@ -150,6 +150,7 @@ mod tests {
             invisible: false,
             version: 1,
             updated_at: 0,
+            hidden: None,
         }
     }
 
@@ -220,6 +221,8 @@ mod tests {
             prev_zone_id: None,
             prev_org_id: None,
             ts: 0,
+            was_hidden: false,
+            unseen_by_others: false,
         };
         let text = ServerFrame::Presence(e.clone()).encode();
         assert_eq!(text, serde_json::to_string(&e).unwrap());
