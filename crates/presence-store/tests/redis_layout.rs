@@ -607,3 +607,70 @@ async fn custom_status_lives_in_short_hash_fields_and_the_expiring_custom_zset()
     let n: usize = raw.zcard(&expiring).await.unwrap();
     assert_eq!(n, 0, "retention removes the index entry with the record");
 }
+
+#[tokio::test]
+async fn invisible_users_sit_in_hidden_not_in_the_public_sets() {
+    let (store, mut raw, clock) = prefixed_store().await;
+    let p = store.key_prefix().to_string();
+    let key = |name: &str| format!("{p}{name}");
+    for user in ["123", "456"] {
+        let mut open = request(user, "s1");
+        open.zone = Some(zone("10"));
+        store.open_session(open).await.unwrap();
+    }
+    let invisible = Change::SetStatus {
+        away: false,
+        invisible: Some(true),
+    };
+    clock.advance(Duration::from_millis(500));
+    store.apply(&uid("123"), invisible).await.unwrap();
+
+    // redis-cli HGET presence:123 iv: since|version|updated, in ms.
+    let iv: String = raw.hget(key("presence:123"), "iv").await.unwrap();
+    assert_eq!(iv, format!("{t}|2|{t}", t = T0 + 500));
+    let reader = raw.clone();
+    let members = |set: &'static str| {
+        let mut raw = reader.clone();
+        let set = key(set);
+        async move {
+            let m: Vec<String> = raw.zrange(set, 0, -1).await.unwrap();
+            m
+        }
+    };
+    assert_eq!(members("online:global").await, ["456"]);
+    assert_eq!(members("online:zone:10").await, ["456"]);
+    assert_eq!(members("hidden").await, ["123"]);
+    // Activity moves its score in `hidden`, and puts it in no public set.
+    clock.advance(Duration::from_secs(1));
+    store
+        .record_activity(&[Activity {
+            user: uid("123"),
+            at: T0 + 1500,
+        }])
+        .await
+        .unwrap();
+    let score: f64 = raw.zscore(key("hidden"), "123").await.unwrap();
+    assert_eq!(score, 1_732_616_701.5);
+    assert_eq!(members("online:global").await, ["456"]);
+
+    // Stale entries both ways (an operator's hand): the visible user in `hidden`, the
+    // invisible one in the public sets. The sweep drops both; counts and lists never show
+    // the invisible user meanwhile.
+    let _: () = raw.zadd(key("hidden"), "456", 1).await.unwrap();
+    let _: () = raw.zadd(key("online:global"), "123", 1).await.unwrap();
+    let r = store.sweep().await.unwrap();
+    assert_eq!(r.stale_entries, 2, "{r:?}");
+    assert_eq!(members("online:global").await, ["456"]);
+    assert_eq!(members("hidden").await, ["123"]);
+
+    // Visible again: back in the public sets, out of `hidden`, no `iv`.
+    let visible = Change::SetStatus {
+        away: false,
+        invisible: Some(false),
+    };
+    store.apply(&uid("123"), visible).await.unwrap();
+    assert_eq!(members("online:zone:10").await.len(), 2);
+    assert!(members("hidden").await.is_empty());
+    let iv: Option<String> = raw.hget(key("presence:123"), "iv").await.unwrap();
+    assert_eq!(iv, None);
+}

@@ -521,3 +521,72 @@ async fn a_custom_status_set_on_one_node_reaches_a_subscriber_on_another() {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn going_invisible_on_one_node_reaches_another_as_going_offline() {
+    within(async {
+        let nodes = Node::cluster(2, CLUSTER).await;
+        let a = user("hiding");
+        let t = token(&a, "user", None);
+        let peer = token(&user("p"), "user", None);
+        let mut tab = nodes[0].connect(&t, "&zone_id=3").await;
+        let mut watcher = nodes[1].connect(&peer, "").await;
+        watcher
+            .subscribe(json!({"type": "subscribe", "scopes": ["zone:3"]}))
+            .await;
+        let mut backend = nodes[1]
+            .connect(&token("backend", "service", None), "")
+            .await;
+        backend
+            .subscribe(json!({"type": "subscribe", "users": [a]}))
+            .await;
+        let mut sse = nodes[1].sse(&peer, "?scope=zone:3", None).await.unwrap();
+
+        tab.send(json!({"type": "status.set", "status": "away", "invisible": true, "id": 1}))
+            .await;
+        assert_eq!(tab.until(|f| f["id"] == 1).await["type"], "ack");
+        let e = watcher.until(|f| f["type"] == "presence").await;
+        assert!(is_event(&e, &a, "offline"), "{e}");
+        assert_eq!(e["user"]["invisible"], false);
+        let e = backend.until(|f| f["type"] == "presence").await;
+        assert!(is_event(&e, &a, "away"), "{e}");
+        assert_eq!(
+            e["user"]["invisible"], true,
+            "the truth for a service token"
+        );
+        let e = sse.next().await;
+        assert_eq!(
+            (&e.data["user"]["status"], &e.data["prev_status"]),
+            (&json!("offline"), &json!("online")),
+            "SSE as others see it: {:?}",
+            e
+        );
+        let (_, c) = nodes[1]
+            .get("/messenger/presence/count?zone_id=3", &peer)
+            .await;
+        assert_eq!(c["zone"], 0, "not counted on the other node");
+        let (_, v) = nodes[1]
+            .get(&format!("/messenger/presence/status/{a}"), &peer)
+            .await;
+        assert_eq!(v["status"], "offline");
+        let (_, v) = nodes[1]
+            .get(&format!("/messenger/presence/status/{a}"), &t)
+            .await;
+        assert_eq!(
+            (&v["status"], &v["invisible"]),
+            (&json!("away"), &json!(true))
+        );
+
+        // Going offline while invisible shows others nothing: they saw offline already.
+        drop(tab);
+        let e = backend.until(|f| f["type"] == "presence").await;
+        assert!(is_event(&e, &a, "offline"), "{e}");
+        watcher
+            .assert_quiet(
+                Duration::from_millis(700),
+                "offline already, as others saw it",
+            )
+            .await;
+    })
+    .await
+}

@@ -48,6 +48,7 @@ macro_rules! both_stores {
 }
 
 both_stores!(
+    invisible_users_look_offline_to_others_on_every_surface,
     a_reopened_session_leaves_the_user_where_the_store_has_them,
     custom_status_over_rest_and_socket_expires_on_time,
     bad_custom_statuses_are_refused_and_change_nothing,
@@ -1152,4 +1153,220 @@ async fn a_reopened_session_leaves_the_user_where_the_store_has_them(kind: Kind)
         (&json!("online"), &json!("9")),
         "not moved back to 4"
     );
+}
+
+/// The SSE messages of an in-process stream until `n` have come, or 5 s passed.
+async fn sse_messages(resp: axum::response::Response, n: usize) -> Vec<Value> {
+    let mut body = resp.into_body().into_data_stream();
+    let (mut buf, mut out) = (String::new(), Vec::new());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while out.len() < n {
+        let Ok(Some(chunk)) = tokio::time::timeout_at(deadline, body.next()).await else {
+            break;
+        };
+        buf.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        while let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            let data: String = block
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .map(str::trim_start)
+                .collect();
+            if !data.is_empty() {
+                out.push(serde_json::from_str(&data).unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// Invisible (SPEC §3): everyone but the user and privileged tokens sees an invisible user
+/// offline since they went invisible — in status, batch, lists, counts, snapshots, events
+/// (going invisible is one offline event, what follows unseen, coming back one online
+/// event), counts-only frames and SSE.
+async fn invisible_users_look_offline_to_others_on_every_surface(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let (a, b) = (user("ghostly"), user("peer"));
+    let (ta, tb) = (token(&a, "user", None), token(&b, "user", None));
+    let svc = token("backend", "service", None);
+    let mut tab = h.connect(&ta).await;
+    let (s, _) = h
+        .call(
+            "PUT",
+            "/messenger/presence/zone",
+            &ta,
+            Some(json!({"zone_id": "10"})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let follow = json!({"type": "subscribe", "scopes": ["zone:10"], "users": [a], "id": 1});
+    let mut peer = h.connect(&tb).await;
+    peer.send(follow.clone());
+    assert_eq!(peer.next().await["users"][&a]["status"], "online");
+    let mut backend = h.connect(&svc).await;
+    backend.send(follow.clone());
+    assert_eq!(backend.next().await["type"], "snapshot");
+    let mut counter = h.connect(&svc).await;
+    counter.send(json!({"type": "subscribe", "scopes": ["zone:10"], "counts_only": true, "id": 1}));
+    assert_eq!(counter.next().await["scopes"]["zone:10"]["count"], 1);
+    let from = h.feed_head().await;
+
+    tab.send(json!({"type": "status.set", "status": "online", "invisible": true, "id": 2}));
+    assert_eq!(tab.next().await, json!({"type": "ack", "id": 2}));
+    let went = h.state.now();
+    let seen = peer.next().await;
+    assert_eq!(
+        (
+            &seen["prev_status"],
+            &seen["user"]["status"],
+            &seen["user"]["invisible"]
+        ),
+        (&json!("online"), &json!("offline"), &json!(false)),
+        "going invisible looks like going offline: {seen}"
+    );
+    let when = presence_core::time::format_rfc3339(went);
+    assert_eq!(
+        (&seen["user"]["last_seen"], &seen["user"]["devices"]),
+        (&json!(when), &json!([]))
+    );
+    let truth = backend.next().await;
+    assert_eq!(
+        (&truth["user"]["status"], &truth["user"]["invisible"]),
+        (&json!("online"), &json!(true)),
+        "a service token sees the truth: {truth}"
+    );
+    assert_eq!(
+        counter.next().await,
+        json!({"type": "count", "scope": "zone:10", "count": 0}),
+        "not counted"
+    );
+
+    // Status: others see offline; the user and a service token see the truth.
+    let status = |jwt: String| {
+        let (h, a) = (&h, a.clone());
+        async move {
+            let (s, v) = h
+                .call(
+                    "GET",
+                    &format!("/messenger/presence/status/{a}"),
+                    &jwt,
+                    None,
+                )
+                .await;
+            assert_eq!(s, 200);
+            v
+        }
+    };
+    let other = status(tb.clone()).await;
+    assert_eq!(
+        (&other["status"], &other["invisible"], &other["last_seen"]),
+        (&json!("offline"), &json!(false), &json!(when))
+    );
+    let own = status(ta.clone()).await;
+    assert_eq!(
+        (&own["status"], &own["invisible"]),
+        (&json!("online"), &json!(true))
+    );
+    assert_eq!(status(svc.clone()).await["invisible"], true);
+    // Batch.
+    let (_, batch) = h
+        .call(
+            "POST",
+            "/messenger/presence/status/batch",
+            &tb,
+            Some(json!({"user_ids": [a]})),
+        )
+        .await;
+    assert_eq!(batch["users"][&a]["status"], "offline");
+    // Lists and counts leave the user out.
+    let (_, page) = h
+        .call("GET", "/messenger/presence/online?zone_id=10", &tb, None)
+        .await;
+    assert_eq!(
+        (&page["count"], &page["online_users"]),
+        (&json!(0), &json!([]))
+    );
+    let (_, count) = h
+        .call("GET", "/messenger/presence/count?zone_id=10", &tb, None)
+        .await;
+    assert_eq!(count["zone"], 0);
+    // A new snapshot.
+    let mut late = h.connect(&tb).await;
+    late.send(follow.clone());
+    let snap = late.next().await;
+    assert_eq!(snap["users"][&a]["status"], "offline", "{snap}");
+    assert_eq!(snap["scopes"]["zone:10"]["count"], 0);
+
+    // Auto-away underneath: the user's own view moves, others see nothing.
+    h.advance(Duration::from_secs(301)).await;
+    assert_eq!(
+        (&status(ta.clone()).await["away_reason"]),
+        &json!("auto"),
+        "activity still counts underneath"
+    );
+    let truth = backend.next().await;
+    assert_eq!(truth["user"]["status"], "away");
+    assert_eq!(status(tb.clone()).await, other, "others read nothing new");
+    assert_eq!(peer.next_within(Duration::from_millis(300)).await, None);
+
+    // Coming back looks like coming online.
+    tab.send(json!({"type": "status.set", "status": "online", "invisible": false, "id": 3}));
+    assert_eq!(tab.next().await, json!({"type": "ack", "id": 3}));
+    let back = peer.next().await;
+    assert_eq!(
+        (&back["prev_status"], &back["user"]["status"]),
+        (&json!("offline"), &json!("online")),
+        "{back}"
+    );
+    assert_eq!(counter.next().await["count"], 1);
+
+    // SSE replays the same three changes as others saw them: two.
+    let stream = sse(&h, &tb, &format!("?after={from}&scope=zone:10")).await;
+    assert_eq!(stream.status(), 200);
+    let replayed: Vec<_> = sse_messages(stream, 3)
+        .await
+        .into_iter()
+        .filter(|m| m["type"] == "presence")
+        .map(|m| (m["prev_status"].clone(), m["user"]["status"].clone()))
+        .collect();
+    assert_eq!(
+        replayed,
+        vec![
+            (json!("online"), json!("offline")),
+            (json!("offline"), json!("online"))
+        ]
+    );
+
+    // Over REST: a service token sends the user away and invisible in one step; a user
+    // token names only itself.
+    let body = json!({"user_id": a, "invisible": true});
+    let (s, _) = h
+        .call("POST", "/messenger/presence/away", &tb, Some(body.clone()))
+        .await;
+    assert_eq!(s, 403);
+    let (s, answer) = h
+        .call("POST", "/messenger/presence/away", &svc, Some(body))
+        .await;
+    assert_eq!((s, &answer["status"]), (200, &json!("away")));
+    let gone = peer.next().await;
+    assert_eq!(
+        (&gone["prev_status"], &gone["user"]["status"]),
+        (&json!("online"), &json!("offline")),
+        "one event: {gone}"
+    );
+    let own = status(ta.clone()).await;
+    assert_eq!(
+        (&own["status"], &own["invisible"]),
+        (&json!("away"), &json!(true))
+    );
+    let (s, _) = h
+        .call(
+            "POST",
+            "/messenger/presence/online",
+            &ta,
+            Some(json!({"invisible": "yes"})),
+        )
+        .await;
+    assert_eq!(s, 400, "a bad body changes nothing");
+    assert_eq!(status(ta.clone()).await, own);
 }

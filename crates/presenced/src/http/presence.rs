@@ -256,20 +256,34 @@ fn target(
     state.access(who.0.clone()).act_as(named)
 }
 
+/// The optional body of `POST /away` and `POST /online`: the user a service token names, and
+/// invisible on or off in the same step (the `status.set` frame's `invisible`).
+#[derive(Debug, Deserialize, Default, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StatusBody {
+    user_id: Option<UserId>,
+    /// Go invisible (`true`) or visible again (`false`); absent leaves it.
+    invisible: Option<bool>,
+}
+
 pub(crate) async fn set_status(
     state: AppState,
     who: Caller,
     q: UserParam,
     body: Bytes,
-    change: Change,
+    away: bool,
 ) -> Result<Response, ApiError> {
-    let status = if change == Change::away() {
-        "away"
-    } else {
-        "online"
+    let body: StatusBody = optional_body(&body)?.unwrap_or_default();
+    let named = UserParam {
+        user_id: body.user_id,
     };
-    let user = target(&state, &who, q, optional_body(&body)?)?;
+    let user = target(&state, &who, q, Some(named))?;
+    let change = Change::SetStatus {
+        away,
+        invisible: body.invisible,
+    };
     state.apply_change(&user, change).await?;
+    let status = if away { "away" } else { "online" };
     Ok(axum::Json(StatusAnswer {
         status: status.into(),
         user_id: user.to_string(),
@@ -277,8 +291,10 @@ pub(crate) async fn set_status(
     .into_response())
 }
 
-/// Manual away for the token's user (the seed's route).
+/// Manual away for the token's user (the seed's route). An optional body may name the user
+/// (service tokens) and turn invisible on or off in the same step.
 #[utoipa::path(post, path = "/messenger/presence/away", params(UserParam), security(("bearer" = [])),
+    request_body(content = Option<StatusBody>, description = "optional"),
     responses((status = 200, body = StatusAnswer), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 400, description = "invalid_argument", body = ErrorBody), (status = 401, description = "unauthenticated", body = ErrorBody)))]
 pub(crate) async fn set_away(
     State(state): State<AppState>,
@@ -286,11 +302,13 @@ pub(crate) async fn set_away(
     Query(q): Query<UserParam>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    set_status(state, who, q, body, Change::away()).await
+    set_status(state, who, q, body, true).await
 }
 
-/// Back online; clears manual away.
+/// Back online; clears manual away. An optional body may name the user (service tokens) and
+/// turn invisible on or off in the same step.
 #[utoipa::path(post, path = "/messenger/presence/online", params(UserParam), security(("bearer" = [])),
+    request_body(content = Option<StatusBody>, description = "optional"),
     responses((status = 200, body = StatusAnswer), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 400, description = "invalid_argument", body = ErrorBody), (status = 401, description = "unauthenticated", body = ErrorBody)))]
 pub(crate) async fn set_online(
     State(state): State<AppState>,
@@ -298,7 +316,7 @@ pub(crate) async fn set_online(
     Query(q): Query<UserParam>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    set_status(state, who, q, body, Change::online()).await
+    set_status(state, who, q, body, false).await
 }
 
 /// Users who were active (service tokens); no body: the token's user.
