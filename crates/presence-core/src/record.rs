@@ -15,8 +15,8 @@ use crate::event::{Onlookers, PresenceEvent};
 use crate::ids::{NodeId, OrgId, SessionId, UserId, ZoneId};
 use crate::time::Millis;
 use crate::view::{
-    AwayReason, CustomStatus, DeviceKind, DeviceSet, Hidden, LastSeen, PresenceView,
-    PresenceVisibility, Privacy, Status,
+    AwayReason, CustomStatus, DeviceKind, DeviceSet, Hidden, LastSeen, LastSeenVisibility,
+    PresenceView, PresenceVisibility, Privacy, Status,
 };
 
 /// JSON object held as metadata.
@@ -58,9 +58,15 @@ pub enum Change {
     SetCustomStatus(CustomStatus),
     /// Clear the custom status; `status` is left alone.
     ClearCustomStatus,
-    /// Replace the privacy settings. Hiding from more onlookers looks to them like going
-    /// offline, hiding from fewer like coming online; a `last_seen` change alone is no event.
-    SetPrivacy(Privacy),
+    /// Change the privacy settings given (`None` keeps one). Hiding from more onlookers looks
+    /// to them like going offline, hiding from fewer like coming online; a `last_seen` change
+    /// alone is no event.
+    SetPrivacy {
+        /// Who sees the presence.
+        presence: Option<PresenceVisibility>,
+        /// How others see last seen.
+        last_seen: Option<LastSeenVisibility>,
+    },
 }
 
 impl Change {
@@ -497,7 +503,13 @@ impl UserRecord {
             Change::SetMetadata(m) => self.metadata = m,
             Change::SetCustomStatus(c) => self.custom_status = Some(c.normalised()),
             Change::ClearCustomStatus => self.custom_status = None,
-            Change::SetPrivacy(p) => self.privacy = p,
+            Change::SetPrivacy {
+                presence,
+                last_seen,
+            } => {
+                self.privacy.presence = presence.unwrap_or(self.privacy.presence);
+                self.privacy.last_seen = last_seen.unwrap_or(self.privacy.last_seen);
+            }
         }
     }
 

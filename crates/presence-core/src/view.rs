@@ -677,6 +677,67 @@ mod tests {
     }
 
     #[test]
+    fn last_seen_buckets_and_what_onlookers_see_of_an_offline_user() {
+        const DAY: Millis = 86_400_000;
+        for (ago, want) in [
+            (0, LastSeenBucket::Recently),
+            (3 * DAY - 1, LastSeenBucket::Recently),
+            (3 * DAY, LastSeenBucket::WithinWeek),
+            (7 * DAY - 1, LastSeenBucket::WithinWeek),
+            (7 * DAY, LastSeenBucket::WithinMonth),
+            (30 * DAY - 1, LastSeenBucket::WithinMonth),
+            (30 * DAY, LastSeenBucket::LongAgo),
+        ] {
+            assert_eq!(LastSeenBucket::of(ago), want, "{ago}");
+        }
+        let offline = PresenceView {
+            user_id: UserId::new("1").unwrap(),
+            status: Status::Offline,
+            away_reason: None,
+            last_activity: Some(90),
+            last_seen: Some(LastSeen::At(100)),
+            zone_id: None,
+            org_id: None,
+            devices: DeviceSet::EMPTY,
+            custom_status: None,
+            metadata: None,
+            invisible: false,
+            privacy: Some(Privacy {
+                presence: PresenceVisibility::Everyone,
+                last_seen: LastSeenVisibility::Approximate,
+            }),
+            version: 1,
+            updated_at: 100,
+            hidden: None,
+            hidden_from_org: None,
+        };
+        let seen = offline.as_seen_by(Onlooker::Other, 100 + 4 * DAY);
+        assert_eq!(
+            serde_json::to_value(&seen).unwrap()["last_seen"],
+            "within_week"
+        );
+        assert_eq!((seen.last_activity, seen.privacy), (None, None));
+        let mut hidden = offline.clone();
+        hidden.privacy.as_mut().unwrap().last_seen = LastSeenVisibility::Hidden;
+        assert_eq!(hidden.as_seen_by(Onlooker::Member, 0).last_seen, None);
+        let mut online = hidden.clone();
+        online.status = Status::Online;
+        online.last_seen = None;
+        assert_eq!(
+            online.as_seen_by(Onlooker::Other, 0).last_activity,
+            Some(90),
+            "last seen hides nothing of a present user"
+        );
+        let back: PresenceView =
+            serde_json::from_value(serde_json::to_value(&seen).unwrap()).unwrap();
+        assert_eq!(
+            back.last_seen,
+            Some(LastSeen::Around(LastSeenBucket::WithinWeek)),
+            "both shapes read back"
+        );
+    }
+
+    #[test]
     fn device_sets_list_in_fixed_order_without_repeats() {
         let s: DeviceSet = [DeviceKind::Mobile, DeviceKind::Desktop, DeviceKind::Mobile]
             .into_iter()

@@ -277,7 +277,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (user.clone(), 0..5u8, proptest::option::of(0..3u8), any::<bool>(), proptest::option::of(1..90u16))
             .prop_map(|(user, kind, text, emoji, expires_in)| Op::SetCustom { user, kind, text, emoji, expires_in }),
         1 => user.clone().prop_map(|user| Op::ClearCustom { user }),
-        2 => (user.clone(), prop_oneof![2 => Just(0u8), 1 => Just(1), 1 => Just(2)], 0..3u8)
+        2 => (user.clone(), prop_oneof![2 => Just(0u8), 1 => Just(1), 1 => Just(2), 1 => Just(3)], 0..4u8)
             .prop_map(|(user, presence, last_seen)| Op::SetPrivacy { user, presence, last_seen }),
         1 => (user.clone(), 1..30u8).prop_map(|(user, n)| Op::Churn { user, n }),
         1 => (user.clone(), 0..4u8).prop_map(|(user, session)| Op::RenewLease { user, session }),
@@ -853,7 +853,15 @@ impl Model {
                 user,
                 presence,
                 last_seen,
-            } => self.set(user, now, |u| u.privacy = (presence, last_seen)),
+            } => self.set(user, now, |u| {
+                // 3: leave it as it is.
+                if presence < 3 {
+                    u.privacy.0 = presence;
+                }
+                if last_seen < 3 {
+                    u.privacy.1 = last_seen;
+                }
+            }),
             Op::Churn { .. } | Op::CloseOpen { .. } => {
                 unreachable!("the runner turns it into simpler operations")
             }
@@ -1472,10 +1480,11 @@ impl Runner {
                         presence,
                         last_seen,
                         ..
-                    } => Change::SetPrivacy(Privacy {
-                        presence: PRESENCE_VISIBILITY[usize::from(*presence)],
-                        last_seen: LAST_SEEN_VISIBILITY[usize::from(*last_seen)],
-                    }),
+                    } => Change::SetPrivacy {
+                        // 3: leave it as it is.
+                        presence: PRESENCE_VISIBILITY.get(usize::from(*presence)).copied(),
+                        last_seen: LAST_SEEN_VISIBILITY.get(usize::from(*last_seen)).copied(),
+                    },
                     _ => unreachable!(),
                 };
                 match outcome(self.k.store.apply(&u(user), change).await) {

@@ -506,9 +506,12 @@ impl Store for RedisStore {
                 ("custom", kind)
             }
             Change::ClearCustomStatus => ("clear_custom", String::new()),
-            Change::SetPrivacy(p) => {
-                last_seen = Some(p.last_seen.as_str());
-                ("privacy", p.presence.as_str().to_string())
+            Change::SetPrivacy {
+                presence,
+                last_seen: l,
+            } => {
+                last_seen = Some(l.map_or("", |l| l.as_str()));
+                ("privacy", presence.map_or("", |p| p.as_str()).to_string())
             }
         };
         let mut inv = self.invocation(&self.scripts.apply, self.now());
