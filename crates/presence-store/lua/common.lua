@@ -367,14 +367,19 @@ end
 -- none) and times in integer ms: Redis then keeps the field names once per stream node and the
 -- numbers as integers, about half the bytes. presence-store's codec decodes it.
 local function event_fields(user, old, r, flags)
+  -- Hiding in one field, '' for a user who hides nothing (most events: one byte, not six
+  -- fields): 'flags;inv;pp;pl;iv;io'.
+  local hiding = ''
+  if flags ~= '' or r.inv or r.pp or r.pl or r.iv or r.io then
+    hiding = table.concat({flags, r.inv or '', r.pp or '', r.pl or '', r.iv or '', r.io or ''}, ';')
+  end
   local function s(v) return v or '' end
   local seen = ''
   if r.status == 'offline' and r.last_seen then seen = int(ms_of(r.last_seen)) end
   return {'u', user, 's', r.status, 'r', s(r.ar), 'la', int(ms_of(r.last_activity)), 'ls', seen,
     'z', s(r.zone_id), 'o', s(r.org_id), 'd', s(r.dev), 'm', s(r.metadata), 'v', r.v,
     'ps', s(old.status), 'pz', s(old.zone_id), 'po', s(old.org_id), 'ts', int(NOW),
-    'ck', s(r.ck), 'ct', s(r.ct), 'ce', s(r.ce), 'cx', s(r.cx), 'inv', s(r.inv), 'pp', s(r.pp),
-    'pl', s(r.pl), 'iv', s(r.iv), 'io', s(r.io), 'h', flags}
+    'ck', s(r.ck), 'ct', s(r.ct), 'ce', s(r.ce), 'cx', s(r.cx), 'h', hiding}
 end
 
 local function flatten(r)

@@ -201,11 +201,12 @@ fn decode_record(user: UserId, fields: &[(String, String)]) -> Result<UserRecord
 /// common.lua writes, in that order, with `''` for none: `u` user, `s` status, `r` away
 /// reason, `la` last activity ms, `ls` last seen ms, `z` zone, `o` org, `d` devices, `m`
 /// metadata, `v` version, `ps`/`pz`/`po` the previous status, zone and org, `ts` ms, then the
-/// custom status: `ck` kind, `ct` text, `ce` emoji, `cx` expires_at ms; then hiding: `inv`,
-/// `pp`, `pl`, `iv`, `io` as in the record after the change, and `h` flags per kind of
-/// onlooker (outside the org `b`, `n`; the org's members `B`, `N`): hidden from them before
-/// the change, nothing they see changed. An entry written before custom statuses (or
-/// hiding) existed has no `ck` (no `iv`): none.
+/// custom status: `ck` kind, `ct` text, `ce` emoji, `cx` expires_at ms; then `h`, hiding:
+/// `''` for a user who hides nothing, else `flags;inv;pp;pl;iv;io` with `inv`, `pp`, `pl`,
+/// `iv`, `io` as in the record after the change and flags per kind of onlooker (outside the
+/// org `b`, `n`; the org's members `B`, `N`): hidden from them before the change, nothing
+/// they see changed. An entry written before custom statuses (or hiding) existed has no
+/// `ck` (no `h`): none.
 fn decode_event(id: &str, fields: &[(String, String)]) -> Result<PresenceEvent, StoreError> {
     let get = |name: &str| field(fields, name);
     let need = |name: &str| get(name).ok_or_else(|| corrupt(format_args!("event without {name}")));
@@ -222,12 +223,24 @@ fn decode_event(id: &str, fields: &[(String, String)]) -> Result<PresenceEvent, 
             .collect::<Result<DeviceSet, _>>()?,
         None => DeviceSet::EMPTY,
     };
-    let hidden = get("iv").map(parse_hidden).transpose()?;
-    let hidden_from_org = get("io").map(parse_hidden).transpose()?;
-    let flags = get("h").unwrap_or("");
+    // `h`: '' or 'flags;inv;pp;pl;iv;io'.
+    let hiding: Vec<&str> = get("h").map_or_else(Vec::new, |h| h.split(';').collect());
+    if !hiding.is_empty() && hiding.len() != 6 {
+        return Err(corrupt("bad h"));
+    }
+    let part = |i: usize| hiding.get(i).copied().filter(|v| !v.is_empty());
+    let flags = part(0).unwrap_or("");
+    let hidden = part(4).map(parse_hidden).transpose()?;
+    let hidden_from_org = part(5).map(parse_hidden).transpose()?;
     let privacy = Privacy {
-        presence: opt("pp").parse()?.unwrap_or_default(),
-        last_seen: opt("pl").parse()?.unwrap_or_default(),
+        presence: part(2)
+            .map(|v| parse("pp", v))
+            .transpose()?
+            .unwrap_or_default(),
+        last_seen: part(3)
+            .map(|v| parse("pl", v))
+            .transpose()?
+            .unwrap_or_default(),
     };
     Ok(PresenceEvent {
         feed_id: parse::<FeedId>("feed id", id)?,
@@ -242,7 +255,7 @@ fn decode_event(id: &str, fields: &[(String, String)]) -> Result<PresenceEvent, 
             devices,
             custom_status: decode_custom(get("ck"), get("ct"), get("ce"), get("cx"))?,
             metadata,
-            invisible: get("inv") == Some("1"),
+            invisible: part(1) == Some("1"),
             privacy: Some(privacy),
             version: parse("v", need("v")?)?,
             updated_at: ts,
