@@ -270,8 +270,8 @@ impl Registry {
 pub struct Hub {
     registry: Mutex<Registry>,
     next: std::sync::atomic::AtomicU64,
-    /// Who is typing where, as relayed by the bus. Only the bus loop changes it; taken before
-    /// the registry when both are needed, never the other way round.
+    /// Who is typing where, as relayed by the bus. Only the bus loop changes it; never held
+    /// together with the registry's lock.
     typing: Mutex<TypingBoard>,
 }
 
