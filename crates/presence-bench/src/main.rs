@@ -14,6 +14,8 @@
 //! - `propagation` (P6): latency of a change from node A to a subscriber on node B.
 //! - `counts`: a zone's subscriber on node B following every event, then counts only, while
 //!   the zone's count changes at a set rate through node A.
+//! - `typing`: typing frames through node A to subscribers on node B, beside presence changes
+//!   at the same rate, and what eager repeated starts cost.
 //! - `crash` (P7): kill -9 of a node holding many users; time until all are offline.
 //!
 //! With no `--redis-url`, a scenario starts a private `redis-server` and stops it at the end.
@@ -23,6 +25,7 @@ mod progress;
 mod redis_server;
 mod seed;
 mod sockets;
+mod typing;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -120,6 +123,19 @@ enum Scenario {
         /// How long to drive them, each way.
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+    },
+    /// Issue 10: typing frames through node A to subscribers on node B, side by side with
+    /// presence changes at the same rate, then repeated starts (absorbed by the node).
+    Typing {
+        /// Frames a second in total (at most 3,000: one conversation per 15 frames/s).
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        /// How long to drive them, each way.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Subscribers on node B.
+        #[arg(long, default_value_t = 10)]
+        subscribers: u64,
     },
     /// P7: kill -9 a node holding many users; time until another node announced them offline.
     Crash {
@@ -239,6 +255,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             sockets::propagation(&url, rate, seconds).await?
         }
         Scenario::Counts { rate, seconds } => sockets::counts(&url, rate, seconds).await?,
+        Scenario::Typing {
+            rate,
+            seconds,
+            subscribers,
+        } => typing::run(&url, rate, seconds, subscribers).await?,
         Scenario::IdleWorker(_) | Scenario::StormWorker(_) => unreachable!("handled above"),
         Scenario::StoreThroughput {
             users,

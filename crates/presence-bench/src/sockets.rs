@@ -25,13 +25,13 @@ use tokio::process::{Child, Command};
 const SECRET: &str = "bench-secret-for-load-generation-0123";
 
 /// Signs the workers' tokens with the nodes' secret.
-fn authenticator() -> Authenticator {
+pub(crate) fn authenticator() -> Authenticator {
     let clock = std::sync::Arc::new(presence_core::SystemClock);
     Authenticator::hs256(SECRET.as_bytes(), &TokenRules::default(), clock)
 }
 
 /// CPU seconds (user + system) a process has used so far.
-fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+pub(crate) fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the command name (which may hold spaces) start after the last ')'.
     let rest = stat.rsplit_once(')').context("stat")?.1;
@@ -40,7 +40,7 @@ fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     Ok(ticks / 100.0)
 }
 
-async fn redis_cpu_seconds(redis_url: &str) -> anyhow::Result<f64> {
+pub(crate) async fn redis_cpu_seconds(redis_url: &str) -> anyhow::Result<f64> {
     let mut c = redis::Client::open(redis_url)?
         .get_multiplexed_async_connection()
         .await?;
@@ -540,7 +540,7 @@ async fn spawn_workers(
     Ok(out)
 }
 
-fn micros_now() -> u64 {
+pub(crate) fn micros_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
@@ -548,10 +548,10 @@ fn micros_now() -> u64 {
 }
 
 /// Frames a second one driver connection sends: under the per-connection limit of 20.
-const FRAMES_PER_DRIVER: u64 = 15;
+pub(crate) const FRAMES_PER_DRIVER: u64 = 15;
 
 /// A token for user `u`, signed with the nodes' secret.
-fn user_token(auth: &Authenticator, u: &str) -> anyhow::Result<String> {
+pub(crate) fn user_token(auth: &Authenticator, u: &str) -> anyhow::Result<String> {
     auth.issue(
         &UserId::new(u).context("user id")?,
         None,
@@ -563,7 +563,7 @@ fn user_token(auth: &Authenticator, u: &str) -> anyhow::Result<String> {
 
 /// `conns` WebSocket connections to the node on `port`, one user each (`{name}{i}`), with
 /// `query` appended to the URL, each past its `connected` frame.
-async fn connect_drivers(
+pub(crate) async fn connect_drivers(
     auth: &Authenticator,
     port: u16,
     name: &str,

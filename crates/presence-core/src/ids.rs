@@ -172,6 +172,12 @@ id_type!(
     NodeId,
     "node_id"
 );
+id_type!(
+    /// A conversation (a chat, a channel, a thread: the product's own id), for typing
+    /// indicators. presenced keeps no conversations and knows no members.
+    ConversationId,
+    "conversation_id"
+);
 
 #[cfg(test)]
 mod tests {

@@ -9,9 +9,11 @@
 //! - [`event`]: presence events and feed ids (SPEC §4).
 //! - [`scope`]: scopes, list queries, pages and cursors.
 //! - [`store`]: the [`Store`] trait both stores implement.
+//! - [`bus`]: ephemeral node-to-node messages (typing indicators) and the typing types.
 //! - [`settings`]: timings and limits with their defaults.
 //! - [`time`]: milliseconds, the [`Clock`], RFC 3339.
 
+pub mod bus;
 pub mod event;
 pub mod ids;
 pub mod record;
@@ -21,8 +23,12 @@ pub mod store;
 pub mod time;
 pub mod view;
 
+pub use bus::{
+    BusError, BusMessage, BusReceiver, MAX_BUS_MESSAGE_BYTES, Typer, TypingOutcome, TypingSignal,
+    TypingWrite,
+};
 pub use event::{FeedId, Onlookers, PresenceEvent};
-pub use ids::{IdError, NodeId, OrgId, SessionId, UserId, ZoneId};
+pub use ids::{ConversationId, IdError, NodeId, OrgId, SessionId, UserId, ZoneId};
 pub use record::{Change, Metadata, Session, TransitionError, UserRecord};
 pub use scope::{ListCursor, ListQuery, Scope, ScopePage};
 pub use settings::StoreSettings;

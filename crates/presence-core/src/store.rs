@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::bus::{BusMessage, BusReceiver, Typer, TypingOutcome, TypingWrite};
 use crate::event::{FeedId, PresenceEvent};
-use crate::ids::{NodeId, OrgId, SessionId, UserId, ZoneId};
+use crate::ids::{ConversationId, NodeId, OrgId, SessionId, UserId, ZoneId};
 use crate::record::{Change, TransitionError};
 use crate::scope::{ListQuery, Scope, ScopePage};
 use crate::time::Millis;
@@ -291,6 +292,30 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Checks that the store answers.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    // --- Typing and the bus (ephemeral: no record, no version, no feed) -------------------
+
+    /// Starts or renews (`write.until` set) or stops a user's typing in a conversation, and
+    /// publishes it on the bus as a [`BusMessage::Typing`] carrying the user's org as their
+    /// record has it, in the same step (one script call in Redis). A start for a user not yet
+    /// typing there is refused with [`TypingOutcome::Full`] when `write.max_typers` others
+    /// (whose entries have not expired) are. Entries expire at their `until` by the reader's
+    /// clock; nothing is swept (Redis drops a conversation's key once its newest entry is
+    /// past).
+    async fn typing(&self, write: &TypingWrite) -> Result<TypingOutcome, StoreError>;
+
+    /// Who is typing in `conversation` now (entries whose `until` is still ahead by this
+    /// handle's clock), ordered by user id.
+    async fn typing_now(&self, conversation: &ConversationId) -> Result<Vec<Typer>, StoreError>;
+
+    /// Publishes `message` to every node's bus, this one's included: at most once, and only
+    /// to nodes listening at that moment.
+    async fn publish(&self, message: &BusMessage) -> Result<(), StoreError>;
+
+    /// This node's end of the bus: every message published after the subscription is in place
+    /// (in Redis: its SUBSCRIBE confirmed, which this waits for). From then on it keeps itself
+    /// subscribed through store outages, missing what was published while it was cut off.
+    async fn bus(&self) -> Result<Box<dyn BusReceiver>, StoreError>;
 }
 
 #[cfg(test)]

@@ -6,11 +6,13 @@
 //!   the indexes and the feed entry together.
 //!
 //! - [`ActivityCoalescer`]: a node's activity buffer, so activity reaches a store in batches.
+//! - `bus`: the bus's transport (a broadcast in process; Redis Pub/Sub between nodes).
 //!
 //! Both stores pass one conformance suite (`tests/conformance.rs`) and one property test against a
 //! naive reference model (`tests/model.rs`). This crate depends on the domain crate and the
 //! storage clients only: no HTTP, no WebSockets.
 
+mod bus;
 mod coalesce;
 mod memory;
 mod redis;

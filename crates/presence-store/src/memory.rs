@@ -7,7 +7,8 @@
 //! indexes change, so they cannot drift from the records.
 //!
 //! Handles made by [`MemoryStore::handle`] share the state and speak for other node ids; tests
-//! use them to play several nodes.
+//! use them to play several nodes. They share one bus too (a tokio broadcast): a typing write
+//! on any handle reaches every handle's receivers.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -18,13 +19,15 @@ use presence_core::record::IndexEntry;
 use presence_core::scope::filtered_scan_budget;
 use presence_core::settings::ms;
 use presence_core::{
-    Activity, Applied, Change, FeedId, FeedRead, LeaseRenewal, ListCursor, ListQuery, Millis,
-    NodeId, NodeInfo, OpenSession, PresenceEvent, PresenceView, Scope, ScopeCount, ScopePage,
-    Session, SessionId, SharedClock, Store, StoreError, StoreSettings, SweepReport,
-    TransitionError, UserId, UserRecord,
+    Activity, Applied, BusMessage, BusReceiver, Change, ConversationId, FeedId, FeedRead,
+    LeaseRenewal, ListCursor, ListQuery, Millis, NodeId, NodeInfo, OpenSession, OrgId,
+    PresenceEvent, PresenceView, Scope, ScopeCount, ScopePage, Session, SessionId, SharedClock,
+    Store, StoreError, StoreSettings, SweepReport, TransitionError, Typer, TypingOutcome,
+    TypingSignal, TypingWrite, UserId, UserRecord,
 };
 use tokio::sync::Notify;
 
+use crate::bus::LocalBus;
 use crate::sweep::{Step, drain};
 
 /// The embedded store.
@@ -40,6 +43,7 @@ struct Shared {
     feed_grew: Notify,
     clock: SharedClock,
     settings: StoreSettings,
+    bus: LocalBus,
 }
 
 /// Where one user sits in a scope index.
@@ -82,6 +86,10 @@ struct State {
     feed: VecDeque<PresenceEvent>,
     feed_last: FeedId,
     feed_trimmed: bool,
+    /// Typing entries: conversation → user → (until, org). Ephemeral: no record, no feed.
+    typing: HashMap<ConversationId, HashMap<UserId, (Millis, Option<OrgId>)>>,
+    /// The same entries by `until`, so expired ones are dropped at O(what expired).
+    typing_expiry: BTreeSet<(Millis, ConversationId, UserId)>,
 }
 
 /// Everything a record contributes to the indexes; diffed before and after each change.
@@ -324,6 +332,65 @@ impl State {
     }
 }
 
+impl State {
+    /// Drops typing entries whose `until` is not after `now`.
+    fn prune_typing(&mut self, now: Millis) {
+        while let Some((until, conversation, user)) = self.typing_expiry.first().cloned() {
+            if until > now {
+                break;
+            }
+            self.typing_expiry.pop_first();
+            self.forget_typing(&conversation, &user);
+        }
+    }
+
+    /// Removes one typing entry and its place in the expiry index.
+    fn forget_typing(&mut self, conversation: &ConversationId, user: &UserId) {
+        let Some(typers) = self.typing.get_mut(conversation) else {
+            return;
+        };
+        if let Some((until, _)) = typers.remove(user) {
+            self.typing_expiry
+                .remove(&(until, conversation.clone(), user.clone()));
+        }
+        if typers.is_empty() {
+            self.typing.remove(conversation);
+        }
+    }
+
+    /// Writes a typing start or stop; the signal to publish, or `None` when the conversation
+    /// is full.
+    fn write_typing(&mut self, w: &TypingWrite, now: Millis) -> Option<TypingSignal> {
+        self.prune_typing(now);
+        let org = self.users.get(&w.user).and_then(|r| r.org_id.clone());
+        let typing_already = self
+            .typing
+            .get(&w.conversation)
+            .is_some_and(|t| t.contains_key(&w.user));
+        if w.until.is_some() && !typing_already {
+            let others = self.typing.get(&w.conversation).map_or(0, HashMap::len);
+            if others >= w.max_typers {
+                return None;
+            }
+        }
+        self.forget_typing(&w.conversation, &w.user);
+        if let Some(until) = w.until {
+            self.typing
+                .entry(w.conversation.clone())
+                .or_default()
+                .insert(w.user.clone(), (until, org.clone()));
+            self.typing_expiry
+                .insert((until, w.conversation.clone(), w.user.clone()));
+        }
+        Some(TypingSignal {
+            conversation_id: w.conversation.clone(),
+            user_id: w.user.clone(),
+            org_id: org,
+            until: w.until,
+        })
+    }
+}
+
 impl MemoryStore {
     /// A new, empty store speaking for `node`.
     pub fn new(node: NodeId, clock: SharedClock, settings: StoreSettings) -> Self {
@@ -333,6 +400,7 @@ impl MemoryStore {
                 feed_grew: Notify::new(),
                 clock,
                 settings,
+                bus: LocalBus::new(),
             }),
             node,
         }
@@ -879,6 +947,48 @@ impl Store for MemoryStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    async fn typing(&self, write: &TypingWrite) -> Result<TypingOutcome, StoreError> {
+        let now = self.now();
+        let Some(signal) = self.lock().write_typing(write, now) else {
+            return Ok(TypingOutcome::Full {
+                limit: write.max_typers,
+            });
+        };
+        self.shared.bus.send(BusMessage::Typing(signal));
+        Ok(TypingOutcome::Written)
+    }
+
+    async fn typing_now(&self, conversation: &ConversationId) -> Result<Vec<Typer>, StoreError> {
+        let mut st = self.lock();
+        st.prune_typing(self.now());
+        let mut typers: Vec<Typer> = st
+            .typing
+            .get(conversation)
+            .into_iter()
+            .flatten()
+            .map(|(user, (until, org))| Typer {
+                user: user.clone(),
+                org: org.clone(),
+                until: *until,
+            })
+            .collect();
+        typers.sort_by(|a, b| a.user.cmp(&b.user));
+        Ok(typers)
+    }
+
+    async fn publish(&self, message: &BusMessage) -> Result<(), StoreError> {
+        // The same bound as on Redis, though nothing is serialized here.
+        message
+            .encode()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.shared.bus.send(message.clone());
+        Ok(())
+    }
+
+    async fn bus(&self) -> Result<Box<dyn BusReceiver>, StoreError> {
+        Ok(self.shared.bus.receiver())
     }
 }
 /// The users of an index by activity who crossed into auto-away since `from`: up to `batch`

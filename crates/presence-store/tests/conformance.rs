@@ -69,6 +69,9 @@ conformance!(
     custom_status_survives_reconnects_the_grace_and_offline,
     custom_status_expires_exactly_on_time_with_one_event,
     a_replaced_custom_status_is_not_cleared_by_the_old_expiry,
+    typing_is_written_read_and_published_without_touching_presence,
+    typing_in_a_full_conversation_is_refused_until_an_entry_expires,
+    the_bus_carries_published_messages_to_every_handle,
 );
 
 /// The events of one call, checked to be exactly one.
@@ -1548,4 +1551,190 @@ async fn a_replaced_custom_status_is_not_cleared_by_the_old_expiry(kind: Kind) {
     assert_eq!(k.sweep().await.custom_expired, 0);
     assert!(k.events_since(head).await.is_empty());
     assert_eq!(k.view("1").await.unwrap().custom_status, Some(plain));
+}
+
+// --- Typing and the bus -----------------------------------------------------------------------
+
+fn conv(c: &str) -> ConversationId {
+    ConversationId::new(c).unwrap()
+}
+
+fn typing_write(c: &str, user: &str, until: Option<Millis>, max_typers: usize) -> TypingWrite {
+    TypingWrite {
+        conversation: conv(c),
+        user: uid(user),
+        until,
+        max_typers,
+    }
+}
+
+/// The next bus message within 5 s.
+async fn next_on(bus: &mut Box<dyn BusReceiver>) -> BusMessage {
+    tokio::time::timeout(Duration::from_secs(5), bus.recv())
+        .await
+        .expect("a bus message within 5 s")
+        .expect("the bus is open")
+}
+
+/// Asserts that nothing comes on the bus for a moment.
+async fn quiet(bus: &mut Box<dyn BusReceiver>) {
+    let got = tokio::time::timeout(Duration::from_millis(300), bus.recv()).await;
+    assert!(got.is_err(), "nothing on the bus, got {got:?}");
+}
+
+fn typers(t: &[Typer]) -> Vec<(String, Option<String>)> {
+    t.iter()
+        .map(|t| (t.user.to_string(), t.org.as_ref().map(|o| o.to_string())))
+        .collect()
+}
+
+async fn typing_is_written_read_and_published_without_touching_presence(kind: Kind) {
+    let k = Kit::new(kind).await;
+    k.open_with(&k.store, "1", "s1", DeviceKind::Web, None, Some("100"))
+        .await;
+    let version = k.view("1").await.unwrap().version;
+    let head = k.head().await;
+    let mut bus = k.store.bus().await.unwrap();
+    let until = k.now() + 6000;
+    let w = typing_write("c1", "1", Some(until), 50);
+    assert_eq!(k.store.typing(&w).await.unwrap(), TypingOutcome::Written);
+    let BusMessage::Typing(t) = next_on(&mut bus).await;
+    assert_eq!(
+        (t.conversation_id, t.user_id, t.org_id, t.until),
+        (conv("c1"), uid("1"), Some(org("100")), Some(until)),
+        "the typer's org comes from the record"
+    );
+    let now = k.store.typing_now(&conv("c1")).await.unwrap();
+    assert_eq!(typers(&now), [("1".to_string(), Some("100".to_string()))]);
+    assert_eq!(now[0].until, until);
+    assert!(k.store.typing_now(&conv("c2")).await.unwrap().is_empty());
+    // Ephemeral: no event, no version.
+    assert_eq!(k.head().await, head);
+    assert_eq!(k.view("1").await.unwrap().version, version);
+    // A user with no record types with no org; entries list in id order.
+    let w0 = typing_write("c1", "0", Some(until), 50);
+    k.store.typing(&w0).await.unwrap();
+    let BusMessage::Typing(t) = next_on(&mut bus).await;
+    assert_eq!(t.org_id, None);
+    let now = k.store.typing_now(&conv("c1")).await.unwrap();
+    assert_eq!(
+        typers(&now),
+        [
+            ("0".to_string(), None),
+            ("1".to_string(), Some("100".to_string()))
+        ]
+    );
+    // A stop removes the entry and says so.
+    let stop = typing_write("c1", "0", None, 50);
+    k.store.typing(&stop).await.unwrap();
+    let BusMessage::Typing(t) = next_on(&mut bus).await;
+    assert_eq!((t.user_id, t.until), (uid("0"), None));
+    assert_eq!(k.store.typing_now(&conv("c1")).await.unwrap().len(), 1);
+    // The other entry is over at its until, by the reader's clock, with no sweep.
+    k.clock.advance(Duration::from_millis(5999));
+    assert_eq!(k.store.typing_now(&conv("c1")).await.unwrap().len(), 1);
+    k.clock.advance(Duration::from_millis(1));
+    assert!(k.store.typing_now(&conv("c1")).await.unwrap().is_empty());
+    assert_eq!(k.head().await, head, "still no event");
+    quiet(&mut bus).await;
+    if let Some(r) = k.redis() {
+        // The key expires with its newest entry: an abandoned conversation leaves nothing.
+        let mut raw = raw_redis().await;
+        let ttl: i64 = ::redis::cmd("PTTL")
+            .arg(format!("{}typing:c1", r.key_prefix()))
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        assert!((1..=6000).contains(&ttl), "PTTL {ttl}");
+    }
+}
+
+async fn typing_in_a_full_conversation_is_refused_until_an_entry_expires(kind: Kind) {
+    let k = Kit::new(kind).await;
+    let mut bus = k.store.bus().await.unwrap();
+    let t0 = k.now();
+    for (user, until) in [("a", t0 + 1000), ("b", t0 + 5000)] {
+        let w = typing_write("c", user, Some(until), 2);
+        assert_eq!(k.store.typing(&w).await.unwrap(), TypingOutcome::Written);
+        next_on(&mut bus).await;
+    }
+    let c = typing_write("c", "c", Some(t0 + 6000), 2);
+    assert_eq!(
+        k.store.typing(&c).await.unwrap(),
+        TypingOutcome::Full { limit: 2 }
+    );
+    quiet(&mut bus).await;
+    // Those typing already may renew.
+    let renew = typing_write("c", "a", Some(t0 + 1500), 2);
+    assert_eq!(
+        k.store.typing(&renew).await.unwrap(),
+        TypingOutcome::Written
+    );
+    next_on(&mut bus).await;
+    // Another conversation has room of its own.
+    let elsewhere = typing_write("d", "c", Some(t0 + 6000), 2);
+    assert_eq!(
+        k.store.typing(&elsewhere).await.unwrap(),
+        TypingOutcome::Written
+    );
+    next_on(&mut bus).await;
+    // Once a's entry is over, c fits.
+    k.clock.advance(Duration::from_millis(1500));
+    assert_eq!(k.store.typing(&c).await.unwrap(), TypingOutcome::Written);
+    let now = k.store.typing_now(&conv("c")).await.unwrap();
+    assert_eq!(
+        now.iter().map(|t| t.user.to_string()).collect::<Vec<_>>(),
+        ["b", "c"]
+    );
+}
+
+async fn the_bus_carries_published_messages_to_every_handle(kind: Kind) {
+    let k = Kit::new(kind).await;
+    let other = k.node("node-b");
+    let mut here = k.store.bus().await.unwrap();
+    let mut there = other.bus().await.unwrap();
+    let m = BusMessage::Typing(TypingSignal {
+        conversation_id: conv("c9"),
+        user_id: uid("7"),
+        org_id: None,
+        until: Some(k.now() + 6000),
+    });
+    other.publish(&m).await.unwrap();
+    assert_eq!(next_on(&mut here).await, m);
+    assert_eq!(
+        next_on(&mut there).await,
+        m,
+        "the publisher hears itself too"
+    );
+    // A typing write through one handle reaches the other's receiver.
+    k.store
+        .typing(&typing_write("c9", "7", None, 50))
+        .await
+        .unwrap();
+    let BusMessage::Typing(t) = next_on(&mut there).await;
+    assert_eq!(t.until, None);
+    assert_eq!(next_on(&mut here).await, BusMessage::Typing(t));
+    if let Some(r) = k.redis() {
+        // Anything else on the channel is dropped, and what follows still arrives.
+        let channel = format!("{}presenced:bus", r.key_prefix());
+        let mut raw = raw_redis().await;
+        for junk in [
+            "not json".to_string(),
+            r#"{"kind":"unknown_kind"}"#.to_string(),
+            "x".repeat(MAX_BUS_MESSAGE_BYTES + 1),
+        ] {
+            let _: i64 = ::redis::cmd("PUBLISH")
+                .arg(&channel)
+                .arg(junk)
+                .query_async(&mut raw)
+                .await
+                .unwrap();
+        }
+        other.publish(&m).await.unwrap();
+        assert_eq!(
+            next_on(&mut here).await,
+            m,
+            "the junk was dropped, not relayed"
+        );
+    }
 }

@@ -189,6 +189,73 @@ impl Access {
     }
 }
 
+// --- Typing (SPEC §5, §6) ------------------------------------------------------------------
+
+impl Access {
+    /// Whether this caller is shown that a user of `typer_org` is typing: the one decision
+    /// behind `typing` frames (which subscribers of a conversation get each one) and
+    /// `GET /messenger/presence/typing/{conversation_id}` (which typers it lists).
+    ///
+    /// - presenced keeps no conversations and knows no members, so any token may follow any
+    ///   conversation id and list its typers; the product decides who learns a conversation's
+    ///   id (or proxies the subscription). A user token may only type as itself (frames act
+    ///   for the connection's own user).
+    /// - With tenant isolation a confined token is shown typers of its own org only (the org
+    ///   their record had when the entry was written), as it sees only its org's presence.
+    /// - A user whose presence is hidden from the caller (invisible, privacy `org` or
+    ///   `nobody`) still types visibly, on purpose: the members of a conversation see that
+    ///   user's messages anyway, and an indicator says no more than the message that
+    ///   follows. (It does say the user is there right now; a user who wants to be unseen
+    ///   does not type.)
+    pub fn sees_typing(&self, typer_org: Option<&OrgId>) -> bool {
+        match &self.confined_to {
+            None => true,
+            Some(own) => typer_org == Some(own),
+        }
+    }
+}
+
+#[cfg(test)]
+mod typing_tests {
+    use super::*;
+    use crate::auth::Role;
+
+    fn access(org: Option<&str>, role: Role, isolation: bool) -> Access {
+        Access::new(
+            Principal {
+                user: UserId::new("v").unwrap(),
+                org: org.map(|o| OrgId::new(o).unwrap()),
+                role,
+                expires_at: u64::MAX,
+            },
+            isolation,
+            std::sync::Arc::new(presence_core::ManualClock::new(0)),
+        )
+    }
+
+    #[test]
+    fn a_confined_token_sees_typers_of_its_own_org_only() {
+        let (own, other) = (OrgId::new("100").unwrap(), OrgId::new("200").unwrap());
+        let confined = access(Some("100"), Role::User, true);
+        assert!(confined.sees_typing(Some(&own)));
+        assert!(!confined.sees_typing(Some(&other)));
+        assert!(
+            !confined.sees_typing(None),
+            "a typer in no org is not of its org"
+        );
+        for free in [
+            access(Some("100"), Role::User, false),
+            access(None, Role::User, true),
+            access(Some("100"), Role::Service, true),
+        ] {
+            assert!(
+                free.sees_typing(Some(&other)) && free.sees_typing(None),
+                "{free:?}"
+            );
+        }
+    }
+}
+
 /// How much of an event a caller may see.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sight {

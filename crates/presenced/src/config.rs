@@ -182,8 +182,9 @@ pub struct PresenceConfig {
     /// How often the sweep runs (auto-away, grace, leases, expiry).
     #[serde(with = "humantime_serde")]
     pub sweep_interval: Duration,
-    /// How long a typing indicator lives. Accepted and not used yet: typing indicators
-    /// are not built (the frames answer `invalid_frame`).
+    /// How long a typing indicator lives after its last written `typing.start` (a client
+    /// repeats the start every few seconds while the user types). At least 2 s: a start
+    /// within a second of the last written one is not written again.
     #[serde(with = "humantime_serde")]
     pub typing_ttl: Duration,
     /// How long online history is kept. Accepted and not used yet: history is not built.
@@ -241,6 +242,12 @@ pub struct LimitsConfig {
     pub rest_per_second: u32,
     /// REST burst per token subject.
     pub rest_burst: u32,
+    /// Conversations one socket may be typing in at once; a start for one more is refused
+    /// (`invalid_argument`) until one stops or expires.
+    pub typing_per_connection: usize,
+    /// Users typing at once in one conversation; a start for one more is refused
+    /// (`invalid_argument`) until one stops or expires.
+    pub typers_per_conversation: usize,
 }
 
 impl Default for LimitsConfig {
@@ -258,6 +265,8 @@ impl Default for LimitsConfig {
             send_timeout: Duration::from_secs(10),
             rest_per_second: 50,
             rest_burst: 100,
+            typing_per_connection: 10,
+            typers_per_conversation: 50,
         }
     }
 }
@@ -394,6 +403,12 @@ impl Config {
                 return Err(invalid(setting, "must be positive"));
             }
         }
+        if p.typing_ttl < Duration::from_secs(2) {
+            return Err(invalid(
+                "presence.typing_ttl",
+                "must be at least 2s (a typing start within a second of the last written one is not written again)",
+            ));
+        }
         if p.sweep_interval > p.node_lease {
             return Err(invalid(
                 "presence.sweep_interval",
@@ -422,6 +437,8 @@ impl Config {
             ("limits.replay_events", l.replay_events),
             ("limits.rest_per_second", l.rest_per_second as usize),
             ("limits.rest_burst", l.rest_burst as usize),
+            ("limits.typing_per_connection", l.typing_per_connection),
+            ("limits.typers_per_conversation", l.typers_per_conversation),
         ] {
             if v == 0 {
                 return Err(invalid(setting, "must be at least 1"));
@@ -559,6 +576,22 @@ mod tests {
         );
         c.auth.jwt_secret = "x".repeat(MIN_SECRET_BYTES);
         c.validate().unwrap();
+        let mut c = Config::default();
+        c.presence.typing_ttl = Duration::from_secs(1);
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("presence.typing_ttl")
+        );
+        let mut c = Config::default();
+        c.limits.typers_per_conversation = 0;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("limits.typers_per_conversation")
+        );
         let mut c = Config::default();
         c.presence.sweep_interval = Duration::from_secs(60);
         assert!(

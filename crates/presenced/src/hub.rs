@@ -6,6 +6,11 @@
 //! lost its data), every subscriber is told so and closes with 4010: what it holds may be
 //! stale, and it resumes with a snapshot.
 //!
+//! Typing (SPEC §5): the node's bus loop hands every typing message to [`Hub::relay_typing`];
+//! the hub's [`TypingBoard`] turns it into changes (someone started, stopped, or their
+//! indicator expired: [`Hub::expire_typing`]), and each change is encoded once and offered to
+//! the subscribers following that conversation who may see that typer.
+//!
 //! Counts-only subscribers (SPEC §5 `counts_only`) get no events: the count loop reads the
 //! counts of every scope they follow in one store call a second — O(scopes followed), not
 //! O(events) — and sends each follower a `count` frame when its scope's count changed.
@@ -14,12 +19,15 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use presence_core::{FeedId, PresenceEvent, Scope, Store, UserId};
+use presence_core::{
+    ConversationId, FeedId, Millis, PresenceEvent, Scope, Store, TypingSignal, UserId,
+};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::access::{Access, Sight};
 use crate::protocol::ServerFrame;
+use crate::typing::{Shown, TypingBoard};
 
 /// An event as a subscriber receives it: its id and its JSON, shared by every subscriber.
 #[derive(Debug, Clone)]
@@ -48,6 +56,8 @@ pub enum Outbound {
     Event(Delivered),
     /// A `count` frame, encoded.
     Count(Arc<str>),
+    /// A `typing` frame, encoded.
+    Typing(Arc<str>),
 }
 
 /// What a subscriber listens to, and what it may see.
@@ -57,6 +67,8 @@ pub struct Interest {
     pub scopes: HashSet<Scope>,
     /// Users.
     pub users: HashSet<UserId>,
+    /// Conversations whose typing it follows.
+    pub conversations: HashSet<ConversationId>,
     /// Everything it may see (SSE with no `scope`).
     pub all: bool,
     /// Counts-only scopes, as read (after the access policy), with the scope as the
@@ -72,6 +84,7 @@ impl Interest {
         Self {
             scopes: HashSet::new(),
             users: HashSet::new(),
+            conversations: HashSet::new(),
             all: false,
             counts: HashMap::new(),
             access,
@@ -132,6 +145,7 @@ struct Registry {
     subs: HashMap<u64, Subscriber>,
     by_user: HashMap<UserId, HashSet<u64>>,
     by_scope: HashMap<Scope, HashSet<u64>>,
+    by_conversation: HashMap<ConversationId, HashSet<u64>>,
     everything: HashSet<u64>,
     counted: HashMap<Scope, HashMap<u64, CountFollower>>,
 }
@@ -143,6 +157,12 @@ impl Registry {
         }
         for s in &interest.scopes {
             self.by_scope.entry(s.clone()).or_default().insert(id);
+        }
+        for c in &interest.conversations {
+            self.by_conversation
+                .entry(c.clone())
+                .or_default()
+                .insert(id);
         }
         if interest.all {
             self.everything.insert(id);
@@ -175,6 +195,9 @@ impl Registry {
         }
         for s in &interest.scopes {
             drop_from(&mut self.by_scope, s, id);
+        }
+        for c in &interest.conversations {
+            drop_from(&mut self.by_conversation, c, id);
         }
         self.everything.remove(&id);
         self.uncount(id, interest.counts.keys());
@@ -247,6 +270,9 @@ impl Registry {
 pub struct Hub {
     registry: Mutex<Registry>,
     next: std::sync::atomic::AtomicU64,
+    /// Who is typing where, as relayed by the bus. Only the bus loop changes it; never held
+    /// together with the registry's lock.
+    typing: Mutex<TypingBoard>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -415,6 +441,80 @@ impl Hub {
         metrics::counter!("presenced_count_frames_total").increment(sent);
     }
 
+    fn board(&self) -> MutexGuard<'_, TypingBoard> {
+        self.typing.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A typing message from the bus, at `now` (the node's clock): its changes go out.
+    pub fn relay_typing(&self, signal: TypingSignal, now: Millis) {
+        let shown = self.board().relay(signal, now);
+        self.show_typing(&shown);
+    }
+
+    /// Ends the typing indicators whose `until` has passed by `now`, with `typing: false`.
+    pub fn expire_typing(&self, now: Millis) {
+        let shown = self.board().expire(now);
+        if !shown.is_empty() {
+            metrics::counter!("presenced_typing_expired_total").increment(shown.len() as u64);
+            self.show_typing(&shown);
+        }
+    }
+
+    /// `typing: true` frames for who is typing now in `conversations`, as `access` may see
+    /// them: what a new subscriber is told right after its snapshot.
+    pub fn typing_now(
+        &self,
+        conversations: &[ConversationId],
+        access: &Access,
+    ) -> Vec<ServerFrame> {
+        let board = self.board();
+        conversations
+            .iter()
+            .flat_map(|c| {
+                board
+                    .typers(c)
+                    .into_iter()
+                    .filter(|(_, org)| access.sees_typing(org.as_ref()))
+                    .map(move |(user_id, _)| ServerFrame::Typing {
+                        conversation_id: c.clone(),
+                        user_id,
+                        typing: true,
+                    })
+            })
+            .collect()
+    }
+
+    /// Offers each change, encoded once, to the followers of its conversation who may see it.
+    fn show_typing(&self, shown: &[Shown]) {
+        let reg = self.lock();
+        let mut delivered = 0u64;
+        for change in shown {
+            let Some(followers) = reg.by_conversation.get(&change.conversation) else {
+                continue;
+            };
+            let mut json: Option<Arc<str>> = None;
+            for id in followers {
+                let Some(s) = reg.subs.get(id) else { continue };
+                if s.slow.is_cancelled() || !s.interest.access.sees_typing(change.org.as_ref()) {
+                    continue;
+                }
+                let json = json.get_or_insert_with(|| {
+                    ServerFrame::Typing {
+                        conversation_id: change.conversation.clone(),
+                        user_id: change.user.clone(),
+                        typing: change.typing,
+                    }
+                    .encode()
+                    .into()
+                });
+                if s.offer(Outbound::Typing(json.clone())) {
+                    delivered += 1;
+                }
+            }
+        }
+        metrics::counter!("presenced_typing_frames_total").increment(delivered);
+    }
+
     /// Number of subscribers.
     pub fn len(&self) -> usize {
         self.lock().subs.len()
@@ -558,7 +658,84 @@ mod tests {
             reg.subs.is_empty()
                 && reg.by_user.is_empty()
                 && reg.by_scope.is_empty()
+                && reg.by_conversation.is_empty()
                 && reg.everything.is_empty()
+        );
+    }
+
+    fn typing(c: &str, u: &str, org: Option<&str>, until: Option<Millis>) -> TypingSignal {
+        TypingSignal {
+            conversation_id: ConversationId::new(c).unwrap(),
+            user_id: UserId::new(u).unwrap(),
+            org_id: org.map(|o| presence_core::OrgId::new(o).unwrap()),
+            until,
+        }
+    }
+
+    fn following(conversations: &[&str], org: Option<&str>) -> Interest {
+        let watcher = crate::auth::Principal {
+            user: UserId::new("watcher").unwrap(),
+            org: org.map(|o| presence_core::OrgId::new(o).unwrap()),
+            role: crate::auth::Role::User,
+            expires_at: u64::MAX,
+        };
+        Interest {
+            conversations: conversations
+                .iter()
+                .map(|c| ConversationId::new(*c).unwrap())
+                .collect(),
+            ..Interest::new(Access::new(
+                watcher,
+                true,
+                std::sync::Arc::new(presence_core::ManualClock::new(0)),
+            ))
+        }
+    }
+
+    fn typing_frame(sub: &mut Subscription) -> Option<serde_json::Value> {
+        match sub.rx.try_recv() {
+            Ok(Outbound::Typing(json)) => Some(serde_json::from_str(&json).unwrap()),
+            Ok(other) => panic!("not a typing frame: {other:?}"),
+            Err(_) => None,
+        }
+    }
+
+    #[test]
+    fn typing_reaches_the_conversations_followers_in_the_typers_org_once_per_change() {
+        let hub = Arc::new(Hub::default());
+        let mut c1 = hub.subscribe(following(&["c1"], None), 8);
+        let mut c1_org100 = hub.subscribe(following(&["c1"], Some("100")), 8);
+        let mut c1_org200 = hub.subscribe(following(&["c1"], Some("200")), 8);
+        let mut c2 = hub.subscribe(following(&["c2"], None), 8);
+        hub.relay_typing(typing("c1", "1", Some("100"), Some(6000)), 0);
+        let f = typing_frame(&mut c1).unwrap();
+        assert_eq!(
+            f,
+            serde_json::json!({"type": "typing", "conversation_id": "c1", "user_id": "1", "typing": true})
+        );
+        assert_eq!(typing_frame(&mut c1_org100), Some(f));
+        assert_eq!(typing_frame(&mut c1_org200), None, "another tenant's typer");
+        assert_eq!(typing_frame(&mut c2), None, "another conversation");
+        // A renewal shows nothing; the expiry shows `false` once.
+        hub.relay_typing(typing("c1", "1", Some("100"), Some(7000)), 1000);
+        assert_eq!(typing_frame(&mut c1), None);
+        hub.expire_typing(6999);
+        assert_eq!(typing_frame(&mut c1), None);
+        hub.expire_typing(7000);
+        assert_eq!(typing_frame(&mut c1).unwrap()["typing"], false);
+        hub.expire_typing(8000);
+        assert_eq!(typing_frame(&mut c1), None);
+        // Who types now, for a new subscriber, as its access allows.
+        hub.relay_typing(typing("c1", "2", Some("200"), Some(9000)), 8000);
+        let confined = following(&[], Some("100")).access;
+        let c1_id = ConversationId::new("c1").unwrap();
+        assert!(
+            hub.typing_now(std::slice::from_ref(&c1_id), &confined)
+                .is_empty()
+        );
+        assert_eq!(
+            hub.typing_now(&[c1_id], &following(&[], None).access).len(),
+            1
         );
     }
 

@@ -8,7 +8,8 @@
 //!   routes (SPEC §6); [`ws`]: the WebSocket gateway; [`openapi`]: `/openapi.json`.
 //! - [`hub`]: fan-out of feed events to this node's subscribers; [`snapshot`]: snapshots and
 //!   feed replays for subscribers.
-//! - [`loops`]: lease renewal, the sweep, activity flushing.
+//! - [`loops`]: lease renewal, the sweep, activity flushing, following the bus.
+//! - [`typing`]: typing indicators: what a connection types, what the node relayed.
 //! - [`metered`]: the store wrapped so every call is measured; [`rate`]: rate limits.
 //! - [`sessions`]: the sessions this node holds, re-asserted when the store forgot them.
 //! - [`state`]: what every handler shares, including the node's [`presence_core::Clock`].
@@ -32,6 +33,7 @@ pub mod rate;
 pub mod sessions;
 pub mod snapshot;
 pub mod state;
+pub mod typing;
 pub mod ws;
 
 use std::sync::Arc;
@@ -74,6 +76,9 @@ pub async fn serve(state: AppState, listener: TcpListener) -> anyhow::Result<()>
     let store = state.store.clone();
     let shutdown = state.shutdown.clone();
     store.renew_node_lease(0).await?;
+    // Subscribed before the node serves: a typing start on another node after this one is
+    // up reaches its subscribers.
+    let bus = store.bus().await?;
     let loops = tokio_util::sync::CancellationToken::new();
     let tasks = [
         supervised(
@@ -97,6 +102,12 @@ pub async fn serve(state: AppState, listener: TcpListener) -> anyhow::Result<()>
         supervised(
             "feed",
             state.hub.clone().run(store.clone(), loops.clone()),
+            &loops,
+            &shutdown,
+        ),
+        supervised(
+            "bus",
+            loops::follow_bus(state.clone(), bus, loops.clone()),
             &loops,
             &shutdown,
         ),

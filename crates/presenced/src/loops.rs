@@ -1,9 +1,10 @@
-//! The node's own loops: lease renewal, the sweep, and activity flushing. Each runs until its
-//! token is cancelled and survives store outages by trying again on its next tick.
+//! The node's own loops: lease renewal, the sweep, activity flushing, and following the bus.
+//! Each runs until its token is cancelled and survives store outages by trying again on its
+//! next tick.
 
 use std::time::Duration;
 
-use presence_core::{LeaseRenewal, StoreError};
+use presence_core::{BusMessage, BusReceiver, LeaseRenewal, StoreError};
 use tokio::time::{Interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
@@ -214,5 +215,38 @@ pub async fn flush_activity_once(state: &AppState, now: presence_core::Millis) {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .restore(due);
+    }
+}
+
+/// Follows the bus from `bus` (a receiver made before the node serves, so nothing published
+/// once it serves is missed): each typing message goes to the hub, and every
+/// [`crate::typing::EXPIRY_TICK`] the hub ends the indicators whose `until` has passed by the
+/// node's clock. Should the bus itself go away, a new receiver is asked for until one comes.
+pub async fn follow_bus(state: AppState, mut bus: Box<dyn BusReceiver>, stop: CancellationToken) {
+    let mut tick = ticker(crate::typing::EXPIRY_TICK);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => state.hub.expire_typing(state.now()),
+            message = bus.recv() => match message {
+                Some(BusMessage::Typing(signal)) => {
+                    metrics::counter!("presenced_bus_messages_total", "kind" => "typing").increment(1);
+                    state.hub.relay_typing(signal, state.now());
+                }
+                None => {
+                    tracing::warn!("the bus closed; subscribing again");
+                    bus = loop {
+                        match state.store.bus().await {
+                            Ok(b) => break b,
+                            Err(e) => tracing::warn!(error = %e, "could not subscribe to the bus; retrying"),
+                        }
+                        tokio::select! {
+                            _ = stop.cancelled() => return,
+                            _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+                        }
+                    };
+                }
+            },
+        }
     }
 }

@@ -6,9 +6,10 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use presence_core::{
-    Activity, Applied, Change, FeedId, FeedRead, LeaseRenewal, ListQuery, Millis, NodeId, NodeInfo,
-    OpenSession, PresenceEvent, PresenceView, Scope, ScopeCount, ScopePage, SessionId, Store,
-    StoreError, SweepReport, TransitionError, UserId,
+    Activity, Applied, BusMessage, BusReceiver, Change, ConversationId, FeedId, FeedRead,
+    LeaseRenewal, ListQuery, Millis, NodeId, NodeInfo, OpenSession, PresenceEvent, PresenceView,
+    Scope, ScopeCount, ScopePage, SessionId, Store, StoreError, SweepReport, TransitionError,
+    Typer, TypingOutcome, TypingWrite, UserId,
 };
 
 /// Measures the calls to `inner`.
@@ -132,5 +133,18 @@ impl<S: Store> Store for MeteredStore<S> {
     }
     async fn ping(&self) -> Result<(), StoreError> {
         measured("ping", self.inner.ping()).await
+    }
+    async fn typing(&self, write: &TypingWrite) -> Result<TypingOutcome, StoreError> {
+        measured("typing", self.inner.typing(write)).await
+    }
+    async fn typing_now(&self, conversation: &ConversationId) -> Result<Vec<Typer>, StoreError> {
+        measured("typing_now", self.inner.typing_now(conversation)).await
+    }
+    async fn publish(&self, message: &BusMessage) -> Result<(), StoreError> {
+        measured("publish", self.inner.publish(message)).await
+    }
+    // Not measured: it waits for a subscription, not for a command.
+    async fn bus(&self) -> Result<Box<dyn BusReceiver>, StoreError> {
+        self.inner.bus().await
     }
 }

@@ -4,7 +4,7 @@
 use utoipa::OpenApi as _;
 
 use crate::error::ErrorBody;
-use crate::http::{admin, events, presence};
+use crate::http::{admin, events, presence, typing};
 
 /// The document.
 #[derive(utoipa::OpenApi)]
@@ -14,7 +14,7 @@ use crate::http::{admin, events, presence};
         presence::set_away, presence::set_online, presence::activity, presence::heartbeat,
         presence::end_heartbeat, presence::set_zone, presence::set_org,
         presence::set_custom_status, presence::clear_custom_status, presence::set_privacy,
-        events::events, admin::nodes),
+        events::events, typing::typing_now, admin::nodes),
     components(schemas(presence_core::PresenceView, presence_core::PresenceEvent, ErrorBody)),
     modifiers(&BearerAuth)
 )]

@@ -632,3 +632,144 @@ async fn privacy_set_on_one_node_holds_for_onlookers_on_another() {
     })
     .await
 }
+
+/// Typing indicators live 2 s here (the least allowed), so expiry is watched in seconds.
+const TYPING: &str = "[presence]\naway_after = \"60s\"\ntyping_ttl = \"2s\"";
+
+fn typing(conversation: &str, user: &str, typing: bool) -> serde_json::Value {
+    json!({"type": "typing", "conversation_id": conversation, "user_id": user, "typing": typing})
+}
+
+/// The next `typing` frame (other frames skipped).
+async fn next_typing(c: &mut Client) -> serde_json::Value {
+    c.until(|f| f["type"] == "typing").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typing_on_one_node_reaches_a_subscriber_on_another_and_ends_on_stop_and_expiry() {
+    within(async {
+        let nodes = Node::cluster(2, TYPING).await;
+        let a = user("typer");
+        let t = token(&a, "user", None);
+        let mut typer = nodes[0].connect(&t, "").await;
+        let mut watcher = nodes[1].connect(&token(&user("w"), "user", None), "").await;
+        watcher
+            .subscribe(json!({"type": "subscribe", "conversations": ["c1"]}))
+            .await;
+        let path = "/messenger/presence/typing/c1";
+        typer
+            .send(json!({"type": "typing.start", "conversation_id": "c1"}))
+            .await;
+        assert_eq!(next_typing(&mut watcher).await, typing("c1", &a, true));
+        let (s, body) = nodes[1].get(path, &t).await;
+        assert_eq!(
+            (s, body),
+            (200, json!({"conversation_id": "c1", "users": [a]})),
+            "node B lists node A's typer"
+        );
+        typer
+            .send(json!({"type": "typing.stop", "conversation_id": "c1"}))
+            .await;
+        assert_eq!(next_typing(&mut watcher).await, typing("c1", &a, false));
+        assert_eq!(nodes[1].get(path, &t).await.1["users"], json!([]));
+        // Started and not renewed: node B ends it by itself after typing_ttl.
+        typer
+            .send(json!({"type": "typing.start", "conversation_id": "c1"}))
+            .await;
+        assert_eq!(next_typing(&mut watcher).await, typing("c1", &a, true));
+        let started = Instant::now();
+        let ended = watcher
+            .next_within(Duration::from_secs(4))
+            .await
+            .unwrap()
+            .expect("typing: false within 4 s");
+        assert_eq!(ended, typing("c1", &a, false));
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(1500),
+            "ended after {took:?}, not before its ttl"
+        );
+        assert_eq!(nodes[1].get(path, &t).await.1["users"], json!([]));
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_typer_whose_node_crashed_stops_typing_on_the_other_node_by_expiry() {
+    within(async {
+        let mut nodes = Node::cluster(2, TYPING).await;
+        let a = user("crasher");
+        let mut typer = nodes[0].connect(&token(&a, "user", None), "").await;
+        let mut watcher = nodes[1].connect(&token(&user("w"), "user", None), "").await;
+        watcher
+            .subscribe(json!({"type": "subscribe", "conversations": ["c1"]}))
+            .await;
+        typer
+            .send(json!({"type": "typing.start", "conversation_id": "c1"}))
+            .await;
+        assert_eq!(next_typing(&mut watcher).await, typing("c1", &a, true));
+        // Node A dies without a word: no stop is ever published.
+        nodes[0].kill9();
+        let ended = watcher
+            .next_within(Duration::from_secs(4))
+            .await
+            .unwrap()
+            .expect("typing: false within the ttl");
+        assert_eq!(ended, typing("c1", &a, false));
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typing_crosses_nodes_again_after_a_redis_restart() {
+    within(async {
+        let mut redis = OwnRedis::start().await;
+        let config = format!(
+            "{TYPING}\n[store]\nredis_url = \"{}\"\ncommand_timeout = \"300ms\"",
+            redis.url()
+        );
+        let nodes = [
+            Node::start_on(Kind::Redis, Some("bus-blip"), &config).await,
+            Node::start_on(Kind::Redis, Some("bus-blip"), &config).await,
+        ];
+        let a = user("typer");
+        let mut typer = nodes[0].connect(&token(&a, "user", None), "").await;
+        let w = token(&user("w"), "user", None);
+        let mut before = nodes[1].connect(&w, "").await;
+        before
+            .subscribe(json!({"type": "subscribe", "conversations": ["c1"]}))
+            .await;
+        redis.restart().await;
+        // Node B's subscribers are reset with the feed (4010); a watcher that joins after
+        // that follows the conversation again.
+        assert_eq!(
+            before.closed_with(Duration::from_secs(10)).await,
+            Some(4010)
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut watcher = nodes[1].connect(&w, "").await;
+        watcher
+            .subscribe(json!({"type": "subscribe", "conversations": ["c1"]}))
+            .await;
+        // The typer renews every 1.1 s, as a client does; once both nodes' bus subscriptions
+        // are back, node B hears of it.
+        loop {
+            typer
+                .send(json!({"type": "typing.start", "conversation_id": "c1"}))
+                .await;
+            match watcher.next_within(Duration::from_millis(1100)).await {
+                Ok(Some(f)) if f["type"] == "typing" => {
+                    assert_eq!(f, typing("c1", &a, true));
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) => panic!("the watcher failed: {e}"),
+            }
+            assert!(
+                Instant::now() < deadline,
+                "typing never crossed nodes after the restart"
+            );
+        }
+    })
+    .await
+}

@@ -16,7 +16,7 @@ use axum::extract::ws::Message;
 use axum::http::{Request, header};
 use futures::channel::mpsc;
 use futures::{Sink, SinkExt, Stream, StreamExt};
-use presence_core::{DeviceKind, FeedId, ManualClock, NodeId, SharedClock, Store};
+use presence_core::{BusMessage, DeviceKind, FeedId, ManualClock, NodeId, SharedClock, Store};
 use presenced::auth::Authenticator;
 use presenced::config::{Config, StoreKind};
 use presenced::state::AppState;
@@ -48,6 +48,7 @@ macro_rules! both_stores {
 }
 
 both_stores!(
+    typing_starts_stops_and_expires_for_a_conversations_subscribers,
     invisible_users_look_offline_to_others_on_every_surface,
     privacy_org_shows_the_org_the_truth_and_everyone_else_offline,
     privacy_nobody_and_last_seen_settings_hold_for_every_onlooker,
@@ -105,6 +106,12 @@ impl Harness {
         let stop = CancellationToken::new();
         let state = AppState::new(Arc::new(config), auth, store, shared, stop.clone(), None);
         tokio::spawn(state.hub.clone().run(state.store.clone(), stop.clone()));
+        let bus = state.store.bus().await.expect("the bus");
+        tokio::spawn(presenced::loops::follow_bus(
+            state.clone(),
+            bus,
+            stop.clone(),
+        ));
         tokio::spawn(state.hub.clone().run_counts(
             state.store.clone(),
             Duration::from_secs(1),
@@ -1727,4 +1734,333 @@ async fn bad_privacy_settings_are_refused_and_change_nothing(kind: Kind) {
         .await;
     assert_eq!(s, 404, "a user with no presence yet");
     assert_eq!(h.status(&a).await, before, "nothing changed");
+}
+
+// --- Typing ------------------------------------------------------------------------------------
+
+/// Runs a test body within 30 s.
+async fn within<T>(f: impl Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(30), f)
+        .await
+        .expect("test timed out")
+}
+
+fn typing_frame(conversation: &str, user: &str, typing: bool) -> Value {
+    json!({"type": "typing", "conversation_id": conversation, "user_id": user, "typing": typing})
+}
+
+impl Harness {
+    /// `GET /messenger/presence/typing/{conversation}`'s users, as `jwt` sees them.
+    async fn typing_now(&self, conversation: &str, jwt: &str) -> Value {
+        let path = format!("/messenger/presence/typing/{conversation}");
+        let (s, body) = self.call("GET", &path, jwt, None).await;
+        assert_eq!(s, 200, "{body}");
+        assert_eq!(body["conversation_id"], conversation);
+        body["users"].clone()
+    }
+}
+
+impl WsClient {
+    /// Sends `frame` with `id` and returns its reply.
+    async fn ask(&mut self, mut frame: Value, id: u64) -> Value {
+        frame["id"] = json!(id);
+        self.send(frame);
+        let reply = self.next().await;
+        assert_eq!(reply["id"], json!(id), "{reply}");
+        reply
+    }
+
+    /// Asserts that nothing comes for `d`, then that the connection still answers a ping.
+    async fn quiet(&mut self, d: Duration, why: &str) {
+        if let Some(f) = self.next_within(d).await {
+            panic!("{why}: got {f}");
+        }
+        self.send(json!({"type": "ping", "id": "alive"}));
+        assert_eq!(
+            self.next().await,
+            json!({"type": "pong", "id": "alive"}),
+            "{why}"
+        );
+    }
+}
+
+fn start(conversation: &str) -> Value {
+    json!({"type": "typing.start", "conversation_id": conversation})
+}
+
+fn stop(conversation: &str) -> Value {
+    json!({"type": "typing.stop", "conversation_id": conversation})
+}
+
+async fn typing_starts_stops_and_expires_for_a_conversations_subscribers(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let (a, w) = (user("typer"), user("watcher"));
+    let svc = token("backend", "service", None);
+    let mut typer = h.connect(&token(&a, "user", None)).await;
+    let mut watcher = h.connect(&token(&w, "user", None)).await;
+    let snap = watcher
+        .ask(json!({"type": "subscribe", "conversations": ["c1"]}), 1)
+        .await;
+    assert_eq!(snap["type"], "snapshot", "{snap}");
+    // Start: acked, then one `typing: true` to the conversation's subscriber.
+    assert_eq!(
+        typer.ask(start("c1"), 2).await,
+        json!({"type": "ack", "id": 2})
+    );
+    assert_eq!(watcher.next().await, typing_frame("c1", &a, true));
+    assert_eq!(h.typing_now("c1", &svc).await, json!([a]));
+    assert_eq!(h.typing_now("c2", &svc).await, json!([]));
+    // Stop: `typing: false`, and the list is empty.
+    assert_eq!(
+        typer.ask(stop("c1"), 3).await,
+        json!({"type": "ack", "id": 3})
+    );
+    assert_eq!(watcher.next().await, typing_frame("c1", &a, false));
+    assert_eq!(h.typing_now("c1", &svc).await, json!([]));
+    // A stop when not typing is acked and shows nothing.
+    typer.ask(stop("c1"), 4).await;
+    // Started again and never renewed: it ends `typing_ttl` (6 s) later by the node's clock.
+    typer.ask(start("c1"), 5).await;
+    assert_eq!(watcher.next().await, typing_frame("c1", &a, true));
+    h.clock.advance(Duration::from_millis(5900));
+    watcher
+        .quiet(Duration::from_millis(700), "not expired yet at 5.9 s")
+        .await;
+    assert_eq!(h.typing_now("c1", &svc).await, json!([a]));
+    h.clock.advance(Duration::from_millis(100));
+    assert_eq!(watcher.next().await, typing_frame("c1", &a, false));
+    assert_eq!(h.typing_now("c1", &svc).await, json!([]));
+    // A renewal keeps it: renewed at 2 s, it lives to 8 s, with no frame in between.
+    typer.ask(start("c1"), 6).await;
+    assert_eq!(watcher.next().await, typing_frame("c1", &a, true));
+    h.clock.advance(Duration::from_secs(2));
+    typer.ask(start("c1"), 7).await;
+    h.clock.advance(Duration::from_millis(5900));
+    watcher
+        .quiet(Duration::from_millis(700), "renewed: alive at 7.9 s")
+        .await;
+    h.clock.advance(Duration::from_millis(100));
+    assert_eq!(watcher.next().await, typing_frame("c1", &a, false));
+}
+
+#[tokio::test]
+async fn a_session_that_closes_stops_its_typing_at_once() {
+    within(async {
+        let h = Harness::new(Kind::Memory).await;
+        let (a, w) = (user("leaver"), user("watcher"));
+        let mut typer = h.connect(&token(&a, "user", None)).await;
+        let mut watcher = h.connect(&token(&w, "user", None)).await;
+        watcher
+            .ask(
+                json!({"type": "subscribe", "conversations": ["c1", "c2"]}),
+                1,
+            )
+            .await;
+        typer.ask(start("c1"), 1).await;
+        typer.ask(start("c2"), 2).await;
+        assert_eq!(watcher.next().await, typing_frame("c1", &a, true));
+        assert_eq!(watcher.next().await, typing_frame("c2", &a, true));
+        // The socket goes away; the clock does not move.
+        typer.hang_up().await;
+        let mut ended = vec![watcher.next().await, watcher.next().await];
+        ended.sort_by_key(|f| f["conversation_id"].as_str().unwrap().to_string());
+        assert_eq!(
+            ended,
+            [typing_frame("c1", &a, false), typing_frame("c2", &a, false)]
+        );
+        let svc = token("backend", "service", None);
+        assert_eq!(h.typing_now("c1", &svc).await, json!([]));
+        assert_eq!(h.typing_now("c2", &svc).await, json!([]));
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_typing_start_within_a_second_of_the_last_write_costs_no_store_write() {
+    within(async {
+        let h = Harness::new(Kind::Memory).await;
+        let a = user("eager");
+        // Every typing write the store makes is published on the bus: count them there.
+        let mut writes = h.store().bus().await.unwrap();
+        let mut typer = h.connect(&token(&a, "user", None)).await;
+        typer.ask(start("c1"), 1).await;
+        assert!(matches!(writes.recv().await, Some(BusMessage::Typing(_))));
+        // Ten more starts within the second: acked, none written.
+        for i in 0..10 {
+            h.clock.advance(Duration::from_millis(99));
+            assert_eq!(typer.ask(start("c1"), 2 + i).await["type"], "ack");
+        }
+        let none = tokio::time::timeout(Duration::from_millis(300), writes.recv()).await;
+        assert!(none.is_err(), "no store write within the second: {none:?}");
+        // A second after the last write, the next start is written (and renews the entry).
+        h.clock.advance(Duration::from_millis(10));
+        typer.ask(start("c1"), 20).await;
+        let Some(BusMessage::Typing(t)) = writes.recv().await else {
+            panic!("a write")
+        };
+        assert_eq!(t.until, Some(START_MS + 1000 + 6000));
+        // Another conversation is its own: written at once.
+        typer.ask(start("c2"), 21).await;
+        let Some(BusMessage::Typing(t)) = writes.recv().await else {
+            panic!("a write")
+        };
+        assert_eq!(t.conversation_id.as_str(), "c2");
+        // Typing frames count toward the rate limit like any other: a burst of 40 at most.
+        let mut limited = false;
+        for i in 0..45 {
+            typer.send(json!({"type": "typing.start", "conversation_id": "c1", "id": 100 + i}));
+        }
+        for _ in 0..45 {
+            let f = typer.next().await;
+            if f["code"] == "rate_limited" {
+                limited = true;
+                break;
+            }
+        }
+        assert!(limited, "typing frames are rate limited");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn typing_past_the_limits_is_refused_and_shows_nothing() {
+    within(async {
+        let h = Harness::with(Kind::Memory, |c| {
+            c.limits.typing_per_connection = 2;
+            c.limits.typers_per_conversation = 2;
+        })
+        .await;
+        let w = user("watcher");
+        let mut watcher = h.connect(&token(&w, "user", None)).await;
+        watcher
+            .ask(
+                json!({"type": "subscribe", "conversations": ["c3", "room"]}),
+                1,
+            )
+            .await;
+        // One connection types in at most 2 conversations at once.
+        let a = user("busy");
+        let mut typer = h.connect(&token(&a, "user", None)).await;
+        typer.ask(start("c1"), 1).await;
+        typer.ask(start("c2"), 2).await;
+        let e = typer.ask(start("c3"), 3).await;
+        assert_eq!(
+            (&e["type"], &e["code"]),
+            (&json!("error"), &json!("invalid_argument")),
+            "{e}"
+        );
+        watcher
+            .quiet(Duration::from_millis(300), "a refused start shows nothing")
+            .await;
+        typer.ask(stop("c1"), 4).await;
+        assert_eq!(typer.ask(start("c3"), 5).await["type"], "ack");
+        assert_eq!(watcher.next().await, typing_frame("c3", &a, true));
+        // At most 2 users typing in one conversation.
+        let (b, c) = (user("b"), user("c"));
+        let mut tb = h.connect(&token(&b, "user", None)).await;
+        let mut tc = h.connect(&token(&c, "user", None)).await;
+        let mut ta = h.connect(&token(&user("a"), "user", None)).await;
+        ta.ask(start("room"), 1).await;
+        tb.ask(start("room"), 1).await;
+        watcher.next().await;
+        watcher.next().await;
+        let e = tc.ask(start("room"), 1).await;
+        assert_eq!(e["code"], "invalid_argument", "{e}");
+        watcher
+            .quiet(Duration::from_millis(300), "nobody new in a full room")
+            .await;
+        let svc = token("backend", "service", None);
+        assert_eq!(
+            h.typing_now("room", &svc).await.as_array().unwrap().len(),
+            2
+        );
+        // Room again once one stops.
+        tb.ask(stop("room"), 2).await;
+        assert_eq!(watcher.next().await, typing_frame("room", &b, false));
+        assert_eq!(tc.ask(start("room"), 2).await["type"], "ack");
+        assert_eq!(watcher.next().await, typing_frame("room", &c, true));
+    })
+    .await
+}
+
+#[tokio::test]
+async fn unsubscribing_a_conversation_ends_its_typing_frames_and_a_late_subscriber_is_told_who_types()
+ {
+    within(async {
+        let h = Harness::new(Kind::Memory).await;
+        let a = user("typer");
+        let mut typer = h.connect(&token(&a, "user", None)).await;
+        let mut watcher = h.connect(&token(&user("watcher"), "user", None)).await;
+        typer.ask(start("c1"), 1).await;
+        // Subscribing while someone types: the snapshot, then who types now.
+        let snap = watcher
+            .ask(json!({"type": "subscribe", "conversations": ["c1"]}), 1)
+            .await;
+        assert_eq!(snap["type"], "snapshot");
+        assert_eq!(watcher.next().await, typing_frame("c1", &a, true));
+        let ack = watcher
+            .ask(json!({"type": "unsubscribe", "conversations": ["c1"]}), 2)
+            .await;
+        assert_eq!(ack, json!({"type": "ack", "id": 2}));
+        typer.ask(stop("c1"), 2).await;
+        typer.ask(start("c1"), 3).await;
+        watcher
+            .quiet(Duration::from_millis(300), "unsubscribed")
+            .await;
+        // Conversations count toward subscriptions_per_connection like scopes and users.
+        let many: Vec<String> = (0..201).map(|i| format!("c{i}")).collect();
+        let e = watcher
+            .ask(json!({"type": "subscribe", "conversations": many}), 3)
+            .await;
+        assert_eq!(e["code"], "invalid_argument", "{e}");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn with_tenant_isolation_a_confined_token_sees_typers_of_its_own_org_only() {
+    within(async {
+        let h = Harness::with(Kind::Memory, |c| c.auth.tenant_isolation = true).await;
+        let (inside, outside) = (user("inside"), user("outside"));
+        let t_in = token(&inside, "user", Some("100"));
+        let t_out = token(&outside, "user", Some("200"));
+        let mut typer_in = h.connect(&t_in).await;
+        let mut typer_out = h.connect(&t_out).await;
+        for (t, org) in [(&t_in, "100"), (&t_out, "200")] {
+            let (s, body) = h
+                .call(
+                    "PUT",
+                    "/messenger/presence/org",
+                    t,
+                    Some(json!({"org_id": org})),
+                )
+                .await;
+            assert_eq!(s, 200, "{body}");
+        }
+        let viewer = token(&user("viewer"), "user", Some("100"));
+        let mut watcher = h.connect(&viewer).await;
+        watcher
+            .ask(json!({"type": "subscribe", "conversations": ["shared"]}), 1)
+            .await;
+        typer_out.ask(start("shared"), 1).await;
+        typer_in.ask(start("shared"), 1).await;
+        assert_eq!(
+            watcher.next().await,
+            typing_frame("shared", &inside, true),
+            "only its own org's typer"
+        );
+        watcher
+            .quiet(Duration::from_millis(300), "not the other org's")
+            .await;
+        assert_eq!(h.typing_now("shared", &viewer).await, json!([inside]));
+        let svc = token("backend", "service", None);
+        let mut both = vec![inside.clone(), outside.clone()];
+        both.sort();
+        assert_eq!(h.typing_now("shared", &svc).await, json!(both));
+        let (s, e) = h
+            .call("GET", "/messenger/presence/typing/a%20b", &svc, None)
+            .await;
+        assert_eq!((s, &e["error"]["code"]), (400, &json!("invalid_argument")));
+    })
+    .await
 }

@@ -976,6 +976,7 @@ async fn openapi_document_lists_the_routes() {
             "/messenger/presence/zone",
             "/messenger/presence/org",
             "/messenger/presence/events",
+            "/messenger/presence/typing/{conversation_id}",
         ] {
             assert!(doc["paths"][path].is_object(), "{path} in the document");
         }

@@ -20,7 +20,7 @@ use presence_core::{
     Applied, AwayReason, CustomStatus, CustomStatusKind, DeviceKind, DeviceSet, FeedId, FeedRead,
     Hidden, LastSeen, ListCursor, Millis, NodeId, NodeInfo, Onlookers, OpenSession, OrgId,
     PresenceEvent, PresenceView, Privacy, ScopeCount, ScopePage, Session, SessionId, Status,
-    StoreError, TransitionError, UserId, UserRecord, ZoneId,
+    StoreError, TransitionError, Typer, TypingOutcome, UserId, UserRecord, ZoneId,
 };
 use redis::Value;
 
@@ -657,6 +657,42 @@ pub(crate) fn decode_feed_read(reply: &Value) -> Result<FeedRead, StoreError> {
 }
 
 /// The major version in `INFO server`'s `redis_version:` line, if there is one.
+/// typing.lua's answer.
+pub(crate) fn decode_typing(reply: &Value) -> Result<TypingOutcome, StoreError> {
+    let a = array(reply)?;
+    match a.first().map(text).transpose()?.as_deref() {
+        Some("ok") => Ok(TypingOutcome::Written),
+        Some("full") => Ok(TypingOutcome::Full {
+            limit: a.get(1).map(int).transpose()?.unwrap_or(0).max(0) as usize,
+        }),
+        _ => Err(corrupt("typing answered something else")),
+    }
+}
+
+/// A conversation's typing hash (`user` → `until ms|org`): the entries still ahead of `now`,
+/// ordered by user id. An entry that does not parse is skipped (it expires with the key).
+pub(crate) fn decode_typers(reply: &Value, now: Millis) -> Result<Vec<Typer>, StoreError> {
+    let mut typers: Vec<Typer> = pairs(reply)?
+        .into_iter()
+        .filter_map(|(user, value)| {
+            let (until, org) = value.split_once('|')?;
+            let until: Millis = until.parse().ok()?;
+            let org = match org {
+                "" => None,
+                o => Some(o.parse::<OrgId>().ok()?),
+            };
+            Some(Typer {
+                user: user.parse().ok()?,
+                org,
+                until,
+            })
+        })
+        .filter(|t| t.until > now)
+        .collect();
+    typers.sort_by(|a, b| a.user.cmp(&b.user));
+    Ok(typers)
+}
+
 pub(crate) fn decode_major_version(reply: &Value) -> Result<Option<u32>, StoreError> {
     let info = match reply {
         Value::VerbatimString { text, .. } => text.clone(),

@@ -16,10 +16,13 @@
 //! | `last_seen` | zset | offline users by last seen (s), for retention |
 //! | `expiring:custom` | zset | users whose custom status has an `expires_at`, by it (ms) |
 //! | `feed` | stream | events, capped with `MAXLEN ~` |
+//! | `typing:{conversation}` | hash | user → `until ms|org`: who is typing; the key expires with its newest entry |
 //! | `sweep:away_cutoff`, `sweep:stale_pos`, `sweep:scope_pos` | string | where the sweeps' windows stand |
 //!
-//! No presence key carries a Redis TTL (only the `reaped` marker above, which holds no
-//! presence): every expiry is decided by the sweep against the nodes' `Clock`,
+//! and one Pub/Sub channel, `presenced:bus` (after the prefix): the bus (see `crate::bus`).
+//!
+//! No presence key carries a Redis TTL (only the `reaped` marker and the ephemeral typing
+//! keys above, which hold no presence): every expiry is decided by the sweep against the nodes' `Clock`,
 //! so a record and its index entries always leave together (the seed's TTLs left sorted-set
 //! members behind), and tests can drive time.
 
@@ -36,9 +39,10 @@ use presence_core::scope::filtered_scan_budget;
 use presence_core::settings::ms;
 use presence_core::time::format_rfc3339;
 use presence_core::{
-    Activity, Applied, Change, FeedId, FeedRead, LeaseRenewal, ListQuery, Millis, NodeId, NodeInfo,
-    OpenSession, PresenceEvent, PresenceView, Scope, ScopeCount, ScopePage, SessionId, SharedClock,
-    Store, StoreError, StoreSettings, SweepReport, TransitionError, UserId,
+    Activity, Applied, BusMessage, BusReceiver, Change, ConversationId, FeedId, FeedRead,
+    LeaseRenewal, ListQuery, Millis, NodeId, NodeInfo, OpenSession, PresenceEvent, PresenceView,
+    Scope, ScopeCount, ScopePage, SessionId, SharedClock, Store, StoreError, StoreSettings,
+    SweepReport, TransitionError, Typer, TypingOutcome, TypingWrite, UserId,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Client, Script, ScriptInvocation, Value};
@@ -48,12 +52,18 @@ use codec::{
     decode_activity, decode_applied, decode_closed, decode_count, decode_counts, decode_feed_head,
     decode_feed_read, decode_lease_lost, decode_leases, decode_list, decode_major_version,
     decode_members, decode_node_sessions, decode_nodes, decode_opened_many, decode_reap_step,
-    decode_renewal, decode_session_count, decode_sweep_step, decode_views,
+    decode_renewal, decode_session_count, decode_sweep_step, decode_typers, decode_typing,
+    decode_views,
 };
 
 use failure::store_error;
 
+use crate::bus::RedisBus;
 use crate::sweep::Drain;
+
+/// The bus's Pub/Sub channel, after the key prefix (channels are server-wide, not per
+/// database: the prefix keeps deployments sharing one Redis apart).
+const BUS_CHANNEL: &str = "presenced:bus";
 
 /// How to reach Redis.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,6 +118,7 @@ struct Scripts {
     node_sessions: Script,
     list: Script,
     read_feed: Script,
+    typing: Script,
 }
 
 impl Scripts {
@@ -131,10 +142,11 @@ impl Scripts {
             node_sessions: script!("node_sessions.lua"),
             list: script!("list.lua"),
             read_feed: script!("read_feed.lua"),
+            typing: script!("typing.lua"),
         }
     }
 
-    fn all(&self) -> [&Script; 18] {
+    fn all(&self) -> [&Script; 19] {
         [
             &self.open,
             &self.close,
@@ -154,6 +166,7 @@ impl Scripts {
             &self.node_sessions,
             &self.list,
             &self.read_feed,
+            &self.typing,
         ]
     }
 }
@@ -181,6 +194,8 @@ pub struct RedisStore {
     clock: SharedClock,
     settings: StoreSettings,
     scripts: Arc<Scripts>,
+    /// The bus: one subscriber connection, shared by this store's handles.
+    bus: Arc<RedisBus>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -210,10 +225,16 @@ impl RedisStore {
         let conn = ConnectionManager::new_with_config(client.clone(), manager)
             .await
             .map_err(store_error)?;
+        let bus = Arc::new(RedisBus::new(
+            client.clone(),
+            format!("{}{BUS_CHANNEL}", config.key_prefix),
+            config.command_timeout,
+        ));
         let store = Self {
             conn,
             waiter: Arc::new(Mutex::new(None)),
             client,
+            bus,
             config,
             node,
             renewed: Arc::new(AtomicBool::new(false)),
@@ -727,5 +748,41 @@ impl Store for RedisStore {
             .await
             .map(|_| ())
             .map_err(store_error)
+    }
+
+    async fn typing(&self, write: &TypingWrite) -> Result<TypingOutcome, StoreError> {
+        let mut inv = self.invocation(&self.scripts.typing, self.now());
+        inv.arg(write.conversation.as_str())
+            .arg(write.user.as_str())
+            .arg(write.until.map(|t| t.to_string()).unwrap_or_default())
+            .arg(write.max_typers)
+            .arg(BUS_CHANNEL);
+        decode_typing(&self.invoke(&inv).await?)
+    }
+
+    async fn typing_now(&self, conversation: &ConversationId) -> Result<Vec<Typer>, StoreError> {
+        let all: Value = redis::cmd("HGETALL")
+            .arg(self.key(&format!("typing:{conversation}")))
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(store_error)?;
+        decode_typers(&all, self.now())
+    }
+
+    async fn publish(&self, message: &BusMessage) -> Result<(), StoreError> {
+        let text = message
+            .encode()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        redis::cmd("PUBLISH")
+            .arg(self.bus.channel())
+            .arg(text)
+            .query_async::<Value>(&mut self.conn.clone())
+            .await
+            .map(|_| ())
+            .map_err(store_error)
+    }
+
+    async fn bus(&self) -> Result<Box<dyn BusReceiver>, StoreError> {
+        self.bus.receiver().await
     }
 }

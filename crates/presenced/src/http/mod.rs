@@ -5,6 +5,7 @@
 pub(crate) mod admin;
 pub(crate) mod events;
 pub(crate) mod presence;
+pub(crate) mod typing;
 
 use axum::Router;
 use axum::extract::State;
@@ -20,6 +21,10 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .merge(presence::routes())
         .route("/messenger/presence/events", get(events::events))
+        .route(
+            "/messenger/presence/typing/{conversation_id}",
+            get(typing::typing_now),
+        )
         .route("/admin/nodes", get(admin::nodes))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))

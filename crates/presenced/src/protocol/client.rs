@@ -2,8 +2,8 @@
 //! that the reply echoes.
 
 use presence_core::{
-    Change, CustomStatus, CustomStatusKind, FeedId, LastSeenVisibility, Metadata, Millis, OrgId,
-    PresenceVisibility, Scope, UserId, ZoneId,
+    Change, ConversationId, CustomStatus, CustomStatusKind, FeedId, LastSeenVisibility, Metadata,
+    Millis, OrgId, PresenceVisibility, Scope, UserId, ZoneId,
 };
 use serde::Deserialize;
 use serde_json::Value;
@@ -24,6 +24,8 @@ pub enum ClientFrame {
         scopes: Vec<Scope>,
         /// Users to follow.
         users: Vec<UserId>,
+        /// Conversations whose typing to follow.
+        conversations: Vec<ConversationId>,
         /// Resume after this feed id.
         after: Option<FeedId>,
         /// `count` frames for the scopes instead of their events.
@@ -35,6 +37,15 @@ pub enum ClientFrame {
         scopes: Vec<Scope>,
         /// Users to stop following.
         users: Vec<UserId>,
+        /// Conversations to stop following.
+        conversations: Vec<ConversationId>,
+    },
+    /// `typing.start` (`typing: true`) and `typing.stop`.
+    Typing {
+        /// The conversation.
+        conversation: ConversationId,
+        /// Start (or renew) or stop.
+        typing: bool,
     },
 }
 
@@ -83,7 +94,7 @@ enum Wire {
         #[serde(default)]
         users: Vec<UserId>,
         #[serde(default)]
-        conversations: Vec<String>,
+        conversations: Vec<ConversationId>,
         #[serde(default)]
         after: Option<FeedId>,
         #[serde(default)]
@@ -96,8 +107,12 @@ enum Wire {
         #[serde(default)]
         users: Vec<UserId>,
         #[serde(default)]
-        conversations: Vec<String>,
+        conversations: Vec<ConversationId>,
     },
+    #[serde(rename = "typing.start")]
+    TypingStart { conversation_id: ConversationId },
+    #[serde(rename = "typing.stop")]
+    TypingStop { conversation_id: ConversationId },
 }
 
 /// The change a `privacy.set` frame or `PUT /privacy` asks for: at least one setting.
@@ -137,9 +152,7 @@ pub fn parse_frame(raw: &str) -> Result<(Option<Value>, ClientFrame), (Option<Va
     {
         return Err((None, "id must be a string or a number".into()));
     }
-    let unsupported = |what: &str| Err((id.clone(), format!("{what} is not supported yet")));
     let wire: Wire = match value.get("type").and_then(Value::as_str) {
-        Some("typing.start" | "typing.stop") => return unsupported("typing"),
         Some(_) => serde_json::from_value(value).map_err(|e| (id.clone(), e.to_string()))?,
         None => return Err((id, "a frame needs a \"type\"".into())),
     };
@@ -183,18 +196,17 @@ pub fn parse_frame(raw: &str) -> Result<(Option<Value>, ClientFrame), (Option<Va
             counts_only,
             ..
         } => {
-            if !conversations.is_empty() {
-                return unsupported("subscribing to conversations (typing)");
-            }
-            if counts_only && (!users.is_empty() || after.is_some()) {
+            if counts_only && (!users.is_empty() || !conversations.is_empty() || after.is_some()) {
                 return Err((
                     id,
-                    "a counts_only subscribe takes scopes only (no users, no after)".into(),
+                    "a counts_only subscribe takes scopes only (no users, conversations or after)"
+                        .into(),
                 ));
             }
             ClientFrame::Subscribe {
                 scopes: scopes(s).map_err(|e| (id.clone(), e))?,
                 users,
+                conversations,
                 after,
                 counts_only,
             }
@@ -204,15 +216,19 @@ pub fn parse_frame(raw: &str) -> Result<(Option<Value>, ClientFrame), (Option<Va
             users,
             conversations,
             ..
-        } => {
-            if !conversations.is_empty() {
-                return unsupported("conversations (typing)");
-            }
-            ClientFrame::Unsubscribe {
-                scopes: scopes(s).map_err(|e| (id.clone(), e))?,
-                users,
-            }
-        }
+        } => ClientFrame::Unsubscribe {
+            scopes: scopes(s).map_err(|e| (id.clone(), e))?,
+            users,
+            conversations,
+        },
+        Wire::TypingStart { conversation_id } => ClientFrame::Typing {
+            conversation: conversation_id,
+            typing: true,
+        },
+        Wire::TypingStop { conversation_id } => ClientFrame::Typing {
+            conversation: conversation_id,
+            typing: false,
+        },
     };
     Ok((id, frame))
 }
@@ -248,8 +264,40 @@ mod tests {
         .unwrap();
         assert_eq!(id, Some(Value::from("a")));
         assert!(
-            matches!(f, ClientFrame::Subscribe { ref scopes, ref users, after: None, counts_only: false } if scopes.len() == 1 && users.len() == 2)
+            matches!(f, ClientFrame::Subscribe { ref scopes, ref users, after: None, counts_only: false, .. } if scopes.len() == 1 && users.len() == 2)
         );
+    }
+
+    #[test]
+    fn typing_frames_and_conversations_parse() {
+        let (_, f) = parse_frame(r#"{"type": "typing.start", "conversation_id": "c1"}"#).unwrap();
+        assert!(
+            matches!(f, ClientFrame::Typing { ref conversation, typing: true } if conversation.as_str() == "c1")
+        );
+        let (id, f) =
+            parse_frame(r#"{"type": "typing.stop", "conversation_id": 7, "id": 3}"#).unwrap();
+        assert_eq!(id, Some(Value::from(3)));
+        assert!(
+            matches!(f, ClientFrame::Typing { ref conversation, typing: false } if conversation.as_str() == "7")
+        );
+        let (_, f) =
+            parse_frame(r#"{"type": "subscribe", "conversations": ["c1", "c2"]}"#).unwrap();
+        assert!(
+            matches!(f, ClientFrame::Subscribe { ref conversations, .. } if conversations.len() == 2)
+        );
+        let (_, f) = parse_frame(r#"{"type": "unsubscribe", "conversations": ["c1"]}"#).unwrap();
+        assert!(
+            matches!(f, ClientFrame::Unsubscribe { ref conversations, .. } if conversations.len() == 1)
+        );
+        for bad in [
+            r#"{"type": "typing.start"}"#,
+            r#"{"type": "typing.start", "conversation_id": "a b"}"#,
+            r#"{"type": "typing.stop", "conversation_id": "c", "extra": 1}"#,
+            r#"{"type": "subscribe", "conversations": ["a|b"]}"#,
+            r#"{"type": "subscribe", "scopes": ["global"], "conversations": ["c"], "counts_only": true}"#,
+        ] {
+            assert!(parse_frame(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -2,7 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use presence_core::{FeedId, NodeId, PresenceEvent, PresenceView, SessionId};
+use presence_core::{
+    ConversationId, FeedId, NodeId, PresenceEvent, PresenceView, SessionId, UserId,
+};
 use serde::Serialize;
 
 /// A frame's `id` as the client sent it (a string or a number), echoed in its reply.
@@ -88,6 +90,17 @@ pub enum ServerFrame {
         /// Users online or away in it, as the subscriber may count them.
         count: u64,
     },
+    /// A user started (`true`) or stopped (`false`, also when the indicator expired) typing in
+    /// a conversation the subscriber follows.
+    #[serde(rename = "typing")]
+    Typing {
+        /// The conversation.
+        conversation_id: ConversationId,
+        /// Who.
+        user_id: UserId,
+        /// Typing now or not any more.
+        typing: bool,
+    },
     /// A presence event (SPEC §4): the event's own JSON, `"type": "presence"` included.
     #[serde(untagged)]
     Presence(PresenceEvent),
@@ -132,7 +145,7 @@ impl ServerFrame {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use presence_core::{DeviceSet, Status, UserId};
+    use presence_core::{DeviceSet, Status};
     use serde_json::{Value, json};
 
     fn view() -> PresenceView {
@@ -176,6 +189,14 @@ mod tests {
                 count: 43
             }),
             json!({"type": "count", "scope": "zone:10", "count": 43})
+        );
+        assert_eq!(
+            json_of(&ServerFrame::Typing {
+                conversation_id: presence_core::ConversationId::new("c1").unwrap(),
+                user_id: UserId::new("1").unwrap(),
+                typing: true
+            }),
+            json!({"type": "typing", "conversation_id": "c1", "user_id": "1", "typing": true})
         );
         assert_eq!(
             json_of(&ServerFrame::invalid_frame(Some(json!("a")), "bad")),

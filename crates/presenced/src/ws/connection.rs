@@ -17,6 +17,7 @@ use crate::error::ApiError;
 use crate::hub::{Delivered, Interest, Outbound, Subscription};
 use crate::protocol::ServerFrame;
 use crate::state::AppState;
+use crate::typing::SessionTyping;
 
 /// An upgrade request that passed every check: who connects, where to, and the connection
 /// slot it holds for as long as it lives.
@@ -66,6 +67,8 @@ pub(super) struct Connection {
     pub(super) replay: Option<Replay>,
     /// Frames' worth of rate limit the frame just handled costs beyond itself.
     pub(super) extra_cost: u32,
+    /// The conversations this connection is typing in.
+    pub(super) typing: SessionTyping,
 }
 
 /// The events a resume replays: those of `interest` in (`after`, `upto`].
@@ -158,6 +161,7 @@ where
         covered: None,
         replay: None,
         extra_cost: 0,
+        typing: SessionTyping::default(),
     };
     let limit_send = state.config.limits.send_timeout;
     let ending = match send(&mut socket, hello, limit_send).await {
@@ -169,6 +173,9 @@ where
     }
     metrics::counter!("presenced_sessions_closed_total", "code" => ending.code.to_string())
         .increment(1);
+    // A session that ends, however it ends, stops its typing at once (before the close,
+    // which may wait on a store that is away).
+    conn.stop_typing().await;
     state.sessions.closed(&session);
     // The close starts the offline grace; a restart (1012) leaves presence to it too.
     if let Err(e) = state.store.close_session(&user, &session).await {
@@ -254,7 +261,7 @@ impl Connection {
                     send(socket, Message::Text(Utf8Bytes::from(&*d.json)), limit_send).await
                 }
                 Wake::Event(Outbound::Event(_)) => Ok(()),
-                Wake::Event(Outbound::Count(frame)) => {
+                Wake::Event(Outbound::Count(frame) | Outbound::Typing(frame)) => {
                     send(socket, Message::Text(Utf8Bytes::from(&*frame)), limit_send).await
                 }
                 Wake::PingDue if heard.elapsed() >= cfg.server.idle_timeout => {

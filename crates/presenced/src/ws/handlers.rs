@@ -1,7 +1,7 @@
 //! What each client frame does (SPEC §5). Every frame with an `id` gets exactly one reply
 //! carrying it: `ack`, `error`, or the frame's own answer (`snapshot`, `pong`).
 
-use presence_core::{Change, FeedId, Scope, UserId};
+use presence_core::{Change, ConversationId, FeedId, Scope, TypingOutcome, TypingWrite, UserId};
 
 use super::connection::{Connection, Replay};
 use crate::error::ApiError;
@@ -32,13 +32,32 @@ impl Connection {
             ClientFrame::Subscribe {
                 scopes,
                 users,
+                conversations,
                 after,
                 counts_only: false,
-            } => self.subscribe(id.clone(), scopes, users, after).await,
-            ClientFrame::Unsubscribe { scopes, users } => {
-                self.unsubscribe(&scopes, &users);
+            } => {
+                let following = Following {
+                    scopes,
+                    users,
+                    conversations,
+                };
+                self.subscribe(id.clone(), following, after).await
+            }
+            ClientFrame::Unsubscribe {
+                scopes,
+                users,
+                conversations,
+            } => {
+                self.unsubscribe(&scopes, &users, &conversations);
                 Ok(ack(id.clone()))
             }
+            ClientFrame::Typing {
+                conversation,
+                typing,
+            } => self
+                .typing(conversation, typing)
+                .await
+                .map(|()| ack(id.clone())),
         };
         result.unwrap_or_else(|e| vec![ServerFrame::error(id, &e)])
     }
@@ -63,19 +82,21 @@ impl Connection {
     }
 
     /// `subscribe`: the snapshot (with `after`: the snapshot, then the replay the
-    /// connection streams), then every event for the new scopes and users. Refused whole —
-    /// nothing changes — when the caller may not follow a scope or the connection would
-    /// follow more than `subscriptions_per_connection`; a store failure half-way puts the
-    /// previous subscription back.
+    /// connection streams), then every event for the new scopes and users; for conversations,
+    /// right after the snapshot a `typing: true` frame per user typing there now (as this
+    /// node has heard), then every change. Refused whole — nothing changes — when the caller
+    /// may not follow a scope or the connection would follow more than
+    /// `subscriptions_per_connection`; a store failure half-way puts the previous
+    /// subscription back.
     async fn subscribe(
         &mut self,
         id: Option<FrameId>,
-        scopes: Vec<Scope>,
-        users: Vec<UserId>,
+        following: Following,
         after: Option<FeedId>,
     ) -> Result<Vec<ServerFrame>, ApiError> {
-        let scopes = distinct(scopes);
-        let users = distinct(users);
+        let scopes = distinct(following.scopes);
+        let users = distinct(following.users);
+        let conversations = distinct(following.conversations);
         for s in &scopes {
             self.access.scope(s)?;
         }
@@ -90,6 +111,10 @@ impl Connection {
             + users
                 .iter()
                 .filter(|u| !self.interest.users.contains(*u))
+                .count()
+            + conversations
+                .iter()
+                .filter(|c| !self.interest.conversations.contains(*c))
                 .count();
         self.check_cap(more)?;
         let before = self.interest.clone();
@@ -98,18 +123,25 @@ impl Connection {
         added.users.extend(users.iter().cloned());
         self.interest.scopes.extend(scopes.iter().cloned());
         self.interest.users.extend(users.iter().cloned());
+        self.interest
+            .conversations
+            .extend(conversations.iter().cloned());
         // Register first, then read the feed position: nothing after it can be missed.
         self.follow();
         match self.read_present(&scopes, &users, after, added).await {
             Ok((feed_id, reset, snapshot)) => {
                 let covered_to = self.replay.as_ref().map_or(feed_id, |r| r.upto);
                 self.covered = Some((covered_to, before));
-                Ok(vec![ServerFrame::Snapshot {
+                let mut replies = vec![ServerFrame::Snapshot {
                     id,
                     feed_id,
                     reset,
                     snapshot,
-                }])
+                }];
+                // Registered before this read: a change after it also comes as a frame, and
+                // a repeated `typing: true` is harmless.
+                replies.extend(self.state.hub.typing_now(&conversations, &self.access));
+                Ok(replies)
             }
             Err(e) => {
                 self.interest = before;
@@ -134,15 +166,17 @@ impl Connection {
     }
 
     /// Refuses a subscribe that would make the connection follow more than
-    /// `subscriptions_per_connection` distinct scopes, users and counted scopes.
+    /// `subscriptions_per_connection` distinct scopes, users, conversations and counted
+    /// scopes.
     fn check_cap(&self, more: usize) -> Result<(), ApiError> {
         let i = &self.interest;
-        let following = i.scopes.len() + i.users.len() + i.counts.len() + more;
+        let following =
+            i.scopes.len() + i.users.len() + i.conversations.len() + i.counts.len() + more;
         let cap = self.state.config.limits.subscriptions_per_connection;
         if following > cap {
             metrics::counter!("presenced_refusals_total", "reason" => "subscriptions").increment(1);
             return Err(ApiError::invalid_argument(format!(
-                "a connection follows at most {cap} scopes and users; this would make {following}"
+                "a connection follows at most {cap} scopes, users and conversations; this would make {following}"
             )));
         }
         Ok(())
@@ -222,8 +256,14 @@ impl Connection {
         Ok((feed_id, reset, snapshot))
     }
 
-    /// `unsubscribe`: stop following those scopes (their events or their counts) and users.
-    fn unsubscribe(&mut self, scopes: &[Scope], users: &[UserId]) {
+    /// `unsubscribe`: stop following those scopes (their events or their counts), users and
+    /// conversations.
+    fn unsubscribe(
+        &mut self,
+        scopes: &[Scope],
+        users: &[UserId],
+        conversations: &[ConversationId],
+    ) {
         for s in scopes {
             self.interest.scopes.remove(s);
             let label = s.to_string();
@@ -232,10 +272,82 @@ impl Connection {
         for u in users {
             self.interest.users.remove(u);
         }
+        for c in conversations {
+            self.interest.conversations.remove(c);
+        }
         if self.sub.is_some() {
             self.follow();
         }
     }
+
+    /// `typing.start` / `typing.stop` for the connection's own user (see `crate::typing`): a
+    /// start is one store call (write and publish) unless the last one written for that
+    /// conversation is less than a second old; a stop is one store call if the connection
+    /// was typing there.
+    async fn typing(&mut self, conversation: ConversationId, typing: bool) -> Result<(), ApiError> {
+        let state = self.state.clone();
+        let now = state.now();
+        let limits = &state.config.limits;
+        let mut write = TypingWrite {
+            conversation,
+            user: self.access.principal().user.clone(),
+            until: None,
+            max_typers: limits.typers_per_conversation,
+        };
+        if typing {
+            let ttl = state.config.presence.typing_ttl;
+            let Some(until) =
+                self.typing
+                    .start(&write.conversation, now, ttl, limits.typing_per_connection)?
+            else {
+                metrics::counter!("presenced_typing_starts_total", "written" => "no").increment(1);
+                return Ok(());
+            };
+            write.until = Some(until);
+            match state.store.typing(&write).await? {
+                TypingOutcome::Written => {
+                    metrics::counter!("presenced_typing_starts_total", "written" => "yes")
+                        .increment(1);
+                    self.typing.written(write.conversation, now, until);
+                }
+                TypingOutcome::Full { limit } => {
+                    metrics::counter!("presenced_refusals_total", "reason" => "typers")
+                        .increment(1);
+                    return Err(ApiError::invalid_argument(format!(
+                        "{limit} users are typing in conversation {} already (limits.typers_per_conversation)",
+                        write.conversation
+                    )));
+                }
+            }
+        } else if self.typing.stop(&write.conversation, now) {
+            state.store.typing(&write).await?;
+        }
+        Ok(())
+    }
+
+    /// The connection ends: every conversation it still types in is stopped at once. A stop
+    /// that fails (the store is away) is left to the indicator's own expiry on every node.
+    pub(super) async fn stop_typing(&mut self) {
+        let now = self.state.now();
+        for conversation in self.typing.take_live(now) {
+            let write = TypingWrite {
+                conversation,
+                user: self.access.principal().user.clone(),
+                until: None,
+                max_typers: self.state.config.limits.typers_per_conversation,
+            };
+            if let Err(e) = self.state.store.typing(&write).await {
+                tracing::warn!(error = %e, "could not stop typing at close; it expires by itself");
+            }
+        }
+    }
+}
+
+/// What a `subscribe` asks to follow.
+pub(super) struct Following {
+    scopes: Vec<Scope>,
+    users: Vec<UserId>,
+    conversations: Vec<ConversationId>,
 }
 
 /// The items in their first order, each once.
