@@ -61,10 +61,17 @@ async def test_bad_arguments_are_invalid(service: PresenceClient) -> None:
 
 async def test_too_many_requests_are_rate_limited(node: Node) -> None:
     # A user token's REST budget is 50/s with bursts of 100 (service tokens have none).
+    # Rounds of 150 at once until one is refused: on a loaded machine the bucket refills
+    # while a slow round trickles in.
+    errors: list[PresenceError] = []
     async with PresenceClient(node.url, make_token(unique())) as c:
-        results = await asyncio.gather(*(c.count() for _ in range(160)), return_exceptions=True)
-    errors = [r for r in results if isinstance(r, PresenceError)]
-    assert errors, "160 requests at once should pass the burst of 100"
+        for _ in range(10):
+            results = await asyncio.gather(*(c.count() for _ in range(150)), return_exceptions=True)
+            errors = [r for r in results if isinstance(r, PresenceError)]
+            assert len(errors) + sum(1 for r in results if not isinstance(r, BaseException)) == 150
+            if errors:
+                break
+    assert errors, "rounds of 150 requests at once should pass the burst of 100"
     assert all(e.is_rate_limited and e.status == 429 and e.retryable for e in errors)
     assert not any(e.is_unavailable for e in errors)
 
