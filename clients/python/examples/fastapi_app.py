@@ -30,7 +30,7 @@ import itertools
 import logging
 import os
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -215,9 +215,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return
         presence: PresenceClient = websocket.app.state.presence
         await websocket.accept()
-        # The seed's connect()/disconnect(): a presence session for as long as this socket
-        # is open (presenced counts sessions, so several sockets or app instances are fine).
-        async with presence.lease(user_id=user.id, zone_id=zone_id, org_id=org_id, device="web"):
+        async with AsyncExitStack() as stack:
+            # The seed's connect()/disconnect(): a presence session for as long as this
+            # socket is open (presenced counts sessions, so several sockets or app
+            # instances are fine). Chat goes on without presence if presenced is down.
+            try:
+                await stack.enter_async_context(
+                    presence.lease(user_id=user.id, zone_id=zone_id, org_id=org_id, device="web")
+                )
+            except PresenceError as e:
+                logger.warning("Failed to set presence for user %s: %s", user.id, e)
             try:
                 while True:
                     data = await websocket.receive_json()

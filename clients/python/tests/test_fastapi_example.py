@@ -117,3 +117,14 @@ def test_errors_keep_presenceds_shape_and_status(app: TestClient) -> None:
     assert both.status_code == 400 and "not both" in both.json()["error"]["message"]
     anonymous = app.get("/messenger/presence/count")
     assert anonymous.status_code == 401 and anonymous.json()["error"]["code"] == "unauthenticated"
+
+
+def test_chat_goes_on_when_presenced_is_down() -> None:
+    # As in the seed, presence is best effort: nothing listens at this address.
+    settings = Settings(presenced_url="http://127.0.0.1:9", service_token="unused", jwt_secret=SECRET)
+    with TestClient(create_app(settings)) as client:
+        with client.websocket_connect(f"/chat/ws?token={make_token(unique())}") as ws:
+            ws.send_json({"type": "message.send", "conversation_id": "c1", "content": "still here"})
+            assert ws.receive_json()["type"] == "message.sent"
+        down = client.get("/messenger/presence/count", headers={"Authorization": f"Bearer {make_token(unique())}"})
+        assert down.status_code == 503 and down.json()["error"]["code"] == "unavailable"
