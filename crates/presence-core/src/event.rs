@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::ids::{OrgId, ZoneId};
 use crate::scope::Scope;
 use crate::time::{Millis, rfc3339};
-use crate::view::{PresenceView, Status};
+use crate::view::{Onlooker, PresenceView, Status};
 
 /// A position in the feed. Opaque to clients; written `"{ms}-{seq}"`, the form of a Redis
 /// stream id, in both stores. Ordered: later events have greater ids.
@@ -87,34 +87,64 @@ pub struct PresenceEvent {
     #[serde(with = "rfc3339")]
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub ts: Millis,
-    /// The user was invisible before the change: others saw them offline. Not serialized.
+    /// How the change looks to onlookers (neither the user nor privileged tokens). Not
+    /// serialized.
     #[serde(skip)]
     #[cfg_attr(feature = "openapi", schema(ignore))]
-    pub was_hidden: bool,
-    /// Nothing others see changed (the user was and stays invisible, and only what they
-    /// hide moved: status, devices). Not serialized.
-    #[serde(skip)]
-    #[cfg_attr(feature = "openapi", schema(ignore))]
-    pub unseen_by_others: bool,
+    pub onlookers: Onlookers,
+}
+
+/// How an event looks to onlookers, per kind of onlooker ([`Onlooker`]): whether the user hid
+/// from them before the change, and whether they see any change at all. The default is a
+/// user who hides from nobody.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Onlookers {
+    /// The user hid from onlookers outside their org before the change.
+    pub others_hidden_before: bool,
+    /// Onlookers outside the org see no change.
+    pub others_unchanged: bool,
+    /// The user hid from their org's members before the change.
+    pub org_hidden_before: bool,
+    /// The org's members see no change.
+    pub org_unchanged: bool,
+}
+
+impl Onlookers {
+    /// Whether `who` sees no change at all.
+    pub fn unchanged_for(&self, who: Onlooker) -> bool {
+        self.of(who).1
+    }
+
+    fn of(&self, who: Onlooker) -> (bool, bool) {
+        match who {
+            Onlooker::Member => (self.org_hidden_before, self.org_unchanged),
+            Onlooker::Other => (self.others_hidden_before, self.others_unchanged),
+        }
+    }
 }
 
 impl PresenceEvent {
-    /// The event as everyone but the user and privileged tokens sees it, or `None` when they
-    /// see no change. Going invisible looks like going offline, coming back like coming
-    /// online (SPEC §3).
-    pub fn as_others_see_it(&self) -> Option<PresenceEvent> {
-        if self.unseen_by_others {
+    /// The event as an onlooker sees it at `now`, or `None` when they see no change.
+    /// Beginning to hide from them looks like going offline, ending it like coming online
+    /// (SPEC §3).
+    pub fn as_seen_by(&self, who: Onlooker, now: Millis) -> Option<PresenceEvent> {
+        let (hidden_before, unchanged) = self.onlookers.of(who);
+        if unchanged {
             return None;
         }
-        if !self.was_hidden && self.user.hidden.is_none() {
-            return Some(self.clone());
-        }
         let mut e = self.clone();
-        e.user = self.user.as_others_see_it();
-        if self.was_hidden {
+        e.user = self.user.as_seen_by(who, now);
+        e.onlookers = Onlookers::default();
+        if hidden_before {
             e.prev_status = Status::Offline;
         }
         Some(e)
+    }
+
+    /// Whether the user hides from `who`, before or after the change: then `who` must be
+    /// shown [`PresenceEvent::as_seen_by`], not the event itself.
+    pub fn hides_from(&self, who: Onlooker) -> bool {
+        self.onlookers.of(who).0 || self.user.hidden_from(who).is_some()
     }
 
     /// Every scope the event belongs to (SPEC §5: a scope the user is in now or was in before

@@ -21,7 +21,7 @@ pub mod store;
 pub mod time;
 pub mod view;
 
-pub use event::{FeedId, PresenceEvent};
+pub use event::{FeedId, Onlookers, PresenceEvent};
 pub use ids::{IdError, NodeId, OrgId, SessionId, UserId, ZoneId};
 pub use record::{Change, Metadata, Session, TransitionError, UserRecord};
 pub use scope::{ListCursor, ListQuery, Scope, ScopePage};
@@ -32,5 +32,7 @@ pub use store::{
 };
 pub use time::{Clock, ManualClock, Millis, SharedClock, SystemClock};
 pub use view::{
-    AwayReason, CustomStatus, CustomStatusKind, DeviceKind, DeviceSet, Hidden, PresenceView, Status,
+    AwayReason, CustomStatus, CustomStatusKind, DeviceKind, DeviceSet, Hidden, LastSeen,
+    LastSeenBucket, LastSeenVisibility, Onlooker, PresenceView, PresenceVisibility, Privacy,
+    Status,
 };

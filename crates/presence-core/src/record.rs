@@ -11,10 +11,13 @@
 
 use std::collections::BTreeMap;
 
-use crate::event::PresenceEvent;
+use crate::event::{Onlookers, PresenceEvent};
 use crate::ids::{NodeId, OrgId, SessionId, UserId, ZoneId};
 use crate::time::Millis;
-use crate::view::{AwayReason, CustomStatus, DeviceKind, DeviceSet, Hidden, PresenceView, Status};
+use crate::view::{
+    AwayReason, CustomStatus, DeviceKind, DeviceSet, Hidden, LastSeen, LastSeenVisibility,
+    PresenceView, PresenceVisibility, Privacy, Status,
+};
 
 /// JSON object held as metadata.
 pub type Metadata = serde_json::Map<String, serde_json::Value>;
@@ -55,6 +58,15 @@ pub enum Change {
     SetCustomStatus(CustomStatus),
     /// Clear the custom status; `status` is left alone.
     ClearCustomStatus,
+    /// Change the privacy settings given (`None` keeps one). Hiding from more onlookers looks
+    /// to them like going offline, hiding from fewer like coming online; a `last_seen` change
+    /// alone is no event.
+    SetPrivacy {
+        /// Who sees the presence.
+        presence: Option<PresenceVisibility>,
+        /// How others see last seen.
+        last_seen: Option<LastSeenVisibility>,
+    },
 }
 
 impl Change {
@@ -116,11 +128,19 @@ pub struct UserRecord {
     pub metadata: Option<Metadata>,
     /// The custom status; kept while offline, until cleared, expired or the record deleted.
     pub custom_status: Option<CustomStatus>,
-    /// Set while the user is invisible (SPEC §3): others see them offline. Going invisible
-    /// lasts until the user sets it off, or until a session opens after they went offline
-    /// (a reload within the grace keeps it); it stays on while offline, so that going
-    /// offline shows others nothing and `last_seen` stays the moment they went invisible.
+    /// The user chose invisible (SPEC §3): everyone but the user and privileged tokens sees
+    /// them offline. It lasts until the user sets it off, or until a session opens after they
+    /// went offline (a reload within the grace keeps it); it stays on while offline, so that
+    /// going offline shows others nothing and `last_seen` stays the moment they went
+    /// invisible.
+    pub invisible: bool,
+    /// Privacy settings; kept as long as the record.
+    pub privacy: Privacy,
+    /// While the user hides from onlookers outside their org (invisible, privacy `org` or
+    /// `nobody`): what those see. Kept in step by [`UserRecord::finish`].
     pub hidden: Option<Hidden>,
+    /// While the user hides from their org's members too (invisible, privacy `nobody`).
+    pub hidden_from_org: Option<Hidden>,
     /// Open sessions by id.
     pub sessions: BTreeMap<SessionId, Session>,
     /// With no session left: when the user goes offline.
@@ -143,22 +163,57 @@ struct Visible {
     devices: DeviceSet,
     metadata: Option<Metadata>,
     custom_status: Option<CustomStatus>,
+    invisible: bool,
+    presence_visibility: PresenceVisibility,
+    /// Since when the user hides from onlookers outside the org, and from the org.
     hidden_since: Option<Millis>,
+    hidden_from_org_since: Option<Millis>,
 }
 
 impl Visible {
-    /// What everyone but the user and privileged tokens sees of it (see
-    /// [`PresenceView::as_others_see_it`]).
-    fn as_others_see_it(&self) -> Visible {
-        match self.hidden_since {
-            None => self.clone(),
-            Some(since) => Visible {
-                status: Status::Offline,
-                away_reason: None,
-                last_seen: Some(since),
-                devices: DeviceSet::EMPTY,
-                ..self.clone()
-            },
+    /// What an onlooker sees of it (see [`PresenceView::as_seen_by`]); `hiding` says since
+    /// when the user hides from them.
+    fn as_seen_with(&self, hiding: Option<Millis>) -> impl PartialEq + use<> {
+        let (status, away_reason, last_seen, devices) = match hiding {
+            None => (self.status, self.away_reason, self.last_seen, self.devices),
+            Some(since) => (Status::Offline, None, Some(since), DeviceSet::EMPTY),
+        };
+        (
+            (status, away_reason, last_seen, devices, hiding.is_some()),
+            (
+                self.zone_id.clone(),
+                self.org_id.clone(),
+                self.metadata.clone(),
+                self.custom_status.clone(),
+            ),
+        )
+    }
+}
+
+impl UserRecord {
+    /// Whether the user hides from onlookers outside the org, and from the org's members.
+    fn hides(&self) -> (bool, bool) {
+        let p = self.privacy.presence;
+        (
+            self.invisible || p != PresenceVisibility::Everyone,
+            self.invisible || p == PresenceVisibility::Nobody,
+        )
+    }
+
+    /// Starts or ends each kind of hiding as the settings now say, from `now`.
+    fn settle_hidden(&mut self, now: Millis) {
+        let (others, org) = self.hides();
+        let start = Hidden {
+            since: now,
+            version: self.version,
+            updated_at: self.updated_at,
+        };
+        for (anchor, hides) in [(&mut self.hidden, others), (&mut self.hidden_from_org, org)] {
+            match (hides, anchor.is_some()) {
+                (true, false) => *anchor = Some(start),
+                (false, true) => *anchor = None,
+                _ => {}
+            }
         }
     }
 }
@@ -198,7 +253,10 @@ impl UserRecord {
             devices: DeviceSet::EMPTY,
             metadata: None,
             custom_status: None,
+            invisible: false,
+            privacy: Privacy::default(),
             hidden: None,
+            hidden_from_org: None,
             sessions: BTreeMap::new(),
             grace_until: None,
             version: 0,
@@ -212,9 +270,9 @@ impl UserRecord {
             user_id: self.user_id.clone(),
             status: self.status,
             away_reason: self.away_reason,
-            last_activity: self.last_activity,
+            last_activity: Some(self.last_activity),
             last_seen: if self.status == Status::Offline {
-                self.last_seen
+                self.last_seen.map(LastSeen::At)
             } else {
                 None
             },
@@ -223,10 +281,12 @@ impl UserRecord {
             devices: self.devices,
             custom_status: self.custom_status.clone(),
             metadata: self.metadata.clone(),
-            invisible: self.hidden.is_some(),
+            invisible: self.invisible,
+            privacy: Some(self.privacy),
             version: self.version,
             updated_at: self.updated_at,
             hidden: self.hidden,
+            hidden_from_org: self.hidden_from_org,
         }
     }
 
@@ -246,13 +306,16 @@ impl UserRecord {
         Visible {
             status: v.status,
             away_reason: v.away_reason,
-            last_seen: v.last_seen,
+            last_seen: v.last_seen.and_then(LastSeen::at),
             zone_id: v.zone_id,
             org_id: v.org_id,
             devices: v.devices,
             metadata: v.metadata,
             custom_status: v.custom_status,
+            invisible: self.invisible,
+            presence_visibility: self.privacy.presence,
             hidden_since: self.hidden.map(|h| h.since),
+            hidden_from_org_since: self.hidden_from_org.map(|h| h.since),
         }
     }
 
@@ -261,21 +324,37 @@ impl UserRecord {
         Before(self.visible())
     }
 
-    /// Ends a transition: if the view changed (beyond `last_activity`), bumps `version`, stamps
-    /// `updated_at` and returns the event, with a zero feed id for the store to fill in. The
-    /// event says whether others see the change; when they do and the user is invisible, what
-    /// they see takes this version and time.
+    /// Ends a transition: if the view changed (beyond `last_activity` and the `last_seen`
+    /// privacy setting), bumps `version`, stamps `updated_at` and returns the event, with a
+    /// zero feed id for the store to fill in. The event says how each kind of onlooker sees
+    /// it; a user who hides from onlookers shows them this version and time only when they
+    /// see a change.
     pub fn finish(&mut self, before: Before, now: Millis) -> Option<PresenceEvent> {
+        self.settle_hidden(now);
         let after = self.visible();
         if before.0 == after {
             return None;
         }
         self.version += 1;
         self.updated_at = now;
-        let unseen_by_others = before.0.as_others_see_it() == after.as_others_see_it();
-        if let Some(h) = self.hidden.as_mut().filter(|_| !unseen_by_others) {
-            h.version = self.version;
-            h.updated_at = now;
+        let b = &before.0;
+        let onlookers = Onlookers {
+            others_hidden_before: b.hidden_since.is_some(),
+            others_unchanged: b.as_seen_with(b.hidden_since)
+                == after.as_seen_with(after.hidden_since),
+            org_hidden_before: b.hidden_from_org_since.is_some(),
+            org_unchanged: b.as_seen_with(b.hidden_from_org_since)
+                == after.as_seen_with(after.hidden_from_org_since),
+        };
+        let seen = [!onlookers.others_unchanged, !onlookers.org_unchanged];
+        for (anchor, seen) in [&mut self.hidden, &mut self.hidden_from_org]
+            .into_iter()
+            .zip(seen)
+        {
+            if let Some(h) = anchor.as_mut().filter(|_| seen) {
+                h.version = self.version;
+                h.updated_at = now;
+            }
         }
         Some(PresenceEvent {
             feed_id: Default::default(),
@@ -284,8 +363,7 @@ impl UserRecord {
             prev_zone_id: before.0.zone_id,
             prev_org_id: before.0.org_id,
             ts: now,
-            was_hidden: before.0.hidden_since.is_some(),
-            unseen_by_others,
+            onlookers,
         })
     }
 
@@ -328,7 +406,7 @@ impl UserRecord {
         }
         if self.status == Status::Offline {
             // A new presence starts visible; a reload within the grace keeps invisible.
-            self.hidden = None;
+            self.invisible = false;
         }
         self.sessions.insert(id, session);
         self.grace_until = None;
@@ -415,15 +493,8 @@ impl UserRecord {
                     self.present_status(false);
                 }
                 match invisible {
-                    Some(true) if present && self.hidden.is_none() => {
-                        // Version and time are those of this change, set by `finish`.
-                        self.hidden = Some(Hidden {
-                            since: now,
-                            version: self.version,
-                            updated_at: self.updated_at,
-                        });
-                    }
-                    Some(false) => self.hidden = None,
+                    Some(true) if present => self.invisible = true,
+                    Some(false) => self.invisible = false,
                     _ => {}
                 }
             }
@@ -432,6 +503,13 @@ impl UserRecord {
             Change::SetMetadata(m) => self.metadata = m,
             Change::SetCustomStatus(c) => self.custom_status = Some(c.normalised()),
             Change::ClearCustomStatus => self.custom_status = None,
+            Change::SetPrivacy {
+                presence,
+                last_seen,
+            } => {
+                self.privacy.presence = presence.unwrap_or(self.privacy.presence);
+                self.privacy.last_seen = last_seen.unwrap_or(self.privacy.last_seen);
+            }
         }
     }
 
@@ -485,6 +563,7 @@ impl UserRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::view::Onlooker;
 
     fn uid(s: &str) -> UserId {
         UserId::new(s).unwrap()
@@ -622,10 +701,10 @@ mod tests {
         let e = r.finish(b, 10).expect("one event");
         assert!(e.user.invisible, "the truth says invisible");
         assert_eq!(e.user.status, Status::Online);
-        let seen = e.as_others_see_it().expect("others see it");
+        let seen = e.as_seen_by(Onlooker::Other, 0).expect("others see it");
         assert_eq!(
             (seen.prev_status, seen.user.status, seen.user.last_seen),
-            (Status::Online, Status::Offline, Some(10))
+            (Status::Online, Status::Offline, Some(LastSeen::At(10)))
         );
         assert!(!seen.user.invisible && seen.user.devices.is_empty());
         assert_eq!(seen.user.version, e.user.version);
@@ -635,32 +714,45 @@ mod tests {
         let b = r.before();
         assert!(r.auto_away(20));
         let e = r.finish(b, 20).expect("an event for the user");
-        assert!(e.unseen_by_others && e.as_others_see_it().is_none());
+        assert!(e.onlookers.others_unchanged && e.as_seen_by(Onlooker::Other, 0).is_none());
         let b = r.before();
         r.open(sid("b"), ws(DeviceKind::Mobile), None, None, 21, 10)
             .unwrap();
-        assert!(r.finish(b, 21).unwrap().as_others_see_it().is_none());
-        let others = r.view().as_others_see_it();
+        assert!(
+            r.finish(b, 21)
+                .unwrap()
+                .as_seen_by(Onlooker::Other, 0)
+                .is_none()
+        );
+        let others = r.view().as_seen_by(Onlooker::Other, 0);
         assert_eq!(
             (others.version, others.updated_at, others.last_activity),
-            (1, 10, 10),
+            (1, 10, Some(10)),
             "what others read has not moved since the user went invisible"
         );
 
         // A move is what an offline user shows too: others see it, as offline.
         let b = r.before();
         r.change(Change::SetZone(Some(ZoneId::new("7").unwrap())), 30);
-        let seen = r.finish(b, 30).unwrap().as_others_see_it().unwrap();
+        let seen = r
+            .finish(b, 30)
+            .unwrap()
+            .as_seen_by(Onlooker::Other, 0)
+            .unwrap();
         assert_eq!(
             (seen.prev_status, seen.user.status),
             (Status::Offline, Status::Offline)
         );
-        assert_eq!(r.view().as_others_see_it().version, r.version);
+        assert_eq!(r.view().as_seen_by(Onlooker::Other, 0).version, r.version);
 
         // Coming back looks like coming online.
         let b = r.before();
         r.change(invisible(false), 40);
-        let seen = r.finish(b, 40).unwrap().as_others_see_it().unwrap();
+        let seen = r
+            .finish(b, 40)
+            .unwrap()
+            .as_seen_by(Onlooker::Other, 0)
+            .unwrap();
         assert_eq!(
             (seen.prev_status, seen.user.status),
             (Status::Offline, Status::Online)
@@ -683,13 +775,23 @@ mod tests {
         let b = r.before();
         r.close(&sid("b"), 30, 0);
         let e = r.finish(b, 30).expect("offline, for the user");
-        assert!(e.as_others_see_it().is_none(), "others saw offline already");
-        assert_eq!(r.view().as_others_see_it().last_seen, Some(5));
+        assert!(
+            e.as_seen_by(Onlooker::Other, 0).is_none(),
+            "others saw offline already"
+        );
+        assert_eq!(
+            r.view().as_seen_by(Onlooker::Other, 0).last_seen,
+            Some(LastSeen::At(5))
+        );
 
         let b = r.before();
         r.open(sid("c"), ws(DeviceKind::Web), None, None, 40, 10)
             .unwrap();
-        let seen = r.finish(b, 40).unwrap().as_others_see_it().unwrap();
+        let seen = r
+            .finish(b, 40)
+            .unwrap()
+            .as_seen_by(Onlooker::Other, 0)
+            .unwrap();
         assert!(r.hidden.is_none(), "a new presence starts visible");
         assert_eq!(
             (seen.prev_status, seen.user.status),

@@ -210,6 +210,101 @@ impl<'de> Deserialize<'de> for DeviceSet {
     }
 }
 
+/// Who sees a user's real status (SPEC §3 privacy): everyone (the default), only tokens of
+/// the user's org, or nobody (like invisible, but a setting that outlives sessions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum PresenceVisibility {
+    /// Everyone sees the real status.
+    #[default]
+    Everyone,
+    /// Only tokens of the user's org; others see `offline`.
+    Org,
+    /// Nobody but the user and privileged tokens; others see `offline`.
+    Nobody,
+}
+
+/// How precisely others see when a user was last there (SPEC §3 privacy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum LastSeenVisibility {
+    /// The time (the default).
+    #[default]
+    Exact,
+    /// A bucket: `recently`, `within_week`, `within_month`, `long_ago`.
+    Approximate,
+    /// Nothing: `null`.
+    Hidden,
+}
+
+/// A user's privacy settings, kept with their record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Privacy {
+    /// Who sees the real status.
+    pub presence: PresenceVisibility,
+    /// How others see `last_seen`.
+    pub last_seen: LastSeenVisibility,
+}
+
+impl PresenceVisibility {
+    /// The name in the API and in the store.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PresenceVisibility::Everyone => "everyone",
+            PresenceVisibility::Org => "org",
+            PresenceVisibility::Nobody => "nobody",
+        }
+    }
+}
+
+impl FromStr for PresenceVisibility {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
+        Ok(match s {
+            "everyone" => PresenceVisibility::Everyone,
+            "org" => PresenceVisibility::Org,
+            "nobody" => PresenceVisibility::Nobody,
+            _ => {
+                return Err(UnknownName {
+                    what: "presence visibility",
+                    value: s.chars().take(32).collect(),
+                });
+            }
+        })
+    }
+}
+
+impl LastSeenVisibility {
+    /// The name in the API and in the store.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LastSeenVisibility::Exact => "exact",
+            LastSeenVisibility::Approximate => "approximate",
+            LastSeenVisibility::Hidden => "hidden",
+        }
+    }
+}
+
+impl FromStr for LastSeenVisibility {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
+        Ok(match s {
+            "exact" => LastSeenVisibility::Exact,
+            "approximate" => LastSeenVisibility::Approximate,
+            "hidden" => LastSeenVisibility::Hidden,
+            _ => {
+                return Err(UnknownName {
+                    what: "last seen visibility",
+                    value: s.chars().take(32).collect(),
+                });
+            }
+        })
+    }
+}
+
 /// The kinds of custom status (SPEC §3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -347,14 +442,16 @@ pub struct PresenceView {
     pub status: Status,
     /// Set only while `away`.
     pub away_reason: Option<AwayReason>,
-    /// The user's last counted activity.
-    #[serde(with = "rfc3339")]
-    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
-    pub last_activity: Millis,
-    /// When the user's last session ended; set only while `offline`.
+    /// The user's last counted activity. `null` only for onlookers of an offline user whose
+    /// privacy shows last seen approximately or not at all.
     #[serde(with = "rfc3339::option")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
-    pub last_seen: Option<Millis>,
+    pub last_activity: Option<Millis>,
+    /// When the user's last session ended; set only while `offline`. A time, or for onlookers
+    /// of a user whose privacy shows last seen approximately, one of `recently` (< 3 days),
+    /// `within_week`, `within_month`, `long_ago`; `null` when it is hidden from them.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "2024-11-26T10:25:00.000Z"))]
+    pub last_seen: Option<LastSeen>,
     /// The user's current zone.
     pub zone_id: Option<ZoneId>,
     /// The user's current organisation.
@@ -369,53 +466,149 @@ pub struct PresenceView {
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
     /// Whether the user hides as offline (only the user and privileged tokens see `true`).
     pub invisible: bool,
+    /// The user's privacy settings: in the user's own view and for privileged tokens; `null`
+    /// for everyone else.
+    pub privacy: Option<Privacy>,
     /// Increases strictly with every event of this user.
     pub version: u64,
     /// When the view last changed (not counting `last_activity`).
     #[serde(with = "rfc3339")]
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub updated_at: Millis,
-    /// While the user is invisible: what everyone else is shown instead. Never serialized;
-    /// the access policy decides who sees the truth and who [`PresenceView::as_others_see_it`].
+    /// While the user hides from onlookers outside their org (invisible, or privacy `org`
+    /// or `nobody`): what those are shown instead. Never serialized; the access policy
+    /// decides who sees the truth and who [`PresenceView::as_seen_by`] whom.
     #[serde(skip)]
     #[cfg_attr(feature = "openapi", schema(ignore))]
     pub hidden: Option<Hidden>,
+    /// While the user hides from their own org too (invisible, or privacy `nobody`): what
+    /// the org's members are shown instead. Never serialized.
+    #[serde(skip)]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
+    pub hidden_from_org: Option<Hidden>,
 }
 
-/// What others see of an invisible user: the moment they went invisible (shown as both their
-/// `last_seen` and `last_activity`), and the version and time of the last change others were
-/// shown, so that a change only the user can see (auto-away, a second device) moves nothing
-/// in the view others read.
+/// What onlookers see of a user who hides from them: the moment the user began hiding from
+/// them (shown as both `last_seen` and `last_activity`), and the version and time of the last
+/// change they were shown, so that a change only the user can see (auto-away, a second
+/// device) moves nothing in the view they read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hidden {
-    /// When the user went invisible.
+    /// When the user began hiding from these onlookers.
     pub since: Millis,
-    /// `version` of the last change others saw.
+    /// `version` of the last change these onlookers saw.
     pub version: u64,
-    /// `updated_at` of the last change others saw.
+    /// `updated_at` of the last change these onlookers saw.
     pub updated_at: Millis,
 }
 
-impl PresenceView {
-    /// The view as everyone but the user and privileged tokens sees it: an invisible user
-    /// looks offline since they went invisible, with no devices, and keeps what an offline
-    /// user shows (zone, org, custom status, metadata). A visible user is shown as is.
-    pub fn as_others_see_it(&self) -> PresenceView {
-        let Some(h) = self.hidden else {
-            return self.clone();
-        };
-        PresenceView {
-            status: Status::Offline,
-            away_reason: None,
-            last_activity: h.since,
-            last_seen: Some(h.since),
-            devices: DeviceSet::EMPTY,
-            invisible: false,
-            version: h.version,
-            updated_at: h.updated_at,
-            hidden: None,
-            ..self.clone()
+/// `last_seen` as shown: the time, or a bucket for onlookers of a user whose privacy shows it
+/// approximately.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum LastSeen {
+    /// The time (RFC 3339).
+    At(#[serde(with = "rfc3339")] Millis),
+    /// Roughly when.
+    Around(LastSeenBucket),
+}
+
+impl LastSeen {
+    /// The time, when shown as one.
+    pub fn at(self) -> Option<Millis> {
+        match self {
+            LastSeen::At(t) => Some(t),
+            LastSeen::Around(_) => None,
         }
+    }
+}
+
+/// How long ago a user was last seen, roughly (SPEC §3 privacy `approximate`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LastSeenBucket {
+    /// Less than 3 days ago.
+    Recently,
+    /// Less than 7 days ago.
+    WithinWeek,
+    /// Less than 30 days ago.
+    WithinMonth,
+    /// Longer ago.
+    LongAgo,
+}
+
+impl LastSeenBucket {
+    /// The bucket of a time `ago` milliseconds back.
+    pub fn of(ago: Millis) -> LastSeenBucket {
+        const DAY: Millis = 86_400_000;
+        match ago {
+            a if a < 3 * DAY => LastSeenBucket::Recently,
+            a if a < 7 * DAY => LastSeenBucket::WithinWeek,
+            a if a < 30 * DAY => LastSeenBucket::WithinMonth,
+            _ => LastSeenBucket::LongAgo,
+        }
+    }
+}
+
+/// Someone looking at a user who is neither that user nor a privileged token (those see the
+/// truth).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Onlooker {
+    /// A token of the user's org: sees what privacy `org` shows members.
+    Member,
+    /// Anyone else.
+    Other,
+}
+
+impl PresenceView {
+    /// What `who` hides behind, if the user hides from them.
+    pub fn hidden_from(&self, who: Onlooker) -> Option<Hidden> {
+        match who {
+            Onlooker::Member => self.hidden_from_org,
+            Onlooker::Other => self.hidden,
+        }
+    }
+
+    /// The view as an onlooker sees it at `now`: a user who hides from them looks offline
+    /// since they began hiding, with no devices, and keeps what an offline user shows (zone,
+    /// org, custom status, metadata); an offline user's last seen (and last activity) as
+    /// precisely as the user's privacy allows. Never `invisible`, never the privacy settings.
+    pub fn as_seen_by(&self, who: Onlooker, now: Millis) -> PresenceView {
+        let mut v = match self.hidden_from(who) {
+            None => self.clone(),
+            Some(h) => PresenceView {
+                status: Status::Offline,
+                away_reason: None,
+                last_activity: Some(h.since),
+                last_seen: Some(LastSeen::At(h.since)),
+                devices: DeviceSet::EMPTY,
+                version: h.version,
+                updated_at: h.updated_at,
+                ..self.clone()
+            },
+        };
+        v.for_onlookers(now);
+        v
+    }
+
+    /// The last steps of showing a view to an onlooker at `now`: an offline user's last seen
+    /// (and last activity) as precisely as their privacy allows, and none of what only the
+    /// user and privileged tokens see (`invisible`, the settings, what they hide behind).
+    pub fn for_onlookers(&mut self, now: Millis) {
+        let setting = self.privacy.map(|p| p.last_seen).unwrap_or_default();
+        if self.status == Status::Offline && setting != LastSeenVisibility::Exact {
+            self.last_activity = None;
+            self.last_seen = match (setting, self.last_seen.and_then(LastSeen::at)) {
+                (LastSeenVisibility::Approximate, Some(t)) => {
+                    Some(LastSeen::Around(LastSeenBucket::of(now - t)))
+                }
+                _ => None,
+            };
+        }
+        self.invisible = false;
+        self.privacy = None;
+        self.hidden = None;
+        self.hidden_from_org = None;
     }
 }
 
@@ -484,6 +677,67 @@ mod tests {
     }
 
     #[test]
+    fn last_seen_buckets_and_what_onlookers_see_of_an_offline_user() {
+        const DAY: Millis = 86_400_000;
+        for (ago, want) in [
+            (0, LastSeenBucket::Recently),
+            (3 * DAY - 1, LastSeenBucket::Recently),
+            (3 * DAY, LastSeenBucket::WithinWeek),
+            (7 * DAY - 1, LastSeenBucket::WithinWeek),
+            (7 * DAY, LastSeenBucket::WithinMonth),
+            (30 * DAY - 1, LastSeenBucket::WithinMonth),
+            (30 * DAY, LastSeenBucket::LongAgo),
+        ] {
+            assert_eq!(LastSeenBucket::of(ago), want, "{ago}");
+        }
+        let offline = PresenceView {
+            user_id: UserId::new("1").unwrap(),
+            status: Status::Offline,
+            away_reason: None,
+            last_activity: Some(90),
+            last_seen: Some(LastSeen::At(100)),
+            zone_id: None,
+            org_id: None,
+            devices: DeviceSet::EMPTY,
+            custom_status: None,
+            metadata: None,
+            invisible: false,
+            privacy: Some(Privacy {
+                presence: PresenceVisibility::Everyone,
+                last_seen: LastSeenVisibility::Approximate,
+            }),
+            version: 1,
+            updated_at: 100,
+            hidden: None,
+            hidden_from_org: None,
+        };
+        let seen = offline.as_seen_by(Onlooker::Other, 100 + 4 * DAY);
+        assert_eq!(
+            serde_json::to_value(&seen).unwrap()["last_seen"],
+            "within_week"
+        );
+        assert_eq!((seen.last_activity, seen.privacy), (None, None));
+        let mut hidden = offline.clone();
+        hidden.privacy.as_mut().unwrap().last_seen = LastSeenVisibility::Hidden;
+        assert_eq!(hidden.as_seen_by(Onlooker::Member, 0).last_seen, None);
+        let mut online = hidden.clone();
+        online.status = Status::Online;
+        online.last_seen = None;
+        assert_eq!(
+            online.as_seen_by(Onlooker::Other, 0).last_activity,
+            Some(90),
+            "last seen hides nothing of a present user"
+        );
+        let back: PresenceView =
+            serde_json::from_value(serde_json::to_value(&seen).unwrap()).unwrap();
+        assert_eq!(
+            back.last_seen,
+            Some(LastSeen::Around(LastSeenBucket::WithinWeek)),
+            "both shapes read back"
+        );
+    }
+
+    #[test]
     fn device_sets_list_in_fixed_order_without_repeats() {
         let s: DeviceSet = [DeviceKind::Mobile, DeviceKind::Desktop, DeviceKind::Mobile]
             .into_iter()
@@ -500,7 +754,7 @@ mod tests {
             user_id: UserId::new("123").unwrap(),
             status: Status::Online,
             away_reason: None,
-            last_activity: 1_732_616_700_000,
+            last_activity: Some(1_732_616_700_000),
             last_seen: None,
             zone_id: Some(ZoneId::new("10").unwrap()),
             org_id: None,
@@ -508,9 +762,11 @@ mod tests {
             custom_status: None,
             metadata: None,
             invisible: false,
+            privacy: None,
             version: 1,
             updated_at: 1_732_616_700_000,
             hidden: None,
+            hidden_from_org: None,
         };
         let j = serde_json::to_value(&v).unwrap();
         assert_eq!(
@@ -519,7 +775,7 @@ mod tests {
                 "user_id": "123", "status": "online", "away_reason": null,
                 "last_activity": "2024-11-26T10:25:00.000Z", "last_seen": null,
                 "zone_id": "10", "org_id": null, "devices": ["web"], "custom_status": null,
-                "metadata": null, "invisible": false, "version": 1,
+                "metadata": null, "invisible": false, "privacy": null, "version": 1,
                 "updated_at": "2024-11-26T10:25:00.000Z"
             })
         );

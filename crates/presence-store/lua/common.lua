@@ -41,12 +41,19 @@ end
 -- `ni` lists the nodes whose index list holds an entry for this user (see index_nodes).
 -- The custom status, only for users who have one: `ck` kind, `ct` text, `ce` emoji, `cx`
 -- expires_at (ms); an absent field is none (the Rust side never stores an empty string).
--- Invisible, only while the user is: `iv` = 'since|version|updated' (ms; the version and time
--- of the last change others saw, see commit()).
+-- Hiding (record.rs): `inv` = '1' while the user is invisible; privacy `pp` = 'org' | 'nobody'
+-- (absent: everyone) and `pl` = 'approximate' | 'hidden' (absent: exact); while the user hides
+-- from onlookers outside the org, `iv` = 'since|version|updated' (ms: since when, and the
+-- version and time of the last change they saw, see commit()), and `io` the same for the
+-- org's members.
 local FIELDS = {'status', 'ar', 'ma', 'last_activity', 'last_seen', 'zone_id', 'org_id', 'dev',
-  'metadata', 'v', 'updated_at', 'gr', 'ni', 'ck', 'ct', 'ce', 'cx', 'iv'}
--- Fields the public view shows, minus last_activity: a change to any is one event.
-local VISIBLE = {'status', 'ar', 'zone_id', 'org_id', 'dev', 'metadata', 'ck', 'ct', 'ce', 'cx'}
+  'metadata', 'v', 'updated_at', 'gr', 'ni', 'ck', 'ct', 'ce', 'cx', 'inv', 'pp', 'pl', 'iv', 'io'}
+-- Fields the user's own view shows, minus last_activity and the last-seen setting: a change
+-- to any is one event.
+local VISIBLE = {'status', 'ar', 'zone_id', 'org_id', 'dev', 'metadata', 'ck', 'ct', 'ce', 'cx',
+  'inv', 'pp'}
+-- What onlookers see of them besides status, away reason, last seen and devices.
+local SEEN = {'zone_id', 'org_id', 'metadata', 'ck', 'ct', 'ce', 'cx'}
 local DEVICE_ORDER = {'web', 'desktop', 'mobile', 'other'}
 
 local function parse_session(v)
@@ -158,22 +165,32 @@ local function visible_changed(a, b)
   for _, f in ipairs(VISIBLE) do
     if a[f] ~= b[f] then return true end
   end
-  if (a.iv == nil) ~= (b.iv == nil) then return true end
   -- last_seen shows only while offline
   local sa = a.status == 'offline' and a.last_seen or nil
   local sb = b.status == 'offline' and b.last_seen or nil
   return sa ~= sb
 end
 
--- Invisible users (record.rs Visible::as_others_see_it): others see them offline since
--- they went invisible, with no devices; zone, org, metadata and custom status as they are.
-local function hidden_since(r)
-  if r.iv == nil then return nil end
-  return string.match(r.iv, '^([^|]*)')
+-- Hiding (record.rs settle_hidden, Visible::as_seen_with). Onlookers outside the org are kept
+-- behind `iv` while the user is invisible or has privacy org or nobody; the org's members
+-- behind `io` while invisible or nobody. Each anchor starts when its hiding starts.
+local function settle_hidden(r)
+  local inv = r.inv == '1'
+  local others, org = inv or r.pp ~= nil, inv or r.pp == 'nobody'
+  local start = int(NOW) .. '|0|0'
+  if others and not r.iv then r.iv = start elseif not others then r.iv = nil end
+  if org and not r.io then r.io = start elseif not org then r.io = nil end
 end
 
-local function others_see(r)
-  local since = hidden_since(r)
+local function anchor_since(v)
+  if v == nil then return nil end
+  return string.match(v, '^([^|]*)')
+end
+
+-- What onlookers behind `field` (iv or io) see of a record: offline since the anchor, with no
+-- devices, when the user hides from them.
+local function seen_as(r, field)
+  local since = anchor_since(r[field])
   if since == nil then
     local seen = r.status == 'offline' and r.last_seen and int(ms_of(r.last_seen)) or nil
     return {r.status, r.ar, seen, r.dev}
@@ -181,15 +198,15 @@ local function others_see(r)
   return {'offline', nil, since, nil}
 end
 
--- Whether what others see changed (visible_changed being true).
-local function others_see_change(a, b)
-  if (a.iv == nil) ~= (b.iv == nil) then return true end
-  local x, y = others_see(a), others_see(b)
+-- Whether onlookers behind `field` see a change (visible_changed being true).
+local function seen_change(a, b, field)
+  if (a[field] == nil) ~= (b[field] == nil) then return true end
+  local x, y = seen_as(a, field), seen_as(b, field)
   for i = 1, 4 do
     if x[i] ~= y[i] then return true end
   end
-  for _, f in ipairs(VISIBLE) do
-    if f ~= 'status' and f ~= 'ar' and f ~= 'dev' and a[f] ~= b[f] then return true end
+  for _, f in ipairs(SEEN) do
+    if a[f] ~= b[f] then return true end
   end
   return false
 end
@@ -350,13 +367,19 @@ end
 -- none) and times in integer ms: Redis then keeps the field names once per stream node and the
 -- numbers as integers, about half the bytes. presence-store's codec decodes it.
 local function event_fields(user, old, r, flags)
+  -- Hiding in one field, '' for a user who hides nothing (most events: one byte, not six
+  -- fields): 'flags;inv;pp;pl;iv;io'.
+  local hiding = ''
+  if flags ~= '' or r.inv or r.pp or r.pl or r.iv or r.io then
+    hiding = table.concat({flags, r.inv or '', r.pp or '', r.pl or '', r.iv or '', r.io or ''}, ';')
+  end
   local function s(v) return v or '' end
   local seen = ''
   if r.status == 'offline' and r.last_seen then seen = int(ms_of(r.last_seen)) end
   return {'u', user, 's', r.status, 'r', s(r.ar), 'la', int(ms_of(r.last_activity)), 'ls', seen,
     'z', s(r.zone_id), 'o', s(r.org_id), 'd', s(r.dev), 'm', s(r.metadata), 'v', r.v,
     'ps', s(old.status), 'pz', s(old.zone_id), 'po', s(old.org_id), 'ts', int(NOW),
-    'ck', s(r.ck), 'ct', s(r.ct), 'ce', s(r.ce), 'cx', s(r.cx), 'iv', s(r.iv), 'h', flags}
+    'ck', s(r.ck), 'ct', s(r.ct), 'ce', s(r.ce), 'cx', s(r.cx), 'h', hiding}
 end
 
 local function flatten(r)
@@ -373,15 +396,20 @@ end
 -- {'', {}}.
 local function commit(user, old, r)
   local id, ev = '', {}
+  settle_hidden(r)
   if visible_changed(old, r) then
     r.v = int((tonumber(r.v) or 0) + 1)
     r.updated_at = NOW_TXT
-    -- Flags for the feed: 'b' invisible before, 'n' nothing others see changed; what others
-    -- see of an invisible user takes the version and time of the last change they saw.
+    -- Flags for the feed, per kind of onlooker (outside the org: b n; the org: B N): hidden
+    -- from them before, and nothing they see changed. What they see of a user who hides from
+    -- them takes the version and time of the last change they saw.
     local flags = ''
-    if old.iv then flags = 'b' end
-    if not others_see_change(old, r) then flags = flags .. 'n'
-    elseif r.iv then r.iv = hidden_since(r) .. '|' .. r.v .. '|' .. int(NOW) end
+    for _, k in ipairs({{'iv', 'b', 'n'}, {'io', 'B', 'N'}}) do
+      local field = k[1]
+      if old[field] then flags = flags .. k[2] end
+      if not seen_change(old, r, field) then flags = flags .. k[3]
+      elseif r[field] then r[field] = anchor_since(r[field]) .. '|' .. r.v .. '|' .. int(NOW) end
+    end
     ev = event_fields(user, old, r, flags)
     id = redis.call('XADD', key('feed'), 'MAXLEN', '~', FEED_MAX, '*', unpack(ev))
   end

@@ -18,7 +18,7 @@ local function open_one(user, sid, device, node, zone, org, lease)
   if r.sessions[sid] then return {'exists'} end
   if r.n >= limit then return {'too_many', limit} end
   -- A new presence starts visible; a reload within the grace keeps invisible.
-  if r.status == 'offline' then r.iv = nil end
+  if r.status == 'offline' then r.inv = nil end
   r.sessions[sid] = session_value(node, device, tonumber(lease))
   r.n = r.n + 1
   r.gr = nil

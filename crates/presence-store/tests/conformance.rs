@@ -93,7 +93,7 @@ async fn seed_set_online(kind: Kind) {
     assert_eq!(a.view.status, Status::Online);
     assert_eq!(a.view.zone_id, Some(zone("10")));
     assert_eq!(a.view.org_id, Some(org("100")));
-    assert_eq!(a.view.last_activity, T0);
+    assert_eq!(a.view.last_activity, Some(T0));
     let e = one(&a);
     assert_eq!(
         (e.prev_status, e.user.status),
@@ -136,7 +136,7 @@ async fn seed_set_offline(kind: Kind) {
     assert_eq!(v.status, Status::Offline);
     assert_eq!(
         v.last_seen,
-        Some(closed_at),
+        Some(LastSeen::At(closed_at)),
         "last seen is when the last session closed"
     );
     assert!(v.devices.is_empty());
@@ -190,7 +190,7 @@ async fn seed_update_activity(kind: Kind) {
     let events = k.activity("1").await;
     assert!(events.is_empty(), "activity alone is no event");
     let v = k.view("1").await.unwrap();
-    assert_eq!(v.last_activity, T0 + 10_000);
+    assert_eq!(v.last_activity, Some(T0 + 10_000));
     assert_eq!(v.version, 1);
     assert_eq!(
         k.list_ids(Scope::Global).await,
@@ -404,7 +404,11 @@ async fn another_session_counts_as_activity_and_devices(kind: Kind) {
         .open_with(&k.store, "1", "b", DeviceKind::Web, None, None)
         .await;
     assert!(same.event.is_none(), "same device set: no event");
-    assert_eq!(same.view.last_activity, T0 + 5000, "it counts as activity");
+    assert_eq!(
+        same.view.last_activity,
+        Some(T0 + 5000),
+        "it counts as activity"
+    );
     let phone = k
         .open_with(&k.store, "1", "c", DeviceKind::Mobile, None, None)
         .await;
@@ -456,7 +460,11 @@ async fn activity_reverts_auto_away_but_not_manual_away(kind: Kind) {
         (m.status, m.away_reason),
         (Status::Away, Some(AwayReason::Manual))
     );
-    assert_eq!(m.last_activity, at, "manual away still records activity");
+    assert_eq!(
+        m.last_activity,
+        Some(at),
+        "manual away still records activity"
+    );
     assert_eq!(k.events_since(head).await.len(), 1);
 }
 

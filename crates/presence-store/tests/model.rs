@@ -175,6 +175,12 @@ enum Op {
     ClearCustom {
         user: u8,
     },
+    /// Privacy: who sees the presence, how last seen shows (indexes into the settings).
+    SetPrivacy {
+        user: u8,
+        presence: u8,
+        last_seen: u8,
+    },
     /// `n` metadata changes in a row: enough events to trim the small feed.
     Churn {
         user: u8,
@@ -271,6 +277,8 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (user.clone(), 0..5u8, proptest::option::of(0..3u8), any::<bool>(), proptest::option::of(1..90u16))
             .prop_map(|(user, kind, text, emoji, expires_in)| Op::SetCustom { user, kind, text, emoji, expires_in }),
         1 => user.clone().prop_map(|user| Op::ClearCustom { user }),
+        2 => (user.clone(), prop_oneof![2 => Just(0u8), 1 => Just(1), 1 => Just(2), 1 => Just(3)], 0..4u8)
+            .prop_map(|(user, presence, last_seen)| Op::SetPrivacy { user, presence, last_seen }),
         1 => (user.clone(), 1..30u8).prop_map(|(user, n)| Op::Churn { user, n }),
         1 => (user.clone(), 0..4u8).prop_map(|(user, session)| Op::RenewLease { user, session }),
         1 => prop::bool::weighted(0.7).prop_map(|b| Op::RenewNode { b }),
@@ -317,6 +325,16 @@ fn fragment() -> impl Strategy<Value = Vec<(Op, Probe)>> {
             (Op::Advance { secs: 6, renew: Renew::Both }, p[7].clone()),
             (Op::Sweep { by_b: true }, p[7].clone()),
             (Op::Open { user, session: 0, device: 1, zone: None, org: None, holder: Holder::NodeA }, p[8].clone()),
+        ]),
+        // Privacy through its settings: org members see what others do not; nobody hides from
+        // the org too; everyone again.
+        2 => (0..USERS, 0..3u8, proptest::collection::vec(probe(), 6)).prop_map(|(user, last_seen, p)| vec![
+            (Op::Open { user, session: 1, device: 1, zone: Some(2), org: Some(1), holder: Holder::NodeB }, p[0].clone()),
+            (Op::SetPrivacy { user, presence: 1, last_seen }, p[1].clone()),
+            (Op::Away { user, invisible: None }, p[2].clone()),
+            (Op::SetPrivacy { user, presence: 2, last_seen }, p[3].clone()),
+            (Op::Online { user, invisible: None }, p[4].clone()),
+            (Op::SetPrivacy { user, presence: 0, last_seen: 0 }, p[5].clone()),
         ]),
         // One node stops renewing past its lease; the other renews, sweeps and so reaps it;
         // the dead one comes back and renews.
@@ -374,8 +392,16 @@ struct MUser {
     devices: BTreeSet<DeviceKind>,
     metadata: Option<String>,
     custom: Option<MCustom>,
-    /// Invisible: since when, and the version and time of the last change others saw.
+    /// The user chose invisible.
+    invisible: bool,
+    /// Privacy: who sees the presence (0 everyone, 1 org, 2 nobody), how last seen shows
+    /// (0 exact, 1 approximate, 2 hidden).
+    privacy: (u8, u8),
+    /// Hiding from onlookers outside the org: since when, and the version and time of the
+    /// last change they saw.
     hidden: Option<(Millis, u64, Millis)>,
+    /// The same for the org's members.
+    hidden_org: Option<(Millis, u64, Millis)>,
     sessions: BTreeMap<u8, MSession>,
     grace: Option<Millis>,
     version: u64,
@@ -390,6 +416,17 @@ struct MCustom {
     emoji: bool,
     expires: Option<Millis>,
 }
+
+const PRESENCE_VISIBILITY: [PresenceVisibility; 3] = [
+    PresenceVisibility::Everyone,
+    PresenceVisibility::Org,
+    PresenceVisibility::Nobody,
+];
+const LAST_SEEN_VISIBILITY: [LastSeenVisibility; 3] = [
+    LastSeenVisibility::Exact,
+    LastSeenVisibility::Approximate,
+    LastSeenVisibility::Hidden,
+];
 
 const CUSTOM_KINDS: [CustomStatusKind; 5] = [
     CustomStatusKind::Dnd,
@@ -452,10 +489,8 @@ struct MEvent {
     prev_zone: Option<String>,
     prev_org: Option<String>,
     ts: Millis,
-    /// Invisible before the change.
-    was_hidden: bool,
-    /// Others (not the user, not privileged tokens) see no change.
-    unseen: bool,
+    /// How onlookers see it: hidden before and no change seen, outside the org and in it.
+    onlookers: Onlookers,
     /// Which `apply` made it.
     op: u64,
     /// Made by a sweep: its order against the sweep's other users' events is the store's.
@@ -512,14 +547,25 @@ impl Model {
             u.devices.clone(),
             u.metadata.clone(),
             u.custom.clone(),
+            u.invisible,
+            u.privacy.0,
             u.hidden.map(|h| h.0),
+            u.hidden_org.map(|h| h.0),
         )
     }
 
-    /// What others see of a user (SPEC §3): an invisible user is offline since they went
-    /// invisible, with no devices.
-    fn as_others_see(u: &MUser) -> impl PartialEq + use<> {
-        let (status, reason, seen, devices) = match u.hidden {
+    /// Whether a user hides from onlookers outside the org, and from the org's members.
+    fn hides(u: &MUser) -> (bool, bool) {
+        (
+            u.invisible || u.privacy.0 != 0,
+            u.invisible || u.privacy.0 == 2,
+        )
+    }
+
+    /// What onlookers behind `anchor` see of a user (SPEC §3): offline since the user began
+    /// hiding from them, with no devices.
+    fn as_seen(u: &MUser, anchor: Option<(Millis, u64, Millis)>) -> impl PartialEq + use<> {
+        let (status, reason, seen, devices) = match anchor {
             Some((since, _, _)) => (Status::Offline, None, Some(since), BTreeSet::new()),
             None => (
                 u.status,
@@ -537,7 +583,7 @@ impl Model {
             u.org.clone(),
             u.metadata.clone(),
             u.custom.clone(),
-            u.hidden.is_some(),
+            anchor.is_some(),
         )
     }
 
@@ -546,12 +592,29 @@ impl Model {
         let before = self.users[&user].clone();
         let u = self.users.get_mut(&user).unwrap();
         f(u);
+        // Hiding starts and ends as the settings say.
+        let (others, org) = Self::hides(u);
+        for (anchor, hides) in [(&mut u.hidden, others), (&mut u.hidden_org, org)] {
+            if hides != anchor.is_some() {
+                *anchor = hides.then_some((now, 0, 0));
+            }
+        }
         if Self::visible(&before) != Self::visible(u) {
             u.version += 1;
             u.updated = now;
-            let unseen = Self::as_others_see(&before) == Self::as_others_see(u);
-            if let Some(h) = u.hidden.as_mut().filter(|_| !unseen) {
-                (h.1, h.2) = (u.version, now);
+            let onlookers = Onlookers {
+                others_hidden_before: before.hidden.is_some(),
+                others_unchanged: Self::as_seen(&before, before.hidden)
+                    == Self::as_seen(u, u.hidden),
+                org_hidden_before: before.hidden_org.is_some(),
+                org_unchanged: Self::as_seen(&before, before.hidden_org)
+                    == Self::as_seen(u, u.hidden_org),
+            };
+            let seen = [!onlookers.others_unchanged, !onlookers.org_unchanged];
+            for (anchor, seen) in [&mut u.hidden, &mut u.hidden_org].into_iter().zip(seen) {
+                if let Some(h) = anchor.as_mut().filter(|_| seen) {
+                    (h.1, h.2) = (u.version, now);
+                }
             }
             let snapshot = u.clone();
             self.events.push(MEvent {
@@ -561,8 +624,7 @@ impl Model {
                 prev_zone: before.zone,
                 prev_org: before.org,
                 ts: now,
-                was_hidden: before.hidden.is_some(),
-                unseen,
+                onlookers,
                 op: self.ops,
                 in_sweep: self.sweeping,
             });
@@ -646,7 +708,10 @@ impl Model {
                     devices: BTreeSet::new(),
                     metadata: None,
                     custom: None,
+                    invisible: false,
+                    privacy: (0, 0),
                     hidden: None,
+                    hidden_org: None,
                     sessions: BTreeMap::new(),
                     grace: None,
                     version: 0,
@@ -675,7 +740,7 @@ impl Model {
                     // Invisible lasts through a reload within the grace, not into a new
                     // presence.
                     if u.status == Status::Offline {
-                        u.hidden = None;
+                        u.invisible = false;
                     }
                     u.sessions.insert(
                         session,
@@ -755,9 +820,8 @@ impl Model {
                         Self::connected_status(u);
                     }
                     match invisible {
-                        // Its version and time are the event's (`step`).
-                        Some(true) if present && u.hidden.is_none() => u.hidden = Some((now, 0, 0)),
-                        Some(false) => u.hidden = None,
+                        Some(true) if present => u.invisible = true,
+                        Some(false) => u.invisible = false,
                         _ => {}
                     }
                 });
@@ -785,6 +849,19 @@ impl Model {
                 })
             }),
             Op::ClearCustom { user } => self.set(user, now, |u| u.custom = None),
+            Op::SetPrivacy {
+                user,
+                presence,
+                last_seen,
+            } => self.set(user, now, |u| {
+                // 3: leave it as it is.
+                if presence < 3 {
+                    u.privacy.0 = presence;
+                }
+                if last_seen < 3 {
+                    u.privacy.1 = last_seen;
+                }
+            }),
             Op::Churn { .. } | Op::CloseOpen { .. } => {
                 unreachable!("the runner turns it into simpler operations")
             }
@@ -935,9 +1012,9 @@ impl Model {
             user_id: uid(&format!("u{user}")),
             status: u.status,
             away_reason: u.reason,
-            last_activity: u.activity,
+            last_activity: Some(u.activity),
             last_seen: if u.status == Status::Offline {
-                u.seen
+                u.seen.map(LastSeen::At)
             } else {
                 None
             },
@@ -954,10 +1031,19 @@ impl Model {
                 .metadata
                 .as_deref()
                 .map(|m| serde_json::from_str(m).unwrap()),
-            invisible: u.hidden.is_some(),
+            invisible: u.invisible,
+            privacy: Some(Privacy {
+                presence: PRESENCE_VISIBILITY[usize::from(u.privacy.0)],
+                last_seen: LAST_SEEN_VISIBILITY[usize::from(u.privacy.1)],
+            }),
             version: u.version,
             updated_at: u.updated,
             hidden: u.hidden.map(|(since, version, updated_at)| Hidden {
+                since,
+                version,
+                updated_at,
+            }),
+            hidden_from_org: u.hidden_org.map(|(since, version, updated_at)| Hidden {
                 since,
                 version,
                 updated_at,
@@ -1047,7 +1133,10 @@ mod hit {
     pub(crate) const INVISIBLE_OFFLINE: &str = "invisible: going offline while invisible";
     pub(crate) const INVISIBLE_NEW_PRESENCE: &str = "invisible: ended by a new presence";
 
-    pub(crate) const ALL: [&str; 31] = [
+    pub(crate) const PRIVACY_ORG_SEES: &str = "privacy: org members see a change others do not";
+    pub(crate) const PRIVACY_NOBODY: &str = "privacy: nobody turned on";
+
+    pub(crate) const ALL: [&str; 33] = [
         STALE,
         BOUNDARY,
         FUTURE,
@@ -1079,6 +1168,8 @@ mod hit {
         INVISIBLE_AUTO_AWAY,
         INVISIBLE_OFFLINE,
         INVISIBLE_NEW_PRESENCE,
+        PRIVACY_ORG_SEES,
+        PRIVACY_NOBODY,
     ];
 }
 
@@ -1195,7 +1286,7 @@ impl Runner {
                 m.prev_zone.as_deref().map(zone),
                 m.prev_org.as_deref().map(org),
                 m.ts,
-                (m.was_hidden, m.unseen),
+                m.onlookers,
             );
             let have = (
                 e.user.clone(),
@@ -1203,7 +1294,7 @@ impl Runner {
                 e.prev_zone_id.clone(),
                 e.prev_org_id.clone(),
                 e.ts,
-                (e.was_hidden, e.unseen_by_others),
+                e.onlookers,
             );
             prop_assert_eq!(have, want, "{}: event {}", what, i);
             if i > 0 {
@@ -1356,6 +1447,7 @@ impl Runner {
             | Op::Org { user, .. }
             | Op::Metadata { user, .. }
             | Op::SetCustom { user, .. }
+            | Op::SetPrivacy { user, .. }
             | Op::ClearCustom { user } => {
                 let change = match op {
                     Op::Away { invisible, .. } => Change::SetStatus {
@@ -1384,6 +1476,15 @@ impl Runner {
                         expires_at: expires_in.map(|secs| now + Millis::from(secs) * 1000),
                     }),
                     Op::ClearCustom { .. } => Change::ClearCustomStatus,
+                    Op::SetPrivacy {
+                        presence,
+                        last_seen,
+                        ..
+                    } => Change::SetPrivacy {
+                        // 3: leave it as it is.
+                        presence: PRESENCE_VISIBILITY.get(usize::from(*presence)).copied(),
+                        last_seen: LAST_SEEN_VISIBILITY.get(usize::from(*last_seen)).copied(),
+                    },
                     _ => unreachable!(),
                 };
                 match outcome(self.k.store.apply(&u(user), change).await) {
@@ -1575,8 +1676,14 @@ impl Runner {
     fn count_invisible(&self, from: usize) {
         for e in &self.model.events[from..] {
             let hidden = e.after.hidden.is_some();
-            if e.unseen {
+            if e.onlookers.others_unchanged {
                 self.hits.hit(hit::INVISIBLE_UNSEEN);
+            }
+            if e.onlookers.others_unchanged && !e.onlookers.org_unchanged {
+                self.hits.hit(hit::PRIVACY_ORG_SEES);
+            }
+            if e.after.privacy.0 == 2 && !e.onlookers.org_hidden_before {
+                self.hits.hit(hit::PRIVACY_NOBODY);
             }
             if hidden && e.in_sweep && e.after.reason == Some(AwayReason::Auto) {
                 self.hits.hit(hit::INVISIBLE_AUTO_AWAY);
@@ -1584,7 +1691,7 @@ impl Runner {
             if hidden && e.after.status == Status::Offline && e.prev_status != Status::Offline {
                 self.hits.hit(hit::INVISIBLE_OFFLINE);
             }
-            if e.was_hidden
+            if e.onlookers.others_hidden_before
                 && !hidden
                 && e.prev_status == Status::Offline
                 && e.after.status != Status::Offline

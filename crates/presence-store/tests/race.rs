@@ -411,7 +411,7 @@ async fn race(kind: Kind) -> Reached {
                 assert_eq!(
                     (view.status, view.away_reason),
                     want,
-                    "{id} last active at {} (now {end})",
+                    "{id} last active at {:?} (now {end})",
                     view.last_activity
                 );
                 away += u64::from(view.status == Status::Away);

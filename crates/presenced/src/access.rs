@@ -4,29 +4,41 @@
 //!
 //! An [`Access`] is one caller's rights: built once per request or connection from the
 //! verified token and the node's settings.
+//!
+//! What a user hides (invisible, privacy) is decided here too: the user and privileged
+//! tokens see the truth; everyone else is an onlooker ([`Onlooker`]) — a member of the user's
+//! org, or anyone else — and sees what the user shows them.
 
-use presence_core::{OrgId, PresenceEvent, PresenceView, Scope, UserId};
+use presence_core::{
+    LastSeen, Onlooker, OrgId, PresenceEvent, PresenceView, Scope, SharedClock, UserId,
+};
 
 use crate::auth::Principal;
 use crate::error::ApiError;
 
 /// One caller's rights.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Access {
     who: Principal,
     /// Tenant isolation: the only org this caller may see or join.
     confined_to: Option<OrgId>,
+    /// Now, for what depends on it (an approximate last seen).
+    clock: SharedClock,
 }
 
 impl Access {
     /// The rights of `who` on a node with `tenant_isolation` on or off. With isolation on, a
     /// user token carrying `org_id` is confined to that org; service and admin tokens never
     /// are.
-    pub fn new(who: Principal, tenant_isolation: bool) -> Self {
+    pub fn new(who: Principal, tenant_isolation: bool, clock: SharedClock) -> Self {
         let confined_to = (tenant_isolation && !who.role.is_privileged())
             .then(|| who.org.clone())
             .flatten();
-        Self { who, confined_to }
+        Self {
+            who,
+            confined_to,
+            clock,
+        }
     }
 
     /// The verified token behind these rights.
@@ -89,29 +101,44 @@ impl Access {
         }
     }
 
-    /// Whether the caller sees what `user` hides from others (invisible, SPEC §3): the user
-    /// themselves, and service and admin tokens, see the truth.
-    pub fn sees_truth_of(&self, user: &UserId) -> bool {
-        self.is_privileged() || *user == self.who.user
-    }
-
-    /// A view as this caller may see it: `None` when the user is hidden from it (another
-    /// tenant's user answers as if it did not exist); an invisible user as others see them
-    /// (offline) unless the caller sees the truth.
-    pub fn view(&self, view: PresenceView) -> Option<PresenceView> {
-        match &self.confined_to {
-            Some(own) if view.org_id.as_ref() != Some(own) => None,
-            _ if view.hidden.is_some() && !self.sees_truth_of(&view.user_id) => {
-                Some(view.as_others_see_it())
-            }
-            _ => Some(view),
+    /// How this caller looks at `user`, who is in `org`: `None` when it sees the truth (the
+    /// user themselves, service and admin tokens), else as a member of the user's org (a
+    /// token carrying that org) or as anyone else. Invisible and privacy `nobody` hide from
+    /// both; privacy `org` from anyone else only (SPEC §3).
+    pub fn onlooker(&self, user: &UserId, org: Option<&OrgId>) -> Option<Onlooker> {
+        if self.is_privileged() || *user == self.who.user {
+            return None;
+        }
+        match (org, &self.who.org) {
+            (Some(theirs), Some(mine)) if theirs == mine => Some(Onlooker::Member),
+            _ => Some(Onlooker::Other),
         }
     }
 
-    /// How much of an event this caller may see: a confined caller sees its org's users
-    /// whole, and a user leaving its org only as a departure (nothing of where they went);
-    /// the change of an invisible user (or one going or coming back) as others see it, or
-    /// nothing when others see no change, unless the caller sees the truth.
+    /// Whether the caller sees the truth of `user`'s presence and settings.
+    pub fn sees_truth_of(&self, user: &UserId) -> bool {
+        self.onlooker(user, None).is_none()
+    }
+
+    /// A view as this caller may see it: `None` when the user is hidden from it (another
+    /// tenant's user answers as if it did not exist); otherwise as the user shows it to this
+    /// caller ([`PresenceView::as_seen_by`]) unless the caller sees the truth.
+    pub fn view(&self, view: PresenceView) -> Option<PresenceView> {
+        if let Some(own) = &self.confined_to
+            && view.org_id.as_ref() != Some(own)
+        {
+            return None;
+        }
+        Some(match self.onlooker(&view.user_id, view.org_id.as_ref()) {
+            None => view,
+            Some(o) => view.as_seen_by(o, self.clock.now_ms()),
+        })
+    }
+
+    /// How much of an event this caller may see: a confined caller sees its org's users,
+    /// and a user leaving its org only as a departure (nothing of where they went); an
+    /// onlooker sees the change as the user shows it to them, or nothing when they see no
+    /// change (the user hid from them before and after, and only what they hide moved).
     pub fn event(&self, e: &PresenceEvent) -> Sight {
         let sight = match &self.confined_to {
             None => Sight::Whole,
@@ -119,25 +146,28 @@ impl Access {
             Some(own) if e.prev_org_id.as_ref() == Some(own) => Sight::Departure,
             Some(_) => Sight::Nothing,
         };
-        let hides = e.was_hidden || e.user.hidden.is_some();
         match sight {
-            Sight::Whole if hides && !self.sees_truth_of(&e.user.user_id) => {
-                if e.unseen_by_others {
-                    Sight::Nothing
-                } else {
-                    Sight::AsOthersSeeIt
-                }
-            }
+            Sight::Whole => match self.onlooker(&e.user.user_id, e.user.org_id.as_ref()) {
+                None => Sight::Whole,
+                Some(o) if e.onlookers.unchanged_for(o) => Sight::Nothing,
+                Some(o) => Sight::As(o),
+            },
             sight => sight,
         }
     }
 
     /// The event as this caller may see it, if at all.
     pub fn event_as_seen(&self, e: PresenceEvent) -> Option<PresenceEvent> {
-        match self.event(&e) {
+        self.show(e.clone(), self.event(&e))
+    }
+
+    /// `e` as `sight` shows it.
+    pub fn show(&self, e: PresenceEvent, sight: Sight) -> Option<PresenceEvent> {
+        let now = self.clock.now_ms();
+        match sight {
             Sight::Whole => Some(e),
-            Sight::AsOthersSeeIt => e.as_others_see_it(),
-            Sight::Departure => Some(departure(e)),
+            Sight::As(o) => e.as_seen_by(o, now),
+            Sight::Departure => Some(departure(e, now)),
             Sight::Nothing => None,
         }
     }
@@ -162,32 +192,33 @@ impl Access {
 /// How much of an event a caller may see.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sight {
-    /// All of it.
+    /// All of it: the truth.
     Whole,
-    /// What everyone but the user sees of an invisible user's change
-    /// ([`PresenceEvent::as_others_see_it`]).
-    AsOthersSeeIt,
+    /// As the user shows it to this kind of onlooker ([`PresenceEvent::as_seen_by`]).
+    As(Onlooker),
     /// That the user left the caller's org, and nothing of where they went.
     Departure,
     /// None of it.
     Nothing,
 }
 
-/// A user who left the viewer's org, as that org may see it: gone (offline), with nothing of
-/// their new org, zone, devices, custom status or metadata.
-pub fn departure(mut e: PresenceEvent) -> PresenceEvent {
+/// A user who left the viewer's org, as that org may see it at `now`: gone (offline, last
+/// seen then, as precisely as the user's privacy allows), with nothing of their new org,
+/// zone, devices, custom status or metadata.
+pub fn departure(mut e: PresenceEvent, now: presence_core::Millis) -> PresenceEvent {
     let v = &mut e.user;
     v.status = presence_core::Status::Offline;
     v.away_reason = None;
-    v.last_activity = e.ts;
-    v.last_seen = Some(e.ts);
+    v.last_activity = Some(e.ts);
+    v.last_seen = Some(LastSeen::At(e.ts));
     v.zone_id = None;
     v.org_id = None;
     v.devices = presence_core::DeviceSet::EMPTY;
     v.custom_status = None;
     v.metadata = None;
-    v.invisible = false;
+    v.for_onlookers(now);
     e.prev_zone_id = None;
+    e.onlookers = Default::default();
     e
 }
 
@@ -205,6 +236,7 @@ mod tests {
                 expires_at: u64::MAX,
             },
             isolation,
+            std::sync::Arc::new(presence_core::ManualClock::new(0)),
         )
     }
 
@@ -274,7 +306,7 @@ mod tests {
             user_id: UserId::new("1").unwrap(),
             status: presence_core::Status::Online,
             away_reason: None,
-            last_activity: 5,
+            last_activity: Some(5),
             last_seen: None,
             zone_id: Some(presence_core::ZoneId::new("7").unwrap()),
             org_id: Some(org("200")),
@@ -285,9 +317,11 @@ mod tests {
                 "x".into(),
             )])),
             invisible: false,
+            privacy: None,
             version: 3,
             updated_at: 9,
             hidden: None,
+            hidden_from_org: None,
         };
         let moved = PresenceEvent {
             feed_id: presence_core::FeedId { ms: 9, seq: 0 },
@@ -296,8 +330,7 @@ mod tests {
             prev_zone_id: Some(presence_core::ZoneId::new("6").unwrap()),
             prev_org_id: Some(org("100")),
             ts: 9,
-            was_hidden: false,
-            unseen_by_others: false,
+            onlookers: Default::default(),
         };
         assert_eq!(viewer.event(&moved), Sight::Departure);
         let seen = viewer.event_as_seen(moved.clone()).unwrap();

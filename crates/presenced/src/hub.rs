@@ -317,12 +317,13 @@ impl Hub {
     }
 
     /// Hands one event to every subscriber that asked for it, as each may see it. The event
-    /// is encoded once per form at most: whole, as others see an invisible user, and as a
-    /// departure for confined subscribers of the org the user left.
+    /// is encoded once per form at most: whole (the truth), as the user shows it to members
+    /// of their org and to anyone else, and as a departure for confined subscribers of the
+    /// org the user left.
     pub fn dispatch(&self, event: &PresenceEvent) {
-        let mut whole: Option<(Arc<str>, Arc<PresenceEvent>)> = None;
-        let mut masked: Option<Option<(Arc<str>, Arc<PresenceEvent>)>> = None;
-        let mut departed: Option<(Arc<str>, Arc<PresenceEvent>)> = None;
+        type Form = Option<Option<(Arc<str>, Arc<PresenceEvent>)>>;
+        let (mut whole, mut member, mut other, mut departed): (Form, Form, Form, Form) =
+            (None, None, None, None);
         let encode = |e: PresenceEvent| {
             let json: Arc<str> = ServerFrame::Presence(e.clone()).encode().into();
             (json, Arc::new(e))
@@ -335,18 +336,20 @@ impl Hub {
                 continue;
             }
             // Candidates are a superset: the interest and the access policy decide.
-            let (json, ev) = match s.interest.sight(event) {
+            let sight = s.interest.sight(event);
+            let form = match sight {
                 Sight::Nothing => continue,
-                Sight::Whole => whole.get_or_insert_with(|| encode(event.clone())).clone(),
-                Sight::AsOthersSeeIt => {
-                    match masked.get_or_insert_with(|| event.as_others_see_it().map(encode)) {
-                        Some(m) => m.clone(),
-                        None => continue,
-                    }
-                }
-                Sight::Departure => departed
-                    .get_or_insert_with(|| encode(crate::access::departure(event.clone())))
-                    .clone(),
+                Sight::Whole => &mut whole,
+                Sight::As(presence_core::Onlooker::Member) => &mut member,
+                Sight::As(presence_core::Onlooker::Other) => &mut other,
+                Sight::Departure => &mut departed,
+            };
+            // Every subscriber shown a form is shown the same bytes, so the access policy of
+            // the first one to need it makes it.
+            let shown = form
+                .get_or_insert_with(|| s.interest.access.show(event.clone(), sight).map(encode));
+            let Some((json, ev)) = shown.clone() else {
+                continue;
             };
             let item = Outbound::Event(Delivered {
                 feed_id: event.feed_id,
@@ -490,7 +493,7 @@ mod tests {
                 user_id: UserId::new(user).unwrap(),
                 status: Status::Online,
                 away_reason: None,
-                last_activity: 0,
+                last_activity: Some(0),
                 last_seen: None,
                 zone_id: zone.map(|z| ZoneId::new(z).unwrap()),
                 org_id: None,
@@ -498,16 +501,17 @@ mod tests {
                 custom_status: None,
                 metadata: None,
                 invisible: false,
+                privacy: None,
                 version: 1,
                 updated_at: 0,
                 hidden: None,
+                hidden_from_org: None,
             },
             prev_status: Status::Offline,
             prev_zone_id: prev_zone.map(|z| ZoneId::new(z).unwrap()),
             prev_org_id: None,
             ts: 0,
-            was_hidden: false,
-            unseen_by_others: false,
+            onlookers: Default::default(),
         }
     }
 
@@ -521,7 +525,11 @@ mod tests {
         Interest {
             scopes: scopes.iter().map(|s| s.parse().unwrap()).collect(),
             users: users.iter().map(|u| UserId::new(*u).unwrap()).collect(),
-            ..Interest::new(Access::new(watcher, false))
+            ..Interest::new(Access::new(
+                watcher,
+                false,
+                std::sync::Arc::new(presence_core::ManualClock::new(0)),
+            ))
         }
     }
 

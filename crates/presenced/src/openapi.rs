@@ -13,7 +13,7 @@ use crate::http::{admin, events, presence};
     paths(presence::list_online, presence::count, presence::status, presence::status_batch,
         presence::set_away, presence::set_online, presence::activity, presence::heartbeat,
         presence::end_heartbeat, presence::set_zone, presence::set_org,
-        presence::set_custom_status, presence::clear_custom_status,
+        presence::set_custom_status, presence::clear_custom_status, presence::set_privacy,
         events::events, admin::nodes),
     components(schemas(presence_core::PresenceView, presence_core::PresenceEvent, ErrorBody)),
     modifiers(&BearerAuth)

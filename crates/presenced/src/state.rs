@@ -124,7 +124,7 @@ impl Shared {
 
     /// What `who` may see and do on this node.
     pub fn access(&self, who: Principal) -> Access {
-        Access::new(who, self.config.auth.tenant_isolation)
+        Access::new(who, self.config.auth.tenant_isolation, self.clock.clone())
     }
 
     /// One of `max_connections`, held by a WebSocket or an SSE stream for its life; 503 when

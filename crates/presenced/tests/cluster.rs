@@ -590,3 +590,45 @@ async fn going_invisible_on_one_node_reaches_another_as_going_offline() {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn privacy_set_on_one_node_holds_for_onlookers_on_another() {
+    within(async {
+        let nodes = Node::cluster(2, CLUSTER).await;
+        let a = user("private");
+        let t = token(&a, "user", Some("100"));
+        let mut tab = nodes[0].connect(&t, "&org_id=100").await;
+        let member = token(&user("m"), "user", Some("100"));
+        let stranger = token(&user("s"), "user", Some("200"));
+        let mut watchers = Vec::new();
+        for w in [&member, &stranger] {
+            let mut c = nodes[1].connect(w, "").await;
+            c.subscribe(json!({"type": "subscribe", "users": [a]}))
+                .await;
+            watchers.push(c);
+        }
+        tab.send(json!({"type": "privacy.set", "presence": "org", "id": 1}))
+            .await;
+        assert_eq!(tab.until(|f| f["id"] == 1).await["type"], "ack");
+        let e = watchers[1].until(|f| f["type"] == "presence").await;
+        assert!(is_event(&e, &a, "offline"), "another org: {e}");
+        watchers[0]
+            .assert_quiet(Duration::from_millis(500), "the org sees no change")
+            .await;
+        tab.send(json!({"type": "status.set", "status": "away", "id": 2}))
+            .await;
+        let e = watchers[0].until(|f| f["type"] == "presence").await;
+        assert!(is_event(&e, &a, "away"), "the org: {e}");
+        watchers[1]
+            .assert_quiet(Duration::from_millis(500), "offline already")
+            .await;
+        for (w, want) in [(&member, "away"), (&stranger, "offline")] {
+            let (_, v) = nodes[1]
+                .get(&format!("/messenger/presence/status/{a}"), w)
+                .await;
+            assert_eq!(v["status"], want, "{v}");
+            assert_eq!(v["privacy"], serde_json::Value::Null);
+        }
+    })
+    .await
+}

@@ -49,6 +49,9 @@ macro_rules! both_stores {
 
 both_stores!(
     invisible_users_look_offline_to_others_on_every_surface,
+    privacy_org_shows_the_org_the_truth_and_everyone_else_offline,
+    privacy_nobody_and_last_seen_settings_hold_for_every_onlooker,
+    bad_privacy_settings_are_refused_and_change_nothing,
     a_reopened_session_leaves_the_user_where_the_store_has_them,
     custom_status_over_rest_and_socket_expires_on_time,
     bad_custom_statuses_are_refused_and_change_nothing,
@@ -1369,4 +1372,359 @@ async fn invisible_users_look_offline_to_others_on_every_surface(kind: Kind) {
         .await;
     assert_eq!(s, 400, "a bad body changes nothing");
     assert_eq!(status(ta.clone()).await, own);
+}
+
+/// Three onlookers and the truth: a member of the user's org, a user of another org, and a
+/// service token, each with a socket following the user.
+struct Onlookers {
+    member: WsClient,
+    other: WsClient,
+    service: WsClient,
+    tokens: [String; 3],
+}
+
+impl Onlookers {
+    async fn follow(h: &Harness, user: &str, org: &str) -> Onlookers {
+        let tokens = [
+            token(&self::user("member"), "user", Some(org)),
+            token(&self::user("stranger"), "user", Some("999")),
+            token("backend", "service", None),
+        ];
+        let follow = json!({"type": "subscribe", "users": [user], "id": 1});
+        let mut socks = Vec::new();
+        for t in &tokens {
+            let mut c = h.connect(t).await;
+            c.send(follow.clone());
+            assert_eq!(c.next().await["type"], "snapshot");
+            socks.push(c);
+        }
+        let service = socks.pop().unwrap();
+        let other = socks.pop().unwrap();
+        let member = socks.pop().unwrap();
+        Onlookers {
+            member,
+            other,
+            service,
+            tokens,
+        }
+    }
+
+    /// The user's view as each onlooker reads it over REST: member, other, service.
+    async fn status(&self, h: &Harness, user: &str) -> [Value; 3] {
+        let mut out = Vec::new();
+        for t in &self.tokens {
+            let (s, v) = h
+                .call(
+                    "GET",
+                    &format!("/messenger/presence/status/{user}"),
+                    t,
+                    None,
+                )
+                .await;
+            assert_eq!(s, 200, "{v}");
+            out.push(v);
+        }
+        out.try_into().unwrap()
+    }
+
+    /// Asserts that each socket got nothing more.
+    async fn quiet(&mut self, why: &str) {
+        for c in [&mut self.member, &mut self.other, &mut self.service] {
+            let got = c.next_within(Duration::from_millis(200)).await;
+            assert_eq!(got, None, "{why}");
+        }
+    }
+}
+
+async fn set_privacy(h: &Harness, jwt: &str, body: Value) -> Value {
+    let (s, v) = h
+        .call("PUT", "/messenger/presence/privacy", jwt, Some(body))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    v
+}
+
+/// Privacy `org` (SPEC §3): tokens of the user's org see the real status, everyone else sees
+/// offline — in status, batch, snapshots and events; lists and counts are what everyone sees,
+/// so the user is not in them for anyone.
+async fn privacy_org_shows_the_org_the_truth_and_everyone_else_offline(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let a = user("private");
+    let ta = token(&a, "user", Some("100"));
+    let mut tab = h.connect(&ta).await;
+    for (path, body) in [
+        ("/messenger/presence/zone", json!({"zone_id": "10"})),
+        ("/messenger/presence/org", json!({"org_id": "100"})),
+    ] {
+        let (s, _) = h.call("PUT", path, &ta, Some(body)).await;
+        assert_eq!(s, 200);
+    }
+    let mut o = Onlookers::follow(&h, &a, "100").await;
+    let from = h.feed_head().await;
+
+    tab.send(json!({"type": "privacy.set", "presence": "org", "id": 1}));
+    assert_eq!(tab.next().await, json!({"type": "ack", "id": 1}));
+    let went = h.state.now();
+    let e = o.other.next().await;
+    assert_eq!(
+        (
+            &e["prev_status"],
+            &e["user"]["status"],
+            &e["user"]["privacy"]
+        ),
+        (&json!("online"), &json!("offline"), &Value::Null),
+        "another org sees the user go offline: {e}"
+    );
+    assert_eq!(
+        e["user"]["last_seen"],
+        presence_core::time::format_rfc3339(went)
+    );
+    let e = o.service.next().await;
+    assert_eq!(
+        (&e["user"]["status"], &e["user"]["privacy"]),
+        (
+            &json!("online"),
+            &json!({"presence": "org", "last_seen": "exact"})
+        ),
+        "a service token sees the truth and the setting: {e}"
+    );
+    o.quiet("the org saw no change").await;
+
+    let [member, other, service] = o.status(&h, &a).await;
+    assert_eq!(
+        (&member["status"], &member["privacy"]),
+        (&json!("online"), &Value::Null)
+    );
+    assert_eq!(other["status"], "offline");
+    assert_eq!(service["status"], "online");
+    let (_, own) = h
+        .call("GET", &format!("/messenger/presence/status/{a}"), &ta, None)
+        .await;
+    assert_eq!(
+        own["privacy"]["presence"], "org",
+        "read back in the own view"
+    );
+
+    // A change only the org may see reaches the org, and nobody else.
+    tab.send(json!({"type": "status.set", "status": "away", "id": 2}));
+    assert_eq!(tab.next().await, json!({"type": "ack", "id": 2}));
+    assert_eq!(o.member.next().await["user"]["status"], "away");
+    assert_eq!(o.service.next().await["user"]["status"], "away");
+    o.quiet("another org saw offline already").await;
+
+    // Batch and a fresh snapshot, per onlooker; lists and counts leave the user out.
+    for (t, want) in [(&o.tokens[0], "away"), (&o.tokens[1], "offline")] {
+        let (_, b) = h
+            .call(
+                "POST",
+                "/messenger/presence/status/batch",
+                t,
+                Some(json!({"user_ids": [a]})),
+            )
+            .await;
+        assert_eq!(b["users"][&a]["status"], want);
+        let mut c = h.connect(t).await;
+        c.send(json!({"type": "subscribe", "users": [a], "id": 9}));
+        assert_eq!(c.next().await["users"][&a]["status"], want);
+        let (_, page) = h
+            .call("GET", "/messenger/presence/online?zone_id=10", t, None)
+            .await;
+        assert_eq!(page["count"], 0, "{page}");
+    }
+
+    // SSE replays what each saw.
+    for (t, want) in [
+        (&o.tokens[0], vec!["away"]),
+        (&o.tokens[1], vec!["offline"]),
+        (&o.tokens[2], vec!["online", "away"]),
+    ] {
+        let stream = sse(&h, t, &format!("?after={from}")).await;
+        let seen: Vec<_> = sse_messages(stream, want.len())
+            .await
+            .into_iter()
+            .map(|m| m["user"]["status"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(seen, want);
+    }
+
+    // Back to everyone: the other org sees the user come back.
+    set_privacy(&h, &ta, json!({"presence": "everyone"})).await;
+    let e = o.other.next().await;
+    assert_eq!(
+        (&e["prev_status"], &e["user"]["status"]),
+        (&json!("offline"), &json!("away"))
+    );
+}
+
+/// Privacy `nobody` hides from the org too and outlives sessions; `last_seen` shows others a
+/// bucket or nothing, changes nothing by itself, and never leaks through `last_activity`.
+async fn privacy_nobody_and_last_seen_settings_hold_for_every_onlooker(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let a = user("hermit");
+    let ta = token(&a, "user", Some("100"));
+    let tab = h.connect(&ta).await;
+    let (s, _) = h
+        .call(
+            "PUT",
+            "/messenger/presence/org",
+            &ta,
+            Some(json!({"org_id": "100"})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let mut o = Onlookers::follow(&h, &a, "100").await;
+
+    let own = set_privacy(&h, &ta, json!({"presence": "nobody"})).await;
+    assert_eq!(own["privacy"]["presence"], "nobody");
+    assert_eq!(o.member.next().await["user"]["status"], "offline");
+    assert_eq!(o.other.next().await["user"]["status"], "offline");
+    assert_eq!(o.service.next().await["user"]["status"], "online");
+    // It outlives the session: the next presence stays hidden.
+    tab.hang_up().await;
+    h.advance(Duration::from_secs(6)).await;
+    assert_eq!(o.service.next().await["user"]["status"], "offline");
+    let tab = h.connect(&ta).await;
+    assert_eq!(o.service.next().await["user"]["status"], "online");
+    o.quiet("hidden across sessions").await;
+    let [member, other, _] = o.status(&h, &a).await;
+    assert_eq!(
+        (&member["status"], &other["status"]),
+        (&json!("offline"), &json!("offline"))
+    );
+
+    // Last seen: a change of the setting alone is no event.
+    let from = h.feed_head().await;
+    set_privacy(
+        &h,
+        &ta,
+        json!({"presence": "everyone", "last_seen": "approximate"}),
+    )
+    .await;
+    assert_eq!(o.member.next().await["user"]["status"], "online");
+    assert_eq!(o.other.next().await["user"]["status"], "online");
+    assert_eq!(o.service.next().await["user"]["status"], "online");
+    assert_eq!(
+        h.events_after(from).await.len(),
+        1,
+        "one event, for presence"
+    );
+    let from = h.feed_head().await;
+    set_privacy(&h, &ta, json!({"last_seen": "hidden"})).await;
+    set_privacy(&h, &ta, json!({"last_seen": "approximate"})).await;
+    assert!(
+        h.events_after(from).await.is_empty(),
+        "last_seen alone: nothing"
+    );
+    o.quiet("no event for last_seen").await;
+
+    // Offline: others see a bucket and no last_activity; the truth keeps the time.
+    tab.hang_up().await;
+    h.advance(Duration::from_secs(6)).await;
+    let left = presence_core::time::format_rfc3339(h.state.now() - 6_000);
+    let e = o.other.next().await;
+    assert_eq!(
+        (
+            &e["user"]["status"],
+            &e["user"]["last_seen"],
+            &e["user"]["last_activity"]
+        ),
+        (&json!("offline"), &json!("recently"), &Value::Null),
+        "{e}"
+    );
+    assert_eq!(o.member.next().await["user"]["last_seen"], "recently");
+    let e = o.service.next().await;
+    assert!(
+        e["user"]["last_seen"].as_str().unwrap() <= left.as_str(),
+        "{e}"
+    );
+    assert!(e["user"]["last_activity"].is_string());
+    h.clock.advance(Duration::from_secs(4 * 86_400));
+    let [member, other, service] = o.status(&h, &a).await;
+    assert_eq!(
+        (
+            &member["last_seen"],
+            &other["last_seen"],
+            &other["last_activity"]
+        ),
+        (&json!("within_week"), &json!("within_week"), &Value::Null)
+    );
+    assert!(service["last_seen"].as_str().unwrap().ends_with('Z'));
+    h.clock.advance(Duration::from_secs(20 * 86_400));
+    assert_eq!(o.status(&h, &a).await[1]["last_seen"], "within_month");
+    set_privacy(&h, &ta, json!({"last_seen": "hidden"})).await;
+    let [member, other, _] = o.status(&h, &a).await;
+    assert_eq!(
+        (
+            &member["last_seen"],
+            &other["last_seen"],
+            &other["last_activity"]
+        ),
+        (&Value::Null, &Value::Null, &Value::Null)
+    );
+    let (_, own) = h
+        .call("GET", &format!("/messenger/presence/status/{a}"), &ta, None)
+        .await;
+    assert!(
+        own["last_seen"].is_string(),
+        "the user sees their own: {own}"
+    );
+}
+
+async fn bad_privacy_settings_are_refused_and_change_nothing(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let a = user("careful");
+    let ta = token(&a, "user", None);
+    let mut tab = h.connect(&ta).await;
+    let before = h.status(&a).await;
+    for body in [
+        json!({}),
+        json!({"presence": "friends"}),
+        json!({"last_seen": "fuzzy"}),
+        json!({"presence": "org", "extra": 1}),
+        json!({"presence": null, "last_seen": null}),
+    ] {
+        let (s, e) = h
+            .call(
+                "PUT",
+                "/messenger/presence/privacy",
+                &ta,
+                Some(body.clone()),
+            )
+            .await;
+        assert_eq!(
+            (s, &e["error"]["code"]),
+            (400, &json!("invalid_argument")),
+            "{body}"
+        );
+        let mut frame = body.clone();
+        frame["type"] = json!("privacy.set");
+        frame["id"] = json!(5);
+        tab.send(frame);
+        let e = tab.next().await;
+        assert_eq!(
+            (&e["type"], &e["id"]),
+            (&json!("error"), &json!(5)),
+            "{body}: {e}"
+        );
+    }
+    let other = token(&user("meddler"), "user", None);
+    let (s, _) = h
+        .call(
+            "PUT",
+            "/messenger/presence/privacy",
+            &other,
+            Some(json!({"presence": "nobody", "user_id": a})),
+        )
+        .await;
+    assert_eq!(s, 403, "a user token sets only its own");
+    let (s, _) = h
+        .call(
+            "PUT",
+            "/messenger/presence/privacy",
+            &token("backend", "service", None),
+            Some(json!({"presence": "nobody", "user_id": user("never-seen")})),
+        )
+        .await;
+    assert_eq!(s, 404, "a user with no presence yet");
+    assert_eq!(h.status(&a).await, before, "nothing changed");
 }

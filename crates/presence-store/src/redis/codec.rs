@@ -9,16 +9,18 @@
 //! (unix seconds), `gr` grace deadline (ms), `ni` nodes whose index list holds the user,
 //! `s:{session}` = `node|device` (WebSocket) or `|device|lease ms` (REST heartbeat), and,
 //! only while the user has a custom status, `ck` its kind, `ct` text, `ce` emoji, `cx`
-//! expires_at (ms) (each absent when none), and, only while the user is invisible, `iv` =
-//! `since|version|updated` (ms, the version and time others were last shown).
+//! expires_at (ms) (each absent when none); `inv` = `1` while invisible, privacy `pp` (who sees
+//! the presence, absent: everyone) and `pl` (how last seen shows, absent: exact), and while
+//! the user hides from onlookers outside the org `iv` = `since|version|updated` (ms: since
+//! when, the version and time they were last shown), `io` the same for the org's members.
 //! A feed entry holds the view after the change in short fixed fields (see [`decode_event`]).
 
 use presence_core::time::parse_rfc3339;
 use presence_core::{
     Applied, AwayReason, CustomStatus, CustomStatusKind, DeviceKind, DeviceSet, FeedId, FeedRead,
-    Hidden, ListCursor, Millis, NodeId, NodeInfo, OpenSession, OrgId, PresenceEvent, PresenceView,
-    ScopeCount, ScopePage, Session, SessionId, Status, StoreError, TransitionError, UserId,
-    UserRecord, ZoneId,
+    Hidden, LastSeen, ListCursor, Millis, NodeId, NodeInfo, Onlookers, OpenSession, OrgId,
+    PresenceEvent, PresenceView, Privacy, ScopeCount, ScopePage, Session, SessionId, Status,
+    StoreError, TransitionError, UserId, UserRecord, ZoneId,
 };
 use redis::Value;
 
@@ -175,7 +177,11 @@ fn decode_record(user: UserId, fields: &[(String, String)]) -> Result<UserRecord
                 r.updated_at = parse_rfc3339(v).ok_or_else(|| corrupt("bad updated_at"))?
             }
             "gr" => r.grace_until = Some(parse(f, v)?),
+            "inv" => r.invisible = v == "1",
+            "pp" => r.privacy.presence = parse(f, v)?,
+            "pl" => r.privacy.last_seen = parse(f, v)?,
             "iv" => r.hidden = Some(parse_hidden(v)?),
+            "io" => r.hidden_from_org = Some(parse_hidden(v)?),
             _ => {
                 if let Some(id) = f.strip_prefix("s:") {
                     r.sessions
@@ -195,10 +201,12 @@ fn decode_record(user: UserId, fields: &[(String, String)]) -> Result<UserRecord
 /// common.lua writes, in that order, with `''` for none: `u` user, `s` status, `r` away
 /// reason, `la` last activity ms, `ls` last seen ms, `z` zone, `o` org, `d` devices, `m`
 /// metadata, `v` version, `ps`/`pz`/`po` the previous status, zone and org, `ts` ms, then the
-/// custom status: `ck` kind, `ct` text, `ce` emoji, `cx` expires_at ms; then invisibility:
-/// `iv` as in the record (invisible after the change), `h` flags: `b` invisible before it,
-/// `n` nothing others see changed. An entry written before custom statuses (or invisibility)
-/// existed has no `ck` (no `iv`): none.
+/// custom status: `ck` kind, `ct` text, `ce` emoji, `cx` expires_at ms; then `h`, hiding:
+/// `''` for a user who hides nothing, else `flags;inv;pp;pl;iv;io` with `inv`, `pp`, `pl`,
+/// `iv`, `io` as in the record after the change and flags per kind of onlooker (outside the
+/// org `b`, `n`; the org's members `B`, `N`): hidden from them before the change, nothing
+/// they see changed. An entry written before custom statuses (or hiding) existed has no
+/// `ck` (no `h`): none.
 fn decode_event(id: &str, fields: &[(String, String)]) -> Result<PresenceEvent, StoreError> {
     let get = |name: &str| field(fields, name);
     let need = |name: &str| get(name).ok_or_else(|| corrupt(format_args!("event without {name}")));
@@ -215,32 +223,55 @@ fn decode_event(id: &str, fields: &[(String, String)]) -> Result<PresenceEvent, 
             .collect::<Result<DeviceSet, _>>()?,
         None => DeviceSet::EMPTY,
     };
-    let hidden = get("iv").map(parse_hidden).transpose()?;
-    let flags = get("h").unwrap_or("");
+    // `h`: '' or 'flags;inv;pp;pl;iv;io'.
+    let hiding: Vec<&str> = get("h").map_or_else(Vec::new, |h| h.split(';').collect());
+    if !hiding.is_empty() && hiding.len() != 6 {
+        return Err(corrupt("bad h"));
+    }
+    let part = |i: usize| hiding.get(i).copied().filter(|v| !v.is_empty());
+    let flags = part(0).unwrap_or("");
+    let hidden = part(4).map(parse_hidden).transpose()?;
+    let hidden_from_org = part(5).map(parse_hidden).transpose()?;
+    let privacy = Privacy {
+        presence: part(2)
+            .map(|v| parse("pp", v))
+            .transpose()?
+            .unwrap_or_default(),
+        last_seen: part(3)
+            .map(|v| parse("pl", v))
+            .transpose()?
+            .unwrap_or_default(),
+    };
     Ok(PresenceEvent {
         feed_id: parse::<FeedId>("feed id", id)?,
         user: PresenceView {
             user_id: parse("u", need("u")?)?,
             status: parse("s", need("s")?)?,
             away_reason: opt("r").parse()?,
-            last_activity: parse("la", need("la")?)?,
-            last_seen: opt("ls").parse()?,
+            last_activity: Some(parse("la", need("la")?)?),
+            last_seen: opt("ls").parse()?.map(LastSeen::At),
             zone_id: opt("z").parse()?,
             org_id: opt("o").parse()?,
             devices,
             custom_status: decode_custom(get("ck"), get("ct"), get("ce"), get("cx"))?,
             metadata,
-            invisible: hidden.is_some(),
+            invisible: part(1) == Some("1"),
+            privacy: Some(privacy),
             version: parse("v", need("v")?)?,
             updated_at: ts,
             hidden,
+            hidden_from_org,
         },
         prev_status: opt("ps").parse()?.unwrap_or(Status::Offline),
         prev_zone_id: opt("pz").parse()?,
         prev_org_id: opt("po").parse()?,
         ts,
-        was_hidden: flags.contains('b'),
-        unseen_by_others: flags.contains('n'),
+        onlookers: Onlookers {
+            others_hidden_before: flags.contains('b'),
+            others_unchanged: flags.contains('n'),
+            org_hidden_before: flags.contains('B'),
+            org_unchanged: flags.contains('N'),
+        },
     })
 }
 

@@ -481,6 +481,7 @@ impl Store for RedisStore {
 
     async fn apply(&self, user: &UserId, change: Change) -> Result<Applied, StoreError> {
         let mut custom = None;
+        let mut last_seen = None;
         let (op, value) = match change {
             Change::SetStatus { away, invisible } => (
                 if away { "away" } else { "online" },
@@ -505,6 +506,13 @@ impl Store for RedisStore {
                 ("custom", kind)
             }
             Change::ClearCustomStatus => ("clear_custom", String::new()),
+            Change::SetPrivacy {
+                presence,
+                last_seen: l,
+            } => {
+                last_seen = Some(l.map_or("", |l| l.as_str()));
+                ("privacy", presence.map_or("", |p| p.as_str()).to_string())
+            }
         };
         let mut inv = self.invocation(&self.scripts.apply, self.now());
         inv.arg(user.as_str()).arg(op).arg(value);
@@ -512,6 +520,9 @@ impl Store for RedisStore {
             inv.arg(c.text.unwrap_or_default())
                 .arg(c.emoji.unwrap_or_default())
                 .arg(c.expires_at.map(|t| t.to_string()).unwrap_or_default());
+        }
+        if let Some(l) = last_seen {
+            inv.arg(l);
         }
         decode_applied(user, &self.invoke(&inv).await?)
     }

@@ -43,6 +43,7 @@ pub(super) fn routes() -> Router<AppState> {
             "/messenger/presence/custom-status",
             put(set_custom_status).delete(clear_custom_status),
         )
+        .route("/messenger/presence/privacy", put(set_privacy))
         .route("/messenger/presence/org", put(set_org))
 }
 
@@ -506,6 +507,35 @@ pub(crate) async fn set_custom_status(
     let applied = state
         .apply_change(&user, Change::SetCustomStatus(status))
         .await?;
+    Ok(axum::Json(applied.view))
+}
+
+/// Privacy settings (SPEC §3), for the token's user or the user a service token names; a
+/// setting left out stays as it is.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PrivacyBody {
+    /// Who sees the real status: `everyone`, `org` (tokens of the user's org) or `nobody`.
+    presence: Option<presence_core::PresenceVisibility>,
+    /// How others see `last_seen`: `exact`, `approximate` (a bucket) or `hidden` (null).
+    last_seen: Option<presence_core::LastSeenVisibility>,
+    user_id: Option<UserId>,
+}
+
+/// Sets privacy: who sees the presence and how others see last seen; answers the user's own
+/// view (with `privacy`). Hiding from more onlookers looks to them like going offline (one
+/// event), from fewer like coming online; a `last_seen` change alone is no event.
+#[utoipa::path(put, path = "/messenger/presence/privacy", request_body = PrivacyBody, security(("bearer" = [])),
+    responses((status = 200, body = presence_core::PresenceView), (status = 404, description = "not_found: the user has no presence yet", body = ErrorBody), (status = 400, description = "invalid_argument", body = ErrorBody), (status = 401, description = "unauthenticated", body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub(crate) async fn set_privacy(
+    State(state): State<AppState>,
+    who: Caller,
+    Json(b): Json<PrivacyBody>,
+) -> Result<axum::Json<PresenceView>, ApiError> {
+    let user = state.access(who.0).act_as(b.user_id)?;
+    let change = crate::protocol::privacy_change(b.presence, b.last_seen)
+        .map_err(ApiError::invalid_argument)?;
+    let applied = state.apply_change(&user, change).await?;
     Ok(axum::Json(applied.view))
 }
 

@@ -2,7 +2,8 @@
 //! that the reply echoes.
 
 use presence_core::{
-    Change, CustomStatus, CustomStatusKind, FeedId, Metadata, Millis, OrgId, Scope, UserId, ZoneId,
+    Change, CustomStatus, CustomStatusKind, FeedId, LastSeenVisibility, Metadata, Millis, OrgId,
+    PresenceVisibility, Scope, UserId, ZoneId,
 };
 use serde::Deserialize;
 use serde_json::Value;
@@ -15,7 +16,7 @@ pub enum ClientFrame {
     /// `ping`.
     Ping,
     /// `status.set`, `zone.set`, `org.set`, `metadata.set`, `custom_status.set`,
-    /// `custom_status.clear`.
+    /// `custom_status.clear`, `privacy.set`.
     Change(Change),
     /// `subscribe`.
     Subscribe {
@@ -68,6 +69,13 @@ enum Wire {
     },
     #[serde(rename = "custom_status.clear")]
     CustomStatusClear {},
+    #[serde(rename = "privacy.set")]
+    PrivacySet {
+        #[serde(default)]
+        presence: Option<PresenceVisibility>,
+        #[serde(default)]
+        last_seen: Option<LastSeenVisibility>,
+    },
     #[serde(rename = "subscribe")]
     Subscribe {
         #[serde(default)]
@@ -90,6 +98,23 @@ enum Wire {
         #[serde(default)]
         conversations: Vec<String>,
     },
+}
+
+/// The change a `privacy.set` frame or `PUT /privacy` asks for: at least one setting.
+pub fn privacy_change(
+    presence: Option<PresenceVisibility>,
+    last_seen: Option<LastSeenVisibility>,
+) -> Result<Change, String> {
+    if presence.is_none() && last_seen.is_none() {
+        return Err(
+            "give presence (everyone, org, nobody), last_seen (exact, approximate, hidden) or both"
+                .into(),
+        );
+    }
+    Ok(Change::SetPrivacy {
+        presence,
+        last_seen,
+    })
 }
 
 fn scopes(raw: Vec<String>) -> Result<Vec<Scope>, String> {
@@ -146,6 +171,10 @@ pub fn parse_frame(raw: &str) -> Result<(Option<Value>, ClientFrame), (Option<Va
             expires_at,
         })),
         Wire::CustomStatusClear {} => ClientFrame::Change(Change::ClearCustomStatus),
+        Wire::PrivacySet {
+            presence,
+            last_seen,
+        } => ClientFrame::Change(privacy_change(presence, last_seen).map_err(|e| (id.clone(), e))?),
         Wire::Subscribe {
             scopes: s,
             users,

@@ -5,5 +5,5 @@
 mod client;
 mod server;
 
-pub use client::{ClientFrame, parse_frame};
+pub use client::{ClientFrame, parse_frame, privacy_change};
 pub use server::{FrameId, ScopeSnapshot, ServerFrame, Snapshot};

@@ -140,7 +140,7 @@ mod tests {
             user_id: UserId::new("1").unwrap(),
             status: Status::Online,
             away_reason: None,
-            last_activity: 0,
+            last_activity: Some(0),
             last_seen: None,
             zone_id: None,
             org_id: None,
@@ -148,9 +148,11 @@ mod tests {
             custom_status: None,
             metadata: None,
             invisible: false,
+            privacy: None,
             version: 1,
             updated_at: 0,
             hidden: None,
+            hidden_from_org: None,
         }
     }
 
@@ -221,8 +223,7 @@ mod tests {
             prev_zone_id: None,
             prev_org_id: None,
             ts: 0,
-            was_hidden: false,
-            unseen_by_others: false,
+            onlookers: Default::default(),
         };
         let text = ServerFrame::Presence(e.clone()).encode();
         assert_eq!(text, serde_json::to_string(&e).unwrap());
