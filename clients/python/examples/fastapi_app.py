@@ -13,7 +13,7 @@ Where the seed's code touched presence, this app calls presenced instead:
 - The seed's four routes (``GET /messenger/presence/online``, ``/count``,
   ``/status/{user_id}``, ``POST /messenger/presence/away``) answer what presenced answers: they
   are proxied with the *caller's own* token, so presenced applies that user's view of others
-  (invisible users, tenancy) rather than the all-seeing service token's.
+  (invisible users, privacy settings, tenancy) rather than the all-seeing service token's.
 
 Users authenticate with HS256 JWTs signed with the secret presenced also has
 (``auth.jwt_secret``), so the same token works here and on presenced. Run it with::

@@ -192,6 +192,7 @@ def view(user: str, version: int, updated_s: float) -> PresenceView:
         custom_status=None,
         metadata=None,
         invisible=False,
+        privacy=None,
         version=version,
         updated_at=t + timedelta(seconds=updated_s),
     )

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 import httpx
 import pytest
 
-from presenced_client import PresenceClient, PresenceError, PresenceView
+from presenced_client import PresenceClient, PresenceView, Privacy
 from tests.conftest import Node, eventually, unique
 
 pytestmark = pytest.mark.anyio
@@ -109,12 +109,14 @@ async def test_activity_for_the_token_user_and_for_many(
     await service.activity([a, b])
     await user_client(a).activity()
 
+    def last_activity(views: dict[str, PresenceView | None], u: str) -> datetime:
+        v = views[u]
+        assert v is not None and v.last_activity is not None
+        return v.last_activity
+
     async def refreshed() -> bool:
         now = await service.batch([a, b])
-        return all(
-            (v := now[u]) is not None and (w := before[u]) is not None and v.last_activity > w.last_activity
-            for u in (a, b)
-        )
+        return all(last_activity(now, u) > last_activity(before, u) for u in (a, b))
 
     await eventually(refreshed, what="last_activity to move (activity is flushed every 250 ms)")
     # Activity alone changes no version: it is not an event.
@@ -158,6 +160,32 @@ async def test_custom_status_set_and_cleared(user_client: Callable[..., Presence
     assert (await me.clear_custom_status()).custom_status is None
     assert (await service.set_custom_status("dnd", user_id=uid)).custom_status is not None
     assert (await service.clear_custom_status(user_id=uid)).custom_status is None
+
+
+async def test_privacy_settings(user_client: Callable[..., PresenceClient], service: PresenceClient) -> None:
+    uid, org = unique(), unique("o")
+    me = user_client(uid)
+    lease = await me.heartbeat(org_id=org)
+    own = await me.set_privacy(presence="org")
+    assert own.privacy == Privacy("org", "exact")
+    stranger, colleague = user_client(unique()), user_client(unique(), org=org)
+    seen = await stranger.status(uid)
+    assert (seen.status, seen.privacy) == ("offline", None)  # the settings are not theirs to see
+    assert (await colleague.status(uid)).status == "online"
+
+    # How last seen shows once the user has left.
+    view = await service.set_privacy(presence="everyone", last_seen="approximate", user_id=uid)
+    assert view.privacy == Privacy("everyone", "approximate")
+    await me.end_heartbeat(lease.session_id)
+
+    async def offline() -> bool:
+        return (await service.status(uid)).status == "offline"
+
+    await eventually(offline, what="offline")
+    assert (await stranger.status(uid)).last_seen == "recently"
+    assert isinstance((await me.status(uid)).last_seen, datetime)  # the truth for the user
+    await me.set_privacy(last_seen="hidden")
+    assert (await stranger.status(uid)).last_seen is None
 
 
 async def test_zone_and_org_moves(user_client: Callable[..., PresenceClient]) -> None:
@@ -258,8 +286,10 @@ async def test_unknown_fields_from_a_newer_node_are_kept() -> None:
         "version": 3,
         "updated_at": "2024-11-26T10:25:00.120Z",
         "privacy": {"presence": "everyone", "last_seen": "approximate"},
+        "location": {"lat": 1.5, "lon": 2.5},
     }
     view = PresenceView.from_json(raw)
     assert view.last_seen == "recently"
-    assert view.extra == {"privacy": {"presence": "everyone", "last_seen": "approximate"}}
+    assert view.privacy == Privacy("everyone", "approximate")
+    assert view.extra == {"location": {"lat": 1.5, "lon": 2.5}}
     assert view.to_json() == raw

@@ -72,6 +72,19 @@ async def test_connect_subscribe_and_change(user_client: Callable[..., PresenceC
         assert (await next_event(s)).user.org_id == org  # not the other user's away
 
 
+async def test_privacy_over_the_socket(user_client: Callable[..., PresenceClient]) -> None:
+    uid = unique()
+    stranger = user_client(unique())
+    async with user_client(uid).session() as s:
+        await s.set_privacy(presence="nobody")
+        assert (await stranger.status(uid)).status == "offline"
+        await s.set_privacy(last_seen="hidden")  # presence stays "nobody"
+        own = await user_client(uid).status(uid)
+        assert own.privacy is not None and (own.privacy.presence, own.privacy.last_seen) == ("nobody", "hidden")
+        await s.set_privacy(presence="everyone")
+        assert (await stranger.status(uid)).status == "online"
+
+
 async def test_an_error_frame_raises_with_the_rest_status(user_client: Callable[..., PresenceClient]) -> None:
     async with user_client(unique()).session() as s:
         with pytest.raises(PresenceError) as info:

@@ -18,9 +18,11 @@ from .models import (
     Counts,
     CustomStatusKind,
     Device,
+    LastSeenVisibility,
     Lease,
     OnlinePage,
     PresenceView,
+    PresenceVisibility,
     StatusChange,
     format_time,
 )
@@ -318,6 +320,19 @@ class PresenceClient:
         return PresenceView.from_json(
             await self._call("DELETE", f"{PRESENCE}/custom-status", params={"user_id": _id(user_id)})
         )
+
+    async def set_privacy(
+        self,
+        *,
+        presence: PresenceVisibility | None = None,
+        last_seen: LastSeenVisibility | None = None,
+        user_id: UserRef | None = None,
+    ) -> PresenceView:
+        """Sets who sees the real status and how others see last seen; a setting left out
+        stays. Answers the user's own view (with ``privacy``); ``not_found`` for a user with
+        no presence yet."""
+        body = _drop_none({"presence": presence, "last_seen": last_seen, "user_id": _id(user_id)})
+        return PresenceView.from_json(await self._call("PUT", f"{PRESENCE}/privacy", body=body))
 
     async def set_zone(self, zone_id: UserRef | None, *, user_id: UserRef | None = None) -> PresenceView:
         """Moves the user to a zone (``None``: out of every zone); answers the view."""

@@ -17,6 +17,8 @@ Status = Literal["online", "away", "offline"]
 AwayReason = Literal["auto", "manual"]
 Device = Literal["web", "desktop", "mobile", "other"]
 CustomStatusKind = Literal["dnd", "busy", "in_meeting", "on_break", "custom"]
+PresenceVisibility = Literal["everyone", "org", "nobody"]
+LastSeenVisibility = Literal["exact", "approximate", "hidden"]
 Json = dict[str, Any]
 
 
@@ -73,6 +75,23 @@ class CustomStatus:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class Privacy:
+    """A user's privacy settings (SPEC §3): who sees the real status (``everyone``, ``org``:
+    tokens of the user's org, ``nobody``) and how others see ``last_seen`` (``exact``,
+    ``approximate``: a bucket such as ``recently``, ``hidden``: ``None``)."""
+
+    presence: PresenceVisibility
+    last_seen: LastSeenVisibility
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Privacy:
+        return cls(presence=cast(PresenceVisibility, d["presence"]), last_seen=cast(LastSeenVisibility, d["last_seen"]))
+
+    def to_json(self) -> Json:
+        return {"presence": self.presence, "last_seen": self.last_seen}
+
+
 _VIEW_FIELDS = frozenset(
     {
         "user_id",
@@ -86,6 +105,7 @@ _VIEW_FIELDS = frozenset(
         "custom_status",
         "metadata",
         "invisible",
+        "privacy",
         "version",
         "updated_at",
     }
@@ -109,7 +129,9 @@ class PresenceView:
     user_id: str
     status: Status
     away_reason: AwayReason | None
-    last_activity: datetime
+    #: The last counted activity; ``None`` only when an offline user's privacy keeps last
+    #: seen approximate or hidden from the caller.
+    last_activity: datetime | None
     #: When the last session ended; ``None`` while present. A bucket name (``recently``,
     #: ``within_week``, ``within_month``, ``long_ago``) where the user's privacy says so.
     last_seen: datetime | str | None
@@ -120,6 +142,9 @@ class PresenceView:
     metadata: Json | None
     #: True only in the user's own view and for service and admin tokens.
     invisible: bool
+    #: The user's privacy settings: in the user's own view and for service and admin
+    #: tokens; ``None`` for everyone else (and from nodes older than privacy).
+    privacy: Privacy | None
     #: Increases strictly per user with every change of the view.
     version: int
     updated_at: datetime
@@ -133,7 +158,7 @@ class PresenceView:
             user_id=str(d["user_id"]),
             status=cast(Status, d["status"]),
             away_reason=cast("AwayReason | None", d.get("away_reason")),
-            last_activity=parse_time(d["last_activity"]),
+            last_activity=_opt_time(d.get("last_activity")),
             last_seen=_last_seen(d.get("last_seen")),
             zone_id=_opt_str(d.get("zone_id")),
             org_id=_opt_str(d.get("org_id")),
@@ -141,6 +166,7 @@ class PresenceView:
             custom_status=None if cs is None else CustomStatus.from_json(cs),
             metadata=d.get("metadata"),
             invisible=bool(d.get("invisible", False)),
+            privacy=None if (p := d.get("privacy")) is None else Privacy.from_json(p),
             version=int(d["version"]),
             updated_at=parse_time(d["updated_at"]),
             extra=_extra(d, _VIEW_FIELDS),
@@ -152,7 +178,7 @@ class PresenceView:
             "user_id": self.user_id,
             "status": self.status,
             "away_reason": self.away_reason,
-            "last_activity": format_time(self.last_activity),
+            "last_activity": None if self.last_activity is None else format_time(self.last_activity),
             "last_seen": format_time(last_seen) if isinstance(last_seen, datetime) else last_seen,
             "zone_id": self.zone_id,
             "org_id": self.org_id,
@@ -160,6 +186,7 @@ class PresenceView:
             "custom_status": None if self.custom_status is None else self.custom_status.to_json(),
             "metadata": self.metadata,
             "invisible": self.invisible,
+            "privacy": None if self.privacy is None else self.privacy.to_json(),
             "version": self.version,
             "updated_at": format_time(self.updated_at),
             **self.extra,

@@ -29,8 +29,10 @@ from .models import (
     CustomStatusKind,
     Device,
     Json,
+    LastSeenVisibility,
     PresenceEvent,
     PresenceView,
+    PresenceVisibility,
     SessionItem,
     Snapshot,
     format_time,
@@ -402,6 +404,17 @@ class PresenceSession:
         frame: Json = {"type": "status.set", "status": status}
         if invisible is not None:
             frame["invisible"] = invisible
+        await self._request(frame)
+
+    async def set_privacy(
+        self, *, presence: PresenceVisibility | None = None, last_seen: LastSeenVisibility | None = None
+    ) -> None:
+        """``privacy.set``: a setting left out stays."""
+        frame: Json = {"type": "privacy.set"}
+        if presence is not None:
+            frame["presence"] = presence
+        if last_seen is not None:
+            frame["last_seen"] = last_seen
         await self._request(frame)
 
     async def set_zone(self, zone_id: str | int | None) -> None:
