@@ -208,6 +208,13 @@ class PresenceSession:
     # -- the connection loop ---------------------------------------------------------------------
 
     async def _run(self) -> None:
+        try:
+            await self._follow()
+        except Exception as e:  # a frame this client cannot read, a bug: end, never hang
+            log.exception("presence session failed")
+            self._finish(PresenceError("internal", None, f"the session failed: {e!r}"))
+
+    async def _follow(self) -> None:
         failures = 0
         while not self._closed:
             ws = self._ws
