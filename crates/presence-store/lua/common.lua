@@ -38,7 +38,8 @@ end
 -- Scalar fields of a record (absent = nil). Sessions are fields `s:{id}` = "node|device" for a
 -- WebSocket, "|device|lease ms" for a REST heartbeat lease. (Every byte counts: one more and a
 -- typical online user's hash moves up a jemalloc size class, 16 bytes.)
--- `ni` lists the nodes whose index list holds an entry for this user (see index_nodes).
+-- `ni` lists the nodes whose index list holds an entry for this user, beyond the nodes of its
+-- sessions, which always do (see with_session_nodes and index_nodes).
 -- The custom status, only for users who have one: `ck` kind, `ct` text, `ce` emoji, `cx`
 -- expires_at (ms); an absent field is none (the Rust side never stores an empty string).
 local FIELDS = {'status', 'ar', 'ma', 'last_activity', 'last_seen', 'zone_id', 'org_id', 'dev',
@@ -74,8 +75,36 @@ local function devices_of(sessions)
   return table.concat(list, ',')
 end
 
+-- `ni` names the nodes whose index list holds an entry for the user (see index_nodes). The
+-- nodes of the user's sessions always do, so the hash stores only the others (entries a close
+-- left behind, until the node's sweep drops them): a typical online user's hash has no `ni`.
+-- In a loaded record `ni` is the whole set again: what is stored plus the sessions' nodes.
+local function with_session_nodes(ni, sessions)
+  local have, list = {}, {}
+  for n in string.gmatch(ni or '', '[^,]+') do
+    if not have[n] then have[n] = true; list[#list + 1] = n end
+  end
+  for _, v in pairs(sessions) do
+    local node = parse_session(v)
+    if node ~= '' and not have[node] then have[node] = true; list[#list + 1] = node end
+  end
+  if #list == 0 then return nil end
+  return table.concat(list, ',')
+end
+
+local function without_session_nodes(ni, sessions)
+  local mine, list = {}, {}
+  for _, v in pairs(sessions) do mine[parse_session(v)] = true end
+  for n in string.gmatch(ni or '', '[^,]+') do
+    if not mine[n] then list[#list + 1] = n end
+  end
+  if #list == 0 then return nil end
+  return table.concat(list, ',')
+end
+
 -- `dev` is stored only while the user has no session (the grace keeps the devices shown);
--- with sessions it is derived from them. `dev_stored` remembers what the hash holds.
+-- with sessions it is derived from them. `dev_stored` and `ni_stored` remember what the hash
+-- holds.
 local function load(user)
   local flat = redis.call('HGETALL', ukey(user))
   if #flat == 0 then return nil end
@@ -91,6 +120,8 @@ local function load(user)
   end
   r.dev_stored = r.dev
   if r.n > 0 then r.dev = devices_of(r.sessions) end
+  r.ni_stored = r.ni
+  r.ni = with_session_nodes(r.ni, r.sessions)
   return r
 end
 
@@ -166,13 +197,17 @@ local function save(user, old, r)
   local k = ukey(user)
   local set, del = {}, {}
   for _, f in ipairs(FIELDS) do
-    if f ~= 'dev' and r[f] ~= old[f] then
+    if f ~= 'dev' and f ~= 'ni' and r[f] ~= old[f] then
       if r[f] == nil then del[#del + 1] = f else set[#set + 1] = f; set[#set + 1] = r[f] end
     end
   end
   local dev = r.n == 0 and r.dev or nil
   if dev ~= old.dev_stored then
     if dev == nil then del[#del + 1] = 'dev' else set[#set + 1] = 'dev'; set[#set + 1] = dev end
+  end
+  local ni = without_session_nodes(r.ni, r.sessions)
+  if ni ~= old.ni_stored then
+    if ni == nil then del[#del + 1] = 'ni' else set[#set + 1] = 'ni'; set[#set + 1] = ni end
   end
   for id, v in pairs(r.sessions) do
     if old.sessions[id] ~= v then set[#set + 1] = 's:' .. id; set[#set + 1] = v end

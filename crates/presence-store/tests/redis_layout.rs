@@ -256,10 +256,24 @@ async fn node_index_lists_hold_each_user_once_and_shrink_to_live_users() {
     }
     let len: usize = raw.llen(&list).await.unwrap();
     assert_eq!(len, 52, "one entry per user, however often they reconnect");
+    // The mark `ni` names only the nodes listing a user beyond those of its sessions: none for
+    // a user online through node-a, node-a for one who left it (until the sweep drops them).
+    let marks = raw.clone();
+    let ni = |user: &str| {
+        let mut raw = marks.clone();
+        let key = format!("{}presence:{user}", store.key_prefix());
+        async move {
+            let v: Option<String> = raw.hget(key, "ni").await.unwrap();
+            v
+        }
+    };
+    assert_eq!(ni("tabs").await, None);
+    assert_eq!(ni("gone7").await.as_deref(), Some("node-a"));
     k.sweep().await;
     let mut entries: Vec<String> = raw.lrange(&list, 0, -1).await.unwrap();
     entries.sort();
     assert_eq!(entries, ["flappy", "tabs"]);
+    assert_eq!(ni("gone7").await, None, "dropped from the list, and the mark with it");
     // A user who comes back after being dropped is indexed again, once.
     k.open("gone0", "again").await;
     let len: usize = raw.llen(&list).await.unwrap();

@@ -6,7 +6,8 @@
 //! seconds, `zone_id`, `org_id`, `updated_at` in RFC 3339, `metadata` JSON) plus short fields
 //! of ours: `v` version, `ar` away reason, `ma` manual away, `dev` devices (csv; stored only
 //! while no session is open, else derived from the sessions), `last_seen`
-//! (unix seconds), `gr` grace deadline (ms), `ni` nodes whose index list holds the user,
+//! (unix seconds), `gr` grace deadline (ms), `ni` nodes whose index list holds the user
+//! beyond its sessions' nodes (only the scripts read it),
 //! `s:{session}` = `node|device` (WebSocket) or `|device|lease ms` (REST heartbeat), and,
 //! only while the user has a custom status, `ck` its kind, `ct` text, `ce` emoji, `cx`
 //! expires_at (ms) (each absent when none).
