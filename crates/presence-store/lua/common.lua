@@ -35,9 +35,11 @@ local function bytes_less(a, b)
   return #a < #b
 end
 
--- Scalar fields of a record (absent = nil). Sessions are fields `s:{id}` = "node|device" for a
--- WebSocket, "|device|lease ms" for a REST heartbeat lease. (Every byte counts: one more and a
--- typical online user's hash moves up a jemalloc size class, 16 bytes.)
+-- Scalar fields of a record (absent = nil). Sessions are fields `s:{id}` = "node|device|opened"
+-- for a WebSocket, "|device|lease|opened" for a REST heartbeat lease (lease in ms, opened in
+-- unix seconds, rounded down); a value written before sessions kept their open time ends
+-- before it ("node|device", "|device|lease"). Every byte counts: a typical online user's hash
+-- is a listpack of 155 bytes in jemalloc's 160-byte class, and the next class is 192.
 -- `ni` lists the nodes whose index list holds an entry for this user, beyond the nodes of its
 -- sessions, which always do (see with_session_nodes and index_nodes).
 -- The custom status, only for users who have one: `ck` kind, `ct` text, `ce` emoji, `cx`
@@ -48,16 +50,18 @@ local FIELDS = {'status', 'ar', 'ma', 'last_activity', 'last_seen', 'zone_id', '
 local VISIBLE = {'status', 'ar', 'zone_id', 'org_id', 'dev', 'metadata', 'ck', 'ct', 'ce', 'cx'}
 local DEVICE_ORDER = {'web', 'desktop', 'mobile', 'other'}
 
+-- node, device, lease ms (REST only), opened (unix seconds; nil in an older value).
 local function parse_session(v)
-  local node, device, lease = string.match(v, '^([^|]*)|([^|]*)|([^|]*)$')
-  if node then return node, device, tonumber(lease) end
-  node, device = string.match(v, '^([^|]*)|([^|]*)$')
-  return node, device, nil
+  local node, device, a, b = string.match(v, '^([^|]*)|([^|]*)|?([^|]*)|?([^|]*)$')
+  if node == '' then return node, device, tonumber(a), tonumber(b) end
+  return node, device, nil, tonumber(a)
 end
 
-local function session_value(node, device, lease)
-  if lease then return node .. '|' .. device .. '|' .. int(lease) end
-  return node .. '|' .. device
+local function session_value(node, device, lease, opened)
+  local v = node .. '|' .. device
+  if lease then v = v .. '|' .. int(lease) end
+  if opened then v = v .. '|' .. int(opened) end
+  return v
 end
 
 -- Devices in view order ('web,mobile'), from the sessions; nil when there is none.

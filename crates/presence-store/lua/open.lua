@@ -17,7 +17,7 @@ local function open_one(user, sid, device, node, zone, org, lease)
   old = old or {sessions = {}, n = 0}
   if r.sessions[sid] then return {'exists'} end
   if r.n >= limit then return {'too_many', limit} end
-  r.sessions[sid] = session_value(node, device, tonumber(lease))
+  r.sessions[sid] = session_value(node, device, tonumber(lease), math.floor(NOW / 1000))
   r.n = r.n + 1
   r.gr = nil
   r.last_seen = nil

@@ -297,6 +297,7 @@ impl State {
             node: node.clone(),
             device: open.device,
             lease_until: open.leased.then_some(now + ms(s.online_ttl)),
+            opened: Some(Session::opened_at(now)),
         };
         let limit = s.sessions_per_user;
         let registered = node.as_ref().is_none_or(|n| self.nodes.contains_key(n));

@@ -273,7 +273,11 @@ async fn node_index_lists_hold_each_user_once_and_shrink_to_live_users() {
     let mut entries: Vec<String> = raw.lrange(&list, 0, -1).await.unwrap();
     entries.sort();
     assert_eq!(entries, ["flappy", "tabs"]);
-    assert_eq!(ni("gone7").await, None, "dropped from the list, and the mark with it");
+    assert_eq!(
+        ni("gone7").await,
+        None,
+        "dropped from the list, and the mark with it"
+    );
     // A user who comes back after being dropped is indexed again, once.
     k.open("gone0", "again").await;
     let len: usize = raw.llen(&list).await.unwrap();
@@ -620,4 +624,66 @@ async fn custom_status_lives_in_short_hash_fields_and_the_expiring_custom_zset()
     assert_eq!((r.records_deleted, r.custom_expired), (2, 0));
     let n: usize = raw.zcard(&expiring).await.unwrap();
     assert_eq!(n, 0, "retention removes the index entry with the record");
+}
+
+#[tokio::test]
+async fn session_values_carry_their_open_second_and_older_values_still_work() {
+    let (store, mut raw, clock) = prefixed_store().await;
+    let key = format!("{}presence:7", store.key_prefix());
+    clock.advance(Duration::from_millis(1_999));
+    let open = |session: &str, device, leased| OpenSession {
+        device,
+        leased,
+        ..request("7", session)
+    };
+    store
+        .open_session(open("ws", DeviceKind::Web, false))
+        .await
+        .unwrap();
+    store
+        .open_session(open("hb", DeviceKind::Mobile, true))
+        .await
+        .unwrap();
+    let opened = (T0 + 1_999) / 1000;
+    let lease = T0 + 1_999 + 300_000;
+    let h: HashMap<String, String> = raw.hgetall(&key).await.unwrap();
+    assert_eq!(h["s:ws"], format!("n1|web|{opened}"), "node|device|opened");
+    assert_eq!(
+        h["s:hb"],
+        format!("|mobile|{lease}|{opened}"),
+        "|device|lease|opened"
+    );
+    assert!(!h.contains_key("ni"), "n1 lists the user for its session");
+    // A renewal moves the lease and keeps the open time.
+    clock.advance(Duration::from_secs(10));
+    store.renew_session(&uid("7"), &sid("hb")).await.unwrap();
+    let v: String = raw.hget(&key, "s:hb").await.unwrap();
+    assert_eq!(v, format!("|mobile|{}|{opened}", lease + 10_000));
+    // Values written before sessions kept their open time still read, renew and close.
+    let old_lease = T0 + 600_000;
+    let _: () = raw
+        .hset_multiple(
+            &key,
+            &[
+                ("s:old", "n1|desktop".to_string()),
+                ("s:oldhb", format!("|other|{old_lease}")),
+            ],
+        )
+        .await
+        .unwrap();
+    let view = store.view(&uid("7")).await.unwrap().unwrap();
+    assert_eq!(
+        view.devices.iter().collect::<Vec<_>>(),
+        [
+            DeviceKind::Web,
+            DeviceKind::Desktop,
+            DeviceKind::Mobile,
+            DeviceKind::Other
+        ]
+    );
+    let until = store.renew_session(&uid("7"), &sid("oldhb")).await.unwrap();
+    let v: String = raw.hget(&key, "s:oldhb").await.unwrap();
+    assert_eq!(v, format!("|other|{until}"), "no open time is made up");
+    let closed = store.close_session(&uid("7"), &sid("old")).await.unwrap();
+    assert!(!closed.view.devices.contains(DeviceKind::Desktop));
 }

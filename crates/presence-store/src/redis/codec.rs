@@ -8,7 +8,8 @@
 //! while no session is open, else derived from the sessions), `last_seen`
 //! (unix seconds), `gr` grace deadline (ms), `ni` nodes whose index list holds the user
 //! beyond its sessions' nodes (only the scripts read it),
-//! `s:{session}` = `node|device` (WebSocket) or `|device|lease ms` (REST heartbeat), and,
+//! `s:{session}` = `node|device|opened` (WebSocket) or `|device|lease|opened` (REST heartbeat;
+//! lease in ms, opened in unix seconds; see [`parse_session`]), and,
 //! only while the user has a custom status, `ck` its kind, `ct` text, `ce` emoji, `cx`
 //! expires_at (ms) (each absent when none).
 //! A feed entry holds the view after the change in short fixed fields (see [`decode_event`]).
@@ -84,12 +85,23 @@ fn parse<T: std::str::FromStr>(field: &str, v: &str) -> Result<T, StoreError> {
         .map_err(|_| corrupt(format_args!("bad {field} {v:?}")))
 }
 
-/// `node|device` (a WebSocket) or `|device|lease` (a REST heartbeat lease).
+/// `node|device|opened` (a WebSocket) or `|device|lease|opened` (a REST heartbeat lease),
+/// `opened` in unix seconds; a value written before sessions kept their open time ends before
+/// it (`node|device`, `|device|lease`).
 fn parse_session(v: &str) -> Result<Session, StoreError> {
-    let mut parts = v.splitn(3, '|');
-    let (node, device, lease) = (parts.next(), parts.next(), parts.next().unwrap_or(""));
-    let (Some(node), Some(device)) = (node, device) else {
-        return Err(corrupt(format_args!("bad session {v:?}")));
+    let bad = || corrupt(format_args!("bad session {v:?}"));
+    let mut parts = v.split('|');
+    let (Some(node), Some(device)) = (parts.next(), parts.next()) else {
+        return Err(bad());
+    };
+    let lease = if node.is_empty() { parts.next() } else { None };
+    let opened = parts.next();
+    if parts.next().is_some() {
+        return Err(bad());
+    }
+    let opened = match opened {
+        None | Some("") => None,
+        Some(secs) => Some(parse::<Millis>("opened", secs)? * 1000),
     };
     Ok(Session {
         node: if node.is_empty() {
@@ -98,11 +110,11 @@ fn parse_session(v: &str) -> Result<Session, StoreError> {
             Some(parse::<NodeId>("node", node)?)
         },
         device: parse::<DeviceKind>("device", device)?,
-        lease_until: if lease.is_empty() {
-            None
-        } else {
-            Some(parse("lease", lease)?)
+        lease_until: match lease {
+            None | Some("") => None,
+            Some(lease) => Some(parse("lease", lease)?),
         },
+        opened,
     })
 }
 
@@ -656,6 +668,36 @@ mod tests {
             decode_counts(&[bulk("x"), Value::Nil]),
             Err(StoreError::Corrupt(_))
         ));
+    }
+
+    #[test]
+    fn session_values_read_with_and_without_their_open_time() {
+        let s = parse_session("L4JXGWlG|web|1732616700").unwrap();
+        assert_eq!(
+            (s.node.unwrap().as_str(), s.device, s.lease_until, s.opened),
+            ("L4JXGWlG", DeviceKind::Web, None, Some(1_732_616_700_000))
+        );
+        let s = parse_session("|mobile|1732617000000|1732616700").unwrap();
+        assert_eq!(
+            (s.node, s.device, s.lease_until, s.opened),
+            (
+                None,
+                DeviceKind::Mobile,
+                Some(1_732_617_000_000),
+                Some(1_732_616_700_000)
+            )
+        );
+        // Written before sessions kept their open time.
+        let s = parse_session("L4JXGWlG|desktop").unwrap();
+        assert_eq!(
+            (s.device, s.lease_until, s.opened),
+            (DeviceKind::Desktop, None, None)
+        );
+        let s = parse_session("|web|1732617000000").unwrap();
+        assert_eq!((s.lease_until, s.opened), (Some(1_732_617_000_000), None));
+        for bad in ["web", "n|web|1|2", "|web|1|2|3", "n|tv|1", "n|web|soon"] {
+            assert!(parse_session(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
