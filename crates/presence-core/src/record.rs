@@ -75,6 +75,11 @@ pub enum TransitionError {
     /// A session with that id is already open.
     #[error("session {0} is already open")]
     SessionExists(SessionId),
+    /// The service ended that session ([`crate::Store::end_session`]) a short while ago: it
+    /// may not open again, so the node holding its socket closes the socket instead of
+    /// re-asserting the session.
+    #[error("session {0} was ended by the service")]
+    SessionEnded(SessionId),
 }
 
 /// What a user's record holds. Invariant: `status == Offline` exactly when there is no session

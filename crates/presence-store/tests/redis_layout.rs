@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
+use presence_core::settings::ms;
 use presence_core::*;
 use presence_store::{RedisConfig, RedisStore};
 use redis::AsyncCommands;
@@ -686,4 +687,46 @@ async fn session_values_carry_their_open_second_and_older_values_still_work() {
     assert_eq!(v, format!("|other|{until}"), "no open time is made up");
     let closed = store.close_session(&uid("7"), &sid("old")).await.unwrap();
     assert!(!closed.view.devices.contains(DeviceKind::Desktop));
+    let listed = store.sessions(&uid("7")).await.unwrap().unwrap().sessions;
+    let times: Vec<(&str, Option<Millis>)> = listed
+        .iter()
+        .map(|s| (s.session.as_str(), s.connected_at))
+        .collect();
+    assert_eq!(
+        times,
+        [
+            ("oldhb", None),
+            ("hb", Some(opened * 1000)),
+            ("ws", Some(opened * 1000))
+        ],
+        "an older value's connect time is unknown"
+    );
+}
+
+#[tokio::test]
+async fn an_ended_sessions_mark_is_one_key_that_expires_with_it() {
+    let (store, mut raw, clock) = prefixed_store().await;
+    let p = store.key_prefix().to_string();
+    store.open_session(request("7", "ws")).await.unwrap();
+    store
+        .open_session(OpenSession {
+            leased: true,
+            ..request("7", "hb")
+        })
+        .await
+        .unwrap();
+    clock.advance(Duration::from_secs(1));
+    store.end_session(&uid("7"), &sid("ws")).await.unwrap();
+    store.end_session(&uid("7"), &sid("hb")).await.unwrap();
+    // redis-cli GET 'ended:7|ws': until when (ms) the session may not open again; the key
+    // lives as long, so marks never pile up.
+    let life = ms(StoreSettings::default().end_mark_lifetime());
+    let until: i64 = raw.get(format!("{p}ended:7|ws")).await.unwrap();
+    assert_eq!(until, T0 + 1_000 + life);
+    let ttl: i64 = raw.pttl(format!("{p}ended:7|ws")).await.unwrap();
+    assert!(0 < ttl && ttl <= life, "{ttl}");
+    let lease_mark: bool = raw.exists(format!("{p}ended:7|hb")).await.unwrap();
+    assert!(!lease_mark, "REST leases are never re-asserted: no mark");
+    let h: HashMap<String, String> = raw.hgetall(format!("{p}presence:7")).await.unwrap();
+    assert!(h.keys().all(|f| !f.starts_with("s:")), "{h:?}");
 }

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use presence_core::{
     Activity, Applied, Change, FeedId, FeedRead, LeaseRenewal, ListQuery, Millis, NodeId, NodeInfo,
     OpenSession, PresenceEvent, PresenceView, Scope, ScopeCount, ScopePage, SessionId, Store,
-    StoreError, SweepReport, TransitionError, UserId,
+    StoreError, SweepReport, TransitionError, UserId, UserSessions,
 };
 
 /// Measures the calls to `inner`.
@@ -68,6 +68,12 @@ impl<S: Store> Store for MeteredStore<S> {
             self.inner.close_leased_session(user, session),
         )
         .await
+    }
+    async fn end_session(&self, user: &UserId, session: &SessionId) -> Result<Applied, StoreError> {
+        measured("end_session", self.inner.end_session(user, session)).await
+    }
+    async fn sessions(&self, user: &UserId) -> Result<Option<UserSessions>, StoreError> {
+        measured("sessions", self.inner.sessions(user)).await
     }
     async fn reopen_sessions(
         &self,

@@ -19,7 +19,7 @@ use presence_core::{
     Applied, AwayReason, CustomStatus, CustomStatusKind, DeviceKind, DeviceSet, FeedId, FeedRead,
     ListCursor, Millis, NodeId, NodeInfo, OpenSession, OrgId, PresenceEvent, PresenceView,
     ScopeCount, ScopePage, Session, SessionId, Status, StoreError, TransitionError, UserId,
-    UserRecord, ZoneId,
+    UserRecord, UserSessions, ZoneId,
 };
 use redis::Value;
 
@@ -328,12 +328,15 @@ pub(crate) fn decode_applied(user: &UserId, reply: &Value) -> Result<Applied, St
     }
 }
 
-/// One open's reply: `{'exists'}` for a session id already open, else a transition's reply.
+/// One open's reply: `{'exists'}` for a session id already open, `{'ended'}` for one the
+/// service ended lately, else a transition's reply.
 fn decode_opened(user: &UserId, session: &SessionId, reply: &Value) -> Result<Applied, StoreError> {
-    if let [tag] = array(reply)?
-        && text(tag)? == "exists"
-    {
-        return Err(TransitionError::SessionExists(session.clone()).into());
+    if let [tag] = array(reply)? {
+        match text(tag)?.as_str() {
+            "exists" => return Err(TransitionError::SessionExists(session.clone()).into()),
+            "ended" => return Err(TransitionError::SessionEnded(session.clone()).into()),
+            _ => {}
+        }
     }
     decode_applied(user, reply)
 }
@@ -415,6 +418,22 @@ pub(crate) fn decode_activity(reply: &Value) -> Result<Vec<PresenceEvent>, Store
     Ok(events)
 }
 
+/// One `HGETALL presence:{user}` as a record; an empty hash is no record.
+fn decode_hash(user: &UserId, reply: &Value) -> Result<Option<UserRecord>, StoreError> {
+    let fields = match reply {
+        Value::Map(m) => m
+            .iter()
+            .map(|(f, v)| Ok((text(f)?, text(v)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?,
+        other => pairs(other)?,
+    };
+    if fields.is_empty() {
+        Ok(None)
+    } else {
+        decode_record(user.clone(), &fields).map(Some)
+    }
+}
+
 /// A pipeline of `HGETALL presence:{user}`, one reply per user; an empty hash is no record.
 pub(crate) fn decode_views(
     users: &[UserId],
@@ -426,21 +445,16 @@ pub(crate) fn decode_views(
     users
         .iter()
         .zip(replies)
-        .map(|(u, v)| {
-            let fields = match v {
-                Value::Map(m) => m
-                    .iter()
-                    .map(|(f, v)| Ok((text(f)?, text(v)?)))
-                    .collect::<Result<Vec<_>, StoreError>>()?,
-                other => pairs(other)?,
-            };
-            if fields.is_empty() {
-                Ok(None)
-            } else {
-                Ok(Some(decode_record(u.clone(), &fields)?.view()))
-            }
-        })
+        .map(|(u, v)| Ok(decode_hash(u, v)?.map(|r| r.view())))
         .collect()
+}
+
+/// `HGETALL presence:{user}` as the user's open sessions.
+pub(crate) fn decode_sessions(
+    user: &UserId,
+    reply: &Value,
+) -> Result<Option<UserSessions>, StoreError> {
+    Ok(decode_hash(user, reply)?.map(|r| UserSessions::of(&r)))
 }
 
 /// list.lua's `{total, away, cursor ms or '', cursor user or '', user, record, …}`; the
