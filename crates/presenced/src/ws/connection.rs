@@ -92,7 +92,8 @@ enum Wake {
 }
 
 /// Runs one connection on `socket` until it ends: the session is opened first (a refusal
-/// closes with 4009 or 1013) and closed last, which starts the offline grace.
+/// closes with 4009 or 1013) and closed last, which starts the offline grace. The service
+/// ending the session ([`crate::sessions::LocalSessions::end`]) closes it with 4011.
 pub async fn run<S>(state: AppState, checked: CheckedUpgrade, mut socket: S)
 where
     S: Sink<Message> + Stream<Item = Result<Message, ReadError>> + Unpin,
