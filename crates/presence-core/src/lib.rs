@@ -33,8 +33,8 @@ pub use record::{Change, Metadata, Session, TransitionError, UserRecord};
 pub use scope::{ListCursor, ListQuery, Scope, ScopePage};
 pub use settings::StoreSettings;
 pub use store::{
-    Activity, Applied, FeedRead, LeaseRenewal, NodeInfo, OpenSession, ScopeCount, Store,
-    StoreError, SweepReport,
+    Activity, Applied, FeedRead, LeaseRenewal, NodeInfo, OpenSession, ScopeCount, SessionInfo,
+    Store, StoreError, SweepReport, UserSessions,
 };
 pub use time::{Clock, ManualClock, Millis, SharedClock, SystemClock};
 pub use view::{

@@ -32,6 +32,18 @@ pub struct Session {
     pub device: DeviceKind,
     /// For REST heartbeat sessions: when the lease runs out.
     pub lease_until: Option<Millis>,
+    /// When it opened, to the second ([`Session::opened_at`]); `None` for a session a store
+    /// wrote before sessions kept their open time.
+    pub opened: Option<Millis>,
+}
+
+impl Session {
+    /// A session's open time as the stores keep it: `now` rounded down to the second. Whole
+    /// seconds take a few bytes less per session in Redis, where a typical online user's hash
+    /// sits just under a jemalloc size class; "connected since" needs no more.
+    pub fn opened_at(now: Millis) -> Millis {
+        now.div_euclid(1000) * 1000
+    }
 }
 
 /// A change a user (or a service acting for one) asks for.
@@ -99,6 +111,11 @@ pub enum TransitionError {
     /// A session with that id is already open.
     #[error("session {0} is already open")]
     SessionExists(SessionId),
+    /// The service ended that session ([`crate::Store::end_session`]) a short while ago: it
+    /// may not open again, so the node holding its socket closes the socket instead of
+    /// re-asserting the session.
+    #[error("session {0} was ended by the service")]
+    SessionEnded(SessionId),
 }
 
 /// What a user's record holds. Invariant: `status == Offline` exactly when there is no session
@@ -576,6 +593,7 @@ mod tests {
             node: Some(NodeId::new("n1").unwrap()),
             device,
             lease_until: None,
+            opened: Some(0),
         }
     }
 

@@ -39,6 +39,20 @@ impl Default for StoreSettings {
     }
 }
 
+/// How many node leases a WebSocket's session ended by the service ([`crate::Store::end_session`])
+/// stays marked, so that the node holding the socket, should it find the session missing from
+/// the store, closes the socket rather than re-open the session. A node lists its sessions
+/// within 4/3 of a lease of the store's count changing, and compares the lists whatever the
+/// counts say every 4 leases (presenced's `loops.rs`); the mark outlives that twice over.
+pub const END_MARK_NODE_LEASES: u32 = 8;
+
+impl StoreSettings {
+    /// How long a session ended by the service stays marked (see [`END_MARK_NODE_LEASES`]).
+    pub fn end_mark_lifetime(&self) -> Duration {
+        self.node_lease * END_MARK_NODE_LEASES
+    }
+}
+
 /// A duration in whole milliseconds, as stores and scripts count time.
 pub fn ms(d: Duration) -> i64 {
     d.as_millis().min(i64::MAX as u128) as i64

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use crate::bus::{BusMessage, BusReceiver, Typer, TypingOutcome, TypingWrite};
 use crate::event::{FeedId, PresenceEvent};
 use crate::ids::{ConversationId, NodeId, OrgId, SessionId, UserId, ZoneId};
-use crate::record::{Change, TransitionError};
+use crate::record::{Change, TransitionError, UserRecord};
 use crate::scope::{ListQuery, Scope, ScopePage};
 use crate::time::Millis;
 use crate::view::{DeviceKind, PresenceView, Status};
@@ -48,6 +48,51 @@ pub struct OpenSession {
     pub org: Option<OrgId>,
     /// `true` for a REST heartbeat session: leased for `online_ttl`, not tied to the node.
     pub leased: bool,
+}
+
+/// One open session, as [`Store::sessions`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// Its id.
+    pub session: SessionId,
+    /// What it runs on.
+    pub device: DeviceKind,
+    /// The node holding its WebSocket; `None` for a REST heartbeat session.
+    pub node: Option<NodeId>,
+    /// When it opened, to the second; `None` for a session written before sessions kept it.
+    pub connected_at: Option<Millis>,
+}
+
+/// A user's open sessions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserSessions {
+    /// The user's last activity. Activity is kept per user, not per session: a node writes
+    /// each active user at most once per flush, whichever of their sessions was active, and
+    /// one write per session would multiply that by the user's sessions.
+    pub last_activity: Millis,
+    /// The open sessions, oldest first (ties by session id).
+    pub sessions: Vec<SessionInfo>,
+}
+
+impl UserSessions {
+    /// The open sessions of a record.
+    pub fn of(record: &UserRecord) -> Self {
+        let mut sessions: Vec<SessionInfo> = record
+            .sessions
+            .iter()
+            .map(|(id, s)| SessionInfo {
+                session: id.clone(),
+                device: s.device,
+                node: s.node.clone(),
+                connected_at: s.opened,
+            })
+            .collect();
+        sessions.sort_by(|a, b| (a.connected_at, &a.session).cmp(&(b.connected_at, &b.session)));
+        Self {
+            last_activity: record.last_activity,
+            sessions,
+        }
+    }
 }
 
 /// The result of one transition: the view after it and its event, if it made one.
@@ -214,11 +259,27 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         session: &SessionId,
     ) -> Result<Applied, StoreError>;
 
+    /// Ends one session for the service (`DELETE /sessions/{user}/{session}`), WebSocket or
+    /// REST lease, exactly as [`Store::close_session`] would: the user's other sessions stay,
+    /// and ending the last one starts the offline grace. A WebSocket's session is also marked
+    /// as ended for [`crate::StoreSettings::end_mark_lifetime`]: until then, opening it again
+    /// ([`Store::open_session`], [`Store::reopen_sessions`]) answers
+    /// [`TransitionError::SessionEnded`], so the node holding the socket, when it finds the
+    /// session missing, closes the socket instead of re-asserting it. A session that is not
+    /// open (or a user without a record) answers [`StoreError::NoSuchSession`] and changes
+    /// nothing.
+    async fn end_session(&self, user: &UserId, session: &SessionId) -> Result<Applied, StoreError>;
+
+    /// A user's open sessions, oldest first; `None` for a user without a record (never seen,
+    /// or past retention), an empty list for one without a session. One store read.
+    async fn sessions(&self, user: &UserId) -> Result<Option<UserSessions>, StoreError>;
+
     /// Re-opens many sessions in one store call (one script call per up to 1,000 in Redis),
     /// each exactly as [`Store::open_session`] would, with the same events: what a node does
     /// after [`LeaseRenewal::Lost`] or when [`Store::node_session_count`] disagrees with its
     /// sockets. A session the store still has is left alone and answered
-    /// `Err(TransitionError::SessionExists)`. One answer per request, in order; a per-session
+    /// `Err(TransitionError::SessionExists)`; one the service ended lately
+    /// ([`Store::end_session`]) answers `Err(TransitionError::SessionEnded)`. One answer per request, in order; a per-session
     /// refusal does not fail the others, while a store failure fails the call (some of the
     /// batch may then have been applied: re-opening is safe to repeat).
     async fn reopen_sessions(

@@ -35,10 +35,13 @@ local function bytes_less(a, b)
   return #a < #b
 end
 
--- Scalar fields of a record (absent = nil). Sessions are fields `s:{id}` = "node|device" for a
--- WebSocket, "|device|lease ms" for a REST heartbeat lease. (Every byte counts: one more and a
--- typical online user's hash moves up a jemalloc size class, 16 bytes.)
--- `ni` lists the nodes whose index list holds an entry for this user (see index_nodes).
+-- Scalar fields of a record (absent = nil). Sessions are fields `s:{id}` = "node|device|opened"
+-- for a WebSocket, "|device|lease|opened" for a REST heartbeat lease (lease in ms, opened in
+-- unix seconds, rounded down); a value written before sessions kept their open time ends
+-- before it ("node|device", "|device|lease"). Every byte counts: a typical online user's hash
+-- is a listpack of 155 bytes in jemalloc's 160-byte class, and the next class is 192.
+-- `ni` lists the nodes whose index list holds an entry for this user, beyond the nodes of its
+-- sessions, which always do (see with_session_nodes and index_nodes).
 -- The custom status, only for users who have one: `ck` kind, `ct` text, `ce` emoji, `cx`
 -- expires_at (ms); an absent field is none (the Rust side never stores an empty string).
 -- Hiding (record.rs): `inv` = '1' while the user is invisible; privacy `pp` = 'org' | 'nobody'
@@ -56,16 +59,18 @@ local VISIBLE = {'status', 'ar', 'zone_id', 'org_id', 'dev', 'metadata', 'ck', '
 local SEEN = {'zone_id', 'org_id', 'metadata', 'ck', 'ct', 'ce', 'cx'}
 local DEVICE_ORDER = {'web', 'desktop', 'mobile', 'other'}
 
+-- node, device, lease ms (REST only), opened (unix seconds; nil in an older value).
 local function parse_session(v)
-  local node, device, lease = string.match(v, '^([^|]*)|([^|]*)|([^|]*)$')
-  if node then return node, device, tonumber(lease) end
-  node, device = string.match(v, '^([^|]*)|([^|]*)$')
-  return node, device, nil
+  local node, device, a, b = string.match(v, '^([^|]*)|([^|]*)|?([^|]*)|?([^|]*)$')
+  if node == '' then return node, device, tonumber(a), tonumber(b) end
+  return node, device, nil, tonumber(a)
 end
 
-local function session_value(node, device, lease)
-  if lease then return node .. '|' .. device .. '|' .. int(lease) end
-  return node .. '|' .. device
+local function session_value(node, device, lease, opened)
+  local v = node .. '|' .. device
+  if lease then v = v .. '|' .. int(lease) end
+  if opened then v = v .. '|' .. int(opened) end
+  return v
 end
 
 -- Devices in view order ('web,mobile'), from the sessions; nil when there is none.
@@ -83,8 +88,36 @@ local function devices_of(sessions)
   return table.concat(list, ',')
 end
 
+-- `ni` names the nodes whose index list holds an entry for the user (see index_nodes). The
+-- nodes of the user's sessions always do, so the hash stores only the others (entries a close
+-- left behind, until the node's sweep drops them): a typical online user's hash has no `ni`.
+-- In a loaded record `ni` is the whole set again: what is stored plus the sessions' nodes.
+local function with_session_nodes(ni, sessions)
+  local have, list = {}, {}
+  for n in string.gmatch(ni or '', '[^,]+') do
+    if not have[n] then have[n] = true; list[#list + 1] = n end
+  end
+  for _, v in pairs(sessions) do
+    local node = parse_session(v)
+    if node ~= '' and not have[node] then have[node] = true; list[#list + 1] = node end
+  end
+  if #list == 0 then return nil end
+  return table.concat(list, ',')
+end
+
+local function without_session_nodes(ni, sessions)
+  local mine, list = {}, {}
+  for _, v in pairs(sessions) do mine[parse_session(v)] = true end
+  for n in string.gmatch(ni or '', '[^,]+') do
+    if not mine[n] then list[#list + 1] = n end
+  end
+  if #list == 0 then return nil end
+  return table.concat(list, ',')
+end
+
 -- `dev` is stored only while the user has no session (the grace keeps the devices shown);
--- with sessions it is derived from them. `dev_stored` remembers what the hash holds.
+-- with sessions it is derived from them. `dev_stored` and `ni_stored` remember what the hash
+-- holds.
 local function load(user)
   local flat = redis.call('HGETALL', ukey(user))
   if #flat == 0 then return nil end
@@ -100,6 +133,8 @@ local function load(user)
   end
   r.dev_stored = r.dev
   if r.n > 0 then r.dev = devices_of(r.sessions) end
+  r.ni_stored = r.ni
+  r.ni = with_session_nodes(r.ni, r.sessions)
   return r
 end
 
@@ -215,13 +250,17 @@ local function save(user, old, r)
   local k = ukey(user)
   local set, del = {}, {}
   for _, f in ipairs(FIELDS) do
-    if f ~= 'dev' and r[f] ~= old[f] then
+    if f ~= 'dev' and f ~= 'ni' and r[f] ~= old[f] then
       if r[f] == nil then del[#del + 1] = f else set[#set + 1] = f; set[#set + 1] = r[f] end
     end
   end
   local dev = r.n == 0 and r.dev or nil
   if dev ~= old.dev_stored then
     if dev == nil then del[#del + 1] = 'dev' else set[#set + 1] = 'dev'; set[#set + 1] = dev end
+  end
+  local ni = without_session_nodes(r.ni, r.sessions)
+  if ni ~= old.ni_stored then
+    if ni == nil then del[#del + 1] = 'ni' else set[#set + 1] = 'ni'; set[#set + 1] = ni end
   end
   for id, v in pairs(r.sessions) do
     if old.sessions[id] ~= v then set[#set + 1] = 's:' .. id; set[#set + 1] = v end

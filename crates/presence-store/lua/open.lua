@@ -1,16 +1,21 @@
 -- open.lua: sessions open (SPEC §3: first session → online; later ones count as activity;
 -- cancels a pending grace). One call opens one session (open_session) or many
 -- (reopen_sessions: a node re-asserting its sockets), each exactly as alone, each with its
--- own event; a session the store still has is left alone ({'exists'}).
+-- own event; a session the store still has is left alone ({'exists'}), and one the service
+-- ended lately (close.lua's 'end', which leaves `ended:{user}|{session}`) may not open again
+-- ({'ended'}): its node closes the socket instead.
 -- KEYS: none (built from the prefix, see common.lua)
 -- ARGV[5] sessions per user   ARGV[6] node lease ms (registers a node never seen)
 -- ARGV[7..] seven per session: user, session id, device, node id ('' for a REST lease),
 --   zone ('' keeps), org ('' keeps), lease expiry ms ('' for none)
 -- Returns one reply per session, in order:
---   {'ok', feed_id, event} | {'ok', '', {}, record} | {'exists'} | {'too_many', limit}
+--   {'ok', feed_id, event} | {'ok', '', {}, record} | {'ended'} | {'exists'} |
+--   {'too_many', limit}
 local limit, node_lease = tonumber(ARGV[5]), tonumber(ARGV[6])
 
 local function open_one(user, sid, device, node, zone, org, lease)
+  local ended = redis.call('GET', key('ended:' .. user .. '|' .. sid))
+  if ended and tonumber(ended) > NOW then return {'ended'} end
   local old = load(user)
   local r = old and copy(old) or new_record()
   -- A new user is written in full: compare against an empty record.
@@ -19,7 +24,7 @@ local function open_one(user, sid, device, node, zone, org, lease)
   if r.n >= limit then return {'too_many', limit} end
   -- A new presence starts visible; a reload within the grace keeps invisible.
   if r.status == 'offline' then r.inv = nil end
-  r.sessions[sid] = session_value(node, device, tonumber(lease))
+  r.sessions[sid] = session_value(node, device, tonumber(lease), math.floor(NOW / 1000))
   r.n = r.n + 1
   r.gr = nil
   r.last_seen = nil

@@ -4,10 +4,10 @@
 local user, sid, ttl = ARGV[5], ARGV[6], tonumber(ARGV[7])
 local old = load(user)
 if not old or not old.sessions[sid] then return {'no_session'} end
-local node, device, lease = parse_session(old.sessions[sid])
+local node, device, lease, opened = parse_session(old.sessions[sid])
 if not lease then return {'no_session'} end
 local r = copy(old)
 local until_ms = NOW + ttl
-r.sessions[sid] = session_value(node, device, until_ms)
+r.sessions[sid] = session_value(node, device, until_ms, opened)
 commit(user, old, r)
 return {'ok', int(until_ms)}

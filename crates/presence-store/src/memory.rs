@@ -23,7 +23,7 @@ use presence_core::{
     LeaseRenewal, ListCursor, ListQuery, Millis, NodeId, NodeInfo, OpenSession, OrgId,
     PresenceEvent, PresenceView, Scope, ScopeCount, ScopePage, Session, SessionId, SharedClock,
     Store, StoreError, StoreSettings, SweepReport, TransitionError, Typer, TypingOutcome,
-    TypingSignal, TypingWrite, UserId, UserRecord,
+    TypingSignal, TypingWrite, UserId, UserRecord, UserSessions,
 };
 use tokio::sync::Notify;
 
@@ -79,6 +79,10 @@ struct State {
     last_seen: BTreeSet<(Millis, UserId)>,
     /// Custom statuses with an expiry, by `expires_at`.
     expiring_custom: BTreeSet<(Millis, UserId)>,
+    /// WebSocket sessions the service ended, until when they may not open again
+    /// (`end_session`), and the same by that time, for the sweep to forget them.
+    ended: HashMap<(UserId, SessionId), Millis>,
+    ended_until: BTreeSet<(Millis, UserId, SessionId)>,
     /// Auto-away has examined every activity up to here (see `sweep_auto_away`): in the
     /// global index, and in the index of invisible users.
     away_cutoff: Option<Millis>,
@@ -311,11 +315,20 @@ impl State {
         now: Millis,
         s: &StoreSettings,
     ) -> Result<(Option<UserRecord>, Option<PresenceEvent>), StoreError> {
+        if !self.ended.is_empty()
+            && self
+                .ended
+                .get(&(open.user.clone(), open.session.clone()))
+                .is_some_and(|&until| until > now)
+        {
+            return Err(TransitionError::SessionEnded(open.session).into());
+        }
         let node = (!open.leased).then(|| node.clone());
         let session = Session {
             node: node.clone(),
             device: open.device,
             lease_until: open.leased.then_some(now + ms(s.online_ttl)),
+            opened: Some(Session::opened_at(now)),
         };
         let limit = s.sessions_per_user;
         let registered = node.as_ref().is_none_or(|n| self.nodes.contains_key(n));
@@ -585,6 +598,17 @@ impl MemoryStore {
         self.expire_each(st, &due, now, batch, UserRecord::expire_custom_status)
     }
 
+    /// Marks of ended sessions whose time is up are forgotten (not reported: no presence
+    /// changes).
+    fn forget_ended(st: &mut State, now: Millis) {
+        while let Some(first) = st.ended_until.first()
+            && first.0 <= now
+        {
+            let (_, user, session) = st.ended_until.pop_first().expect("checked");
+            st.ended.remove(&(user, session));
+        }
+    }
+
     /// Offline records last seen before the retention cutoff are deleted.
     fn sweep_retention(&self, st: &mut State, now: Millis, batch: usize) -> Step {
         let cutoff = now - ms(self.settings().last_seen_retention);
@@ -658,6 +682,46 @@ impl Store for MemoryStore {
                 e => e,
             })?;
         Self::applied(rec, event, user)
+    }
+
+    async fn end_session(&self, user: &UserId, session: &SessionId) -> Result<Applied, StoreError> {
+        let now = self.now();
+        let grace = ms(self.settings().offline_grace);
+        let mark = now + ms(self.settings().end_mark_lifetime());
+        let (rec, event) = {
+            let mut st = self.lock();
+            let (held, rec, event) = st
+                .transition(user, now, false, self.max_feed(), |r| {
+                    let held = r
+                        .sessions
+                        .get(session)
+                        .ok_or_else(|| StoreError::NoSuchSession(session.clone()))?
+                        .node
+                        .is_some();
+                    r.close(session, now, grace);
+                    Ok(held)
+                })
+                .map_err(|e| match e {
+                    StoreError::NotFound(_) => StoreError::NoSuchSession(session.clone()),
+                    e => e,
+                })?;
+            if held {
+                let key = (user.clone(), session.clone());
+                if let Some(was) = st.ended.insert(key, mark) {
+                    st.ended_until.remove(&(was, user.clone(), session.clone()));
+                }
+                st.ended_until.insert((mark, user.clone(), session.clone()));
+            }
+            (rec, event)
+        };
+        if event.is_some() {
+            self.shared.feed_grew.notify_waiters();
+        }
+        Self::applied(rec, event, user)
+    }
+
+    async fn sessions(&self, user: &UserId) -> Result<Option<UserSessions>, StoreError> {
+        Ok(self.lock().users.get(user).map(UserSessions::of))
     }
 
     async fn reopen_sessions(
@@ -910,6 +974,7 @@ impl Store for MemoryStore {
             r.nodes_reaped = reaped.nodes_reaped;
             r.custom_expired = drain(|| self.sweep_custom(st, now, batch));
             r.records_deleted = drain(|| self.sweep_retention(st, now, batch));
+            Self::forget_ended(st, now);
             r
         };
         self.shared.feed_grew.notify_waiters();
@@ -1037,4 +1102,37 @@ fn due(index: &BTreeSet<(Millis, UserId)>, upto: Millis, batch: usize) -> Vec<Us
         .take(batch)
         .map(|(_, u)| u.clone())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use presence_core::{DeviceKind, ManualClock};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn marks_of_ended_sessions_are_forgotten_once_their_time_is_up() {
+        let clock = ManualClock::new(0);
+        let node = NodeId::new("a").unwrap();
+        let store = MemoryStore::new(node, Arc::new(clock.clone()), StoreSettings::default());
+        let (user, session) = (UserId::new("1").unwrap(), SessionId::new("s").unwrap());
+        let open = OpenSession {
+            user: user.clone(),
+            session: session.clone(),
+            device: DeviceKind::Web,
+            zone: None,
+            org: None,
+            leased: false,
+        };
+        store.open_session(open).await.unwrap();
+        store.end_session(&user, &session).await.unwrap();
+        let life = store.settings().end_mark_lifetime();
+        clock.advance(life - Duration::from_millis(1));
+        store.sweep().await.unwrap();
+        assert_eq!(store.lock().ended.len(), 1, "not yet");
+        clock.advance(Duration::from_millis(1));
+        store.sweep().await.unwrap();
+        let st = store.lock();
+        assert!(st.ended.is_empty() && st.ended_until.is_empty());
+    }
 }

@@ -72,6 +72,11 @@ conformance!(
     typing_is_written_read_and_published_without_touching_presence,
     typing_in_a_full_conversation_is_refused_until_an_entry_expires,
     the_bus_carries_published_messages_to_every_handle,
+    sessions_list_device_node_and_connect_time,
+    ending_one_of_two_sessions_leaves_the_other_with_one_event,
+    an_ended_websocket_session_is_not_reopened_until_its_mark_expires,
+    ending_the_last_session_starts_the_grace_like_a_clean_close,
+    ending_an_unknown_session_is_not_found_and_changes_nothing,
 );
 
 /// The events of one call, checked to be exactly one.
@@ -1737,4 +1742,266 @@ async fn the_bus_carries_published_messages_to_every_handle(kind: Kind) {
             "the junk was dropped, not relayed"
         );
     }
+}
+
+// --- Sessions: listing them, and ending one for the service ------------------------------
+
+/// (session, device, node, connected_at) of each of a user's sessions, in the store's order.
+async fn sessions_of(
+    store: &std::sync::Arc<dyn Store>,
+    user: &str,
+) -> Option<(
+    Millis,
+    Vec<(String, DeviceKind, Option<String>, Option<Millis>)>,
+)> {
+    let s = store.sessions(&uid(user)).await.expect("sessions")?;
+    let listed = s
+        .sessions
+        .into_iter()
+        .map(|i| {
+            (
+                i.session.to_string(),
+                i.device,
+                i.node.map(|n| n.to_string()),
+                i.connected_at,
+            )
+        })
+        .collect();
+    Some((s.last_activity, listed))
+}
+
+fn listed(
+    rows: &[(&str, DeviceKind, Option<&str>, Millis)],
+) -> Vec<(String, DeviceKind, Option<String>, Option<Millis>)> {
+    rows.iter()
+        .map(|(s, d, n, t)| (s.to_string(), *d, n.map(str::to_string), Some(*t)))
+        .collect()
+}
+
+async fn sessions_list_device_node_and_connect_time(kind: Kind) {
+    let k = Kit::new(kind).await;
+    assert_eq!(sessions_of(&k.store, "1").await, None, "never seen");
+    let b = k.node("node-b");
+    b.renew_node_lease(0).await.unwrap();
+    // Opened at T0 + 1.5 s, + 3.5 s and + 4.5 s: kept to the second, rounded down.
+    k.advance(Duration::from_millis(1_500)).await;
+    k.open_with(&k.store, "1", "web", DeviceKind::Web, None, None)
+        .await;
+    k.advance(Duration::from_secs(2)).await;
+    k.open_with(&b, "1", "phone", DeviceKind::Mobile, None, None)
+        .await;
+    k.advance(Duration::from_secs(1)).await;
+    k.store
+        .open_session(OpenSession {
+            device: DeviceKind::Desktop,
+            leased: true,
+            ..request("1", "rest")
+        })
+        .await
+        .unwrap();
+    k.advance(Duration::from_secs(5)).await;
+    k.activity("1").await;
+    let want = listed(&[
+        ("web", DeviceKind::Web, Some("node-a"), T0 + 1_000),
+        ("phone", DeviceKind::Mobile, Some("node-b"), T0 + 3_000),
+        ("rest", DeviceKind::Desktop, None, T0 + 4_000),
+    ]);
+    assert_eq!(
+        sessions_of(&k.store, "1").await,
+        Some((T0 + 9_500, want.clone())),
+        "oldest first; the user's last activity"
+    );
+    assert_eq!(
+        sessions_of(&b, "1").await,
+        Some((T0 + 9_500, want.clone())),
+        "the same from any node"
+    );
+    // A renewal moves the lease, not the connect time.
+    k.store
+        .renew_session(&uid("1"), &sid("rest"))
+        .await
+        .unwrap();
+    assert_eq!(sessions_of(&k.store, "1").await.unwrap().1, want);
+    // Every session closed and the grace over: the user is offline, and has no session.
+    for s in ["web", "phone", "rest"] {
+        k.close("1", s).await;
+    }
+    k.advance(k.settings.offline_grace).await;
+    k.sweep().await;
+    assert_eq!(k.status("1").await, Some(Status::Offline));
+    assert_eq!(sessions_of(&k.store, "1").await, Some((T0 + 9_500, vec![])));
+}
+
+async fn ending_one_of_two_sessions_leaves_the_other_with_one_event(kind: Kind) {
+    let k = Kit::new(kind).await;
+    let b = k.node("node-b");
+    b.renew_node_lease(0).await.unwrap();
+    k.open_with(&k.store, "1", "web", DeviceKind::Web, Some("10"), None)
+        .await;
+    k.open_with(&b, "1", "phone", DeviceKind::Mobile, None, None)
+        .await;
+    k.open("2", "other").await;
+    let head = k.head().await;
+    // The service ends the phone's session through node a, though node b holds it.
+    let a = k.store.end_session(&uid("1"), &sid("phone")).await.unwrap();
+    assert_eq!(a.view.status, Status::Online);
+    assert_eq!(a.view.devices.iter().collect::<Vec<_>>(), [DeviceKind::Web]);
+    let e = one(&a);
+    assert_eq!(
+        (e.prev_status, e.user.status, e.user.version),
+        (Status::Online, Status::Online, 3),
+        "one event: the devices changed"
+    );
+    assert_eq!(k.events_since(head).await, vec![e.clone()]);
+    assert_eq!(
+        sessions_of(&k.store, "1").await.unwrap().1,
+        listed(&[("web", DeviceKind::Web, Some("node-a"), T0)])
+    );
+    assert_eq!(b.node_session_count().await.unwrap(), 0);
+    assert!(b.node_sessions().await.unwrap().is_empty());
+    assert_eq!(k.store.node_session_count().await.unwrap(), 2);
+    assert_eq!(k.list_ids(Scope::Zone(zone("10"))).await, ["1"]);
+    assert_eq!(
+        k.status("2").await,
+        Some(Status::Online),
+        "others untouched"
+    );
+    // Ending a session the user shares a device kind with changes no view: no event.
+    k.open_with(&k.store, "1", "web2", DeviceKind::Web, None, None)
+        .await;
+    let head = k.head().await;
+    let a = k.store.end_session(&uid("1"), &sid("web2")).await.unwrap();
+    assert!(a.event.is_none());
+    assert!(k.events_since(head).await.is_empty());
+}
+
+async fn an_ended_websocket_session_is_not_reopened_until_its_mark_expires(kind: Kind) {
+    let k = Kit::new(kind).await;
+    let b = k.node("node-b");
+    b.renew_node_lease(0).await.unwrap();
+    let phone = || OpenSession {
+        device: DeviceKind::Mobile,
+        ..request("1", "phone")
+    };
+    k.open("1", "web").await;
+    b.open_session(phone()).await.unwrap();
+    k.store.end_session(&uid("1"), &sid("phone")).await.unwrap();
+    let head = k.head().await;
+    let version = k.view("1").await.unwrap().version;
+    // Node b finds the session missing when it re-asserts its sockets: the answer tells it to
+    // close that socket; the rest of the batch re-opens as usual.
+    let reopened = b
+        .reopen_sessions(&[phone(), request("3", "tab")])
+        .await
+        .unwrap();
+    assert_eq!(
+        reopened[0],
+        Err(TransitionError::SessionEnded(sid("phone")))
+    );
+    assert_eq!(reopened[1].as_ref().unwrap().view.status, Status::Online);
+    assert!(matches!(
+        b.open_session(phone()).await,
+        Err(StoreError::Refused(TransitionError::SessionEnded(_)))
+    ));
+    let events = k.events_since(head).await;
+    assert_eq!(events.len(), 1, "user 3 came online, nothing else");
+    assert_eq!(k.view("1").await.unwrap().version, version);
+    assert_eq!(b.node_session_count().await.unwrap(), 1);
+    // Until the mark's time is up (eight node leases), whatever the nodes do meanwhile.
+    let life = k.settings.end_mark_lifetime();
+    k.advance(life - Duration::from_secs(1)).await;
+    b.renew_node_lease(1).await.unwrap();
+    k.sweep().await;
+    assert!(matches!(
+        b.reopen_sessions(&[phone()]).await.unwrap()[0],
+        Err(TransitionError::SessionEnded(_))
+    ));
+    k.advance(Duration::from_secs(1)).await;
+    b.renew_node_lease(1).await.unwrap();
+    k.sweep().await;
+    let again = b.reopen_sessions(&[phone()]).await.unwrap();
+    let a = again[0].as_ref().expect("re-opened once the mark expired");
+    assert_eq!(
+        a.view.devices.iter().collect::<Vec<_>>(),
+        [DeviceKind::Web, DeviceKind::Mobile]
+    );
+}
+
+async fn ending_the_last_session_starts_the_grace_like_a_clean_close(kind: Kind) {
+    let k = Kit::new(kind).await;
+    k.open("1", "ws").await;
+    k.store
+        .open_session(OpenSession {
+            leased: true,
+            ..request("2", "hb")
+        })
+        .await
+        .unwrap();
+    k.advance(Duration::from_secs(1)).await;
+    let head = k.head().await;
+    let ended_at = k.now();
+    for (user, session) in [("1", "ws"), ("2", "hb")] {
+        let a = k
+            .store
+            .end_session(&uid(user), &sid(session))
+            .await
+            .unwrap();
+        assert_eq!(a.view.status, Status::Online, "{user}: in the grace");
+        assert_eq!(a.view.devices.iter().collect::<Vec<_>>(), [DeviceKind::Web]);
+        assert!(a.event.is_none());
+    }
+    k.advance(k.settings.offline_grace - Duration::from_millis(1))
+        .await;
+    assert_eq!(k.sweep().await.grace_expired, 0);
+    // A session opening within the grace cancels it, as after a close.
+    k.open("1", "back").await;
+    assert!(k.events_since(head).await.is_empty(), "no event at all");
+    k.advance(Duration::from_millis(1)).await;
+    assert_eq!(k.sweep().await.grace_expired, 1);
+    let v = k.view("2").await.unwrap();
+    assert_eq!((v.status, v.last_seen), (Status::Offline, Some(LastSeen::At(ended_at))));
+    assert_eq!(k.status("1").await, Some(Status::Online));
+    assert_eq!(k.events_since(head).await.len(), 1);
+    // An ended REST lease is gone: it cannot be renewed and never runs out later.
+    assert!(matches!(
+        k.store.renew_session(&uid("2"), &sid("hb")).await,
+        Err(StoreError::NoSuchSession(_))
+    ));
+    k.advance(k.settings.online_ttl).await;
+    assert_eq!(k.sweep().await.leases_expired, 0);
+    // Only a node's sessions are marked: nothing re-asserts a REST lease.
+    k.store
+        .open_session(OpenSession {
+            leased: true,
+            ..request("2", "hb")
+        })
+        .await
+        .expect("a lease's id is not marked");
+}
+
+async fn ending_an_unknown_session_is_not_found_and_changes_nothing(kind: Kind) {
+    let k = Kit::new(kind).await;
+    k.open("1", "ws").await;
+    let head = k.head().await;
+    for (user, session) in [("1", "nope"), ("ghost", "ws")] {
+        let r = k.store.end_session(&uid(user), &sid(session)).await;
+        assert!(
+            matches!(r, Err(StoreError::NoSuchSession(_))),
+            "{user}/{session}: {r:?}"
+        );
+    }
+    assert!(k.events_since(head).await.is_empty());
+    assert_eq!(k.view("1").await.unwrap().version, 1);
+    assert_eq!(sessions_of(&k.store, "ghost").await, None);
+    k.open("1", "nope").await;
+    // Ending one twice: the second finds it gone.
+    k.store.end_session(&uid("1"), &sid("ws")).await.unwrap();
+    assert!(matches!(
+        k.store.end_session(&uid("1"), &sid("ws")).await,
+        Err(StoreError::NoSuchSession(_))
+    ));
+    assert_eq!(
+        sessions_of(&k.store, "1").await.unwrap().1,
+        listed(&[("nope", DeviceKind::Web, Some("node-a"), T0)])
+    );
 }

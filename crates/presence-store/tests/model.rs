@@ -38,9 +38,13 @@
 //! - records deleted after a 45 s `last_seen_retention` (~530 / 150), auto-away
 //!   (~1,300 / 300), grace expiry (~270 / 75), REST lease expiry (~250 / 65) and custom
 //!   status expiry (set with an expiry of 1–90 s, replaced, cleared; swept exactly on time
-//!   or a second early by a dedicated fragment, ~590 / 125).
+//!   or a second early by a dedicated fragment, ~590 / 125);
+//! - sessions the service ends (`end_session`, ~820 / 220), the user's last one among them,
+//!   which starts the grace (~740 / 195), and opens of a session it ended refused until the
+//!   mark's eight node leases are up (~560 / 160); every user's sessions (ids, devices,
+//!   nodes, connect times, last activity) compared after every step.
 //!
-//! Both stores' runs take about 25–30 s together on the project's 2-core machine (Redis is
+//! Both stores' runs take about 30–35 s together on the project's 2-core machine (Redis is
 //! the longer one).
 
 mod common;
@@ -134,6 +138,17 @@ enum Op {
     /// Closes the `pick`-th open session (modulo) the model knows, if there is one: random
     /// user and session ids rarely name an open session.
     CloseOpen {
+        pick: u8,
+        via_b: bool,
+    },
+    /// The service ends a session (`end_session`).
+    End {
+        user: u8,
+        session: u8,
+        via_b: bool,
+    },
+    /// Ends the `pick`-th open session (modulo) the model knows, like `CloseOpen`.
+    EndOpen {
         pick: u8,
         via_b: bool,
     },
@@ -261,6 +276,8 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(user, session, device, zone, org, holder)| Op::Open { user, session, device, zone, org, holder }),
         1 => (user.clone(), 0..4u8, any::<bool>()).prop_map(|(user, session, via_b)| Op::Close { user, session, via_b }),
         3 => (any::<u8>(), any::<bool>()).prop_map(|(pick, via_b)| Op::CloseOpen { pick, via_b }),
+        1 => (user.clone(), 0..4u8, any::<bool>()).prop_map(|(user, session, via_b)| Op::End { user, session, via_b }),
+        2 => (any::<u8>(), any::<bool>()).prop_map(|(pick, via_b)| Op::EndOpen { pick, via_b }),
         3 => (proptest::collection::vec((user.clone(), when()), 1..6), prop::bool::weighted(0.3))
             .prop_map(|(batch, via_b)| Op::Activity { batch, via_b }),
         // Two users, several times each: out of order within the batch.
@@ -336,6 +353,19 @@ fn fragment() -> impl Strategy<Value = Vec<(Op, Probe)>> {
             (Op::Online { user, invisible: None }, p[4].clone()),
             (Op::SetPrivacy { user, presence: 0, last_seen: 0 }, p[5].clone()),
         ]),
+        // The service ends a node's session; the node, re-asserting it, is refused until the
+        // mark's time is up.
+        3 => (0..USERS, any::<bool>(), 0..130u16, probe(), probe(), probe(), probe())
+            .prop_map(|(user, b, secs, p, q, r, t)| {
+                let holder = if b { Holder::NodeB } else { Holder::NodeA };
+                let open = Op::Open { user, session: 2, device: 1, zone: None, org: None, holder };
+                vec![
+                    (open.clone(), p),
+                    (Op::End { user, session: 2, via_b: !b }, q),
+                    (Op::Advance { secs, renew: Renew::Both }, r),
+                    (open, t),
+                ]
+            }),
         // One node stops renewing past its lease; the other renews, sweeps and so reaps it;
         // the dead one comes back and renews.
         3 => (any::<bool>(), 16u16..40, probe(), probe(), probe()).prop_map(|(b_dies, secs, p, q, r)| vec![
@@ -378,6 +408,8 @@ struct MSession {
     node: Option<&'static str>,
     device: DeviceKind,
     lease: Option<Millis>,
+    /// When it opened, to the second (rounded down).
+    opened: Millis,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -503,6 +535,8 @@ struct Model {
     nodes: BTreeMap<&'static str, MNode>,
     /// Nodes reaped since they last renewed: told `Lost` at their next renewal.
     reaped: BTreeSet<&'static str>,
+    /// Node-held sessions the service ended, and until when they may not open again.
+    ended: BTreeMap<(u8, u8), Millis>,
     /// Every event, in the order the transitions happened.
     events: Vec<MEvent>,
     ops: u64,
@@ -527,6 +561,7 @@ impl Model {
             users: BTreeMap::new(),
             nodes: BTreeMap::new(),
             reaped: BTreeSet::new(),
+            ended: BTreeMap::new(),
             events: Vec::new(),
             ops: 0,
             sweeping: false,
@@ -697,6 +732,11 @@ impl Model {
                 org,
                 holder,
             } => {
+                // A session the service ended may not open again for eight node leases (the
+                // Store trait's `end_session`), before anything else is looked at.
+                if self.ended.get(&(user, session)).is_some_and(|t| *t > now) {
+                    return Outcome::Refused;
+                }
                 let u = self.users.entry(user).or_insert_with(|| MUser {
                     status: Status::Offline,
                     reason: None,
@@ -748,6 +788,7 @@ impl Model {
                             node,
                             device: DEVICES[device as usize],
                             lease,
+                            opened: now - now.rem_euclid(1000),
                         },
                     );
                     u.grace = None;
@@ -782,6 +823,24 @@ impl Model {
                     }
                 });
                 Outcome::Ok
+            }
+            Op::End { user, session, .. } => {
+                let Some(held) = self.users.get(&user).and_then(|u| u.sessions.get(&session))
+                else {
+                    return Outcome::NoSession;
+                };
+                if held.node.is_some() {
+                    self.ended
+                        .insert((user, session), now + 8 * d(s.node_lease));
+                }
+                // Otherwise exactly a close: the last one starts the grace.
+                let close = Op::Close {
+                    user,
+                    session,
+                    via_b: false,
+                };
+                self.ops -= 1;
+                self.apply(&close, now)
             }
             Op::Activity { batch, .. } => {
                 // Activity older than away_after says nothing about now: skipped. A time in
@@ -862,7 +921,7 @@ impl Model {
                     u.privacy.1 = last_seen;
                 }
             }),
-            Op::Churn { .. } | Op::CloseOpen { .. } => {
+            Op::Churn { .. } | Op::CloseOpen { .. } | Op::EndOpen { .. } => {
                 unreachable!("the runner turns it into simpler operations")
             }
             Op::RenewLease { user, session } => {
@@ -1072,6 +1131,26 @@ impl Model {
         v.into_iter().map(|(_, _, view)| view).collect()
     }
 
+    /// A user's sessions as `Store::sessions` lists them: oldest first, then by session id.
+    fn sessions(&self, user: u8) -> Option<UserSessions> {
+        let u = self.users.get(&user)?;
+        let mut sessions: Vec<SessionInfo> = u
+            .sessions
+            .iter()
+            .map(|(k, m)| SessionInfo {
+                session: sid(&format!("s{k}")),
+                device: m.device,
+                node: m.node.map(node),
+                connected_at: Some(m.opened),
+            })
+            .collect();
+        sessions.sort_by(|a, b| (a.connected_at, &a.session).cmp(&(b.connected_at, &b.session)));
+        Some(UserSessions {
+            last_activity: u.activity,
+            sessions,
+        })
+    }
+
     /// Live nodes: those whose lease has not run out.
     fn live_nodes(&self, now: Millis) -> Vec<(String, Millis, Millis, Millis, u64)> {
         self.nodes
@@ -1136,7 +1215,11 @@ mod hit {
     pub(crate) const PRIVACY_ORG_SEES: &str = "privacy: org members see a change others do not";
     pub(crate) const PRIVACY_NOBODY: &str = "privacy: nobody turned on";
 
-    pub(crate) const ALL: [&str; 33] = [
+    pub(crate) const ENDED: &str = "end: a session ended by the service";
+    pub(crate) const ENDED_LAST: &str = "end: the user's last session (grace)";
+    pub(crate) const ENDED_REFUSED: &str = "open refused: the service ended that session";
+
+    pub(crate) const ALL: [&str; 36] = [
         STALE,
         BOUNDARY,
         FUTURE,
@@ -1170,6 +1253,9 @@ mod hit {
         INVISIBLE_NEW_PRESENCE,
         PRIVACY_ORG_SEES,
         PRIVACY_NOBODY,
+        ENDED,
+        ENDED_LAST,
+        ENDED_REFUSED,
     ];
 }
 
@@ -1422,6 +1508,20 @@ impl Runner {
                     Err(o) => o,
                 }
             }
+            Op::End {
+                user,
+                session,
+                via_b,
+            } => {
+                let store = self.store(*via_b).clone();
+                match outcome(store.end_session(&u(user), &s(session)).await) {
+                    Ok(a) => {
+                        self.expect_applied(&a, *user, from, what)?;
+                        Outcome::Ok
+                    }
+                    Err(o) => o,
+                }
+            }
             Op::Activity { batch, via_b } => {
                 let batch: Vec<_> = batch
                     .iter()
@@ -1536,14 +1636,14 @@ impl Runner {
                     records_deleted: r.records_deleted,
                 })
             }
-            Op::Churn { .. } | Op::CloseOpen { .. } | Op::ReadFeed { .. } => {
+            Op::Churn { .. } | Op::CloseOpen { .. } | Op::EndOpen { .. } | Op::ReadFeed { .. } => {
                 unreachable!("handled by the runner")
             }
         })
     }
 
-    /// The `pick`-th open session the model knows, as a plain close.
-    fn close_open(&self, pick: u8, via_b: bool) -> Op {
+    /// The `pick`-th open session the model knows, as a plain close or end.
+    fn pick_open(&self, pick: u8, via_b: bool, end: bool) -> Op {
         let open: Vec<(u8, u8)> = self
             .model
             .users
@@ -1554,18 +1654,27 @@ impl Runner {
             0 => (0, 0),
             n => open[usize::from(pick) % n],
         };
-        Op::Close {
-            user,
-            session,
-            via_b,
+        if end {
+            Op::End {
+                user,
+                session,
+                via_b,
+            }
+        } else {
+            Op::Close {
+                user,
+                session,
+                via_b,
+            }
         }
     }
 
     async fn step(&mut self, i: usize, op: &Op, probe: &Probe) -> Result<(), TestCaseError> {
         let resolved;
         let (op, what) = match op {
-            Op::CloseOpen { pick, via_b } => {
-                resolved = self.close_open(*pick, *via_b);
+            Op::CloseOpen { pick, via_b } | Op::EndOpen { pick, via_b } => {
+                let end = matches!(op, Op::EndOpen { .. });
+                resolved = self.pick_open(*pick, *via_b, end);
                 (&resolved, format!("step {i} {op:?} = {resolved:?}"))
             }
             _ => (op, format!("step {i} {op:?}")),
@@ -1646,6 +1755,25 @@ impl Runner {
 
     fn count_before(&self, op: &Op, now: Millis) {
         match op {
+            Op::End { user, session, .. } => {
+                if let Some(m) = self.model.users.get(user)
+                    && m.sessions.contains_key(session)
+                {
+                    self.hits.hit(hit::ENDED);
+                    if m.sessions.len() == 1 {
+                        self.hits.hit(hit::ENDED_LAST);
+                    }
+                }
+            }
+            Op::Open { user, session, .. }
+                if self
+                    .model
+                    .ended
+                    .get(&(*user, *session))
+                    .is_some_and(|t| *t > now) =>
+            {
+                self.hits.hit(hit::ENDED_REFUSED);
+            }
             Op::Close {
                 user,
                 session,
@@ -1840,6 +1968,17 @@ impl Runner {
             self.model.users.get(&(probe.limit % USERS)),
         );
         prop_assert_eq!(one, m.1.map(|u| Model::view(m.0, u)), "{}: view", what);
+        // Every user's sessions, connect times and last activity.
+        for n in 0..USERS {
+            let sessions = store.sessions(&u(&n)).await.expect("sessions");
+            prop_assert_eq!(
+                sessions,
+                self.model.sessions(n),
+                "{}: sessions of u{}",
+                what,
+                n
+            );
+        }
 
         // Counts of every scope in one call; everyone in one page.
         let scopes = scopes();

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
+use presence_core::settings::ms;
 use presence_core::*;
 use presence_store::{RedisConfig, RedisStore};
 use redis::AsyncCommands;
@@ -256,10 +257,28 @@ async fn node_index_lists_hold_each_user_once_and_shrink_to_live_users() {
     }
     let len: usize = raw.llen(&list).await.unwrap();
     assert_eq!(len, 52, "one entry per user, however often they reconnect");
+    // The mark `ni` names only the nodes listing a user beyond those of its sessions: none for
+    // a user online through node-a, node-a for one who left it (until the sweep drops them).
+    let marks = raw.clone();
+    let ni = |user: &str| {
+        let mut raw = marks.clone();
+        let key = format!("{}presence:{user}", store.key_prefix());
+        async move {
+            let v: Option<String> = raw.hget(key, "ni").await.unwrap();
+            v
+        }
+    };
+    assert_eq!(ni("tabs").await, None);
+    assert_eq!(ni("gone7").await.as_deref(), Some("node-a"));
     k.sweep().await;
     let mut entries: Vec<String> = raw.lrange(&list, 0, -1).await.unwrap();
     entries.sort();
     assert_eq!(entries, ["flappy", "tabs"]);
+    assert_eq!(
+        ni("gone7").await,
+        None,
+        "dropped from the list, and the mark with it"
+    );
     // A user who comes back after being dropped is indexed again, once.
     k.open("gone0", "again").await;
     let len: usize = raw.llen(&list).await.unwrap();
@@ -673,4 +692,108 @@ async fn invisible_users_sit_in_hidden_not_in_the_public_sets() {
     assert!(members("hidden").await.is_empty());
     let iv: Option<String> = raw.hget(key("presence:123"), "iv").await.unwrap();
     assert_eq!(iv, None);
+}
+
+#[tokio::test]
+async fn session_values_carry_their_open_second_and_older_values_still_work() {
+    let (store, mut raw, clock) = prefixed_store().await;
+    let key = format!("{}presence:7", store.key_prefix());
+    clock.advance(Duration::from_millis(1_999));
+    let open = |session: &str, device, leased| OpenSession {
+        device,
+        leased,
+        ..request("7", session)
+    };
+    store
+        .open_session(open("ws", DeviceKind::Web, false))
+        .await
+        .unwrap();
+    store
+        .open_session(open("hb", DeviceKind::Mobile, true))
+        .await
+        .unwrap();
+    let opened = (T0 + 1_999) / 1000;
+    let lease = T0 + 1_999 + 300_000;
+    let h: HashMap<String, String> = raw.hgetall(&key).await.unwrap();
+    assert_eq!(h["s:ws"], format!("n1|web|{opened}"), "node|device|opened");
+    assert_eq!(
+        h["s:hb"],
+        format!("|mobile|{lease}|{opened}"),
+        "|device|lease|opened"
+    );
+    assert!(!h.contains_key("ni"), "n1 lists the user for its session");
+    // A renewal moves the lease and keeps the open time.
+    clock.advance(Duration::from_secs(10));
+    store.renew_session(&uid("7"), &sid("hb")).await.unwrap();
+    let v: String = raw.hget(&key, "s:hb").await.unwrap();
+    assert_eq!(v, format!("|mobile|{}|{opened}", lease + 10_000));
+    // Values written before sessions kept their open time still read, renew and close.
+    let old_lease = T0 + 600_000;
+    let _: () = raw
+        .hset_multiple(
+            &key,
+            &[
+                ("s:old", "n1|desktop".to_string()),
+                ("s:oldhb", format!("|other|{old_lease}")),
+            ],
+        )
+        .await
+        .unwrap();
+    let view = store.view(&uid("7")).await.unwrap().unwrap();
+    assert_eq!(
+        view.devices.iter().collect::<Vec<_>>(),
+        [
+            DeviceKind::Web,
+            DeviceKind::Desktop,
+            DeviceKind::Mobile,
+            DeviceKind::Other
+        ]
+    );
+    let until = store.renew_session(&uid("7"), &sid("oldhb")).await.unwrap();
+    let v: String = raw.hget(&key, "s:oldhb").await.unwrap();
+    assert_eq!(v, format!("|other|{until}"), "no open time is made up");
+    let closed = store.close_session(&uid("7"), &sid("old")).await.unwrap();
+    assert!(!closed.view.devices.contains(DeviceKind::Desktop));
+    let listed = store.sessions(&uid("7")).await.unwrap().unwrap().sessions;
+    let times: Vec<(&str, Option<Millis>)> = listed
+        .iter()
+        .map(|s| (s.session.as_str(), s.connected_at))
+        .collect();
+    assert_eq!(
+        times,
+        [
+            ("oldhb", None),
+            ("hb", Some(opened * 1000)),
+            ("ws", Some(opened * 1000))
+        ],
+        "an older value's connect time is unknown"
+    );
+}
+
+#[tokio::test]
+async fn an_ended_sessions_mark_is_one_key_that_expires_with_it() {
+    let (store, mut raw, clock) = prefixed_store().await;
+    let p = store.key_prefix().to_string();
+    store.open_session(request("7", "ws")).await.unwrap();
+    store
+        .open_session(OpenSession {
+            leased: true,
+            ..request("7", "hb")
+        })
+        .await
+        .unwrap();
+    clock.advance(Duration::from_secs(1));
+    store.end_session(&uid("7"), &sid("ws")).await.unwrap();
+    store.end_session(&uid("7"), &sid("hb")).await.unwrap();
+    // redis-cli GET 'ended:7|ws': until when (ms) the session may not open again; the key
+    // lives as long, so marks never pile up.
+    let life = ms(StoreSettings::default().end_mark_lifetime());
+    let until: i64 = raw.get(format!("{p}ended:7|ws")).await.unwrap();
+    assert_eq!(until, T0 + 1_000 + life);
+    let ttl: i64 = raw.pttl(format!("{p}ended:7|ws")).await.unwrap();
+    assert!(0 < ttl && ttl <= life, "{ttl}");
+    let lease_mark: bool = raw.exists(format!("{p}ended:7|hb")).await.unwrap();
+    assert!(!lease_mark, "REST leases are never re-asserted: no mark");
+    let h: HashMap<String, String> = raw.hgetall(format!("{p}presence:7")).await.unwrap();
+    assert!(h.keys().all(|f| !f.starts_with("s:")), "{h:?}");
 }

@@ -79,6 +79,32 @@ impl Access {
         }
     }
 
+    /// Whether the caller may list `user`'s sessions (`GET /sessions/{user}`): its own, and
+    /// anyone's for a service or admin token. Another user's token is refused whether or not
+    /// that user exists. Tenant isolation needs nothing more here: a user token only ever sees
+    /// its own user's sessions, and service and admin tokens are never confined.
+    pub fn see_sessions(&self, user: &UserId) -> Result<(), ApiError> {
+        if self.is_privileged() || *user == self.who.user {
+            Ok(())
+        } else {
+            Err(ApiError::permission_denied(
+                "a user token sees only its own sessions",
+            ))
+        }
+    }
+
+    /// Whether the caller may end a user's session (`DELETE /sessions/{user}/{session}`):
+    /// service and admin tokens only (SPEC §6); a user token may not, not even its own.
+    pub fn end_sessions(&self) -> Result<(), ApiError> {
+        if self.is_privileged() {
+            Ok(())
+        } else {
+            Err(ApiError::permission_denied(
+                "only service and admin tokens end sessions",
+            ))
+        }
+    }
+
     /// Whether the caller may report activity for all of `users`.
     pub fn act_for_all(&self, users: &[UserId]) -> Result<(), ApiError> {
         if self.is_privileged() || users.iter().all(|u| *u == self.who.user) {
@@ -324,6 +350,24 @@ mod tests {
         assert_eq!(service.act_as(Some(two.clone())).unwrap(), two);
         assert!(user.act_for_all(std::slice::from_ref(&two)).is_err());
         assert!(service.act_for_all(&[two]).is_ok());
+    }
+
+    #[test]
+    fn sessions_are_seen_by_their_user_and_services_and_ended_by_services_only() {
+        let two = UserId::new("2").unwrap();
+        let own = access("2", Some("100"), Role::User, true);
+        assert!(own.see_sessions(&two).is_ok(), "confined or not, its own");
+        let other = access("1", None, Role::User, false);
+        assert_eq!(
+            other.see_sessions(&two).unwrap_err().code,
+            "permission_denied"
+        );
+        for role in [Role::Service, Role::Admin] {
+            let backend = access("svc", Some("100"), role, true);
+            assert!(backend.see_sessions(&two).is_ok());
+            assert!(backend.end_sessions().is_ok());
+        }
+        assert_eq!(own.end_sessions().unwrap_err().code, "permission_denied");
     }
 
     #[test]

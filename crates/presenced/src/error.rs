@@ -117,9 +117,9 @@ impl From<StoreError> for ApiError {
             StoreError::Refused(TransitionError::TooManySessions { limit }) => {
                 ApiError::conflict(format!("the user already has {limit} sessions"))
             }
-            StoreError::Refused(e @ TransitionError::SessionExists(_)) => {
-                ApiError::conflict(e.to_string())
-            }
+            StoreError::Refused(
+                e @ (TransitionError::SessionExists(_) | TransitionError::SessionEnded(_)),
+            ) => ApiError::conflict(e.to_string()),
             StoreError::Unavailable(m) => {
                 tracing::warn!(error = %m, "store unavailable");
                 ApiError::unavailable("the presence store is unavailable; try again")

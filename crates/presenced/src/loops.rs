@@ -142,6 +142,12 @@ async fn upkeep_sessions(state: AppState, job: Job) -> Upkeep {
             .await
         {
             Ok(done) => {
+                if done.ended > 0 {
+                    tracing::info!(
+                        sockets = done.ended,
+                        "closed sockets whose sessions the service ended"
+                    );
+                }
                 if done.closed + done.reopened > 0 {
                     tracing::warn!(
                         ?done,

@@ -9,7 +9,7 @@ use presence_core::{
     Activity, Applied, BusMessage, BusReceiver, Change, ConversationId, FeedId, FeedRead,
     LeaseRenewal, ListQuery, Millis, NodeId, NodeInfo, OpenSession, PresenceEvent, PresenceView,
     Scope, ScopeCount, ScopePage, SessionId, Store, StoreError, SweepReport, TransitionError,
-    Typer, TypingOutcome, TypingWrite, UserId,
+    Typer, TypingOutcome, TypingWrite, UserId, UserSessions,
 };
 
 /// Measures the calls to `inner`.
@@ -69,6 +69,12 @@ impl<S: Store> Store for MeteredStore<S> {
             self.inner.close_leased_session(user, session),
         )
         .await
+    }
+    async fn end_session(&self, user: &UserId, session: &SessionId) -> Result<Applied, StoreError> {
+        measured("end_session", self.inner.end_session(user, session)).await
+    }
+    async fn sessions(&self, user: &UserId) -> Result<Option<UserSessions>, StoreError> {
+        measured("sessions", self.inner.sessions(user)).await
     }
     async fn reopen_sessions(
         &self,

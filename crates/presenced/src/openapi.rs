@@ -14,6 +14,7 @@ use crate::http::{admin, events, presence, typing};
         presence::set_away, presence::set_online, presence::activity, presence::heartbeat,
         presence::end_heartbeat, presence::set_zone, presence::set_org,
         presence::set_custom_status, presence::clear_custom_status, presence::set_privacy,
+        presence::list_sessions, presence::end_session,
         events::events, typing::typing_now, admin::nodes),
     components(schemas(presence_core::PresenceView, presence_core::PresenceEvent, ErrorBody)),
     modifiers(&BearerAuth)

@@ -15,16 +15,23 @@
 //! A session is registered before its open is sent, so an open still on its way is never
 //! taken for a ghost.
 //!
+//! The service may end a session (`DELETE /messenger/presence/sessions/{user}/{session}`,
+//! [`Store::end_session`]) on any node. The store ends it at once and marks it; the node that
+//! holds its socket closes the socket with 4011 through [`LocalSessions::end`]: at once when
+//! the request reached this node, otherwise when its reconcile (or a re-assert) finds the
+//! session missing and the store refuses to re-open it (`TransitionError::SessionEnded`).
+//!
 //! Where each user is (zone, org) is kept per user, as the store keeps it: the newest
 //! session's values, and every move, REST or WebSocket.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use presence_core::{
     DeviceKind, Millis, OpenSession, OrgId, SessionId, Store, StoreError, TransitionError, UserId,
     ZoneId,
 };
+use tokio::sync::Notify;
 
 /// Sessions re-opened per store call during a re-assert or a reconcile.
 const REOPEN_BATCH: usize = 500;
@@ -38,6 +45,24 @@ pub struct Reconciled {
     pub closed: usize,
     /// Sessions a socket held that the store had lost: re-opened.
     pub reopened: usize,
+    /// Sessions a socket held that the service had ended: their sockets told to close.
+    pub ended: usize,
+}
+
+/// Tells a connection that the service ended its session ([`LocalSessions::end`]). One small
+/// allocation per connection; a notice given before the connection waits is kept for it.
+#[derive(Debug, Clone, Default)]
+pub struct EndSignal(Arc<Notify>);
+
+impl EndSignal {
+    /// Resolves once the session has been ended.
+    pub async fn ended(&self) {
+        self.0.notified().await
+    }
+
+    fn end(&self) {
+        self.0.notify_one();
+    }
 }
 
 /// One held session.
@@ -47,6 +72,8 @@ struct Held {
     device: DeviceKind,
     /// When this node registered it (its clock).
     since: Millis,
+    /// Its connection's end signal.
+    end: EndSignal,
 }
 
 /// Where a user with sessions on this node is.
@@ -78,12 +105,15 @@ impl LocalSessions {
     }
 
     /// A socket is about to open `open.session` (registered before the store hears of it).
-    pub fn opening(&self, open: &OpenSession, now: Millis) {
+    /// The connection waits on the signal returned: [`LocalSessions::end`] gives it.
+    pub fn opening(&self, open: &OpenSession, now: Millis) -> EndSignal {
         let mut r = self.lock();
+        let end = EndSignal::default();
         let held = Held {
             user: open.user.clone(),
             device: open.device,
             since: now,
+            end: end.clone(),
         };
         r.sessions.insert(open.session.clone(), held);
         r.to_close.remove(&open.session);
@@ -94,6 +124,22 @@ impl LocalSessions {
         }
         if open.org.is_some() {
             p.org = open.org.clone();
+        }
+        end
+    }
+
+    /// The service ended `session`: if this node holds its socket, the socket is closed with
+    /// 4011 (its connection then closes the session in the store as any close does, which
+    /// finds it already ended). Returns whether this node holds it. Every path that learns of
+    /// an ended session calls this: the `DELETE` route on the node that holds the socket, and
+    /// a reconcile or re-assert the store refuses (`TransitionError::SessionEnded`).
+    pub fn end(&self, user: &UserId, session: &SessionId) -> bool {
+        match self.lock().sessions.get(session) {
+            Some(held) if held.user == *user => {
+                held.end.end();
+                true
+            }
+            _ => false,
         }
     }
 
@@ -205,13 +251,14 @@ impl LocalSessions {
     }
 
     /// Re-opens `opens` a batch per store call. A session the store still has is left as
-    /// it is; one whose socket ended meanwhile is closed again. Returns how many re-opened.
+    /// it is; one whose socket ended meanwhile is closed again; one the service ended has its
+    /// socket closed. Returns how many re-opened, and how many sockets were told to close.
     async fn reopen(
         &self,
         store: &dyn Store,
         opens: Vec<OpenSession>,
-    ) -> Result<usize, StoreError> {
-        let mut reopened = 0;
+    ) -> Result<(usize, usize), StoreError> {
+        let (mut reopened, mut ended) = (0, 0);
         for batch in opens.chunks(REOPEN_BATCH) {
             let mut batch: Vec<OpenSession> = batch
                 .iter()
@@ -245,6 +292,11 @@ impl LocalSessions {
                 match outcome {
                     Ok(_) => reopened += 1,
                     Err(TransitionError::SessionExists(_)) => {}
+                    Err(TransitionError::SessionEnded(_)) => {
+                        if self.end(&open.user, &open.session) {
+                            ended += 1;
+                        }
+                    }
                     Err(e) => tracing::warn!(error = %e, "could not re-open a session"),
                 }
                 // Its socket ended while the batch was on its way: the socket's own close
@@ -254,21 +306,23 @@ impl LocalSessions {
                 }
             }
         }
-        Ok(reopened)
+        Ok((reopened, ended))
     }
 
     /// Opens again, in the store, every session this node holds (after the store forgot
-    /// this node). Returns how many were re-opened.
+    /// this node); the sockets of those the service ended meanwhile are closed. Returns how
+    /// many were re-opened.
     pub async fn reassert(&self, store: &dyn Store) -> Result<usize, StoreError> {
         let opens = self.held_opens(Millis::MAX);
-        self.reopen(store, opens).await
+        Ok(self.reopen(store, opens).await?.0)
     }
 
     /// Makes the store's sessions of this node agree with the sockets it holds. Unless
     /// `full`, it first compares counts (one O(1) store call) and stops there when they agree,
     /// or when they differ but `may_list` is false (on a busy node opens and closes on their
     /// way make counts differ often; the listing is what costs); otherwise it lists the
-    /// node's sessions (O(the node's users)) and mends both ways. Sessions registered after
+    /// node's sessions (O(the node's users)) and mends both ways: a socket whose session the
+    /// service ended is closed (4011) rather than re-opened. Sessions registered after
     /// `settled` (still opening) are left alone.
     pub async fn reconcile(
         &self,
@@ -303,7 +357,7 @@ impl LocalSessions {
                 }
             }
         }
-        done.reopened = self.reopen(store, missing).await?;
+        (done.reopened, done.ended) = self.reopen(store, missing).await?;
         Ok(done)
     }
 }

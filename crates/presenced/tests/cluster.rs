@@ -773,3 +773,79 @@ async fn typing_crosses_nodes_again_after_a_redis_restart() {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_ended_through_one_node_closes_its_socket_on_another() {
+    within(async {
+        let nodes = Node::cluster(2, CLUSTER).await;
+        let a = user("ended");
+        let t = token(&a, "user", None);
+        let svc = token("backend", "service", None);
+        let mut watcher = nodes[1].connect(&svc, "").await;
+        watcher
+            .subscribe(json!({"type": "subscribe", "users": [a]}))
+            .await;
+        let (mut phone, hello) = nodes[0].connect_hello(&t, "&device=mobile").await;
+        let mut web = nodes[1].connect(&t, "").await;
+        watcher
+            .until(|f| {
+                is_event(f, &a, "online") && f["user"]["devices"] == json!(["web", "mobile"])
+            })
+            .await;
+        let session = hello["session_id"].as_str().unwrap();
+        // Either node lists the sessions, with the node that holds each socket.
+        let (s, listed) = nodes[1]
+            .get(&format!("/messenger/presence/sessions/{a}"), &svc)
+            .await;
+        assert_eq!(s, 200, "{listed}");
+        let entry = listed["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["session_id"] == session)
+            .expect("the phone's session is listed")
+            .clone();
+        assert_eq!(
+            (&entry["node_id"], &entry["device"]),
+            (&hello["node_id"], &json!("mobile"))
+        );
+        // The DELETE reaches node B; the socket is on node A.
+        let (s, e) = nodes[1]
+            .send(
+                reqwest::Method::DELETE,
+                &format!("/messenger/presence/sessions/{a}/{session}"),
+                &svc,
+                None,
+            )
+            .await;
+        assert_eq!(s, 204, "{e}");
+        // The store ended it at once: one event, the phone gone from the devices.
+        let ended = watcher.until(|f| f["type"] == "presence").await;
+        assert!(is_event(&ended, &a, "online"), "{ended}");
+        assert_eq!(ended["user"]["devices"], json!(["web"]));
+        // Node A closes the socket when its reconcile finds the session ended: within a few
+        // lease periods (a third of the 3 s node_lease each).
+        assert_eq!(phone.closed_with(Duration::from_secs(30)).await, Some(4011));
+        // The user's other socket, on node B, stays; the close of the ended one changed nothing.
+        web.send(json!({"type": "ping", "id": "still"})).await;
+        assert_eq!(web.until(|f| f["type"] == "pong").await["id"], "still");
+        watcher
+            .assert_quiet(
+                Duration::from_millis(1500),
+                "nothing after the socket closed",
+            )
+            .await;
+        let (_, v) = nodes[0]
+            .get(&format!("/messenger/presence/status/{a}"), &svc)
+            .await;
+        assert_eq!(
+            (&v["status"], &v["devices"]),
+            (&json!("online"), &json!(["web"]))
+        );
+        let (_, listed) = nodes[0]
+            .get(&format!("/messenger/presence/sessions/{a}"), &svc)
+            .await;
+        assert_eq!(listed["sessions"].as_array().unwrap().len(), 1);
+    })
+    .await
+}

@@ -62,6 +62,9 @@ both_stores!(
     the_grace_hides_a_reload_and_then_ends,
     rest_heartbeat_renewal_activity_and_end,
     rest_lease_runs_out_after_online_ttl,
+    the_sessions_route_shows_a_users_sessions_to_them_and_to_services_only,
+    deleting_a_session_closes_its_socket_with_4011_and_leaves_the_others,
+    a_session_ended_on_another_node_is_closed_by_the_reconcile_not_reopened,
 );
 
 /// A node in process: its state, its router, and the clock it reads.
@@ -210,9 +213,11 @@ impl Harness {
             tx: to_server,
             rx: from_server,
             task,
+            session: String::new(),
         };
         let hello = c.next().await;
         assert_eq!(hello["event"], "connected", "{hello}");
+        c.session = hello["session_id"].as_str().unwrap().to_string();
         c
     }
 
@@ -264,6 +269,8 @@ struct WsClient {
     tx: mpsc::UnboundedSender<Result<Message, ReadError>>,
     rx: mpsc::Receiver<Message>,
     task: tokio::task::JoinHandle<()>,
+    /// Its session id, from the `connected` frame.
+    session: String,
 }
 
 impl WsClient {
@@ -2063,4 +2070,178 @@ async fn with_tenant_isolation_a_confined_token_sees_typers_of_its_own_org_only(
         assert_eq!((s, &e["error"]["code"]), (400, &json!("invalid_argument")));
     })
     .await
+}
+
+async fn the_sessions_route_shows_a_users_sessions_to_them_and_to_services_only(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let a = user("lister");
+    let t = token(&a, "user", None);
+    let tab = h.connect(&t).await;
+    h.clock.advance(Duration::from_millis(2_500));
+    let (s, hb) = h
+        .call(
+            "POST",
+            "/messenger/presence/heartbeat",
+            &t,
+            Some(json!({"device": "mobile"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{hb}");
+    h.clock.advance(Duration::from_secs(1));
+    h.call("POST", "/messenger/presence/activity", &t, None)
+        .await;
+    h.flush().await;
+    let path = format!("/messenger/presence/sessions/{a}");
+    let (s, own) = h.call("GET", &path, &t, None).await;
+    assert_eq!(s, 200, "{own}");
+    let node = h.state.store.node_id().to_string();
+    assert_eq!(
+        own,
+        json!({"sessions": [
+            {"session_id": tab.session, "device": "web", "node_id": node,
+             "connected_at": "2024-11-26T10:25:00.000Z", "last_activity": "2024-11-26T10:25:03.500Z"},
+            {"session_id": hb["session_id"], "device": "mobile", "node_id": null,
+             "connected_at": "2024-11-26T10:25:02.000Z", "last_activity": "2024-11-26T10:25:03.500Z"},
+        ]}),
+        "oldest first; a REST lease has no node; activity is the user's"
+    );
+    let svc = token("backend", "service", None);
+    assert_eq!(h.call("GET", &path, &svc, None).await, (200, own));
+    // Another user's token is refused, whether or not the user it names exists.
+    let other = token(&user("nosy"), "user", None);
+    for named in [a.as_str(), "nobody"] {
+        let (s, e) = h
+            .call(
+                "GET",
+                &format!("/messenger/presence/sessions/{named}"),
+                &other,
+                None,
+            )
+            .await;
+        assert_eq!((s, &e["error"]["code"]), (403, &json!("permission_denied")));
+    }
+    // A user never seen is not found; a bad id is a bad argument.
+    let (s, _) = h
+        .call("GET", "/messenger/presence/sessions/nobody", &svc, None)
+        .await;
+    assert_eq!(s, 404);
+    let (s, _) = h
+        .call("GET", "/messenger/presence/sessions/no!pe", &svc, None)
+        .await;
+    assert_eq!(s, 400);
+    // A user without a session has an empty list.
+    tab.hang_up().await;
+    let end = format!(
+        "/messenger/presence/heartbeat?session_id={}",
+        hb["session_id"].as_str().unwrap()
+    );
+    assert_eq!(h.call("DELETE", &end, &t, None).await.0, 204);
+    h.advance(Duration::from_secs(6)).await;
+    assert_eq!(h.status(&a).await["status"], "offline");
+    assert_eq!(
+        h.call("GET", &path, &t, None).await,
+        (200, json!({"sessions": []}))
+    );
+}
+
+async fn deleting_a_session_closes_its_socket_with_4011_and_leaves_the_others(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let a = user("kicked");
+    let t = token(&a, "user", None);
+    let svc = token("backend", "service", None);
+    let mut kept = h.connect(&t).await;
+    let mut kicked = h.connect(&t).await;
+    let kicked_session = kicked.session.clone();
+    let path = |session: &str| format!("/messenger/presence/sessions/{a}/{session}");
+    // A user token may not end sessions, not even its own.
+    let (s, e) = h.call("DELETE", &path(&kicked.session), &t, None).await;
+    assert_eq!((s, &e["error"]["code"]), (403, &json!("permission_denied")));
+    let from = h.feed_head().await;
+    let (s, _) = h.call("DELETE", &path(&kicked.session), &svc, None).await;
+    assert_eq!(s, 204);
+    assert_eq!(kicked.next().await, json!({"closed": 4011}));
+    kicked.hang_up().await;
+    // The other socket stays, and so does the user, unchanged (same device).
+    kept.send(json!({"type": "ping", "id": 1}));
+    assert_eq!(kept.next().await["type"], "pong");
+    assert_eq!(h.status(&a).await["status"], "online");
+    assert_eq!(h.events_after(from).await, Vec::<Value>::new());
+    let (_, listed) = h
+        .call(
+            "GET",
+            &format!("/messenger/presence/sessions/{a}"),
+            &svc,
+            None,
+        )
+        .await;
+    assert_eq!(listed["sessions"].as_array().unwrap().len(), 1);
+    assert_eq!(listed["sessions"][0]["session_id"], kept.session.as_str());
+    // Ending it again: it is not open any more.
+    let (s, e) = h.call("DELETE", &path(&kicked_session), &svc, None).await;
+    assert_eq!((s, &e["error"]["code"]), (404, &json!("not_found")));
+    // A REST heartbeat lease ends too: renewing it answers 404.
+    let (_, hb) = h
+        .call("POST", "/messenger/presence/heartbeat", &t, None)
+        .await;
+    let rest = hb["session_id"].as_str().unwrap().to_string();
+    assert_eq!(h.call("DELETE", &path(&rest), &svc, None).await.0, 204);
+    let (s, _) = h
+        .call(
+            "POST",
+            "/messenger/presence/heartbeat",
+            &t,
+            Some(json!({"session_id": rest})),
+        )
+        .await;
+    assert_eq!(s, 404);
+    // Ending the last one is a clean close: online through the grace, then offline.
+    assert_eq!(
+        h.call("DELETE", &path(&kept.session), &svc, None).await.0,
+        204
+    );
+    assert_eq!(kept.next().await, json!({"closed": 4011}));
+    kept.hang_up().await;
+    h.advance(Duration::from_secs(4)).await;
+    assert_eq!(h.status(&a).await["status"], "online", "within the grace");
+    h.advance(Duration::from_secs(2)).await;
+    assert_eq!(h.status(&a).await["status"], "offline");
+}
+
+async fn a_session_ended_on_another_node_is_closed_by_the_reconcile_not_reopened(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let a = user("elsewhere");
+    let t = token(&a, "user", None);
+    let mut first = h.connect(&t).await;
+    let mut second = h.connect(&t).await;
+    let mut third = h.connect(&t).await;
+    let uid = presence_core::UserId::new(&a).unwrap();
+    let sid = |c: &WsClient| presence_core::SessionId::new(&c.session).unwrap();
+    // Another node took the DELETE: the store ended the session, this node heard nothing.
+    h.store().end_session(&uid, &sid(&first)).await.unwrap();
+    let done = h
+        .state
+        .sessions
+        .reconcile(h.store(), h.state.now(), false, true)
+        .await
+        .unwrap();
+    assert_eq!(
+        (done.listed, done.ended, done.reopened, done.closed),
+        (true, 1, 0, 0),
+        "the socket is closed, the session not re-opened"
+    );
+    assert_eq!(first.next().await, json!({"closed": 4011}));
+    first.hang_up().await;
+    assert_eq!(h.store().node_session_count().await.unwrap(), 2);
+    // A re-assert (after the store forgot this node) closes an ended session's socket too,
+    // and re-opens the others.
+    h.store().end_session(&uid, &sid(&second)).await.unwrap();
+    h.store().close_session(&uid, &sid(&third)).await.unwrap();
+    assert_eq!(h.state.sessions.reassert(h.store()).await.unwrap(), 1);
+    assert_eq!(second.next().await, json!({"closed": 4011}));
+    second.hang_up().await;
+    third.send(json!({"type": "ping", "id": 1}));
+    assert_eq!(third.next().await["type"], "pong");
+    let listed = h.store().sessions(&uid).await.unwrap().unwrap().sessions;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].session.as_str(), third.session);
 }

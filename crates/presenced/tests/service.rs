@@ -977,9 +977,27 @@ async fn openapi_document_lists_the_routes() {
             "/messenger/presence/org",
             "/messenger/presence/events",
             "/messenger/presence/typing/{conversation_id}",
+            "/messenger/presence/sessions/{user_id}",
+            "/messenger/presence/sessions/{user_id}/{session_id}",
         ] {
             assert!(doc["paths"][path].is_object(), "{path} in the document");
         }
+        assert!(
+            doc["paths"]["/messenger/presence/sessions/{user_id}/{session_id}"]["delete"]
+                .is_object()
+        );
+        let entry = &doc["components"]["schemas"]["SessionEntry"]["properties"];
+        for field in [
+            "session_id",
+            "device",
+            "node_id",
+            "connected_at",
+            "last_activity",
+        ] {
+            assert!(entry[field].is_object(), "SessionEntry.{field}");
+        }
+        let per_user = entry["last_activity"]["description"].as_str().unwrap_or("");
+        assert!(per_user.contains("per user"), "{per_user}");
         let view = &doc["components"]["schemas"]["PresenceView"]["properties"];
         for field in [
             "user_id",

@@ -6,8 +6,10 @@
 //! seconds, `zone_id`, `org_id`, `updated_at` in RFC 3339, `metadata` JSON) plus short fields
 //! of ours: `v` version, `ar` away reason, `ma` manual away, `dev` devices (csv; stored only
 //! while no session is open, else derived from the sessions), `last_seen`
-//! (unix seconds), `gr` grace deadline (ms), `ni` nodes whose index list holds the user,
-//! `s:{session}` = `node|device` (WebSocket) or `|device|lease ms` (REST heartbeat), and,
+//! (unix seconds), `gr` grace deadline (ms), `ni` nodes whose index list holds the user
+//! beyond its sessions' nodes (only the scripts read it),
+//! `s:{session}` = `node|device|opened` (WebSocket) or `|device|lease|opened` (REST heartbeat;
+//! lease in ms, opened in unix seconds; see [`parse_session`]), and,
 //! only while the user has a custom status, `ck` its kind, `ct` text, `ce` emoji, `cx`
 //! expires_at (ms) (each absent when none); `inv` = `1` while invisible, privacy `pp` (who sees
 //! the presence, absent: everyone) and `pl` (how last seen shows, absent: exact), and while
@@ -20,7 +22,7 @@ use presence_core::{
     Applied, AwayReason, CustomStatus, CustomStatusKind, DeviceKind, DeviceSet, FeedId, FeedRead,
     Hidden, LastSeen, ListCursor, Millis, NodeId, NodeInfo, Onlookers, OpenSession, OrgId,
     PresenceEvent, PresenceView, Privacy, ScopeCount, ScopePage, Session, SessionId, Status,
-    StoreError, TransitionError, Typer, TypingOutcome, UserId, UserRecord, ZoneId,
+    StoreError, TransitionError, Typer, TypingOutcome, UserId, UserRecord, UserSessions, ZoneId,
 };
 use redis::Value;
 
@@ -86,12 +88,23 @@ fn parse<T: std::str::FromStr>(field: &str, v: &str) -> Result<T, StoreError> {
         .map_err(|_| corrupt(format_args!("bad {field} {v:?}")))
 }
 
-/// `node|device` (a WebSocket) or `|device|lease` (a REST heartbeat lease).
+/// `node|device|opened` (a WebSocket) or `|device|lease|opened` (a REST heartbeat lease),
+/// `opened` in unix seconds; a value written before sessions kept their open time ends before
+/// it (`node|device`, `|device|lease`).
 fn parse_session(v: &str) -> Result<Session, StoreError> {
-    let mut parts = v.splitn(3, '|');
-    let (node, device, lease) = (parts.next(), parts.next(), parts.next().unwrap_or(""));
-    let (Some(node), Some(device)) = (node, device) else {
-        return Err(corrupt(format_args!("bad session {v:?}")));
+    let bad = || corrupt(format_args!("bad session {v:?}"));
+    let mut parts = v.split('|');
+    let (Some(node), Some(device)) = (parts.next(), parts.next()) else {
+        return Err(bad());
+    };
+    let lease = if node.is_empty() { parts.next() } else { None };
+    let opened = parts.next();
+    if parts.next().is_some() {
+        return Err(bad());
+    }
+    let opened = match opened {
+        None | Some("") => None,
+        Some(secs) => Some(parse::<Millis>("opened", secs)? * 1000),
     };
     Ok(Session {
         node: if node.is_empty() {
@@ -100,11 +113,11 @@ fn parse_session(v: &str) -> Result<Session, StoreError> {
             Some(parse::<NodeId>("node", node)?)
         },
         device: parse::<DeviceKind>("device", device)?,
-        lease_until: if lease.is_empty() {
-            None
-        } else {
-            Some(parse("lease", lease)?)
+        lease_until: match lease {
+            None | Some("") => None,
+            Some(lease) => Some(parse("lease", lease)?),
         },
+        opened,
     })
 }
 
@@ -367,12 +380,15 @@ pub(crate) fn decode_applied(user: &UserId, reply: &Value) -> Result<Applied, St
     }
 }
 
-/// One open's reply: `{'exists'}` for a session id already open, else a transition's reply.
+/// One open's reply: `{'exists'}` for a session id already open, `{'ended'}` for one the
+/// service ended lately, else a transition's reply.
 fn decode_opened(user: &UserId, session: &SessionId, reply: &Value) -> Result<Applied, StoreError> {
-    if let [tag] = array(reply)?
-        && text(tag)? == "exists"
-    {
-        return Err(TransitionError::SessionExists(session.clone()).into());
+    if let [tag] = array(reply)? {
+        match text(tag)?.as_str() {
+            "exists" => return Err(TransitionError::SessionExists(session.clone()).into()),
+            "ended" => return Err(TransitionError::SessionEnded(session.clone()).into()),
+            _ => {}
+        }
     }
     decode_applied(user, reply)
 }
@@ -454,6 +470,22 @@ pub(crate) fn decode_activity(reply: &Value) -> Result<Vec<PresenceEvent>, Store
     Ok(events)
 }
 
+/// One `HGETALL presence:{user}` as a record; an empty hash is no record.
+fn decode_hash(user: &UserId, reply: &Value) -> Result<Option<UserRecord>, StoreError> {
+    let fields = match reply {
+        Value::Map(m) => m
+            .iter()
+            .map(|(f, v)| Ok((text(f)?, text(v)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?,
+        other => pairs(other)?,
+    };
+    if fields.is_empty() {
+        Ok(None)
+    } else {
+        decode_record(user.clone(), &fields).map(Some)
+    }
+}
+
 /// A pipeline of `HGETALL presence:{user}`, one reply per user; an empty hash is no record.
 pub(crate) fn decode_views(
     users: &[UserId],
@@ -465,21 +497,16 @@ pub(crate) fn decode_views(
     users
         .iter()
         .zip(replies)
-        .map(|(u, v)| {
-            let fields = match v {
-                Value::Map(m) => m
-                    .iter()
-                    .map(|(f, v)| Ok((text(f)?, text(v)?)))
-                    .collect::<Result<Vec<_>, StoreError>>()?,
-                other => pairs(other)?,
-            };
-            if fields.is_empty() {
-                Ok(None)
-            } else {
-                Ok(Some(decode_record(u.clone(), &fields)?.view()))
-            }
-        })
+        .map(|(u, v)| Ok(decode_hash(u, v)?.map(|r| r.view())))
         .collect()
+}
+
+/// `HGETALL presence:{user}` as the user's open sessions.
+pub(crate) fn decode_sessions(
+    user: &UserId,
+    reply: &Value,
+) -> Result<Option<UserSessions>, StoreError> {
+    Ok(decode_hash(user, reply)?.map(|r| UserSessions::of(&r)))
 }
 
 /// list.lua's `{total, away, cursor ms or '', cursor user or '', user, record, …}`; the
@@ -743,6 +770,36 @@ mod tests {
             decode_counts(&[bulk("x"), Value::Nil]),
             Err(StoreError::Corrupt(_))
         ));
+    }
+
+    #[test]
+    fn session_values_read_with_and_without_their_open_time() {
+        let s = parse_session("L4JXGWlG|web|1732616700").unwrap();
+        assert_eq!(
+            (s.node.unwrap().as_str(), s.device, s.lease_until, s.opened),
+            ("L4JXGWlG", DeviceKind::Web, None, Some(1_732_616_700_000))
+        );
+        let s = parse_session("|mobile|1732617000000|1732616700").unwrap();
+        assert_eq!(
+            (s.node, s.device, s.lease_until, s.opened),
+            (
+                None,
+                DeviceKind::Mobile,
+                Some(1_732_617_000_000),
+                Some(1_732_616_700_000)
+            )
+        );
+        // Written before sessions kept their open time.
+        let s = parse_session("L4JXGWlG|desktop").unwrap();
+        assert_eq!(
+            (s.device, s.lease_until, s.opened),
+            (DeviceKind::Desktop, None, None)
+        );
+        let s = parse_session("|web|1732617000000").unwrap();
+        assert_eq!((s.lease_until, s.opened), (Some(1_732_617_000_000), None));
+        for bad in ["web", "n|web|1|2", "|web|1|2|3", "n|tv|1", "n|web|soon"] {
+            assert!(parse_session(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! | `node:{id}:users` | list | users with a session on that node, for reaping; each node's sweep drops those who left |
 //! | `node:{id}:info` | hash | `started_at`, `last_renewal` (ms), `sessions` (as reported), for `nodes()`; `sc`: sessions the store records on the node, kept by every transition |
 //! | `node:{id}:reaped` | string | set when the node was reaped, so its next renewal answers `Lost` (24 h TTL) |
+//! | `ended:{user}|{session}` | string | a WebSocket's session the service ended: until when (ms) it may not open again, so its node closes the socket rather than re-assert it; a TTL of as long (`end_mark_lifetime`) |
 //! | `last_seen` | zset | offline users by last seen (s), for retention |
 //! | `expiring:custom` | zset | users whose custom status has an `expires_at`, by it (ms) |
 //! | `feed` | stream | events, capped with `MAXLEN ~` |
@@ -21,8 +22,9 @@
 //!
 //! and one Pub/Sub channel, `presenced:bus` (after the prefix): the bus (see `crate::bus`).
 //!
-//! No presence key carries a Redis TTL (only the `reaped` marker and the ephemeral typing
-//! keys above, which hold no presence): every expiry is decided by the sweep against the nodes' `Clock`,
+//! No presence key carries a Redis TTL (only the `reaped` and `ended` marks and the ephemeral
+//! typing keys above, which hold no presence): every expiry is decided by the sweep against
+//! the nodes' `Clock`,
 //! so a record and its index entries always leave together (the seed's TTLs left sorted-set
 //! members behind), and tests can drive time.
 
@@ -42,7 +44,7 @@ use presence_core::{
     Activity, Applied, BusMessage, BusReceiver, Change, ConversationId, FeedId, FeedRead,
     LeaseRenewal, ListQuery, Millis, NodeId, NodeInfo, OpenSession, PresenceEvent, PresenceView,
     Scope, ScopeCount, ScopePage, SessionId, SharedClock, Store, StoreError, StoreSettings,
-    SweepReport, TransitionError, Typer, TypingOutcome, TypingWrite, UserId,
+    SweepReport, TransitionError, Typer, TypingOutcome, TypingWrite, UserId, UserSessions,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Client, Script, ScriptInvocation, Value};
@@ -52,8 +54,8 @@ use codec::{
     decode_activity, decode_applied, decode_closed, decode_count, decode_counts, decode_feed_head,
     decode_feed_read, decode_lease_lost, decode_leases, decode_list, decode_major_version,
     decode_members, decode_node_sessions, decode_nodes, decode_opened_many, decode_reap_step,
-    decode_renewal, decode_session_count, decode_sweep_step, decode_typers, decode_typing,
-    decode_views,
+    decode_renewal, decode_session_count, decode_sessions, decode_sweep_step, decode_typers,
+    decode_typing, decode_views,
 };
 
 use failure::store_error;
@@ -169,6 +171,17 @@ impl Scripts {
             &self.typing,
         ]
     }
+}
+
+/// Which sessions close.lua may close, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CloseMode {
+    /// Any; an unknown one changes nothing (a socket's own close).
+    Any,
+    /// Only a REST heartbeat lease (`DELETE /heartbeat`).
+    Lease,
+    /// Any open one, for the service, marking a WebSocket's as ended (`DELETE /sessions`).
+    End,
 }
 
 /// Most users one activity script call carries; bigger batches are split.
@@ -377,13 +390,19 @@ impl RedisStore {
         &self,
         user: &UserId,
         session: &SessionId,
-        leased_only: bool,
+        mode: CloseMode,
     ) -> Result<Applied, StoreError> {
         let mut inv = self.invocation(&self.scripts.close, self.now());
         inv.arg(user.as_str())
             .arg(session.as_str())
-            .arg(ms(self.settings.offline_grace))
-            .arg(if leased_only { "1" } else { "" });
+            .arg(ms(self.settings.offline_grace));
+        match mode {
+            CloseMode::Any => inv.arg(""),
+            CloseMode::Lease => inv.arg("lease"),
+            CloseMode::End => inv
+                .arg("end")
+                .arg(ms(self.settings.end_mark_lifetime()).max(1)),
+        };
         decode_closed(user, session, &self.invoke(&inv).await?)
     }
 
@@ -431,7 +450,7 @@ impl Store for RedisStore {
         user: &UserId,
         session: &SessionId,
     ) -> Result<Applied, StoreError> {
-        self.close(user, session, false).await
+        self.close(user, session, CloseMode::Any).await
     }
 
     async fn close_leased_session(
@@ -439,7 +458,20 @@ impl Store for RedisStore {
         user: &UserId,
         session: &SessionId,
     ) -> Result<Applied, StoreError> {
-        self.close(user, session, true).await
+        self.close(user, session, CloseMode::Lease).await
+    }
+
+    async fn end_session(&self, user: &UserId, session: &SessionId) -> Result<Applied, StoreError> {
+        self.close(user, session, CloseMode::End).await
+    }
+
+    async fn sessions(&self, user: &UserId) -> Result<Option<UserSessions>, StoreError> {
+        let hash: Value = redis::cmd("HGETALL")
+            .arg(self.key(&format!("presence:{user}")))
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(store_error)?;
+        decode_sessions(user, &hash)
     }
 
     async fn reopen_sessions(

@@ -9,7 +9,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use presence_core::time::format_rfc3339;
 use presence_core::{
     Change, DeviceKind, ListCursor, ListQuery, OpenSession, OrgId, PresenceView, Scope, SessionId,
@@ -45,6 +45,11 @@ pub(super) fn routes() -> Router<AppState> {
         )
         .route("/messenger/presence/privacy", put(set_privacy))
         .route("/messenger/presence/org", put(set_org))
+        .route("/messenger/presence/sessions/{user_id}", get(list_sessions))
+        .route(
+            "/messenger/presence/sessions/{user_id}/{session_id}",
+            delete(end_session),
+        )
 }
 
 fn parse_id<T: std::str::FromStr<Err = presence_core::IdError>>(s: &str) -> Result<T, ApiError> {
@@ -550,6 +555,82 @@ pub(crate) async fn clear_custom_status(
     let user = state.access(who.0).act_as(q.user_id)?;
     let applied = state.apply_change(&user, Change::ClearCustomStatus).await?;
     Ok(axum::Json(applied.view))
+}
+
+/// One open session of a user.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct SessionEntry {
+    session_id: String,
+    device: DeviceKind,
+    /// The node holding the session's WebSocket; `null` for a REST heartbeat session.
+    node_id: Option<String>,
+    /// When the session opened (RFC 3339, to the second); `null` only for a session opened by
+    /// a presenced older than this field.
+    #[schema(format = DateTime)]
+    connected_at: Option<String>,
+    /// The user's last activity, the same in every entry: activity is kept per user (one
+    /// store write per active user per flush, whichever session was active), not per session.
+    #[schema(format = DateTime)]
+    last_activity: String,
+}
+
+/// A user's open sessions, oldest first.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct SessionsAnswer {
+    sessions: Vec<SessionEntry>,
+}
+
+/// A user's open sessions (WebSockets and REST heartbeat leases): for the user's own token and
+/// service and admin tokens; another user's token gets 403. `last_activity` is the user's, in
+/// every entry: activity is kept per user, not per session. 404 for a user never seen (or
+/// past retention); an empty list for a user without a session.
+#[utoipa::path(get, path = "/messenger/presence/sessions/{user_id}", params(("user_id" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, body = SessionsAnswer), (status = 403, description = "permission_denied: another user's sessions", body = ErrorBody), (status = 404, body = ErrorBody), (status = 400, description = "invalid_argument", body = ErrorBody), (status = 401, description = "unauthenticated", body = ErrorBody)))]
+pub(crate) async fn list_sessions(
+    State(state): State<AppState>,
+    who: Caller,
+    Path(user_id): Path<String>,
+) -> Result<axum::Json<SessionsAnswer>, ApiError> {
+    let user: UserId = parse_id(&user_id)?;
+    state.access(who.0).see_sessions(&user)?;
+    let listed = state
+        .store
+        .sessions(&user)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no presence for user {user}")))?;
+    let last_activity = format_rfc3339(listed.last_activity);
+    let sessions = listed
+        .sessions
+        .into_iter()
+        .map(|s| SessionEntry {
+            session_id: s.session.to_string(),
+            device: s.device,
+            node_id: s.node.map(|n| n.to_string()),
+            connected_at: s.connected_at.map(format_rfc3339),
+            last_activity: last_activity.clone(),
+        })
+        .collect();
+    Ok(axum::Json(SessionsAnswer { sessions }))
+}
+
+/// Ends one session (service and admin tokens): a WebSocket is closed with 4011, a REST
+/// heartbeat lease ends; the user's other sessions stay. Ending the last one is a clean close:
+/// the offline grace follows. 404 when that session is not open.
+#[utoipa::path(delete, path = "/messenger/presence/sessions/{user_id}/{session_id}", params(("user_id" = String, Path), ("session_id" = String, Path)), security(("bearer" = [])),
+    responses((status = 204, description = "ended"), (status = 403, description = "permission_denied: not a service or admin token", body = ErrorBody), (status = 404, description = "not_found: no such open session", body = ErrorBody), (status = 400, description = "invalid_argument", body = ErrorBody), (status = 401, description = "unauthenticated", body = ErrorBody)))]
+pub(crate) async fn end_session(
+    State(state): State<AppState>,
+    who: Caller,
+    Path((user_id, session_id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    state.access(who.0).end_sessions()?;
+    let user: UserId = parse_id(&user_id)?;
+    let session: SessionId = parse_id(&session_id)?;
+    state.store.end_session(&user, &session).await?;
+    // A socket this node holds closes now; one on another node closes when that node's
+    // reconcile finds its session ended (within about a node lease).
+    state.sessions.end(&user, &session);
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Counts per scope; `null` for a scope not asked for.

@@ -30,6 +30,9 @@ impl CloseReason {
     pub const SLOW_CONSUMER: Self = Self::new(4008, "slow consumer");
     /// The user already holds `sessions_per_user` sessions.
     pub const TOO_MANY_SESSIONS: Self = Self::new(4009, "too many sessions");
+    /// The service ended this session (`DELETE /messenger/presence/sessions/{user}/{session}`);
+    /// the user's other sessions stay.
+    pub const SESSION_ENDED: Self = Self::new(4011, "session ended by the service");
     /// The feed was reset under this node (it fell behind, or the store lost its data):
     /// reconnect and resume; the answer is a snapshot.
     pub const FEED_RESET: Self = Self::new(4010, "feed reset; reconnect and resume");

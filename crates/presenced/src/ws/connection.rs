@@ -16,6 +16,7 @@ use crate::access::Access;
 use crate::error::ApiError;
 use crate::hub::{Delivered, Interest, Outbound, Subscription};
 use crate::protocol::ServerFrame;
+use crate::sessions::EndSignal;
 use crate::state::AppState;
 use crate::typing::SessionTyping;
 
@@ -94,7 +95,8 @@ enum Wake {
 }
 
 /// Runs one connection on `socket` until it ends: the session is opened first (a refusal
-/// closes with 4009 or 1013) and closed last, which starts the offline grace.
+/// closes with 4009 or 1013) and closed last, which starts the offline grace. The service
+/// ending the session ([`crate::sessions::LocalSessions::end`]) closes it with 4011.
 pub async fn run<S>(state: AppState, checked: CheckedUpgrade, mut socket: S)
 where
     S: Sink<Message> + Stream<Item = Result<Message, ReadError>> + Unpin,
@@ -121,7 +123,7 @@ where
     // connection does (this is most of what an idle connection would otherwise keep).
     // Registered before the open is sent: a reconcile never takes an open on its way for a
     // ghost.
-    state.sessions.opening(&open, state.now());
+    let ended = state.sessions.opening(&open, state.now());
     let hello = async {
         let applied = state.store.open_session(open).await?;
         metrics::counter!("presenced_sessions_opened_total").increment(1);
@@ -140,6 +142,8 @@ where
                 StoreError::Refused(TransitionError::TooManySessions { .. }) => {
                     CloseReason::TOO_MANY_SESSIONS
                 }
+                // A fresh random id the service ended: not in practice, but said as it is.
+                StoreError::Refused(TransitionError::SessionEnded(_)) => CloseReason::SESSION_ENDED,
                 _ => {
                     // The open may have run in the store though its answer was lost (a
                     // timeout): make sure it ends there.
@@ -165,7 +169,7 @@ where
     };
     let limit_send = state.config.limits.send_timeout;
     let ending = match send(&mut socket, hello, limit_send).await {
-        Ok(()) => conn.serve(&mut socket).await,
+        Ok(()) => conn.serve(&mut socket, ended).await,
         Err(why) => why,
     };
     if let Some(frame) = ending.frame() {
@@ -220,8 +224,9 @@ async fn send<S: Sink<Message> + Unpin>(
 }
 
 impl Connection {
-    /// Serves the connection until it ends, and says why.
-    async fn serve<S>(&mut self, socket: &mut S) -> CloseReason
+    /// Serves the connection until it ends (`ended`: the service ended its session), and
+    /// says why.
+    async fn serve<S>(&mut self, socket: &mut S, ended: EndSignal) -> CloseReason
     where
         S: Sink<Message> + Stream<Item = Result<Message, ReadError>> + Unpin,
     {
@@ -245,6 +250,7 @@ impl Connection {
             // the handlers may use `self` again.
             let wake = tokio::select! {
                 _ = shutdown.cancelled() => Wake::End(CloseReason::RESTARTING),
+                _ = ended.ended() => Wake::End(CloseReason::SESSION_ENDED),
                 _ = &mut expiry => Wake::End(CloseReason::TOKEN_EXPIRED),
                 _ = until_cancelled(reset) => Wake::End(CloseReason::FEED_RESET),
                 _ = until_cancelled(slow) => {

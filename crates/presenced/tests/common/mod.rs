@@ -206,10 +206,15 @@ impl Node {
 
     /// Opens a WebSocket and reads its `connected` frame.
     pub async fn connect(&self, token: &str, query: &str) -> Client {
+        self.connect_hello(token, query).await.0
+    }
+
+    /// Opens a WebSocket; returns it with its `connected` frame (session and node ids).
+    pub async fn connect_hello(&self, token: &str, query: &str) -> (Client, Value) {
         let mut c = self.ws(token, query).await;
         let hello = c.next().await;
         assert_eq!(hello["event"], "connected", "{hello}");
-        c
+        (c, hello)
     }
 
     /// Opens a WebSocket; `query` is appended to `/messenger/ws?token=…`.
