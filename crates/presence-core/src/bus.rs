@@ -15,7 +15,7 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{ConversationId, OrgId, UserId};
+use crate::ids::{ConversationId, OrgId, SessionId, UserId};
 use crate::time::Millis;
 
 /// The largest bus message, in bytes of JSON. A typing message is about 200 bytes (its ids
@@ -29,6 +29,20 @@ pub const MAX_BUS_MESSAGE_BYTES: usize = 1024;
 pub enum BusMessage {
     /// A user started, renewed or stopped typing in a conversation.
     Typing(TypingSignal),
+    /// The service ended a session (`DELETE /messenger/presence/sessions/...`): the node
+    /// holding its socket closes it at once. The store has ended it already and marked it
+    /// so that it cannot be re-opened; a node that misses this message closes the socket
+    /// when its reconcile finds the session ended.
+    SessionEnded(EndedSession),
+}
+
+/// A session the service ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndedSession {
+    /// Whose session.
+    pub user_id: UserId,
+    /// Which.
+    pub session_id: SessionId,
 }
 
 /// A user's typing in one conversation, as every node hears of it.
@@ -148,8 +162,21 @@ mod tests {
         }
         // The Redis script writes the same message with fields in any order and a null org.
         let from_lua = br#"{"until":1732616706000,"org_id":null,"user_id":"42","kind":"typing","conversation_id":"c1"}"#;
-        let BusMessage::Typing(t) = BusMessage::decode(from_lua).unwrap();
+        let BusMessage::Typing(t) = BusMessage::decode(from_lua).unwrap() else {
+            panic!("a typing message")
+        };
         assert_eq!((t.org_id, t.until), (None, Some(1_732_616_706_000)));
+    }
+
+    #[test]
+    fn an_ended_session_round_trips() {
+        let m = BusMessage::SessionEnded(EndedSession {
+            user_id: UserId::new("42").unwrap(),
+            session_id: SessionId::new("fQ1oTckh").unwrap(),
+        });
+        let text = m.encode().unwrap();
+        assert!(text.contains(r#""kind":"session_ended""#), "{text}");
+        assert_eq!(BusMessage::decode(text.as_bytes()).unwrap(), m);
     }
 
     #[test]

@@ -24,8 +24,8 @@ pub mod time;
 pub mod view;
 
 pub use bus::{
-    BusError, BusMessage, BusReceiver, MAX_BUS_MESSAGE_BYTES, Typer, TypingOutcome, TypingSignal,
-    TypingWrite,
+    BusError, BusMessage, BusReceiver, EndedSession, MAX_BUS_MESSAGE_BYTES, Typer, TypingOutcome,
+    TypingSignal, TypingWrite,
 };
 pub use event::{FeedId, Onlookers, PresenceEvent};
 pub use ids::{ConversationId, IdError, NodeId, OrgId, SessionId, UserId, ZoneId};

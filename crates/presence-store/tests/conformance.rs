@@ -1603,7 +1603,9 @@ async fn typing_is_written_read_and_published_without_touching_presence(kind: Ki
     let until = k.now() + 6000;
     let w = typing_write("c1", "1", Some(until), 50);
     assert_eq!(k.store.typing(&w).await.unwrap(), TypingOutcome::Written);
-    let BusMessage::Typing(t) = next_on(&mut bus).await;
+    let BusMessage::Typing(t) = next_on(&mut bus).await else {
+        panic!("a typing message")
+    };
     assert_eq!(
         (t.conversation_id, t.user_id, t.org_id, t.until),
         (conv("c1"), uid("1"), Some(org("100")), Some(until)),
@@ -1619,7 +1621,9 @@ async fn typing_is_written_read_and_published_without_touching_presence(kind: Ki
     // A user with no record types with no org; entries list in id order.
     let w0 = typing_write("c1", "0", Some(until), 50);
     k.store.typing(&w0).await.unwrap();
-    let BusMessage::Typing(t) = next_on(&mut bus).await;
+    let BusMessage::Typing(t) = next_on(&mut bus).await else {
+        panic!("a typing message")
+    };
     assert_eq!(t.org_id, None);
     let now = k.store.typing_now(&conv("c1")).await.unwrap();
     assert_eq!(
@@ -1632,7 +1636,9 @@ async fn typing_is_written_read_and_published_without_touching_presence(kind: Ki
     // A stop removes the entry and says so.
     let stop = typing_write("c1", "0", None, 50);
     k.store.typing(&stop).await.unwrap();
-    let BusMessage::Typing(t) = next_on(&mut bus).await;
+    let BusMessage::Typing(t) = next_on(&mut bus).await else {
+        panic!("a typing message")
+    };
     assert_eq!((t.user_id, t.until), (uid("0"), None));
     assert_eq!(k.store.typing_now(&conv("c1")).await.unwrap().len(), 1);
     // The other entry is over at its until, by the reader's clock, with no sweep.
@@ -1716,7 +1722,9 @@ async fn the_bus_carries_published_messages_to_every_handle(kind: Kind) {
         .typing(&typing_write("c9", "7", None, 50))
         .await
         .unwrap();
-    let BusMessage::Typing(t) = next_on(&mut there).await;
+    let BusMessage::Typing(t) = next_on(&mut there).await else {
+        panic!("a typing message")
+    };
     assert_eq!(t.until, None);
     assert_eq!(next_on(&mut here).await, BusMessage::Typing(t));
     if let Some(r) = k.redis() {
@@ -1959,7 +1967,10 @@ async fn ending_the_last_session_starts_the_grace_like_a_clean_close(kind: Kind)
     k.advance(Duration::from_millis(1)).await;
     assert_eq!(k.sweep().await.grace_expired, 1);
     let v = k.view("2").await.unwrap();
-    assert_eq!((v.status, v.last_seen), (Status::Offline, Some(LastSeen::At(ended_at))));
+    assert_eq!(
+        (v.status, v.last_seen),
+        (Status::Offline, Some(LastSeen::At(ended_at)))
+    );
     assert_eq!(k.status("1").await, Some(Status::Online));
     assert_eq!(k.events_since(head).await.len(), 1);
     // An ended REST lease is gone: it cannot be renewed and never runs out later.

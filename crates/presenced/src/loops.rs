@@ -239,6 +239,10 @@ pub async fn follow_bus(state: AppState, mut bus: Box<dyn BusReceiver>, stop: Ca
                     metrics::counter!("presenced_bus_messages_total", "kind" => "typing").increment(1);
                     state.hub.relay_typing(signal, state.now());
                 }
+                Some(BusMessage::SessionEnded(ended)) => {
+                    metrics::counter!("presenced_bus_messages_total", "kind" => "session_ended").increment(1);
+                    state.sessions.end(&ended.user_id, &ended.session_id);
+                }
                 None => {
                     tracing::warn!("the bus closed; subscribing again");
                     bus = loop {

@@ -849,3 +849,39 @@ async fn a_session_ended_through_one_node_closes_its_socket_on_another() {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_ended_through_one_node_reaches_the_other_over_the_bus() {
+    within(async {
+        // A two-minute node lease: reconcile would take minutes to notice, so a close within
+        // the test's wait can only come from the bus.
+        let slow = "[presence]\naway_after = \"60s\"\nnode_lease = \"120s\"";
+        let nodes = Node::cluster(2, slow).await;
+        let a = user("kicked");
+        let svc = token("backend", "service", None);
+        let (mut tab, hello) = nodes[0].connect_hello(&token(&a, "user", None), "").await;
+        let session = hello["session_id"].as_str().unwrap();
+        let (s, e) = nodes[1]
+            .send(
+                reqwest::Method::DELETE,
+                &format!("/messenger/presence/sessions/{a}/{session}"),
+                &svc,
+                None,
+            )
+            .await;
+        assert_eq!(s, 204, "{e}");
+        assert_eq!(tab.closed_with(Duration::from_secs(10)).await, Some(4011));
+        assert!(
+            nodes[1]
+                .metrics()
+                .await
+                .contains("presenced_bus_messages_total{kind=\"session_ended\"}")
+                || nodes[0]
+                    .metrics()
+                    .await
+                    .contains("presenced_bus_messages_total{kind=\"session_ended\"}"),
+            "the end went over the bus"
+        );
+    })
+    .await
+}

@@ -12,8 +12,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use presence_core::time::format_rfc3339;
 use presence_core::{
-    Change, DeviceKind, ListCursor, ListQuery, OpenSession, OrgId, PresenceView, Scope, SessionId,
-    Status, UserId, ZoneId,
+    BusMessage, Change, DeviceKind, ListCursor, ListQuery, OpenSession, OrgId, PresenceView, Scope,
+    SessionId, Status, UserId, ZoneId,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -627,9 +627,18 @@ pub(crate) async fn end_session(
     let user: UserId = parse_id(&user_id)?;
     let session: SessionId = parse_id(&session_id)?;
     state.store.end_session(&user, &session).await?;
-    // A socket this node holds closes now; one on another node closes when that node's
-    // reconcile finds its session ended (within about a node lease).
-    state.sessions.end(&user, &session);
+    // A socket this node holds closes now; one on another node closes when that node hears
+    // of it on the bus, or, should it miss the message, when its reconcile finds the session
+    // ended (within about a node lease).
+    if !state.sessions.end(&user, &session) {
+        let ended = BusMessage::SessionEnded(presence_core::EndedSession {
+            user_id: user,
+            session_id: session,
+        });
+        if let Err(e) = state.store.publish(&ended).await {
+            tracing::warn!(error = %e, "could not tell the other nodes; their reconcile will");
+        }
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 
