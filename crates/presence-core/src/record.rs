@@ -440,6 +440,24 @@ impl UserRecord {
         Ok(())
     }
 
+    /// A node re-asserts a session the store lost (a lapsed lease reaped it, or the store
+    /// came back without it): an open, except that the presence goes on, so an invisible user
+    /// stays invisible (a new presence would start visible).
+    pub fn reopen(
+        &mut self,
+        id: SessionId,
+        session: Session,
+        zone: Option<ZoneId>,
+        org: Option<OrgId>,
+        now: Millis,
+        sessions_per_user: usize,
+    ) -> Result<(), TransitionError> {
+        let invisible = self.invisible;
+        self.open(id, session, zone, org, now, sessions_per_user)?;
+        self.invisible = invisible;
+        Ok(())
+    }
+
     /// A session closes cleanly. The last one starts the grace (or goes offline at once when
     /// the grace is zero). Returns whether the session existed.
     pub fn close(&mut self, id: &SessionId, now: Millis, grace_ms: i64) -> bool {

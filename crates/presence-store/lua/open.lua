@@ -6,12 +6,14 @@
 -- ({'ended'}): its node closes the socket instead.
 -- KEYS: none (built from the prefix, see common.lua)
 -- ARGV[5] sessions per user   ARGV[6] node lease ms (registers a node never seen)
--- ARGV[7..] seven per session: user, session id, device, node id ('' for a REST lease),
+-- ARGV[7] '1': a node re-asserting sessions the store lost: the presence goes on, so an
+--   invisible user stays invisible (record.rs reopen)
+-- ARGV[8..] seven per session: user, session id, device, node id ('' for a REST lease),
 --   zone ('' keeps), org ('' keeps), lease expiry ms ('' for none)
 -- Returns one reply per session, in order:
 --   {'ok', feed_id, event} | {'ok', '', {}, record} | {'ended'} | {'exists'} |
 --   {'too_many', limit}
-local limit, node_lease = tonumber(ARGV[5]), tonumber(ARGV[6])
+local limit, node_lease, reassert = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7] == '1'
 
 local function open_one(user, sid, device, node, zone, org, lease)
   local ended = redis.call('GET', key('ended:' .. user .. '|' .. sid))
@@ -23,7 +25,7 @@ local function open_one(user, sid, device, node, zone, org, lease)
   if r.sessions[sid] then return {'exists'} end
   if r.n >= limit then return {'too_many', limit} end
   -- A new presence starts visible; a reload within the grace keeps invisible.
-  if r.status == 'offline' then r.inv = nil end
+  if r.status == 'offline' and not reassert then r.inv = nil end
   r.sessions[sid] = session_value(node, device, tonumber(lease), math.floor(NOW / 1000))
   r.n = r.n + 1
   r.gr = nil
@@ -42,7 +44,7 @@ local function open_one(user, sid, device, node, zone, org, lease)
 end
 
 local replies = {}
-for i = 7, #ARGV, 7 do
+for i = 8, #ARGV, 7 do
   replies[#replies + 1] = open_one(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4],
     ARGV[i + 5], ARGV[i + 6])
 end

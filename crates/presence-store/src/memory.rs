@@ -314,6 +314,7 @@ impl State {
         open: OpenSession,
         now: Millis,
         s: &StoreSettings,
+        reassert: bool,
     ) -> Result<(Option<UserRecord>, Option<PresenceEvent>), StoreError> {
         if !self.ended.is_empty()
             && self
@@ -333,8 +334,12 @@ impl State {
         let limit = s.sessions_per_user;
         let registered = node.as_ref().is_none_or(|n| self.nodes.contains_key(n));
         let (_, rec, event) = self.transition(&open.user, now, true, s.feed_max_len, |r| {
-            r.open(open.session, session, open.zone, open.org, now, limit)
-                .map_err(StoreError::from)
+            if reassert {
+                r.reopen(open.session, session, open.zone, open.org, now, limit)
+            } else {
+                r.open(open.session, session, open.zone, open.org, now, limit)
+            }
+            .map_err(StoreError::from)
         })?;
         if let (false, Some(n)) = (registered, &node) {
             let n = self.nodes.entry(n.clone()).or_default();
@@ -654,7 +659,9 @@ impl Store for MemoryStore {
     async fn open_session(&self, open: OpenSession) -> Result<Applied, StoreError> {
         let now = self.now();
         let user = open.user.clone();
-        let (rec, event) = self.lock().open(&self.node, open, now, self.settings())?;
+        let (rec, event) = self
+            .lock()
+            .open(&self.node, open, now, self.settings(), false)?;
         if event.is_some() {
             self.shared.feed_grew.notify_waiters();
         }
@@ -736,7 +743,7 @@ impl Store for MemoryStore {
             for open in opens {
                 let user = open.user.clone();
                 out.push(
-                    match st.open(&self.node, open.clone(), now, self.settings()) {
+                    match st.open(&self.node, open.clone(), now, self.settings(), true) {
                         Ok((rec, event)) => {
                             grew |= event.is_some();
                             Ok(Self::applied(rec, event, &user)?)

@@ -24,6 +24,7 @@ macro_rules! conformance {
 }
 
 conformance!(
+    a_reasserted_session_keeps_invisible_and_a_new_presence_does_not,
     seed_set_online,
     seed_set_offline,
     seed_set_away,
@@ -2015,4 +2016,43 @@ async fn ending_an_unknown_session_is_not_found_and_changes_nothing(kind: Kind) 
         sessions_of(&k.store, "1").await.unwrap().1,
         listed(&[("nope", DeviceKind::Web, Some("node-a"), T0)])
     );
+}
+
+/// Invisible lasts for a presence (SPEC §3): a session a node re-asserts after the store
+/// lost it (its lease lapsed and the sweep reaped it) continues the presence, so the user
+/// stays invisible; a session opened after the user went offline starts a new one, visible.
+async fn a_reasserted_session_keeps_invisible_and_a_new_presence_does_not(kind: Kind) {
+    let k = Kit::new(kind).await;
+    let a = k.node("node-gone");
+    a.renew_node_lease(0).await.unwrap();
+    k.open_with(&a, "1", "s1", DeviceKind::Web, None, None)
+        .await;
+    let invisible = Change::SetStatus {
+        away: false,
+        invisible: Some(true),
+    };
+    k.store.apply(&uid("1"), invisible).await.unwrap();
+    // node-gone stops renewing; the kit's node sweeps it away.
+    k.advance(k.settings.node_lease + Duration::from_secs(1))
+        .await;
+    assert_eq!(k.sweep().await.nodes_reaped, 1);
+    let v = k.view("1").await.unwrap();
+    assert_eq!((v.status, v.invisible), (Status::Offline, true));
+    assert_eq!(a.renew_node_lease(1).await.unwrap(), LeaseRenewal::Lost);
+    let back = a.reopen_sessions(&[request("1", "s1")]).await.unwrap();
+    let v = back[0].as_ref().unwrap().view.clone();
+    assert_eq!((v.status, v.invisible), (Status::Online, true), "{v:?}");
+    assert_eq!(
+        k.count(Scope::Global).await.total,
+        0,
+        "still out of the counts"
+    );
+    // Offline, then a new session: a new presence, visible.
+    k.store.close_session(&uid("1"), &sid("s1")).await.unwrap();
+    k.advance(k.settings.offline_grace + Duration::from_secs(1))
+        .await;
+    k.sweep().await;
+    let v = k.open("1", "s2").await.view;
+    assert_eq!((v.status, v.invisible), (Status::Online, false));
+    assert_eq!(k.count(Scope::Global).await.total, 1);
 }

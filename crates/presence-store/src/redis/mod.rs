@@ -362,14 +362,19 @@ impl RedisStore {
     }
 
     /// One call of open.lua for `opens`: one reply per session, in order.
+    /// Opens sessions in one script call; `reassert`: a node re-asserting sessions the store
+    /// lost (an invisible user stays invisible).
     async fn open_many(
         &self,
         opens: &[OpenSession],
+        reassert: bool,
     ) -> Result<Vec<Result<Applied, StoreError>>, StoreError> {
         let now = self.now();
         let s = &self.settings;
         let mut inv = self.invocation(&self.scripts.open, now);
-        inv.arg(s.sessions_per_user).arg(ms(s.node_lease));
+        inv.arg(s.sessions_per_user)
+            .arg(ms(s.node_lease))
+            .arg(if reassert { "1" } else { "" });
         for open in opens {
             inv.arg(open.user.as_str())
                 .arg(open.session.as_str())
@@ -439,7 +444,7 @@ impl Store for RedisStore {
     }
 
     async fn open_session(&self, open: OpenSession) -> Result<Applied, StoreError> {
-        self.open_many(std::slice::from_ref(&open))
+        self.open_many(std::slice::from_ref(&open), false)
             .await?
             .pop()
             .ok_or_else(|| StoreError::Corrupt("open answered nothing".into()))?
@@ -480,7 +485,7 @@ impl Store for RedisStore {
     ) -> Result<Vec<Result<Applied, TransitionError>>, StoreError> {
         let mut out = Vec::with_capacity(opens.len());
         for chunk in opens.chunks(REOPEN_CHUNK) {
-            for r in self.open_many(chunk).await? {
+            for r in self.open_many(chunk, true).await? {
                 out.push(match r {
                     Ok(a) => Ok(a),
                     Err(StoreError::Refused(e)) => Err(e),
