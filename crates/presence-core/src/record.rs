@@ -19,6 +19,11 @@ use crate::view::{
     PresenceView, PresenceVisibility, Privacy, Status,
 };
 
+/// When a user stops hiding from some onlookers, their `version` jumps to the next multiple of
+/// this: the jump tells those onlookers that changes were made while hidden, not how many
+/// (fewer than this many). Every client handles versions as numbers below 2^53.
+pub const VERSION_STRIDE: u64 = 1024;
+
 /// JSON object held as metadata.
 pub type Metadata = serde_json::Map<String, serde_json::Value>;
 
@@ -196,7 +201,7 @@ impl Visible {
             Some(since) => (Status::Offline, None, Some(since), DeviceSet::EMPTY),
         };
         (
-            (status, away_reason, last_seen, devices, hiding.is_some()),
+            (status, away_reason, last_seen, devices),
             (
                 self.zone_id.clone(),
                 self.org_id.clone(),
@@ -217,11 +222,17 @@ impl UserRecord {
         )
     }
 
-    /// Starts or ends each kind of hiding as the settings now say, from `now`.
+    /// Starts or ends each kind of hiding as the settings now say. Hiding starts from now, or
+    /// for an offline user from their last seen: onlookers go on seeing what they saw, with
+    /// the version and time they saw it.
     fn settle_hidden(&mut self, now: Millis) {
         let (others, org) = self.hides();
+        let since = match (self.status, self.last_seen) {
+            (Status::Offline, Some(seen)) => seen,
+            _ => now,
+        };
         let start = Hidden {
-            since: now,
+            since,
             version: self.version,
             updated_at: self.updated_at,
         };
@@ -250,7 +261,7 @@ pub struct IndexEntry {
     pub org_id: Option<OrgId>,
     /// Counted in the scopes' away counts.
     pub away: bool,
-    /// Invisible: kept out of the scope indexes (lists and counts are what others see), and
+    /// Hiding from onlookers (invisible, privacy org or nobody): kept out of the scope indexes (lists and counts are what others see), and
     /// in an index of its own so that auto-away still finds the user.
     pub hidden: bool,
 }
@@ -301,7 +312,7 @@ impl UserRecord {
             invisible: self.invisible,
             privacy: Some(self.privacy),
             version: self.version,
-            updated_at: self.updated_at,
+            updated_at: Some(self.updated_at),
             hidden: self.hidden,
             hidden_from_org: self.hidden_from_org,
         }
@@ -352,9 +363,17 @@ impl UserRecord {
         if before.0 == after {
             return None;
         }
-        self.version += 1;
-        self.updated_at = now;
         let b = &before.0;
+        // Stopping hiding from some onlookers: the version jumps to the next multiple of
+        // VERSION_STRIDE, so that they cannot count the changes made while hidden.
+        let unhides = (b.hidden_since.is_some() && after.hidden_since.is_none())
+            || (b.hidden_from_org_since.is_some() && after.hidden_from_org_since.is_none());
+        self.version = if unhides {
+            (self.version / VERSION_STRIDE + 1) * VERSION_STRIDE
+        } else {
+            self.version + 1
+        };
+        self.updated_at = now;
         let onlookers = Onlookers {
             others_hidden_before: b.hidden_since.is_some(),
             others_unchanged: b.as_seen_with(b.hidden_since)
@@ -363,13 +382,19 @@ impl UserRecord {
             org_unchanged: b.as_seen_with(b.hidden_from_org_since)
                 == after.as_seen_with(after.hidden_from_org_since),
         };
-        let seen = [!onlookers.others_unchanged, !onlookers.org_unchanged];
-        for (anchor, seen) in [&mut self.hidden, &mut self.hidden_from_org]
+        // What onlookers who see the change are shown: while the user goes on hiding from
+        // them, one more than they last saw (not the user's version, which counts changes
+        // they never saw); when the hiding starts, this change's.
+        let seen = [
+            (!onlookers.others_unchanged, onlookers.others_hidden_before),
+            (!onlookers.org_unchanged, onlookers.org_hidden_before),
+        ];
+        for (anchor, (seen, went_on)) in [&mut self.hidden, &mut self.hidden_from_org]
             .into_iter()
             .zip(seen)
         {
             if let Some(h) = anchor.as_mut().filter(|_| seen) {
-                h.version = self.version;
+                h.version = if went_on { h.version + 1 } else { self.version };
                 h.updated_at = now;
             }
         }
@@ -763,7 +788,7 @@ mod tests {
         let others = r.view().as_seen_by(Onlooker::Other, 0);
         assert_eq!(
             (others.version, others.updated_at, others.last_activity),
-            (1, 10, Some(10)),
+            (1, Some(10), Some(10)),
             "what others read has not moved since the user went invisible"
         );
 
@@ -779,7 +804,16 @@ mod tests {
             (seen.prev_status, seen.user.status),
             (Status::Offline, Status::Offline)
         );
-        assert_eq!(r.view().as_seen_by(Onlooker::Other, 0).version, r.version);
+        assert_eq!(
+            (
+                seen.user.version,
+                r.view().as_seen_by(Onlooker::Other, 0).version
+            ),
+            (2, 2),
+            "one more than others saw, not the user's version ({})",
+            r.version
+        );
+        assert_eq!(r.version, 4);
 
         // Coming back looks like coming online.
         let b = r.before();
@@ -792,6 +826,10 @@ mod tests {
         assert_eq!(
             (seen.prev_status, seen.user.status),
             (Status::Offline, Status::Online)
+        );
+        assert_eq!(
+            seen.user.version, VERSION_STRIDE,
+            "a jump that does not count the hidden changes"
         );
         assert!(!r.index_entry().unwrap().hidden);
     }
@@ -838,6 +876,45 @@ mod tests {
         r.close(&sid("c"), 50, 0);
         r.change(invisible(true), 60);
         assert!(r.hidden.is_none());
+    }
+
+    #[test]
+    fn hiding_while_offline_shows_onlookers_nothing_new() {
+        let mut r = UserRecord::new(uid("1"), 0);
+        r.open(sid("a"), ws(DeviceKind::Web), None, None, 0, 10)
+            .unwrap();
+        r.finish(r.before(), 0);
+        let b = r.before();
+        r.close(&sid("a"), 2000, 0);
+        r.finish(b, 2000);
+        let seen_before = r.view().as_seen_by(Onlooker::Other, 500_000);
+        let b = r.before();
+        r.change(
+            Change::SetPrivacy {
+                presence: Some(PresenceVisibility::Nobody),
+                last_seen: None,
+            },
+            500_000,
+        );
+        let e = r.finish(b, 500_000).expect("the user's own view changed");
+        assert!(e.as_seen_by(Onlooker::Other, 500_000).is_none());
+        assert!(e.as_seen_by(Onlooker::Member, 500_000).is_none());
+        let seen = r.view().as_seen_by(Onlooker::Other, 500_000);
+        assert_eq!(
+            (seen.status, seen.last_seen, seen.version, seen.updated_at),
+            (
+                seen_before.status,
+                seen_before.last_seen,
+                seen_before.version,
+                seen_before.updated_at
+            ),
+            "no activity, no new last seen"
+        );
+        assert_eq!(
+            seen.last_activity,
+            Some(2000),
+            "a hiding user's last activity is shown as their last seen"
+        );
     }
 
     #[test]

@@ -471,10 +471,12 @@ pub struct PresenceView {
     pub privacy: Option<Privacy>,
     /// Increases strictly with every event of this user.
     pub version: u64,
-    /// When the view last changed (not counting `last_activity`).
-    #[serde(with = "rfc3339")]
-    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
-    pub updated_at: Millis,
+    /// When the view last changed (not counting `last_activity`). `null` only for onlookers of
+    /// an offline user whose privacy shows last seen approximately or not at all (the last
+    /// change is usually the going offline).
+    #[serde(with = "rfc3339::option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub updated_at: Option<Millis>,
     /// While the user hides from onlookers outside their org (invisible, or privacy `org`
     /// or `nobody`): what those are shown instead. Never serialized; the access policy
     /// decides who sees the truth and who [`PresenceView::as_seen_by`] whom.
@@ -583,7 +585,7 @@ impl PresenceView {
                 last_seen: Some(LastSeen::At(h.since)),
                 devices: DeviceSet::EMPTY,
                 version: h.version,
-                updated_at: h.updated_at,
+                updated_at: Some(h.updated_at),
                 ..self.clone()
             },
         };
@@ -596,8 +598,19 @@ impl PresenceView {
     /// user and privileged tokens see (`invisible`, the settings, what they hide behind).
     pub fn for_onlookers(&mut self, now: Millis) {
         let setting = self.privacy.map(|p| p.last_seen).unwrap_or_default();
+        self.show_last_seen(setting, now);
+        self.invisible = false;
+        self.privacy = None;
+        self.hidden = None;
+        self.hidden_from_org = None;
+    }
+
+    /// An offline user's last seen (and last activity, and the time of the last change,
+    /// which give it away) as precisely as `setting` allows onlookers at `now`.
+    pub fn show_last_seen(&mut self, setting: LastSeenVisibility, now: Millis) {
         if self.status == Status::Offline && setting != LastSeenVisibility::Exact {
             self.last_activity = None;
+            self.updated_at = None;
             self.last_seen = match (setting, self.last_seen.and_then(LastSeen::at)) {
                 (LastSeenVisibility::Approximate, Some(t)) => {
                     Some(LastSeen::Around(LastSeenBucket::of(now - t)))
@@ -605,10 +618,6 @@ impl PresenceView {
                 _ => None,
             };
         }
-        self.invisible = false;
-        self.privacy = None;
-        self.hidden = None;
-        self.hidden_from_org = None;
     }
 }
 
@@ -707,7 +716,7 @@ mod tests {
                 last_seen: LastSeenVisibility::Approximate,
             }),
             version: 1,
-            updated_at: 100,
+            updated_at: Some(100),
             hidden: None,
             hidden_from_org: None,
         };
@@ -764,7 +773,7 @@ mod tests {
             invisible: false,
             privacy: None,
             version: 1,
-            updated_at: 1_732_616_700_000,
+            updated_at: Some(1_732_616_700_000),
             hidden: None,
             hidden_from_org: None,
         };

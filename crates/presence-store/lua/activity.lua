@@ -25,7 +25,7 @@ for i = 6, #ARGV, 2 do
       local score = secs(at)
       redis.call('HSET', ukey(user), 'last_activity', score)
       if f[6] then
-        -- Invisible: in `hidden`, not in the public sets (common.lua reindex).
+        -- Hiding from onlookers (iv): in `hidden`, not in the public sets (common.lua reindex).
         redis.call('ZADD', key('hidden'), 'XX', score, user)
       else
         redis.call('ZADD', key('online:global'), 'XX', score, user)

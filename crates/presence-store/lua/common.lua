@@ -209,10 +209,32 @@ end
 -- Hiding (record.rs settle_hidden, Visible::as_seen_with). Onlookers outside the org are kept
 -- behind `iv` while the user is invisible or has privacy org or nobody; the org's members
 -- behind `io` while invisible or nobody. Each anchor starts when its hiding starts.
+-- Milliseconds of the RFC 3339 times the nodes write ('2024-11-26T10:25:00.000Z').
+local function days_from_civil(y, m, d)
+  if m <= 2 then y = y - 1 end
+  local era = math.floor(y / 400)
+  local yoe = y - era * 400
+  local doy = math.floor((153 * ((m + 9) % 12) + 2) / 5) + d - 1
+  return era * 146097 + yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy - 719468
+end
+
+local function ms_of_txt(t)
+  local y, mo, d, h, mi, s, ms = string.match(t or '',
+    '^(%d+)-(%d+)-(%d+)T(%d+):(%d+):(%d+)%.(%d+)Z$')
+  if not y then return 0 end
+  local days = days_from_civil(tonumber(y), tonumber(mo), tonumber(d))
+  return ((days * 24 + tonumber(h)) * 60 + tonumber(mi)) * 60000 + tonumber(s) * 1000
+    + tonumber(ms)
+end
+
+-- Hiding starts from now, or for an offline user from their last seen: onlookers go on
+-- seeing what they saw, with the version and time they saw it.
 local function settle_hidden(r)
   local inv = r.inv == '1'
   local others, org = inv or r.pp ~= nil, inv or r.pp == 'nobody'
-  local start = int(NOW) .. '|0|0'
+  local since = NOW
+  if r.status == 'offline' and r.last_seen then since = ms_of(r.last_seen) end
+  local start = int(since) .. '|' .. (r.v or '0') .. '|' .. int(ms_of_txt(r.updated_at))
   if others and not r.iv then r.iv = start elseif not others then r.iv = nil end
   if org and not r.io then r.io = start elseif not org then r.io = nil end
 end
@@ -235,7 +257,6 @@ end
 
 -- Whether onlookers behind `field` see a change (visible_changed being true).
 local function seen_change(a, b, field)
-  if (a[field] == nil) ~= (b[field] == nil) then return true end
   local x, y = seen_as(a, field), seen_as(b, field)
   for i = 1, 4 do
     if x[i] ~= y[i] then return true end
@@ -374,7 +395,7 @@ local function reindex(user, old, r)
   end
   local empty = {sessions = {}}
   r = r or empty
-  -- Invisible users who are present, by last activity, so that auto-away finds them.
+  -- Users hiding from onlookers (iv) who are present, by last activity, so that auto-away finds them.
   local hb = old.iv and old.status ~= 'offline' and old.status ~= nil
   local ha = r.iv and r.status ~= 'offline' and r.status ~= nil
   if hb and not ha then redis.call('ZREM', key('hidden'), user)
@@ -437,17 +458,29 @@ local function commit(user, old, r)
   local id, ev = '', {}
   settle_hidden(r)
   if visible_changed(old, r) then
-    r.v = int((tonumber(r.v) or 0) + 1)
+    -- Ending a hiding: the version jumps to the next multiple of VERSION_STRIDE (record.rs),
+    -- so onlookers cannot count the changes they did not see.
+    local v = tonumber(r.v) or 0
+    if (old.iv and not r.iv) or (old.io and not r.io) then
+      r.v = int((math.floor(v / 1024) + 1) * 1024)
+    else
+      r.v = int(v + 1)
+    end
     r.updated_at = NOW_TXT
     -- Flags for the feed, per kind of onlooker (outside the org: b n; the org: B N): hidden
-    -- from them before, and nothing they see changed. What they see of a user who hides from
-    -- them takes the version and time of the last change they saw.
+    -- from them before, and nothing they see changed. Onlookers who see the change are shown,
+    -- while the hiding goes on, one more than the version they saw; when it starts, this
+    -- change's.
     local flags = ''
     for _, k in ipairs({{'iv', 'b', 'n'}, {'io', 'B', 'N'}}) do
       local field = k[1]
       if old[field] then flags = flags .. k[2] end
       if not seen_change(old, r, field) then flags = flags .. k[3]
-      elseif r[field] then r[field] = anchor_since(r[field]) .. '|' .. r.v .. '|' .. int(NOW) end
+      elseif r[field] then
+        local seen_v = r.v
+        if old[field] then seen_v = int(tonumber(string.match(r[field], '^[^|]*|([^|]*)')) + 1) end
+        r[field] = anchor_since(r[field]) .. '|' .. seen_v .. '|' .. int(NOW)
+      end
     end
     ev = event_fields(user, old, r, flags)
     id = redis.call('XADD', key('feed'), 'MAXLEN', '~', FEED_MAX, '*', unpack(ev))

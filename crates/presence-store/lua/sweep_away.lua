@@ -1,6 +1,6 @@
 -- sweep_away.lua: auto-away at O(users that change).
 -- The users who just crossed away_after are those whose score in online:global (or in
--- `hidden`, the invisible users, who are in no public set) lies in (previous cutoff,
+-- `hidden`, the users hiding from onlookers, who are in no public set) lies in (previous cutoff,
 -- now - away_after]; each index's cutoff is kept (`sweep:away_cutoff`,
 -- `sweep:away_cutoff_hidden`) so windows stay contiguous across nodes and restarts. Users
 -- already away, or active, lie outside the window and are never scanned. Each candidate is

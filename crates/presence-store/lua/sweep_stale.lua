@@ -1,8 +1,8 @@
 -- sweep_stale.lua: walks online:global a slice per sweep (position kept in
--- `sweep:stale_pos`) and removes entries whose record is gone, offline or invisible: what an
+-- `sweep:stale_pos`) and removes entries whose record is gone, offline or hiding (iv): what an
 -- operator's DEL, or a crash of Redis between AOF writes, can leave behind. Walks `hidden`
--- (the invisible users) the same way, removing entries of users who are gone, offline or no
--- longer invisible. O(batch) per sweep.
+-- (users hiding from onlookers) the same way, removing entries of users who are gone, offline or no
+-- longer hiding. O(batch) per sweep.
 -- ARGV[5] batch size
 -- Returns the number of stale entries removed.
 local batch = tonumber(ARGV[5])

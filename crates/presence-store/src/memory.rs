@@ -68,7 +68,7 @@ struct NodeState {
 struct State {
     users: HashMap<UserId, UserRecord>,
     scopes: HashMap<Scope, ScopeIndex>,
-    /// Invisible users who are present, by last activity: out of the scope indexes (what
+    /// Users hiding from onlookers (invisible, privacy org or nobody) who are present, by last activity: out of the scope indexes (what
     /// others see), here so that auto-away still finds them.
     hidden: BTreeSet<(Millis, UserId)>,
     grace: BTreeSet<(Millis, UserId)>,
@@ -84,7 +84,7 @@ struct State {
     ended: HashMap<(UserId, SessionId), Millis>,
     ended_until: BTreeSet<(Millis, UserId, SessionId)>,
     /// Auto-away has examined every activity up to here (see `sweep_auto_away`): in the
-    /// global index, and in the index of invisible users.
+    /// global index, and in the index of users hiding from onlookers (invisible, privacy org or nobody).
     away_cutoff: Option<Millis>,
     hidden_away_cutoff: Option<Millis>,
     feed: VecDeque<PresenceEvent>,
@@ -480,7 +480,7 @@ impl MemoryStore {
     }
 
     /// Auto-away. The users who just crossed `away_after` are the entries of the global
-    /// index, and of the index of invisible users, with activity in (that index's previous
+    /// index, and of the index of users hiding from onlookers, with activity in (that index's previous
     /// cutoff, now - away_after]. Users already away or active sit outside the window, so a
     /// sweep costs O(users that change), not O(all users).
     fn sweep_auto_away(&self, st: &mut State, now: Millis, batch: usize) -> Step {

@@ -227,7 +227,7 @@ async fn seed_get_status(kind: Kind) {
     assert_eq!(v.last_seen, None);
     assert_eq!(v.devices.iter().collect::<Vec<_>>(), [DeviceKind::Desktop]);
     assert_eq!(v.version, 1);
-    assert_eq!(v.updated_at, T0);
+    assert_eq!(v.updated_at, Some(T0));
     assert_eq!(v.metadata, None);
     assert!(!v.invisible);
 }

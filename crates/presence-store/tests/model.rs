@@ -618,7 +618,6 @@ impl Model {
             u.org.clone(),
             u.metadata.clone(),
             u.custom.clone(),
-            anchor.is_some(),
         )
     }
 
@@ -627,15 +626,30 @@ impl Model {
         let before = self.users[&user].clone();
         let u = self.users.get_mut(&user).unwrap();
         f(u);
-        // Hiding starts and ends as the settings say.
+        // Hiding starts and ends as the settings say: from now, or for an offline user from
+        // their last seen, showing onlookers what they saw.
         let (others, org) = Self::hides(u);
+        let since = match (u.status, u.seen) {
+            (Status::Offline, Some(seen)) => seen,
+            _ => now,
+        };
+        let start = (since, u.version, u.updated);
         for (anchor, hides) in [(&mut u.hidden, others), (&mut u.hidden_org, org)] {
             if hides != anchor.is_some() {
-                *anchor = hides.then_some((now, 0, 0));
+                *anchor = hides.then_some(start);
             }
         }
         if Self::visible(&before) != Self::visible(u) {
-            u.version += 1;
+            // Ending a hiding: the version jumps to the next multiple of the stride, so
+            // onlookers cannot count the changes they did not see.
+            let unhides = (before.hidden.is_some() && u.hidden.is_none())
+                || (before.hidden_org.is_some() && u.hidden_org.is_none());
+            const STRIDE: u64 = presence_core::record::VERSION_STRIDE;
+            u.version = if unhides {
+                (u.version / STRIDE + 1) * STRIDE
+            } else {
+                u.version + 1
+            };
             u.updated = now;
             let onlookers = Onlookers {
                 others_hidden_before: before.hidden.is_some(),
@@ -645,10 +659,18 @@ impl Model {
                 org_unchanged: Self::as_seen(&before, before.hidden_org)
                     == Self::as_seen(u, u.hidden_org),
             };
-            let seen = [!onlookers.others_unchanged, !onlookers.org_unchanged];
-            for (anchor, seen) in [&mut u.hidden, &mut u.hidden_org].into_iter().zip(seen) {
+            // Onlookers who see the change: one more than they saw while the hiding goes on,
+            // this change's version when it starts.
+            let seen = [
+                (!onlookers.others_unchanged, onlookers.others_hidden_before),
+                (!onlookers.org_unchanged, onlookers.org_hidden_before),
+            ];
+            for (anchor, (seen, went_on)) in
+                [&mut u.hidden, &mut u.hidden_org].into_iter().zip(seen)
+            {
                 if let Some(h) = anchor.as_mut().filter(|_| seen) {
-                    (h.1, h.2) = (u.version, now);
+                    h.1 = if went_on { h.1 + 1 } else { u.version };
+                    h.2 = now;
                 }
             }
             let snapshot = u.clone();
@@ -1096,7 +1118,7 @@ impl Model {
                 last_seen: LAST_SEEN_VISIBILITY[usize::from(u.privacy.1)],
             }),
             version: u.version,
-            updated_at: u.updated,
+            updated_at: Some(u.updated),
             hidden: u.hidden.map(|(since, version, updated_at)| Hidden {
                 since,
                 version,

@@ -193,7 +193,12 @@ impl Access {
         match sight {
             Sight::Whole => Some(e),
             Sight::As(o) => e.as_seen_by(o, now),
-            Sight::Departure => Some(departure(e, now)),
+            Sight::Departure => {
+                // As the org's members saw the user, who may have hidden from them.
+                let setting = e.user.privacy.map(|p| p.last_seen).unwrap_or_default();
+                e.as_seen_by(Onlooker::Member, now)
+                    .map(|seen| departure(seen, setting, now))
+            }
             Sight::Nothing => None,
         }
     }
@@ -295,23 +300,29 @@ pub enum Sight {
     Nothing,
 }
 
-/// A user who left the viewer's org, as that org may see it at `now`: gone (offline, last
-/// seen then, as precisely as the user's privacy allows), with nothing of their new org,
-/// zone, devices, custom status or metadata.
-pub fn departure(mut e: PresenceEvent, now: presence_core::Millis) -> PresenceEvent {
+/// A user who left the viewer's org, from the change as the org's members see it (`e`, see
+/// [`PresenceEvent::as_seen_by`]): gone (offline; last seen then if they saw the user
+/// present, shown as precisely as the user's `last_seen` setting allows at `now`), with
+/// nothing of their new org, zone, devices, custom status or metadata.
+pub fn departure(
+    mut e: PresenceEvent,
+    last_seen: presence_core::LastSeenVisibility,
+    now: presence_core::Millis,
+) -> PresenceEvent {
     let v = &mut e.user;
+    if v.status != presence_core::Status::Offline {
+        v.last_activity = Some(e.ts);
+        v.last_seen = Some(LastSeen::At(e.ts));
+    }
     v.status = presence_core::Status::Offline;
     v.away_reason = None;
-    v.last_activity = Some(e.ts);
-    v.last_seen = Some(LastSeen::At(e.ts));
     v.zone_id = None;
     v.org_id = None;
     v.devices = presence_core::DeviceSet::EMPTY;
     v.custom_status = None;
     v.metadata = None;
-    v.for_onlookers(now);
+    v.show_last_seen(last_seen, now);
     e.prev_zone_id = None;
-    e.onlookers = Default::default();
     e
 }
 
@@ -411,6 +422,54 @@ mod tests {
     }
 
     #[test]
+    fn a_hidden_user_leaving_the_org_departs_as_the_org_saw_them() {
+        use presence_core::{Change, DeviceKind, NodeId, Session, SessionId, Status, UserRecord};
+        let mut r = UserRecord::new(UserId::new("1").unwrap(), 0);
+        let session = Session {
+            node: Some(NodeId::new("n1").unwrap()),
+            device: DeviceKind::Web,
+            lease_until: None,
+            opened: None,
+        };
+        let sid = SessionId::new("s1").unwrap();
+        r.open(sid, session, None, Some(org("100")), 0, 10).unwrap();
+        r.finish(r.before(), 0);
+        let b = r.before();
+        r.change(
+            Change::SetStatus {
+                away: false,
+                invisible: Some(true),
+            },
+            10,
+        );
+        r.finish(b, 10);
+        let b = r.before();
+        assert!(r.auto_away(15), "a change the org does not see");
+        r.finish(b, 15);
+        let b = r.before();
+        r.change(Change::SetOrg(Some(org("200"))), 20);
+        let moved = r.finish(b, 20).unwrap();
+        let viewer = access("v", Some("100"), Role::User, true);
+        assert_eq!(viewer.event(&moved), Sight::Departure);
+        let seen = viewer.event_as_seen(moved.clone()).unwrap();
+        assert_eq!(
+            (seen.prev_status, seen.user.status, seen.user.invisible),
+            (Status::Offline, Status::Offline, false),
+            "the org saw an invisible user offline: {seen:?}"
+        );
+        assert_eq!(
+            seen.user.last_seen,
+            Some(LastSeen::At(10)),
+            "since they went invisible, not when they moved"
+        );
+        assert_eq!(
+            (seen.user.version, moved.user.version),
+            (2, 3),
+            "one more than the org saw, not the user's own count"
+        );
+    }
+
+    #[test]
     fn a_user_leaving_a_confined_viewers_org_is_seen_only_as_gone() {
         let viewer = access("v", Some("100"), Role::User, true);
         let view = PresenceView {
@@ -430,7 +489,7 @@ mod tests {
             invisible: false,
             privacy: None,
             version: 3,
-            updated_at: 9,
+            updated_at: Some(9),
             hidden: None,
             hidden_from_org: None,
         };

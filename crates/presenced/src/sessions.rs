@@ -18,8 +18,10 @@
 //! The service may end a session (`DELETE /messenger/presence/sessions/{user}/{session}`,
 //! [`Store::end_session`]) on any node. The store ends it at once and marks it; the node that
 //! holds its socket closes the socket with 4011 through [`LocalSessions::end`]: at once when
-//! the request reached this node, otherwise when its reconcile (or a re-assert) finds the
-//! session missing and the store refuses to re-open it (`TransitionError::SessionEnded`).
+//! the request reached this node; otherwise as soon as it hears of it on the bus
+//! (`BusMessage::SessionEnded`, followed by `loops::follow_bus`), or, had it missed that,
+//! when its reconcile (or a re-assert) finds the session missing and the store refuses to
+//! re-open it (`TransitionError::SessionEnded`).
 //!
 //! Where each user is (zone, org) is kept per user, as the store keeps it: the newest
 //! session's values, and every move, REST or WebSocket.
@@ -131,8 +133,9 @@ impl LocalSessions {
     /// The service ended `session`: if this node holds its socket, the socket is closed with
     /// 4011 (its connection then closes the session in the store as any close does, which
     /// finds it already ended). Returns whether this node holds it. Every path that learns of
-    /// an ended session calls this: the `DELETE` route on the node that holds the socket, and
-    /// a reconcile or re-assert the store refuses (`TransitionError::SessionEnded`).
+    /// an ended session calls this: the `DELETE` route on the node that holds the socket, the
+    /// bus message another node's `DELETE` sent, and a reconcile or re-assert the store
+    /// refuses (`TransitionError::SessionEnded`).
     pub fn end(&self, user: &UserId, session: &SessionId) -> bool {
         match self.lock().sessions.get(session) {
             Some(held) if held.user == *user => {

@@ -1671,9 +1671,11 @@ async fn privacy_nobody_and_last_seen_settings_hold_for_every_onlooker(kind: Kin
         (
             &member["last_seen"],
             &other["last_seen"],
-            &other["last_activity"]
+            &other["last_activity"],
+            &other["updated_at"]
         ),
-        (&Value::Null, &Value::Null, &Value::Null)
+        (&Value::Null, &Value::Null, &Value::Null, &Value::Null),
+        "nothing that gives the time away"
     );
     let (_, own) = h
         .call("GET", &format!("/messenger/presence/status/{a}"), &ta, None)

@@ -163,7 +163,7 @@ mod tests {
             invisible: false,
             privacy: None,
             version: 1,
-            updated_at: 0,
+            updated_at: Some(0),
             hidden: None,
             hidden_from_org: None,
         }
