@@ -169,3 +169,25 @@ async def test_too_many_sessions_is_not_retried(node: Node) -> None:
         assert info.value.code == "conflict"
         for s in sessions:
             await s.close()
+
+
+async def test_a_session_the_service_ends_is_not_reconnected(
+    user_client: Callable[..., PresenceClient], service: PresenceClient
+) -> None:
+    uid = unique()
+    c = user_client(uid)
+    s = c.session()
+    await s.connect()
+    assert s.session_id is not None
+    listed = await service.sessions(uid)
+    assert [x.session_id for x in listed] == [s.session_id]
+    assert listed[0].connected_at is not None and listed[0].node_id is not None
+    await service.end_session(uid, s.session_id)
+    with pytest.raises(PresenceError) as info:
+        async for _ in s:
+            pass
+    assert info.value.code == "session_ended"
+    assert await service.sessions(uid) == []
+    with pytest.raises(PresenceError) as info:
+        await service.end_session(uid, s.session_id)
+    assert info.value.code == "not_found"

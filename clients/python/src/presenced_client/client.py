@@ -23,6 +23,7 @@ from .models import (
     OnlinePage,
     PresenceView,
     PresenceVisibility,
+    SessionInfo,
     StatusChange,
     format_time,
 )
@@ -242,6 +243,17 @@ class PresenceClient:
         """Renews a REST session; ``not_found`` if it already ended (open a new one)."""
         body = _drop_none({"session_id": session_id, "user_id": _id(user_id)})
         return Lease.from_json(await self._call("POST", f"{PRESENCE}/heartbeat", body=body))
+
+    async def sessions(self, user_id: UserRef) -> list[SessionInfo]:
+        """A user's open sessions, oldest first (their own token, or a service or admin
+        token; another user's token gets ``permission_denied``)."""
+        answer = await self._call("GET", f"{PRESENCE}/sessions/{_id(user_id)}")
+        return [SessionInfo.from_json(s) for s in answer["sessions"]]
+
+    async def end_session(self, user_id: UserRef, session_id: str) -> None:
+        """Ends one of a user's sessions (service and admin tokens): its WebSocket is closed
+        with 4011, or its REST lease ends; ``not_found`` if it is not open."""
+        await self._call("DELETE", f"{PRESENCE}/sessions/{_id(user_id)}/{session_id}")
 
     async def end_heartbeat(self, session_id: str, *, user_id: UserRef | None = None) -> None:
         """Ends a REST session now (the offline grace follows)."""

@@ -147,7 +147,9 @@ class PresenceView:
     privacy: Privacy | None
     #: Increases strictly per user with every change of the view.
     version: int
-    updated_at: datetime
+    #: When the view last changed; ``None`` only when an offline user's privacy keeps last
+    #: seen approximate or hidden from the caller (it would give the time away).
+    updated_at: datetime | None
     #: Fields a newer node sends that this client does not know yet.
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -168,7 +170,7 @@ class PresenceView:
             invisible=bool(d.get("invisible", False)),
             privacy=None if (p := d.get("privacy")) is None else Privacy.from_json(p),
             version=int(d["version"]),
-            updated_at=parse_time(d["updated_at"]),
+            updated_at=_opt_time(d.get("updated_at")),
             extra=_extra(d, _VIEW_FIELDS),
         )
 
@@ -188,7 +190,7 @@ class PresenceView:
             "invisible": self.invisible,
             "privacy": None if self.privacy is None else self.privacy.to_json(),
             "version": self.version,
-            "updated_at": format_time(self.updated_at),
+            "updated_at": None if self.updated_at is None else format_time(self.updated_at),
             **self.extra,
         }
 
@@ -358,6 +360,30 @@ class Lease:
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Lease:
         return cls(session_id=str(d["session_id"]), expires_at=parse_time(d["expires_at"]))
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """One open session of a user (``GET /messenger/presence/sessions/{user_id}``)."""
+
+    session_id: str
+    device: Device
+    #: The node holding its WebSocket; ``None`` for a REST heartbeat session.
+    node_id: str | None
+    #: When it opened (to the second); ``None`` for sessions older than that field.
+    connected_at: datetime | None
+    #: The user's last activity (activity is kept per user, not per session).
+    last_activity: datetime | None
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> SessionInfo:
+        return cls(
+            session_id=str(d["session_id"]),
+            device=cast(Device, d["device"]),
+            node_id=_opt_str(d.get("node_id")),
+            connected_at=_opt_time(d.get("connected_at")),
+            last_activity=_opt_time(d.get("last_activity")),
+        )
 
 
 #: What a presence stream yields: an event, or a snapshot with ``reset`` true; a WebSocket

@@ -15,7 +15,8 @@ class VersionGate:
 
     One exception: a record that outlived ``last_seen_retention`` is deleted, and the user's
     next record starts again at version 1. An event whose version is lower but whose
-    ``updated_at`` is later than the one held is such a new record, and passes.
+    ``updated_at`` is later than the one held is such a new record, and passes (a view whose
+    ``updated_at`` is hidden by the user's privacy never passes that way).
 
     It holds one entry per user seen (a user id, an int and a datetime): a backend following
     every event holds one per active user. A reset snapshot starts it afresh.
@@ -24,14 +25,20 @@ class VersionGate:
     __slots__ = ("_seen",)
 
     def __init__(self) -> None:
-        self._seen: dict[str, tuple[int, datetime]] = {}
+        self._seen: dict[str, tuple[int, datetime | None]] = {}
 
     def admit(self, view: PresenceView) -> bool:
         """Whether ``view`` is newer than what was seen of its user; remembers it if so."""
         held = self._seen.get(view.user_id)
         if held is not None:
             version, updated_at = held
-            if view.version == version or (view.version < version and view.updated_at <= updated_at):
+            newer_record = (
+                view.version < version
+                and view.updated_at is not None
+                and updated_at is not None
+                and view.updated_at > updated_at
+            )
+            if view.version == version or (view.version < version and not newer_record):
                 return False
         self._seen[view.user_id] = (view.version, view.updated_at)
         return True

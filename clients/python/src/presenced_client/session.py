@@ -51,6 +51,7 @@ _CLOSES: Final[dict[int, tuple[str, bool]]] = {
     4003: ("permission_denied", False),
     4008: ("rate_limited", True),  # rate limited or too slow a reader
     4009: ("conflict", False),  # too many sessions for this user
+    4011: ("session_ended", False),  # the service ended this session: do not come back on your own
 }
 
 #: An activity frame is sent at most this often; the node only needs one a second or so to
