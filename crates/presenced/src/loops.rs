@@ -235,9 +235,14 @@ pub async fn follow_bus(state: AppState, mut bus: Box<dyn BusReceiver>, stop: Ca
             _ = stop.cancelled() => return,
             _ = tick.tick() => state.hub.expire_typing(state.now()),
             message = bus.recv() => match message {
-                Some(BusMessage::Typing(signal)) => {
+                Some(BusMessage::Typing(mut signal)) => {
                     metrics::counter!("presenced_bus_messages_total", "kind" => "typing").increment(1);
-                    state.hub.relay_typing(signal, state.now());
+                    // A typer's node whose clock runs ahead (or a foreign publisher) must not
+                    // keep an indicator on longer than typing_ttl from now, by this clock.
+                    let now = state.now();
+                    let ttl = presence_core::settings::ms(state.config.presence.typing_ttl);
+                    signal.until = signal.until.map(|u| u.min(now + ttl));
+                    state.hub.relay_typing(signal, now);
                 }
                 Some(BusMessage::SessionEnded(ended)) => {
                     metrics::counter!("presenced_bus_messages_total", "kind" => "session_ended").increment(1);

@@ -49,6 +49,7 @@ macro_rules! both_stores {
 
 both_stores!(
     typing_starts_stops_and_expires_for_a_conversations_subscribers,
+    a_typing_message_from_a_clock_ahead_ends_typing_ttl_after_it_arrives,
     invisible_users_look_offline_to_others_on_every_surface,
     privacy_org_shows_the_org_the_truth_and_everyone_else_offline,
     privacy_nobody_and_last_seen_settings_hold_for_every_onlooker,
@@ -2246,4 +2247,33 @@ async fn a_session_ended_on_another_node_is_closed_by_the_reconcile_not_reopened
     let listed = h.store().sessions(&uid).await.unwrap().unwrap().sessions;
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].session.as_str(), third.session);
+}
+
+/// A typing message whose `until` lies far ahead (its node's clock runs fast, or a foreign
+/// publisher) keeps the indicator on no longer than `typing_ttl` from its arrival.
+async fn a_typing_message_from_a_clock_ahead_ends_typing_ttl_after_it_arrives(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let mut watcher = h.connect(&token(&user("watcher"), "user", None)).await;
+    let snap = watcher
+        .ask(json!({"type": "subscribe", "conversations": ["c9"]}), 1)
+        .await;
+    assert_eq!(snap["type"], "snapshot");
+    let typer = user("fast-clock");
+    let signal = presence_core::TypingSignal {
+        conversation_id: presence_core::ConversationId::new("c9").unwrap(),
+        user_id: presence_core::UserId::new(&typer).unwrap(),
+        org_id: None,
+        until: Some(h.state.now() + 3_600_000),
+    };
+    h.store()
+        .publish(&BusMessage::Typing(signal))
+        .await
+        .unwrap();
+    assert_eq!(watcher.next().await, typing_frame("c9", &typer, true));
+    h.clock.advance(Duration::from_millis(6100));
+    assert_eq!(
+        watcher.next().await,
+        typing_frame("c9", &typer, false),
+        "ended typing_ttl (6 s) after it arrived, not an hour later"
+    );
 }
