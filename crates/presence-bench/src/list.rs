@@ -165,6 +165,7 @@ pub(crate) async fn run(
                     zone: Some(zone),
                     org: None,
                     leased: false,
+                    invisible: false,
                 };
                 loader.open_session(open).await?;
                 anyhow::Ok(())

@@ -465,6 +465,7 @@ impl Bench {
                         zone: Some(ZoneId::new(z.to_string())?),
                         org: Some(OrgId::new(o.to_string())?),
                         leased: false,
+                        invisible: false,
                     };
                     store.open_session(open.clone()).await?;
                     anyhow::Ok((open.user, open.session))

@@ -48,6 +48,10 @@ pub struct OpenSession {
     pub org: Option<OrgId>,
     /// `true` for a REST heartbeat session: leased for `online_ttl`, not tied to the node.
     pub leased: bool,
+    /// Open invisible: the user is invisible from this open on, in the same step (a client
+    /// coming back after its presence ended stays invisible without a moment visible).
+    /// `false` leaves invisible as the rules have it.
+    pub invisible: bool,
 }
 
 /// One open session, as [`Store::sessions`] lists it.

@@ -36,6 +36,7 @@ fn open(user: u64, zone: &str) -> OpenSession {
         zone: Some(ZoneId::new(zone).unwrap()),
         org: None,
         leased: false,
+        invisible: false,
     }
 }
 

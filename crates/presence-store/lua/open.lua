@@ -8,14 +8,14 @@
 -- ARGV[5] sessions per user   ARGV[6] node lease ms (registers a node never seen)
 -- ARGV[7] '1': a node re-asserting sessions the store lost: the presence goes on, so an
 --   invisible user stays invisible (record.rs reopen)
--- ARGV[8..] seven per session: user, session id, device, node id ('' for a REST lease),
---   zone ('' keeps), org ('' keeps), lease expiry ms ('' for none)
+-- ARGV[8..] eight per session: user, session id, device, node id ('' for a REST lease),
+--   zone ('' keeps), org ('' keeps), lease expiry ms ('' for none), '1' to open invisible
 -- Returns one reply per session, in order:
 --   {'ok', feed_id, event} | {'ok', '', {}, record} | {'ended'} | {'exists'} |
 --   {'too_many', limit}
 local limit, node_lease, reassert = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7] == '1'
 
-local function open_one(user, sid, device, node, zone, org, lease)
+local function open_one(user, sid, device, node, zone, org, lease, invisible)
   local ended = redis.call('GET', key('ended:' .. user .. '|' .. sid))
   if ended and tonumber(ended) > NOW then return {'ended'} end
   local old = load(user)
@@ -26,6 +26,7 @@ local function open_one(user, sid, device, node, zone, org, lease)
   if r.n >= limit then return {'too_many', limit} end
   -- A new presence starts visible; a reload within the grace keeps invisible.
   if r.status == 'offline' and not reassert then r.inv = nil end
+  if invisible == '1' then r.inv = '1' end
   r.sessions[sid] = session_value(node, device, tonumber(lease), math.floor(NOW / 1000))
   r.n = r.n + 1
   r.gr = nil
@@ -44,8 +45,8 @@ local function open_one(user, sid, device, node, zone, org, lease)
 end
 
 local replies = {}
-for i = 8, #ARGV, 7 do
+for i = 8, #ARGV, 8 do
   replies[#replies + 1] = open_one(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4],
-    ARGV[i + 5], ARGV[i + 6])
+    ARGV[i + 5], ARGV[i + 6], ARGV[i + 7])
 end
 return replies

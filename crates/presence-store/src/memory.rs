@@ -339,7 +339,11 @@ impl State {
             } else {
                 r.open(open.session, session, open.zone, open.org, now, limit)
             }
-            .map_err(StoreError::from)
+            .map_err(StoreError::from)?;
+            if open.invisible {
+                r.invisible = true;
+            }
+            Ok(())
         })?;
         if let (false, Some(n)) = (registered, &node) {
             let n = self.nodes.entry(n.clone()).or_default();
@@ -1130,6 +1134,7 @@ mod tests {
             zone: None,
             org: None,
             leased: false,
+            invisible: false,
         };
         store.open_session(open).await.unwrap();
         store.end_session(&user, &session).await.unwrap();

@@ -350,6 +350,7 @@ async fn seed_cleanup_stale_presence(kind: Kind) {
             device: DeviceKind::Other,
             zone: Some(zone("10")),
             leased: true,
+            invisible: false,
             ..request("rest", "h")
         })
         .await
@@ -531,6 +532,7 @@ async fn rest_lease_expires_after_online_ttl_and_renewal_extends_it(kind: Kind) 
     let open = OpenSession {
         device: DeviceKind::Other,
         leased: true,
+        invisible: false,
         ..request("1", "h")
     };
     assert_eq!(
@@ -1214,6 +1216,7 @@ async fn closing_a_heartbeat_never_ends_a_websocket(kind: Kind) {
         .open_session(OpenSession {
             device: DeviceKind::Mobile,
             leased: true,
+            invisible: false,
             ..request("1", "rest")
         })
         .await
@@ -1291,6 +1294,7 @@ async fn node_session_counts_follow_open_close_reap_and_reopen(kind: Kind) {
     // A REST heartbeat belongs to no node.
     a.open_session(OpenSession {
         leased: true,
+        invisible: false,
         ..request("3", "h")
     })
     .await
@@ -1804,6 +1808,7 @@ async fn sessions_list_device_node_and_connect_time(kind: Kind) {
         .open_session(OpenSession {
             device: DeviceKind::Desktop,
             leased: true,
+            invisible: false,
             ..request("1", "rest")
         })
         .await
@@ -1942,6 +1947,7 @@ async fn ending_the_last_session_starts_the_grace_like_a_clean_close(kind: Kind)
     k.store
         .open_session(OpenSession {
             leased: true,
+            invisible: false,
             ..request("2", "hb")
         })
         .await
@@ -1985,6 +1991,7 @@ async fn ending_the_last_session_starts_the_grace_like_a_clean_close(kind: Kind)
     k.store
         .open_session(OpenSession {
             leased: true,
+            invisible: false,
             ..request("2", "hb")
         })
         .await

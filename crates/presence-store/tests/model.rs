@@ -129,6 +129,8 @@ enum Op {
         zone: Option<u8>,
         org: Option<u8>,
         holder: Holder,
+        /// Open invisible (the upgrade's `?invisible=true`).
+        invisible: bool,
     },
     Close {
         user: u8,
@@ -272,8 +274,8 @@ fn op() -> impl Strategy<Value = Op> {
     let renew = prop_oneof![4 => Just(Renew::Both), 2 => Just(Renew::OnlyA), 3 => Just(Renew::OnlyB), 1 => Just(Renew::Neither)];
     prop_oneof![
         // u0 and u1 more often than the others, so the few-user activity batches find them.
-        6 => (prop_oneof![user.clone(), 0..2u8], 0..4u8, 0..4u8, proptest::option::of(0..3u8), proptest::option::of(0..2u8), holder)
-            .prop_map(|(user, session, device, zone, org, holder)| Op::Open { user, session, device, zone, org, holder }),
+        6 => (prop_oneof![user.clone(), 0..2u8], 0..4u8, 0..4u8, proptest::option::of(0..3u8), proptest::option::of(0..2u8), holder, prop::bool::weighted(0.1))
+            .prop_map(|(user, session, device, zone, org, holder, invisible)| Op::Open { user, session, device, zone, org, holder, invisible }),
         1 => (user.clone(), 0..4u8, any::<bool>()).prop_map(|(user, session, via_b)| Op::Close { user, session, via_b }),
         3 => (any::<u8>(), any::<bool>()).prop_map(|(pick, via_b)| Op::CloseOpen { pick, via_b }),
         1 => (user.clone(), 0..4u8, any::<bool>()).prop_map(|(user, session, via_b)| Op::End { user, session, via_b }),
@@ -322,7 +324,7 @@ fn fragment() -> impl Strategy<Value = Vec<(Op, Probe)>> {
         // sweep: cleared exactly on time, not before.
         3 => (0..USERS, 1..40u16, any::<bool>(), probe(), probe(), probe(), probe())
             .prop_map(|(user, secs, early, p, q, r, t)| vec![
-                (Op::Open { user, session: 0, device: 0, zone: None, org: None, holder: Holder::NodeA }, p),
+                (Op::Open { user, session: 0, device: 0, zone: None, org: None, holder: Holder::NodeA, invisible: false }, p),
                 (Op::SetCustom { user, kind: 2, text: Some(0), emoji: true, expires_in: Some(secs) }, q),
                 (Op::Advance { secs: if early { secs - 1 } else { secs }, renew: Renew::Both }, r),
                 (Op::Sweep { by_b: early }, t),
@@ -331,22 +333,22 @@ fn fragment() -> impl Strategy<Value = Vec<(Op, Probe)>> {
         // not see), a second device, leave and let the grace run out, come back (a new
         // presence, visible again).
         3 => (0..USERS, any::<bool>(), proptest::collection::vec(probe(), 9)).prop_map(|(user, away, p)| vec![
-            (Op::Open { user, session: 1, device: 0, zone: Some(1), org: Some(0), holder: Holder::NodeA }, p[0].clone()),
+            (Op::Open { user, session: 1, device: 0, zone: Some(1), org: Some(0), holder: Holder::NodeA, invisible: false }, p[0].clone()),
             (if away { Op::Away { user, invisible: Some(true) } } else { Op::Online { user, invisible: Some(true) } }, p[1].clone()),
             (Op::Advance { secs: 31, renew: Renew::Both }, p[2].clone()),
             (Op::Sweep { by_b: false }, p[3].clone()),
-            (Op::Open { user, session: 2, device: 2, zone: None, org: None, holder: Holder::NodeB }, p[4].clone()),
+            (Op::Open { user, session: 2, device: 2, zone: None, org: None, holder: Holder::NodeB, invisible: false }, p[4].clone()),
             (Op::CloseOpen { pick: user, via_b: false }, p[5].clone()),
             (Op::Close { user, session: 1, via_b: false }, p[5].clone()),
             (Op::Close { user, session: 2, via_b: true }, p[6].clone()),
             (Op::Advance { secs: 6, renew: Renew::Both }, p[7].clone()),
             (Op::Sweep { by_b: true }, p[7].clone()),
-            (Op::Open { user, session: 0, device: 1, zone: None, org: None, holder: Holder::NodeA }, p[8].clone()),
+            (Op::Open { user, session: 0, device: 1, zone: None, org: None, holder: Holder::NodeA, invisible: false }, p[8].clone()),
         ]),
         // Privacy through its settings: org members see what others do not; nobody hides from
         // the org too; everyone again.
         2 => (0..USERS, 0..3u8, proptest::collection::vec(probe(), 6)).prop_map(|(user, last_seen, p)| vec![
-            (Op::Open { user, session: 1, device: 1, zone: Some(2), org: Some(1), holder: Holder::NodeB }, p[0].clone()),
+            (Op::Open { user, session: 1, device: 1, zone: Some(2), org: Some(1), holder: Holder::NodeB, invisible: false }, p[0].clone()),
             (Op::SetPrivacy { user, presence: 1, last_seen }, p[1].clone()),
             (Op::Away { user, invisible: None }, p[2].clone()),
             (Op::SetPrivacy { user, presence: 2, last_seen }, p[3].clone()),
@@ -358,7 +360,7 @@ fn fragment() -> impl Strategy<Value = Vec<(Op, Probe)>> {
         3 => (0..USERS, any::<bool>(), 0..130u16, probe(), probe(), probe(), probe())
             .prop_map(|(user, b, secs, p, q, r, t)| {
                 let holder = if b { Holder::NodeB } else { Holder::NodeA };
-                let open = Op::Open { user, session: 2, device: 1, zone: None, org: None, holder };
+                let open = Op::Open { user, session: 2, device: 1, zone: None, org: None, holder, invisible: false };
                 vec![
                     (open.clone(), p),
                     (Op::End { user, session: 2, via_b: !b }, q),
@@ -377,7 +379,7 @@ fn fragment() -> impl Strategy<Value = Vec<(Op, Probe)>> {
         // resume from the start: it must answer reset.
         1 => (0..USERS, (FEED_MAX_LEN + REDIS_TRIM_SLACK) as u8..160, 0..2u8, probe(), probe(), probe())
             .prop_map(|(user, n, pick, p, q, r)| vec![
-                (Op::Open { user, session: 3, device: 3, zone: None, org: None, holder: Holder::Lease }, p),
+                (Op::Open { user, session: 3, device: 3, zone: None, org: None, holder: Holder::Lease, invisible: false }, p),
                 (Op::Churn { user, n }, q),
                 (Op::ReadFeed { oldest: true, pick, limit: 0 }, r),
             ]),
@@ -753,6 +755,7 @@ impl Model {
                 zone,
                 org,
                 holder,
+                invisible,
             } => {
                 // A session the service ended may not open again for eight node leases (the
                 // Store trait's `end_session`), before anything else is looked at.
@@ -803,6 +806,9 @@ impl Model {
                     // presence.
                     if u.status == Status::Offline {
                         u.invisible = false;
+                    }
+                    if invisible {
+                        u.invisible = true;
                     }
                     u.sessions.insert(
                         session,
@@ -1236,12 +1242,13 @@ mod hit {
 
     pub(crate) const PRIVACY_ORG_SEES: &str = "privacy: org members see a change others do not";
     pub(crate) const PRIVACY_NOBODY: &str = "privacy: nobody turned on";
+    pub(crate) const INVISIBLE_OPEN: &str = "invisible: a presence opened invisible";
 
     pub(crate) const ENDED: &str = "end: a session ended by the service";
     pub(crate) const ENDED_LAST: &str = "end: the user's last session (grace)";
     pub(crate) const ENDED_REFUSED: &str = "open refused: the service ended that session";
 
-    pub(crate) const ALL: [&str; 36] = [
+    pub(crate) const ALL: [&str; 37] = [
         STALE,
         BOUNDARY,
         FUTURE,
@@ -1275,6 +1282,7 @@ mod hit {
         INVISIBLE_NEW_PRESENCE,
         PRIVACY_ORG_SEES,
         PRIVACY_NOBODY,
+        INVISIBLE_OPEN,
         ENDED,
         ENDED_LAST,
         ENDED_REFUSED,
@@ -1496,6 +1504,7 @@ impl Runner {
                 zone: z,
                 org: o,
                 holder,
+                invisible,
             } => {
                 let store = self.store(*holder == Holder::NodeB).clone();
                 let r = store
@@ -1506,6 +1515,7 @@ impl Runner {
                         zone: z.map(|z| zone(&z.to_string())),
                         org: o.map(|o| org(&o.to_string())),
                         leased: *holder == Holder::Lease,
+                        invisible: *invisible,
                     })
                     .await;
                 match outcome(r) {
@@ -1828,6 +1838,13 @@ impl Runner {
             let hidden = e.after.hidden.is_some();
             if e.onlookers.others_unchanged {
                 self.hits.hit(hit::INVISIBLE_UNSEEN);
+            }
+            if e.prev_status == Status::Offline
+                && e.after.status != Status::Offline
+                && e.after.invisible
+                && !e.onlookers.others_hidden_before
+            {
+                self.hits.hit(hit::INVISIBLE_OPEN);
             }
             if e.onlookers.others_unchanged && !e.onlookers.org_unchanged {
                 self.hits.hit(hit::PRIVACY_ORG_SEES);

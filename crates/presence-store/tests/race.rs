@@ -133,6 +133,7 @@ async fn hammer(
                         zone,
                         org: None,
                         leased,
+                        invisible: false,
                     })
                     .await;
                 match r {
@@ -236,6 +237,7 @@ async fn doomed_node(store: Arc<dyn Store>, seed: u64) {
                 zone: None,
                 org: None,
                 leased: false,
+                invisible: false,
             })
             .await;
         match r {

@@ -46,6 +46,7 @@ async fn an_operator_finds_the_seeds_keys_and_fields() {
         zone: Some(zone(z)),
         org: Some(org(o)),
         leased: false,
+        invisible: false,
     };
     store.open_session(open("123", "10", "100")).await.unwrap();
     let md: Metadata = serde_json::from_str(r#"{"theme": "dark"}"#).unwrap();
@@ -778,6 +779,7 @@ async fn an_ended_sessions_mark_is_one_key_that_expires_with_it() {
     store
         .open_session(OpenSession {
             leased: true,
+            invisible: false,
             ..request("7", "hb")
         })
         .await

@@ -248,6 +248,7 @@ impl LocalSessions {
                     zone: p.zone.clone(),
                     org: p.org.clone(),
                     leased: false,
+                    invisible: false,
                 })
             })
             .collect()
@@ -389,6 +390,7 @@ mod tests {
             zone: Some(ZoneId::new(zone).unwrap()),
             org: None,
             leased: false,
+            invisible: false,
         }
     }
 

@@ -48,6 +48,7 @@ macro_rules! both_stores {
 }
 
 both_stores!(
+    a_client_coming_back_invisible_never_shows_online,
     typing_starts_stops_and_expires_for_a_conversations_subscribers,
     a_typing_message_from_a_clock_ahead_ends_typing_ttl_after_it_arrives,
     invisible_users_look_offline_to_others_on_every_surface,
@@ -195,12 +196,22 @@ impl Harness {
     /// Like `connect`, with room for only `window` unread frames towards the client: a
     /// client that stops reading.
     async fn connect_reading(&self, jwt: &str, window: usize) -> WsClient {
+        self.connect_as(jwt, window, false).await
+    }
+
+    /// Like `connect`, opening invisible (`?invisible=true`).
+    async fn connect_invisible(&self, jwt: &str) -> WsClient {
+        self.connect_as(jwt, 1024, true).await
+    }
+
+    async fn connect_as(&self, jwt: &str, window: usize, invisible: bool) -> WsClient {
         let access = self.state.access(self.state.auth.verify(jwt).unwrap());
         let checked = CheckedUpgrade {
             access,
             zone: None,
             org: None,
             device: DeviceKind::Web,
+            invisible,
             permit: self.state.connections.clone().try_acquire_owned().unwrap(),
         };
         let (to_server, from_client) = mpsc::unbounded();
@@ -875,6 +886,7 @@ async fn reconcile_closes_ghosts_and_reopens_what_the_store_lost(kind: Kind) {
         zone: None,
         org: None,
         leased: false,
+        invisible: false,
     };
     h.store().open_session(ghost).await.unwrap();
     // A socket whose session the store lost.
@@ -926,6 +938,7 @@ async fn reconcile_closes_ghosts_and_reopens_what_the_store_lost(kind: Kind) {
         zone: None,
         org: None,
         leased: false,
+        invisible: false,
     };
     h.store().open_session(ghost).await.unwrap();
     let deferred = h
@@ -2276,4 +2289,82 @@ async fn a_typing_message_from_a_clock_ahead_ends_typing_ttl_after_it_arrives(ki
         typing_frame("c9", &typer, false),
         "ended typing_ttl (6 s) after it arrived, not an hour later"
     );
+}
+
+/// A client whose presence ended while it was invisible (a drop longer than the grace) comes
+/// back with `?invisible=true` (or a heartbeat with `"invisible": true`): invisible from the
+/// open on, so others never see it online for a moment.
+async fn a_client_coming_back_invisible_never_shows_online(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let a = user("returning");
+    let ta = token(&a, "user", None);
+    let mut peer = h.connect(&token(&user("peer"), "user", None)).await;
+    let mut tab = h.connect(&ta).await;
+    peer.send(json!({"type": "subscribe", "users": [a], "id": 1}));
+    assert_eq!(peer.next().await["users"][&a]["status"], "online");
+    tab.send(json!({"type": "status.set", "status": "online", "invisible": true, "id": 2}));
+    assert_eq!(tab.next().await, json!({"type": "ack", "id": 2}));
+    assert_eq!(peer.next().await["user"]["status"], "offline");
+    // The connection drops for longer than the grace: a new presence next time.
+    tab.hang_up().await;
+    h.advance(Duration::from_secs(6)).await;
+    let mut back = h.connect_invisible(&ta).await;
+    back.send(json!({"type": "ping", "id": 3}));
+    assert_eq!(back.next().await["type"], "pong");
+    assert_eq!(
+        peer.next_within(Duration::from_millis(300)).await,
+        None,
+        "never online for others"
+    );
+    let own = h.status(&a).await;
+    assert_eq!(
+        (&own["status"], &own["invisible"]),
+        (&json!("online"), &json!(true))
+    );
+    back.hang_up().await;
+    h.advance(Duration::from_secs(6)).await;
+    // Over REST: a heartbeat that opens invisible.
+    let (s, lease) = h
+        .call(
+            "POST",
+            "/messenger/presence/heartbeat",
+            &ta,
+            Some(json!({"invisible": true})),
+        )
+        .await;
+    assert_eq!(s, 200, "{lease}");
+    assert_eq!(peer.next_within(Duration::from_millis(300)).await, None);
+    assert_eq!(h.status(&a).await["invisible"], true);
+    // Without it, a new presence is visible again: one online event.
+    let (s, _) = h
+        .call(
+            "DELETE",
+            &format!(
+                "/messenger/presence/heartbeat?session_id={}",
+                lease["session_id"].as_str().unwrap()
+            ),
+            &ta,
+            None,
+        )
+        .await;
+    assert_eq!(s, 204);
+    h.advance(Duration::from_secs(6)).await;
+    let _tab = h.connect(&ta).await;
+    assert_eq!(peer.next().await["user"]["status"], "online");
+}
+
+#[tokio::test]
+async fn an_upgrade_with_a_bad_invisible_is_refused() {
+    let h = Harness::new(Kind::Memory).await;
+    let jwt = token("someone", "user", None);
+    let uri: axum::http::Uri = format!("/messenger/ws?token={jwt}&invisible=maybe")
+        .parse()
+        .unwrap();
+    let params = axum::extract::Query::<presenced::ws::upgrade::ConnectParams>::try_from_uri(&uri)
+        .unwrap()
+        .0;
+    let err = presenced::ws::upgrade::check(&h.state, params, &axum::http::HeaderMap::new())
+        .err()
+        .expect("refused");
+    assert_eq!(err.code, "invalid_argument");
 }

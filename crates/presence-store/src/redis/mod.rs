@@ -386,7 +386,8 @@ impl RedisStore {
                     (now + ms(s.online_ttl)).to_string()
                 } else {
                     String::new()
-                });
+                })
+                .arg(if open.invisible { "1" } else { "" });
         }
         decode_opened_many(opens, &self.invoke(&inv).await?)
     }

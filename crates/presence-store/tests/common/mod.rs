@@ -115,6 +115,7 @@ pub fn request(user: &str, session: &str) -> OpenSession {
         zone: None,
         org: None,
         leased: false,
+        invisible: false,
     }
 }
 

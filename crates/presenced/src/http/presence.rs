@@ -364,6 +364,8 @@ pub(crate) struct HeartbeatBody {
     device: Option<DeviceKind>,
     zone_id: Option<ZoneId>,
     org_id: Option<OrgId>,
+    /// Open invisible (a new session only): the user is invisible from this open on.
+    invisible: Option<bool>,
 }
 
 /// A session without a WebSocket.
@@ -392,6 +394,7 @@ pub(crate) async fn heartbeat(
                 zone: b.zone_id,
                 org: b.org_id,
                 leased: true,
+                invisible: b.invisible.unwrap_or(false),
             };
             state.store.open_session(open).await?;
             let ttl = presence_core::settings::ms(state.config.presence.online_ttl);

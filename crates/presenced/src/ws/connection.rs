@@ -32,6 +32,9 @@ pub struct CheckedUpgrade {
     pub org: Option<OrgId>,
     /// `device` (default `web`).
     pub device: DeviceKind,
+    /// `invisible=true`: the user is invisible from this open on (a client coming back
+    /// invisible never shows a moment online).
+    pub invisible: bool,
     /// One of `max_connections`, released when the connection ends.
     pub permit: OwnedSemaphorePermit,
 }
@@ -106,6 +109,7 @@ where
         zone,
         org,
         device,
+        invisible,
         permit: _permit,
     } = checked;
     let session = SessionId::random();
@@ -117,6 +121,7 @@ where
         zone,
         org,
         leased: false,
+        invisible,
     };
     // The open's answer and the `connected` frame are built and sent in here, so they are
     // freed before the connection goes idle: a local of `run` would live as long as the

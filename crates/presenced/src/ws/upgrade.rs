@@ -22,6 +22,7 @@ pub struct ConnectParams {
     zone_id: Option<String>,
     org_id: Option<String>,
     device: Option<String>,
+    invisible: Option<String>,
 }
 
 /// The route handler.
@@ -100,12 +101,22 @@ pub fn check(
             ApiError::invalid_argument("device must be web, desktop, mobile or other")
         })?,
     };
+    let invisible = match p.invisible.as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => {
+            return Err(ApiError::invalid_argument(
+                "invisible must be true or false",
+            ));
+        }
+    };
     let permit = state.connection_slot()?;
     Ok(CheckedUpgrade {
         access,
         zone,
         org,
         device,
+        invisible,
         permit,
     })
 }
