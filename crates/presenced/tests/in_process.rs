@@ -2363,8 +2363,9 @@ async fn an_upgrade_with_a_bad_invisible_is_refused() {
     let params = axum::extract::Query::<presenced::ws::upgrade::ConnectParams>::try_from_uri(&uri)
         .unwrap()
         .0;
-    let err = presenced::ws::upgrade::check(&h.state, params, &axum::http::HeaderMap::new())
-        .err()
-        .expect("refused");
+    let Err(err) = presenced::ws::upgrade::check(&h.state, params, &axum::http::HeaderMap::new())
+    else {
+        panic!("refused")
+    };
     assert_eq!(err.code, "invalid_argument");
 }
