@@ -191,3 +191,40 @@ async def test_a_session_the_service_ends_is_not_reconnected(
     with pytest.raises(PresenceError) as info:
         await service.end_session(uid, s.session_id)
     assert info.value.code == "not_found"
+
+
+async def test_an_invisible_session_comes_back_invisible(
+    user_client: Callable[..., PresenceClient], service: PresenceClient, proxy: CuttableProxy
+) -> None:
+    uid, peer = unique(), unique()
+    watcher = user_client(peer).session()
+    await watcher.connect()
+    await watcher.subscribe(users=[uid])
+    c = user_client(uid, url=proxy.url)
+    async with c.session(backoff=fast_backoff()) as s:
+        await s.set_status("online", invisible=True)
+        assert s.invisible
+        # The connection drops for longer than the offline grace (0 here): a new presence.
+        proxy.refusing = True
+        proxy.cut()
+
+        async def status_is(want: str) -> bool:
+            return (await service.status(uid)).status == want
+
+        await eventually(lambda: status_is("offline"), what="offline")
+        proxy.refusing = False
+
+        async def read() -> None:
+            async for _ in s:  # reading is what reconnects
+                pass
+
+        reader = asyncio.create_task(read())
+        try:
+            await eventually(lambda: s.connects == 2, what="reconnected")
+            await eventually(lambda: status_is("online"), what="back")
+            assert (await service.status(uid)).invisible
+            assert s.presence is not None and s.presence.invisible
+        finally:
+            reader.cancel()
+    other = user_client(peer)
+    assert (await other.status(uid)).status == "offline", "never online for others"

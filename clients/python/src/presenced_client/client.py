@@ -381,14 +381,22 @@ class PresenceClient:
         zone_id: UserRef | None = None,
         org_id: UserRef | None = None,
         device: Device = "web",
+        invisible: bool = False,
         backoff: Backoff | None = None,
         retries: int | None = None,
     ) -> PresenceSession:
-        """A WebSocket session of the token's user. See :class:`PresenceSession`."""
+        """A WebSocket session of the token's user (``invisible=True``: open it invisible).
+        See :class:`PresenceSession`."""
         from .session import PresenceSession
 
         return PresenceSession(
-            self, zone_id=_id(zone_id), org_id=_id(org_id), device=device, backoff=backoff, retries=retries
+            self,
+            zone_id=_id(zone_id),
+            org_id=_id(org_id),
+            device=device,
+            invisible=invisible,
+            backoff=backoff,
+            retries=retries,
         )
 
 

@@ -85,6 +85,7 @@ class PresenceSession:
         zone_id: str | None,
         org_id: str | None,
         device: Device,
+        invisible: bool = False,
         backoff: Backoff | None = None,
         retries: int | None = None,
     ) -> None:
@@ -92,6 +93,10 @@ class PresenceSession:
         self.zone_id = zone_id
         self.org_id = org_id
         self.device = device
+        #: Connect (and reconnect) invisible: follows ``set_status(invisible=...)`` and what
+        #: each ``connected`` frame says, so a connection that dropped for longer than the
+        #: offline grace comes back invisible without a moment online.
+        self.invisible = invisible
         #: From the last `connected` frame.
         self.session_id: str | None = None
         self.node_id: str | None = None
@@ -161,7 +166,10 @@ class PresenceSession:
     async def _open(self) -> ClientConnection:
         base = self._client.base_url
         ws_base = "ws" + base[len("http") :] if base.startswith("http") else base
-        query = urlencode({k: v for k, v in (("zone_id", self.zone_id), ("org_id", self.org_id), ("device", self.device)) if v is not None})
+        params = (("zone_id", self.zone_id), ("org_id", self.org_id), ("device", self.device))
+        query = urlencode({k: v for k, v in params if v is not None})
+        if self.invisible:
+            query += "&invisible=true"
         headers = {"Authorization": f"Bearer {await self._client.token()}"}
         try:
             ws = await connect(
@@ -188,6 +196,7 @@ class PresenceSession:
         self.session_id = first.get("session_id")
         self.node_id = first.get("node_id")
         self.presence = PresenceView.from_json(first["presence"])
+        self.invisible = self.presence.invisible
         self.connects += 1
         return ws
 
@@ -413,6 +422,8 @@ class PresenceSession:
         if invisible is not None:
             frame["invisible"] = invisible
         await self._request(frame)
+        if invisible is not None:
+            self.invisible = invisible
 
     async def set_privacy(
         self, *, presence: PresenceVisibility | None = None, last_seen: LastSeenVisibility | None = None
