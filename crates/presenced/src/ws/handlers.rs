@@ -326,7 +326,8 @@ impl Connection {
     }
 
     /// The connection ends: every conversation it still types in is stopped at once. A stop
-    /// that fails (the store is away) is left to the indicator's own expiry on every node.
+    /// that fails (the store is away) ends the attempt: every indicator expires by itself on
+    /// every node within `typing_ttl`, and the session's close should not wait on more.
     pub(super) async fn stop_typing(&mut self) {
         let now = self.state.now();
         for conversation in self.typing.take_live(now) {
@@ -337,7 +338,10 @@ impl Connection {
                 max_typers: self.state.config.limits.typers_per_conversation,
             };
             if let Err(e) = self.state.store.typing(&write).await {
+                // The store is away: the rest would wait as long each, and every indicator
+                // expires by itself within typing_ttl. The session's close comes first.
                 tracing::warn!(error = %e, "could not stop typing at close; it expires by itself");
+                break;
             }
         }
     }
