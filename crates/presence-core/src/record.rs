@@ -223,11 +223,12 @@ impl UserRecord {
     }
 
     /// Starts or ends each kind of hiding as the settings now say. Hiding starts from now, or
-    /// for an offline user from their last seen: onlookers go on seeing what they saw, with
-    /// the version and time they saw it.
-    fn settle_hidden(&mut self, now: Millis) {
+    /// for a user who was offline before the change (`before`) from their last seen then:
+    /// onlookers go on seeing what they saw, with the version and time they saw it (a user
+    /// who comes back invisible, or turns privacy on while away, shows them nothing).
+    fn settle_hidden(&mut self, before: &Visible, now: Millis) {
         let (others, org) = self.hides();
-        let since = match (self.status, self.last_seen) {
+        let since = match (before.status, before.last_seen) {
             (Status::Offline, Some(seen)) => seen,
             _ => now,
         };
@@ -358,17 +359,21 @@ impl UserRecord {
     /// it; a user who hides from onlookers shows them this version and time only when they
     /// see a change.
     pub fn finish(&mut self, before: Before, now: Millis) -> Option<PresenceEvent> {
-        self.settle_hidden(now);
+        self.settle_hidden(&before.0, now);
         let after = self.visible();
         if before.0 == after {
             return None;
         }
         let b = &before.0;
-        // Stopping hiding from some onlookers: the version jumps to the next multiple of
-        // VERSION_STRIDE, so that they cannot count the changes made while hidden.
+        // Stopping hiding from some onlookers, or an org change while hiding (who is a member
+        // changes, so each kind of onlooker's count could go backwards or be compared): the
+        // version jumps to the next multiple of VERSION_STRIDE, so that nobody can count the
+        // changes made while hidden, and every onlooker starts again from it.
         let unhides = (b.hidden_since.is_some() && after.hidden_since.is_none())
             || (b.hidden_from_org_since.is_some() && after.hidden_from_org_since.is_none());
-        self.version = if unhides {
+        let hiding = b.hidden_since.is_some() || after.hidden_since.is_some();
+        let reclassed = hiding && b.org_id != after.org_id;
+        self.version = if unhides || reclassed {
             (self.version / VERSION_STRIDE + 1) * VERSION_STRIDE
         } else {
             self.version + 1
@@ -394,7 +399,11 @@ impl UserRecord {
             .zip(seen)
         {
             if let Some(h) = anchor.as_mut().filter(|_| seen) {
-                h.version = if went_on { h.version + 1 } else { self.version };
+                h.version = if went_on && !reclassed {
+                    h.version + 1
+                } else {
+                    self.version
+                };
                 h.updated_at = now;
             }
         }
@@ -914,6 +923,81 @@ mod tests {
             seen.last_activity,
             Some(2000),
             "a hiding user's last activity is shown as their last seen"
+        );
+    }
+
+    #[test]
+    fn a_move_while_hiding_never_takes_any_onlookers_version_back() {
+        let mut r = UserRecord::new(uid("1"), 0);
+        r.open(
+            sid("a"),
+            ws(DeviceKind::Web),
+            None,
+            Some(OrgId::new("A").unwrap()),
+            0,
+            10,
+        )
+        .unwrap();
+        let b = r.before();
+        r.change(
+            Change::SetPrivacy {
+                presence: Some(PresenceVisibility::Org),
+                last_seen: None,
+            },
+            1,
+        );
+        r.finish(b, 1);
+        // Eight changes only the org sees.
+        for i in 0..8 {
+            let b = r.before();
+            r.change(
+                if i % 2 == 0 {
+                    Change::away()
+                } else {
+                    Change::online()
+                },
+                2 + i,
+            );
+            r.finish(b, 2 + i);
+        }
+        let held_by_org_a = r.view().as_seen_by(Onlooker::Member, 20).version;
+        let held_by_others = r.view().as_seen_by(Onlooker::Other, 20).version;
+        let b = r.before();
+        r.change(Change::SetOrg(Some(OrgId::new("B").unwrap())), 30);
+        let e = r.finish(b, 30).unwrap();
+        // Org A's members are others now, org B's members are members now.
+        let was_a = e.as_seen_by(Onlooker::Other, 30).unwrap().user.version;
+        let now_b = e.as_seen_by(Onlooker::Member, 30).unwrap().user.version;
+        assert!(was_a > held_by_org_a, "{was_a} after {held_by_org_a}");
+        assert!(was_a > held_by_others);
+        assert_eq!(
+            (was_a, now_b),
+            (VERSION_STRIDE, VERSION_STRIDE),
+            "everyone starts again from the stride"
+        );
+    }
+
+    #[test]
+    fn opening_invisible_after_offline_shows_onlookers_nothing() {
+        let mut r = UserRecord::new(uid("1"), 0);
+        r.open(sid("a"), ws(DeviceKind::Web), None, None, 0, 10)
+            .unwrap();
+        r.finish(r.before(), 0);
+        let b = r.before();
+        r.close(&sid("a"), 100, 0);
+        r.finish(b, 100);
+        let seen_before = r.view().as_seen_by(Onlooker::Other, 200);
+        let b = r.before();
+        r.open(sid("b"), ws(DeviceKind::Web), None, None, 200, 10)
+            .unwrap();
+        r.invisible = true; // as a store does for OpenSession::invisible
+        let e = r.finish(b, 200).expect("the user's own view changed");
+        assert!(e.as_seen_by(Onlooker::Other, 200).is_none(), "no event");
+        let seen = r.view().as_seen_by(Onlooker::Other, 200);
+        assert_eq!(
+            (seen.status, seen.last_seen, seen.version),
+            (Status::Offline, seen_before.last_seen, seen_before.version),
+            "still offline since 100, not since the connect"
         );
     }
 

@@ -48,9 +48,11 @@ pub struct OpenSession {
     pub org: Option<OrgId>,
     /// `true` for a REST heartbeat session: leased for `online_ttl`, not tied to the node.
     pub leased: bool,
-    /// Open invisible: the user is invisible from this open on, in the same step (a client
-    /// coming back after its presence ended stays invisible without a moment visible).
-    /// `false` leaves invisible as the rules have it.
+    /// Open invisible, when this open starts a new presence (the user was offline): the user
+    /// is invisible from it on, in the same step, so a client coming back after its presence
+    /// ended stays invisible without a moment visible. An open within a presence that goes
+    /// on (a reload within the grace, a second device) leaves invisible as it is. `false`:
+    /// the rules as usual.
     pub invisible: bool,
 }
 

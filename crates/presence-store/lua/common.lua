@@ -218,22 +218,34 @@ local function days_from_civil(y, m, d)
   return era * 146097 + yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy - 719468
 end
 
+-- As time.rs parse_rfc3339: 'T' (or 't', ' '), 0-9 fraction digits (the first three count),
+-- 'Z' or a '+hh:mm' / '-hh:mm' offset; 0 for anything else.
 local function ms_of_txt(t)
-  local y, mo, d, h, mi, s, ms = string.match(t or '',
-    '^(%d+)-(%d+)-(%d+)T(%d+):(%d+):(%d+)%.(%d+)Z$')
+  local y, mo, d, h, mi, s, rest = string.match(t or '',
+    '^(%d%d%d%d)-(%d%d)-(%d%d)[Tt ](%d%d):(%d%d):(%d%d)(.*)$')
   if not y then return 0 end
+  local frac, zone = string.match(rest, '^%.(%d+)(.*)$')
+  if not frac then zone = rest; frac = '0' end
+  local ms = tonumber(string.sub(frac .. '00', 1, 3))
+  local offset = 0
+  if zone ~= 'Z' and zone ~= 'z' then
+    local sign, oh, om = string.match(zone, '^([+-])(%d%d):(%d%d)$')
+    if not sign then return 0 end
+    offset = (tonumber(oh) * 3600 + tonumber(om) * 60) * (sign == '-' and -1 or 1)
+  end
   local days = days_from_civil(tonumber(y), tonumber(mo), tonumber(d))
   return ((days * 24 + tonumber(h)) * 60 + tonumber(mi)) * 60000 + tonumber(s) * 1000
-    + tonumber(ms)
+    - offset * 1000 + ms
 end
 
--- Hiding starts from now, or for an offline user from their last seen: onlookers go on
--- seeing what they saw, with the version and time they saw it.
-local function settle_hidden(r)
+-- Hiding starts from now, or for a user who was offline before the change (`old`) from
+-- their last seen then: onlookers go on seeing what they saw, with the version and time
+-- they saw it (record.rs settle_hidden).
+local function settle_hidden(old, r)
   local inv = r.inv == '1'
   local others, org = inv or r.pp ~= nil, inv or r.pp == 'nobody'
   local since = NOW
-  if r.status == 'offline' and r.last_seen then since = ms_of(r.last_seen) end
+  if old.status == 'offline' and old.last_seen then since = ms_of(old.last_seen) end
   local start = int(since) .. '|' .. (r.v or '0') .. '|' .. int(ms_of_txt(r.updated_at))
   if others and not r.iv then r.iv = start elseif not others then r.iv = nil end
   if org and not r.io then r.io = start elseif not org then r.io = nil end
@@ -456,12 +468,14 @@ end
 -- {'', {}}.
 local function commit(user, old, r)
   local id, ev = '', {}
-  settle_hidden(r)
+  settle_hidden(old, r)
   if visible_changed(old, r) then
-    -- Ending a hiding: the version jumps to the next multiple of VERSION_STRIDE (record.rs),
-    -- so onlookers cannot count the changes they did not see.
+    -- Ending a hiding, or an org change while hiding (who is a member changes): the version
+    -- jumps to the next multiple of VERSION_STRIDE (record.rs), so nobody can count the
+    -- changes they did not see, and every onlooker starts again from it.
     local v = tonumber(r.v) or 0
-    if (old.iv and not r.iv) or (old.io and not r.io) then
+    local reclassed = (old.iv or r.iv) and old.org_id ~= r.org_id
+    if (old.iv and not r.iv) or (old.io and not r.io) or reclassed then
       r.v = int((math.floor(v / 1024) + 1) * 1024)
     else
       r.v = int(v + 1)
@@ -478,7 +492,9 @@ local function commit(user, old, r)
       if not seen_change(old, r, field) then flags = flags .. k[3]
       elseif r[field] then
         local seen_v = r.v
-        if old[field] then seen_v = int(tonumber(string.match(r[field], '^[^|]*|([^|]*)')) + 1) end
+        if old[field] and not reclassed then
+          seen_v = int(tonumber(string.match(r[field], '^[^|]*|([^|]*)')) + 1)
+        end
         r[field] = anchor_since(r[field]) .. '|' .. seen_v .. '|' .. int(NOW)
       end
     end

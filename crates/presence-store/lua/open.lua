@@ -24,9 +24,11 @@ local function open_one(user, sid, device, node, zone, org, lease, invisible)
   old = old or {sessions = {}, n = 0}
   if r.sessions[sid] then return {'exists'} end
   if r.n >= limit then return {'too_many', limit} end
-  -- A new presence starts visible; a reload within the grace keeps invisible.
-  if r.status == 'offline' and not reassert then r.inv = nil end
-  if invisible == '1' then r.inv = '1' end
+  -- A new presence starts visible, or invisible when asked; a reload within the grace keeps
+  -- invisible as it is.
+  local new_presence = r.status == 'offline'
+  if new_presence and not reassert then r.inv = nil end
+  if invisible == '1' and new_presence then r.inv = '1' end
   r.sessions[sid] = session_value(node, device, tonumber(lease), math.floor(NOW / 1000))
   r.n = r.n + 1
   r.gr = nil

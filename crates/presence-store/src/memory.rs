@@ -334,13 +334,15 @@ impl State {
         let limit = s.sessions_per_user;
         let registered = node.as_ref().is_none_or(|n| self.nodes.contains_key(n));
         let (_, rec, event) = self.transition(&open.user, now, true, s.feed_max_len, |r| {
+            // Opening invisible applies to a new presence; one going on keeps its own.
+            let new_presence = r.status == presence_core::Status::Offline;
             if reassert {
                 r.reopen(open.session, session, open.zone, open.org, now, limit)
             } else {
                 r.open(open.session, session, open.zone, open.org, now, limit)
             }
             .map_err(StoreError::from)?;
-            if open.invisible {
+            if open.invisible && new_presence {
                 r.invisible = true;
             }
             Ok(())

@@ -631,7 +631,7 @@ impl Model {
         // Hiding starts and ends as the settings say: from now, or for an offline user from
         // their last seen, showing onlookers what they saw.
         let (others, org) = Self::hides(u);
-        let since = match (u.status, u.seen) {
+        let since = match (before.status, before.seen) {
             (Status::Offline, Some(seen)) => seen,
             _ => now,
         };
@@ -646,8 +646,10 @@ impl Model {
             // onlookers cannot count the changes they did not see.
             let unhides = (before.hidden.is_some() && u.hidden.is_none())
                 || (before.hidden_org.is_some() && u.hidden_org.is_none());
+            // An org change while hiding changes who is a member: everyone starts again.
+            let reclassed = (before.hidden.is_some() || u.hidden.is_some()) && before.org != u.org;
             const STRIDE: u64 = presence_core::record::VERSION_STRIDE;
-            u.version = if unhides {
+            u.version = if unhides || reclassed {
                 (u.version / STRIDE + 1) * STRIDE
             } else {
                 u.version + 1
@@ -671,7 +673,11 @@ impl Model {
                 [&mut u.hidden, &mut u.hidden_org].into_iter().zip(seen)
             {
                 if let Some(h) = anchor.as_mut().filter(|_| seen) {
-                    h.1 = if went_on { h.1 + 1 } else { u.version };
+                    h.1 = if went_on && !reclassed {
+                        h.1 + 1
+                    } else {
+                        u.version
+                    };
                     h.2 = now;
                 }
             }
@@ -804,11 +810,9 @@ impl Model {
                 self.step(user, now, |u| {
                     // Invisible lasts through a reload within the grace, not into a new
                     // presence.
+                    // A new presence starts visible, or invisible when asked to.
                     if u.status == Status::Offline {
-                        u.invisible = false;
-                    }
-                    if invisible {
-                        u.invisible = true;
+                        u.invisible = invisible;
                     }
                     u.sessions.insert(
                         session,
