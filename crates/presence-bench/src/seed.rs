@@ -191,6 +191,20 @@ pub(crate) async fn load_zone(
 /// One user of a seed list page: the `HGETALL presence:{u}` fields.
 pub(crate) type SeedRecord = std::collections::HashMap<String, String>;
 
+/// The first round trip of a seed list page: `ZREVRANGE online:zone:{zone} 0 limit-1`.
+async fn zone_page_ids(
+    conn: &mut MultiplexedConnection,
+    zone: &str,
+    limit: usize,
+) -> redis::RedisResult<Vec<String>> {
+    redis::cmd("ZREVRANGE")
+        .arg(format!("online:zone:{zone}"))
+        .arg(0)
+        .arg(limit as i64 - 1)
+        .query_async(conn)
+        .await
+}
+
 /// The seed's `get_online_users(zone_id=zone, limit=limit)` (line 411: "ZREVRANGE + M *
 /// HGETALL"), sent as the seed ran it: `ZREVRANGE online:zone:{zone} 0 limit-1`, then one
 /// `HGETALL` per user, each awaited before the next: `1 + limit` round trips.
@@ -199,12 +213,7 @@ pub(crate) async fn get_online_users(
     zone: &str,
     limit: usize,
 ) -> redis::RedisResult<Vec<SeedRecord>> {
-    let users: Vec<String> = redis::cmd("ZREVRANGE")
-        .arg(format!("online:zone:{zone}"))
-        .arg(0)
-        .arg(limit as i64 - 1)
-        .query_async(conn)
-        .await?;
+    let users = zone_page_ids(conn, zone, limit).await?;
     let mut page = Vec::with_capacity(users.len());
     for u in users {
         page.push(
@@ -224,12 +233,7 @@ pub(crate) async fn get_online_users_pipelined(
     zone: &str,
     limit: usize,
 ) -> redis::RedisResult<Vec<SeedRecord>> {
-    let users: Vec<String> = redis::cmd("ZREVRANGE")
-        .arg(format!("online:zone:{zone}"))
-        .arg(0)
-        .arg(limit as i64 - 1)
-        .query_async(conn)
-        .await?;
+    let users = zone_page_ids(conn, zone, limit).await?;
     let mut p = redis::pipe();
     for u in &users {
         p.cmd("HGETALL").arg(format!("presence:{u}"));

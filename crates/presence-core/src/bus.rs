@@ -12,6 +12,8 @@
 //! Typing (SPEC §5, §6) is here too: the write a node asks of the store ([`TypingWrite`]), who
 //! is typing now ([`Typer`]), and the message every node receives ([`TypingSignal`]).
 
+use std::collections::{BTreeSet, HashMap};
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
@@ -140,6 +142,84 @@ pub struct Typer {
     pub until: Millis,
 }
 
+/// Who types where, until when: entries by conversation and user, with an index by `until`
+/// so that expiry costs O(what expires). The memory store keeps its typing entries in one,
+/// and every node the indicators it relayed from the bus.
+#[derive(Debug, Default)]
+pub struct TypingTable {
+    entries: HashMap<ConversationId, HashMap<UserId, Typer>>,
+    by_until: BTreeSet<(Millis, ConversationId, UserId)>,
+}
+
+impl TypingTable {
+    /// Sets `typer`'s entry in `conversation`; the one it replaces, if any.
+    pub fn insert(&mut self, conversation: ConversationId, typer: Typer) -> Option<Typer> {
+        let old = self.remove(&conversation, &typer.user);
+        self.by_until
+            .insert((typer.until, conversation.clone(), typer.user.clone()));
+        self.entries
+            .entry(conversation)
+            .or_default()
+            .insert(typer.user.clone(), typer);
+        old
+    }
+
+    /// Removes `user`'s entry in `conversation`, if any.
+    pub fn remove(&mut self, conversation: &ConversationId, user: &UserId) -> Option<Typer> {
+        let typers = self.entries.get_mut(conversation)?;
+        let old = typers.remove(user)?;
+        if typers.is_empty() {
+            self.entries.remove(conversation);
+        }
+        self.by_until
+            .remove(&(old.until, conversation.clone(), user.clone()));
+        Some(old)
+    }
+
+    /// Removes and returns every entry whose `until` is not after `now`, earliest first.
+    pub fn expire(&mut self, now: Millis) -> Vec<(ConversationId, Typer)> {
+        let mut expired = Vec::new();
+        while let Some((until, conversation, user)) = self.by_until.first().cloned() {
+            if until > now {
+                break;
+            }
+            self.by_until.pop_first();
+            if let Some(typer) = self.remove(&conversation, &user) {
+                expired.push((conversation, typer));
+            }
+        }
+        expired
+    }
+
+    /// `user`'s entry in `conversation`.
+    pub fn get(&self, conversation: &ConversationId, user: &UserId) -> Option<&Typer> {
+        self.entries.get(conversation)?.get(user)
+    }
+
+    /// How many users have an entry in `conversation`.
+    pub fn count(&self, conversation: &ConversationId) -> usize {
+        self.entries.get(conversation).map_or(0, HashMap::len)
+    }
+
+    /// The entries of `conversation`, ordered by user id.
+    pub fn typers(&self, conversation: &ConversationId) -> Vec<Typer> {
+        let mut typers: Vec<Typer> = self
+            .entries
+            .get(conversation)
+            .into_iter()
+            .flatten()
+            .map(|(_, t)| t.clone())
+            .collect();
+        typers.sort_by(|a, b| a.user.cmp(&b.user));
+        typers
+    }
+
+    /// Whether there is no entry.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,6 +246,36 @@ mod tests {
             panic!("a typing message")
         };
         assert_eq!((t.org_id, t.until), (None, Some(1_732_616_706_000)));
+    }
+
+    #[test]
+    fn a_typing_table_replaces_removes_and_expires_in_until_order() {
+        let c = ConversationId::new("c1").unwrap();
+        let typer = |u: &str, until| Typer {
+            user: UserId::new(u).unwrap(),
+            org: None,
+            until,
+        };
+        let mut t = TypingTable::default();
+        assert_eq!(t.insert(c.clone(), typer("2", 30)), None);
+        assert_eq!(t.insert(c.clone(), typer("1", 10)), None);
+        assert_eq!(
+            t.insert(c.clone(), typer("1", 20)),
+            Some(typer("1", 10)),
+            "a renewal replaces"
+        );
+        assert_eq!(t.count(&c), 2);
+        assert_eq!(t.typers(&c), [typer("1", 20), typer("2", 30)]);
+        assert!(
+            t.expire(19).is_empty(),
+            "the replaced until is gone from the index"
+        );
+        assert_eq!(t.expire(20), [(c.clone(), typer("1", 20))]);
+        assert_eq!(
+            t.remove(&c, &UserId::new("2").unwrap()),
+            Some(typer("2", 30))
+        );
+        assert!(t.is_empty() && t.expire(1000).is_empty());
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub mod view;
 
 pub use bus::{
     BusError, BusMessage, BusReceiver, EndedSession, MAX_BUS_MESSAGE_BYTES, Typer, TypingOutcome,
-    TypingSignal, TypingWrite,
+    TypingSignal, TypingTable, TypingWrite,
 };
 pub use event::{FeedId, Onlookers, PresenceEvent};
 pub use ids::{ConversationId, IdError, NodeId, OrgId, SessionId, UserId, ZoneId};

@@ -640,6 +640,14 @@ mod tests {
     fn sid(s: &str) -> SessionId {
         SessionId::new(s).unwrap()
     }
+    /// User 1 with one web session "a" opened at 0 (version 0: no `finish` yet).
+    fn connected() -> UserRecord {
+        let mut r = UserRecord::new(uid("1"), 0);
+        r.open(sid("a"), ws(DeviceKind::Web), None, None, 0, 10)
+            .unwrap();
+        r
+    }
+
     fn ws(device: DeviceKind) -> Session {
         Session {
             node: Some(NodeId::new("n1").unwrap()),
@@ -679,9 +687,7 @@ mod tests {
 
     #[test]
     fn manual_away_survives_activity_and_reconnects() {
-        let mut r = UserRecord::new(uid("1"), 0);
-        r.open(sid("a"), ws(DeviceKind::Web), None, None, 0, 10)
-            .unwrap();
+        let mut r = connected();
         r.change(Change::away(), 1);
         r.activity(2);
         assert_eq!(
@@ -703,9 +709,7 @@ mod tests {
 
     #[test]
     fn auto_away_reverts_on_activity() {
-        let mut r = UserRecord::new(uid("1"), 0);
-        r.open(sid("a"), ws(DeviceKind::Web), None, None, 0, 10)
-            .unwrap();
+        let mut r = connected();
         assert!(!r.auto_away(-1));
         assert!(r.auto_away(0));
         assert_eq!(r.away_reason, Some(AwayReason::Auto));
@@ -724,10 +728,7 @@ mod tests {
 
     #[test]
     fn custom_status_is_one_event_leaves_status_alone_and_expires_on_time() {
-        let mut r = UserRecord::new(uid("1"), 0);
-        r.open(sid("a"), ws(DeviceKind::Web), None, None, 0, 10)
-            .unwrap();
-        r.finish(r.before(), 0);
+        let mut r = connected();
         let b = r.before();
         r.change(Change::SetCustomStatus(meeting(Some(100))), 1);
         let e = r.finish(b, 1).expect("one event");
@@ -761,10 +762,7 @@ mod tests {
 
     #[test]
     fn going_invisible_looks_like_going_offline_to_others_and_hides_what_follows() {
-        let mut r = UserRecord::new(uid("1"), 0);
-        r.open(sid("a"), ws(DeviceKind::Web), None, None, 0, 10)
-            .unwrap();
-        r.finish(r.before(), 0);
+        let mut r = connected();
 
         let b = r.before();
         r.change(invisible(true), 10);
@@ -845,9 +843,7 @@ mod tests {
 
     #[test]
     fn invisible_survives_a_reload_and_going_offline_but_not_a_new_presence() {
-        let mut r = UserRecord::new(uid("1"), 0);
-        r.open(sid("a"), ws(DeviceKind::Web), None, None, 0, 10)
-            .unwrap();
+        let mut r = connected();
         r.change(invisible(true), 5);
         r.finish(r.before(), 5);
         r.close(&sid("a"), 10, 1000);
@@ -889,10 +885,7 @@ mod tests {
 
     #[test]
     fn hiding_while_offline_shows_onlookers_nothing_new() {
-        let mut r = UserRecord::new(uid("1"), 0);
-        r.open(sid("a"), ws(DeviceKind::Web), None, None, 0, 10)
-            .unwrap();
-        r.finish(r.before(), 0);
+        let mut r = connected();
         let b = r.before();
         r.close(&sid("a"), 2000, 0);
         r.finish(b, 2000);
@@ -979,10 +972,7 @@ mod tests {
 
     #[test]
     fn opening_invisible_after_offline_shows_onlookers_nothing() {
-        let mut r = UserRecord::new(uid("1"), 0);
-        r.open(sid("a"), ws(DeviceKind::Web), None, None, 0, 10)
-            .unwrap();
-        r.finish(r.before(), 0);
+        let mut r = connected();
         let b = r.before();
         r.close(&sid("a"), 100, 0);
         r.finish(b, 100);

@@ -244,11 +244,16 @@ end
 local function settle_hidden(old, r)
   local inv = r.inv == '1'
   local others, org = inv or r.pp ~= nil, inv or r.pp == 'nobody'
-  local since = NOW
-  if old.status == 'offline' and old.last_seen then since = ms_of(old.last_seen) end
-  local start = int(since) .. '|' .. (r.v or '0') .. '|' .. int(ms_of_txt(r.updated_at))
-  if others and not r.iv then r.iv = start elseif not others then r.iv = nil end
-  if org and not r.io then r.io = start elseif not org then r.io = nil end
+  if not others then r.iv = nil end
+  if not org then r.io = nil end
+  if (others and not r.iv) or (org and not r.io) then
+    -- A hiding starts (rare): only then is its anchor worked out.
+    local since = NOW
+    if old.status == 'offline' and old.last_seen then since = ms_of(old.last_seen) end
+    local start = int(since) .. '|' .. (r.v or '0') .. '|' .. int(ms_of_txt(r.updated_at))
+    if others and not r.iv then r.iv = start end
+    if org and not r.io then r.io = start end
+  end
 end
 
 local function anchor_since(v)

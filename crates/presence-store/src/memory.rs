@@ -20,10 +20,10 @@ use presence_core::scope::filtered_scan_budget;
 use presence_core::settings::ms;
 use presence_core::{
     Activity, Applied, BusMessage, BusReceiver, Change, ConversationId, FeedId, FeedRead,
-    LeaseRenewal, ListCursor, ListQuery, Millis, NodeId, NodeInfo, OpenSession, OrgId,
-    PresenceEvent, PresenceView, Scope, ScopeCount, ScopePage, Session, SessionId, SharedClock,
-    Store, StoreError, StoreSettings, SweepReport, TransitionError, Typer, TypingOutcome,
-    TypingSignal, TypingWrite, UserId, UserRecord, UserSessions,
+    LeaseRenewal, ListCursor, ListQuery, Millis, NodeId, NodeInfo, OpenSession, PresenceEvent,
+    PresenceView, Scope, ScopeCount, ScopePage, Session, SessionId, SharedClock, Store, StoreError,
+    StoreSettings, SweepReport, TransitionError, Typer, TypingOutcome, TypingSignal, TypingTable,
+    TypingWrite, UserId, UserRecord, UserSessions,
 };
 use tokio::sync::Notify;
 
@@ -90,10 +90,8 @@ struct State {
     feed: VecDeque<PresenceEvent>,
     feed_last: FeedId,
     feed_trimmed: bool,
-    /// Typing entries: conversation → user → (until, org). Ephemeral: no record, no feed.
-    typing: HashMap<ConversationId, HashMap<UserId, (Millis, Option<OrgId>)>>,
-    /// The same entries by `until`, so expired ones are dropped at O(what expired).
-    typing_expiry: BTreeSet<(Millis, ConversationId, UserId)>,
+    /// Typing entries (ephemeral: no record, no feed), pruned as they expire.
+    typing: TypingTable,
 }
 
 /// Everything a record contributes to the indexes; diffed before and after each change.
@@ -357,54 +355,30 @@ impl State {
 }
 
 impl State {
-    /// Drops typing entries whose `until` is not after `now`.
-    fn prune_typing(&mut self, now: Millis) {
-        while let Some((until, conversation, user)) = self.typing_expiry.first().cloned() {
-            if until > now {
-                break;
-            }
-            self.typing_expiry.pop_first();
-            self.forget_typing(&conversation, &user);
-        }
-    }
-
-    /// Removes one typing entry and its place in the expiry index.
-    fn forget_typing(&mut self, conversation: &ConversationId, user: &UserId) {
-        let Some(typers) = self.typing.get_mut(conversation) else {
-            return;
-        };
-        if let Some((until, _)) = typers.remove(user) {
-            self.typing_expiry
-                .remove(&(until, conversation.clone(), user.clone()));
-        }
-        if typers.is_empty() {
-            self.typing.remove(conversation);
-        }
-    }
-
     /// Writes a typing start or stop; the signal to publish, or `None` when the conversation
     /// is full.
     fn write_typing(&mut self, w: &TypingWrite, now: Millis) -> Option<TypingSignal> {
-        self.prune_typing(now);
+        self.typing.expire(now);
         let org = self.users.get(&w.user).and_then(|r| r.org_id.clone());
-        let typing_already = self
-            .typing
-            .get(&w.conversation)
-            .is_some_and(|t| t.contains_key(&w.user));
-        if w.until.is_some() && !typing_already {
-            let others = self.typing.get(&w.conversation).map_or(0, HashMap::len);
-            if others >= w.max_typers {
-                return None;
-            }
+        let typing_already = self.typing.get(&w.conversation, &w.user).is_some();
+        if w.until.is_some()
+            && !typing_already
+            && self.typing.count(&w.conversation) >= w.max_typers
+        {
+            return None;
         }
-        self.forget_typing(&w.conversation, &w.user);
-        if let Some(until) = w.until {
-            self.typing
-                .entry(w.conversation.clone())
-                .or_default()
-                .insert(w.user.clone(), (until, org.clone()));
-            self.typing_expiry
-                .insert((until, w.conversation.clone(), w.user.clone()));
+        match w.until {
+            Some(until) => {
+                let typer = Typer {
+                    user: w.user.clone(),
+                    org: org.clone(),
+                    until,
+                };
+                self.typing.insert(w.conversation.clone(), typer);
+            }
+            None => {
+                self.typing.remove(&w.conversation, &w.user);
+            }
         }
         Some(TypingSignal {
             conversation_id: w.conversation.clone(),
@@ -1040,20 +1014,8 @@ impl Store for MemoryStore {
 
     async fn typing_now(&self, conversation: &ConversationId) -> Result<Vec<Typer>, StoreError> {
         let mut st = self.lock();
-        st.prune_typing(self.now());
-        let mut typers: Vec<Typer> = st
-            .typing
-            .get(conversation)
-            .into_iter()
-            .flatten()
-            .map(|(user, (until, org))| Typer {
-                user: user.clone(),
-                org: org.clone(),
-                until: *until,
-            })
-            .collect();
-        typers.sort_by(|a, b| a.user.cmp(&b.user));
-        Ok(typers)
+        st.typing.expire(self.now());
+        Ok(st.typing.typers(conversation))
     }
 
     async fn publish(&self, message: &BusMessage) -> Result<(), StoreError> {

@@ -83,7 +83,7 @@ impl Access {
     /// anyone's for a service or admin token. Another user's token is refused whether or not
     /// that user exists. Tenant isolation needs nothing more here: a user token only ever sees
     /// its own user's sessions, and service and admin tokens are never confined.
-    pub fn see_sessions(&self, user: &UserId) -> Result<(), ApiError> {
+    pub fn may_see_sessions(&self, user: &UserId) -> Result<(), ApiError> {
         if self.is_privileged() || *user == self.who.user {
             Ok(())
         } else {
@@ -95,7 +95,7 @@ impl Access {
 
     /// Whether the caller may end a user's session (`DELETE /sessions/{user}/{session}`):
     /// service and admin tokens only (SPEC §6); a user token may not, not even its own.
-    pub fn end_sessions(&self) -> Result<(), ApiError> {
+    pub fn may_end_sessions(&self) -> Result<(), ApiError> {
         if self.is_privileged() {
             Ok(())
         } else {
@@ -184,7 +184,8 @@ impl Access {
 
     /// The event as this caller may see it, if at all.
     pub fn event_as_seen(&self, e: PresenceEvent) -> Option<PresenceEvent> {
-        self.show(e.clone(), self.event(&e))
+        let sight = self.event(&e);
+        self.show(e, sight)
     }
 
     /// `e` as `sight` shows it.
@@ -218,11 +219,7 @@ impl Access {
             )),
         }
     }
-}
 
-// --- Typing (SPEC §5, §6) ------------------------------------------------------------------
-
-impl Access {
     /// Whether this caller is shown that a user of `typer_org` is typing: the one decision
     /// behind `typing` frames (which subscribers of a conversation get each one) and
     /// `GET /messenger/presence/typing/{conversation_id}` (which typers it lists).
@@ -242,47 +239,6 @@ impl Access {
         match &self.confined_to {
             None => true,
             Some(own) => typer_org == Some(own),
-        }
-    }
-}
-
-#[cfg(test)]
-mod typing_tests {
-    use super::*;
-    use crate::auth::Role;
-
-    fn access(org: Option<&str>, role: Role, isolation: bool) -> Access {
-        Access::new(
-            Principal {
-                user: UserId::new("v").unwrap(),
-                org: org.map(|o| OrgId::new(o).unwrap()),
-                role,
-                expires_at: u64::MAX,
-            },
-            isolation,
-            std::sync::Arc::new(presence_core::ManualClock::new(0)),
-        )
-    }
-
-    #[test]
-    fn a_confined_token_sees_typers_of_its_own_org_only() {
-        let (own, other) = (OrgId::new("100").unwrap(), OrgId::new("200").unwrap());
-        let confined = access(Some("100"), Role::User, true);
-        assert!(confined.sees_typing(Some(&own)));
-        assert!(!confined.sees_typing(Some(&other)));
-        assert!(
-            !confined.sees_typing(None),
-            "a typer in no org is not of its org"
-        );
-        for free in [
-            access(Some("100"), Role::User, false),
-            access(None, Role::User, true),
-            access(Some("100"), Role::Service, true),
-        ] {
-            assert!(
-                free.sees_typing(Some(&other)) && free.sees_typing(None),
-                "{free:?}"
-            );
         }
     }
 }
@@ -372,18 +328,24 @@ mod tests {
     fn sessions_are_seen_by_their_user_and_services_and_ended_by_services_only() {
         let two = UserId::new("2").unwrap();
         let own = access("2", Some("100"), Role::User, true);
-        assert!(own.see_sessions(&two).is_ok(), "confined or not, its own");
+        assert!(
+            own.may_see_sessions(&two).is_ok(),
+            "confined or not, its own"
+        );
         let other = access("1", None, Role::User, false);
         assert_eq!(
-            other.see_sessions(&two).unwrap_err().code,
+            other.may_see_sessions(&two).unwrap_err().code,
             "permission_denied"
         );
         for role in [Role::Service, Role::Admin] {
             let backend = access("svc", Some("100"), role, true);
-            assert!(backend.see_sessions(&two).is_ok());
-            assert!(backend.end_sessions().is_ok());
+            assert!(backend.may_see_sessions(&two).is_ok());
+            assert!(backend.may_end_sessions().is_ok());
         }
-        assert_eq!(own.end_sessions().unwrap_err().code, "permission_denied");
+        assert_eq!(
+            own.may_end_sessions().unwrap_err().code,
+            "permission_denied"
+        );
     }
 
     #[test]
@@ -439,7 +401,6 @@ mod tests {
         };
         let sid = SessionId::new("s1").unwrap();
         r.open(sid, session, None, Some(org("100")), 0, 10).unwrap();
-        r.finish(r.before(), 0);
         let b = r.before();
         r.change(
             Change::SetStatus {
@@ -527,5 +488,27 @@ mod tests {
             access("v", None, Role::Service, true).event(&moved),
             Sight::Whole
         );
+    }
+
+    #[test]
+    fn a_confined_token_sees_typers_of_its_own_org_only() {
+        let (own, other) = (OrgId::new("100").unwrap(), OrgId::new("200").unwrap());
+        let confined = access("v", Some("100"), Role::User, true);
+        assert!(confined.sees_typing(Some(&own)));
+        assert!(!confined.sees_typing(Some(&other)));
+        assert!(
+            !confined.sees_typing(None),
+            "a typer in no org is not of its org"
+        );
+        for free in [
+            access("v", Some("100"), Role::User, false),
+            access("v", None, Role::User, true),
+            access("v", Some("100"), Role::Service, true),
+        ] {
+            assert!(
+                free.sees_typing(Some(&other)) && free.sees_typing(None),
+                "{free:?}"
+            );
+        }
     }
 }

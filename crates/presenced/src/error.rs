@@ -109,6 +109,13 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A malformed id in a path, query or parameter (SPEC §2) is `invalid_argument`.
+impl From<presence_core::IdError> for ApiError {
+    fn from(e: presence_core::IdError) -> Self {
+        ApiError::invalid_argument(e.to_string())
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {

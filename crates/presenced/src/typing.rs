@@ -18,10 +18,10 @@
 //! An indicator lives `presence.typing_ttl` after the last start that was written, i.e. at
 //! most a second less than after the very last start a client sent.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::time::Duration;
 
-use presence_core::{ConversationId, Millis, OrgId, TypingSignal, UserId};
+use presence_core::{ConversationId, Millis, OrgId, Typer, TypingSignal, TypingTable, UserId};
 
 use crate::error::ApiError;
 
@@ -111,19 +111,12 @@ pub struct Shown {
     pub typing: bool,
 }
 
-#[derive(Debug, Clone)]
-struct Relayed {
-    until: Millis,
-    org: Option<OrgId>,
-}
-
 /// What a node has relayed: who is typing where, as far as this node has heard (the
 /// receiving side). Every message on the bus reaches every node, so this holds the
 /// deployment's current typers, each for at most `typing_ttl` unless renewed.
 #[derive(Debug, Default)]
 pub struct TypingBoard {
-    entries: HashMap<ConversationId, HashMap<UserId, Relayed>>,
-    by_until: BTreeSet<(Millis, ConversationId, UserId)>,
+    entries: TypingTable,
 }
 
 impl TypingBoard {
@@ -131,7 +124,7 @@ impl TypingBoard {
     pub fn relay(&mut self, s: TypingSignal, now: Millis) -> Vec<Shown> {
         let key = (s.conversation_id, s.user_id);
         let mut shown = Vec::new();
-        let old = self.forget(&key);
+        let old = self.entries.remove(&key.0, &key.1);
         match (old, s.until.filter(|u| *u > now)) {
             (None, None) => {}
             (Some(old), None) => shown.push(ended(&key, old.org)),
@@ -147,11 +140,12 @@ impl TypingBoard {
                     }
                     None => shown.push(started(&key, org.clone())),
                 }
-                self.by_until.insert((until, key.0.clone(), key.1.clone()));
-                self.entries
-                    .entry(key.0)
-                    .or_default()
-                    .insert(key.1, Relayed { until, org });
+                let typer = Typer {
+                    user: key.1,
+                    org,
+                    until,
+                };
+                self.entries.insert(key.0, typer);
             }
         }
         shown
@@ -159,43 +153,20 @@ impl TypingBoard {
 
     /// Ends every entry whose `until` is not after `now`.
     pub fn expire(&mut self, now: Millis) -> Vec<Shown> {
-        let mut shown = Vec::new();
-        while let Some((until, conversation, user)) = self.by_until.first().cloned() {
-            if until > now {
-                break;
-            }
-            self.by_until.pop_first();
-            let key = (conversation, user);
-            if let Some(old) = self.forget(&key) {
-                shown.push(ended(&key, old.org));
-            }
-        }
-        shown
-    }
-
-    /// Removes an entry and its place in the expiry index.
-    fn forget(&mut self, (conversation, user): &(ConversationId, UserId)) -> Option<Relayed> {
-        let typers = self.entries.get_mut(conversation)?;
-        let old = typers.remove(user)?;
-        if typers.is_empty() {
-            self.entries.remove(conversation);
-        }
-        self.by_until
-            .remove(&(old.until, conversation.clone(), user.clone()));
-        Some(old)
+        self.entries
+            .expire(now)
+            .into_iter()
+            .map(|(conversation, typer)| ended(&(conversation, typer.user), typer.org))
+            .collect()
     }
 
     /// Who is typing in `conversation` (with their orgs), ordered by user id.
     pub fn typers(&self, conversation: &ConversationId) -> Vec<(UserId, Option<OrgId>)> {
-        let mut typers: Vec<_> = self
-            .entries
-            .get(conversation)
+        self.entries
+            .typers(conversation)
             .into_iter()
-            .flatten()
-            .map(|(u, r)| (u.clone(), r.org.clone()))
-            .collect();
-        typers.sort();
-        typers
+            .map(|t| (t.user, t.org))
+            .collect()
     }
 
     /// Whether nothing is relayed.

@@ -52,11 +52,6 @@ pub(super) fn routes() -> Router<AppState> {
         )
 }
 
-fn parse_id<T: std::str::FromStr<Err = presence_core::IdError>>(s: &str) -> Result<T, ApiError> {
-    s.parse()
-        .map_err(|e: presence_core::IdError| ApiError::invalid_argument(e.to_string()))
-}
-
 /// A JSON body that may be absent (empty).
 fn optional_body<T: DeserializeOwned>(body: &Bytes) -> Result<Option<T>, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
@@ -95,8 +90,8 @@ fn scope_of(access: &Access, zone: Option<&str>, org: Option<&str>) -> Result<Sc
                 "give zone_id or org_id, not both",
             ));
         }
-        (Some(z), None) => Scope::Zone(parse_id::<ZoneId>(z)?),
-        (None, Some(o)) => Scope::Org(parse_id::<OrgId>(o)?),
+        (Some(z), None) => Scope::Zone(z.parse::<ZoneId>()?),
+        (None, Some(o)) => Scope::Org(o.parse::<OrgId>()?),
         (None, None) => Scope::Global,
     };
     access.scope(&asked)
@@ -195,7 +190,7 @@ pub(crate) async fn status(
     who: Caller,
     Path(user_id): Path<String>,
 ) -> Result<axum::Json<PresenceView>, ApiError> {
-    let user: UserId = parse_id(&user_id)?;
+    let user: UserId = user_id.parse()?;
     let view = state.store.view(&user).await?;
     view.and_then(|v| state.access(who.0).view(v))
         .map(axum::Json)
@@ -594,8 +589,8 @@ pub(crate) async fn list_sessions(
     who: Caller,
     Path(user_id): Path<String>,
 ) -> Result<axum::Json<SessionsAnswer>, ApiError> {
-    let user: UserId = parse_id(&user_id)?;
-    state.access(who.0).see_sessions(&user)?;
+    let user: UserId = user_id.parse()?;
+    state.access(who.0).may_see_sessions(&user)?;
     let listed = state
         .store
         .sessions(&user)
@@ -626,9 +621,9 @@ pub(crate) async fn end_session(
     who: Caller,
     Path((user_id, session_id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    state.access(who.0).end_sessions()?;
-    let user: UserId = parse_id(&user_id)?;
-    let session: SessionId = parse_id(&session_id)?;
+    state.access(who.0).may_end_sessions()?;
+    let user: UserId = user_id.parse()?;
+    let session: SessionId = session_id.parse()?;
     state.store.end_session(&user, &session).await?;
     // A socket this node holds closes now; one on another node closes when that node hears
     // of it on the bus, or, should it miss the message, when its reconcile finds the session

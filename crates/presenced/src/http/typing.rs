@@ -27,9 +27,7 @@ pub(crate) async fn typing_now(
     who: Caller,
     Path(conversation_id): Path<String>,
 ) -> Result<axum::Json<TypingAnswer>, ApiError> {
-    let conversation: ConversationId = conversation_id
-        .parse()
-        .map_err(|e: presence_core::IdError| ApiError::invalid_argument(e.to_string()))?;
+    let conversation: ConversationId = conversation_id.parse()?;
     let access = state.access(who.0);
     let users = state
         .store

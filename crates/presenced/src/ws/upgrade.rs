@@ -81,19 +81,8 @@ pub fn check(
         .rest_limiter
         .check(&who.user, who.role.is_privileged(), 1)?;
     let access = state.access(who);
-    let bad = |e: presence_core::IdError| ApiError::invalid_argument(e.to_string());
-    let zone = p
-        .zone_id
-        .as_deref()
-        .map(ZoneId::new)
-        .transpose()
-        .map_err(bad)?;
-    let org = p
-        .org_id
-        .as_deref()
-        .map(OrgId::new)
-        .transpose()
-        .map_err(bad)?;
+    let zone = p.zone_id.as_deref().map(ZoneId::new).transpose()?;
+    let org = p.org_id.as_deref().map(OrgId::new).transpose()?;
     access.place_in_org(org.as_ref())?;
     let device = match p.device.as_deref() {
         None => DeviceKind::Web,
