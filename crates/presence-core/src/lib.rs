@@ -9,12 +9,16 @@
 //! - [`event`]: presence events and feed ids (SPEC §4).
 //! - [`scope`]: scopes, list queries, pages and cursors.
 //! - [`store`]: the [`Store`] trait both stores implement.
+//! - [`history`]: online time per user per UTC day, from transitions.
+//! - [`geo`]: locations and distances for `nearby`, as Redis GEO computes them.
 //! - [`bus`]: ephemeral node-to-node messages (typing indicators) and the typing types.
 //! - [`settings`]: timings and limits with their defaults.
 //! - [`time`]: milliseconds, the [`Clock`], RFC 3339.
 
 pub mod bus;
 pub mod event;
+pub mod geo;
+pub mod history;
 pub mod ids;
 pub mod record;
 pub mod scope;
@@ -28,13 +32,15 @@ pub use bus::{
     TypingSignal, TypingTable, TypingWrite,
 };
 pub use event::{FeedId, Onlookers, PresenceEvent};
+pub use geo::{BadLocation, Location};
+pub use history::Day;
 pub use ids::{ConversationId, IdError, NodeId, OrgId, SessionId, UserId, ZoneId};
 pub use record::{Change, Metadata, Session, TransitionError, UserRecord};
 pub use scope::{ListCursor, ListQuery, Scope, ScopePage};
 pub use settings::StoreSettings;
 pub use store::{
-    Activity, Applied, FeedRead, LeaseRenewal, NodeInfo, OpenSession, ScopeCount, SessionInfo,
-    Store, StoreError, SweepReport, UserSessions,
+    Activity, Applied, FeedRead, InactivePage, InactiveUser, LeaseRenewal, NearbyQuery, NearbyUser,
+    NodeInfo, OpenSession, ScopeCount, SessionInfo, Store, StoreError, SweepReport, UserSessions,
 };
 pub use time::{Clock, ManualClock, Millis, SharedClock, SystemClock};
 pub use view::{

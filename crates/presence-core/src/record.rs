@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 
 use crate::event::{Onlookers, PresenceEvent};
+use crate::geo::Location;
 use crate::ids::{NodeId, OrgId, SessionId, UserId, ZoneId};
 use crate::time::Millis;
 use crate::view::{
@@ -84,6 +85,11 @@ pub enum Change {
         /// How others see last seen.
         last_seen: Option<LastSeenVisibility>,
     },
+    /// Share a location for `nearby` (`Some`) or stop sharing it (`None`). It is not part of
+    /// the view, so it is never an event. A location lasts as long as the presence: going
+    /// offline forgets it, and setting one while offline is ignored (nobody is there to be
+    /// found).
+    SetLocation(Option<Location>),
 }
 
 impl Change {
@@ -171,6 +177,11 @@ pub struct UserRecord {
     pub version: u64,
     /// When the view last changed.
     pub updated_at: Millis,
+    /// While present (online, away or in the grace): when this presence began, to the second
+    /// (see [`crate::history`]).
+    pub present_since: Option<Millis>,
+    /// The location shared for `nearby`, while present.
+    pub location: Option<Location>,
 }
 
 /// The part of a record the public view shows, minus `last_activity`: what decides whether a
@@ -290,6 +301,8 @@ impl UserRecord {
             grace_until: None,
             version: 0,
             updated_at: now,
+            present_since: None,
+            location: None,
         }
     }
 
@@ -458,6 +471,7 @@ impl UserRecord {
         if self.status == Status::Offline {
             // A new presence starts visible; a reload within the grace keeps invisible.
             self.invisible = false;
+            self.present_since = Some(Session::opened_at(now));
         }
         self.sessions.insert(id, session);
         self.grace_until = None;
@@ -535,6 +549,8 @@ impl UserRecord {
         self.devices = DeviceSet::EMPTY;
         self.grace_until = None;
         self.last_seen = Some(last_seen);
+        self.present_since = None;
+        self.location = None;
     }
 
     /// Activity at `at` (SPEC §3). Ignored while offline: a user without a session is not
@@ -579,7 +595,21 @@ impl UserRecord {
                 self.privacy.presence = presence.unwrap_or(self.privacy.presence);
                 self.privacy.last_seen = last_seen.unwrap_or(self.privacy.last_seen);
             }
+            Change::SetLocation(l) => {
+                if self.status != Status::Offline {
+                    self.location = l;
+                }
+            }
         }
+    }
+
+    /// Where the user belongs in the nearby indexes: present, seen by everyone as they are
+    /// (lists and counts show the same users), and sharing a location.
+    pub fn geo_entry(&self) -> Option<(Location, Option<OrgId>)> {
+        let listed = self.index_entry().is_some_and(|e| !e.hidden);
+        self.location
+            .filter(|_| listed)
+            .map(|l| (l, self.org_id.clone()))
     }
 
     /// When the custom status expires, if it has one with an expiry: the key of the stores'

@@ -16,6 +16,8 @@ pub struct StoreSettings {
     pub node_lease: Duration,
     /// How long an offline user's record (last seen) is kept.
     pub last_seen_retention: Duration,
+    /// How long online history is kept, in whole UTC days (see [`crate::history`]).
+    pub history_retention: Duration,
     /// Most sessions one user may hold at once.
     pub sessions_per_user: usize,
     /// Events kept in the feed for resume (trimmed approximately in Redis).
@@ -32,6 +34,7 @@ impl Default for StoreSettings {
             offline_grace: Duration::from_secs(5),
             node_lease: Duration::from_secs(15),
             last_seen_retention: Duration::from_secs(30 * 86_400),
+            history_retention: Duration::from_secs(90 * 86_400),
             sessions_per_user: 10,
             feed_max_len: 100_000,
             sweep_batch: 500,
@@ -47,6 +50,13 @@ impl Default for StoreSettings {
 pub const END_MARK_NODE_LEASES: u32 = 8;
 
 impl StoreSettings {
+    /// The oldest UTC day history keeps at `now`: days before it are pruned by the sweep.
+    /// `history_retention` counts whole days back from today (90 days: today and the 89 before).
+    pub fn history_first_day(&self, now: crate::Millis) -> crate::Day {
+        let days = (ms(self.history_retention) / crate::history::DAY_MS).max(1);
+        crate::history::day_of(now) - days + 1
+    }
+
     /// How long a session ended by the service stays marked (see [`END_MARK_NODE_LEASES`]).
     pub fn end_mark_lifetime(&self) -> Duration {
         self.node_lease * END_MARK_NODE_LEASES

@@ -7,9 +7,11 @@ use async_trait::async_trait;
 
 use crate::bus::{BusMessage, BusReceiver, Typer, TypingOutcome, TypingWrite};
 use crate::event::{FeedId, PresenceEvent};
+use crate::geo::Location;
+use crate::history::Day;
 use crate::ids::{ConversationId, NodeId, OrgId, SessionId, UserId, ZoneId};
 use crate::record::{Change, TransitionError, UserRecord};
-use crate::scope::{ListQuery, Scope, ScopePage};
+use crate::scope::{ListCursor, ListQuery, Scope, ScopePage};
 use crate::time::Millis;
 use crate::view::{DeviceKind, PresenceView, Status};
 
@@ -179,6 +181,8 @@ pub struct SweepReport {
     pub records_deleted: usize,
     /// Index entries that pointed at no live record, removed.
     pub stale_entries: usize,
+    /// Users whose history lost days past `history_retention`.
+    pub history_pruned: usize,
 }
 
 impl std::ops::AddAssign for SweepReport {
@@ -191,6 +195,7 @@ impl std::ops::AddAssign for SweepReport {
         self.custom_expired += b.custom_expired;
         self.records_deleted += b.records_deleted;
         self.stale_entries += b.stale_entries;
+        self.history_pruned += b.history_pruned;
     }
 }
 
@@ -236,6 +241,46 @@ pub struct NodeInfo {
     pub last_renewal: Millis,
     /// Sessions it reported holding at that renewal.
     pub sessions: u64,
+}
+
+/// One user of the inactive report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InactiveUser {
+    /// Who.
+    pub user: UserId,
+    /// When they were last seen (the truth: the report is for the backend).
+    pub last_seen: Millis,
+}
+
+/// A page of the inactive report, oldest last seen first (ties by user id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InactivePage {
+    /// The users.
+    pub users: Vec<InactiveUser>,
+    /// Where the next page starts (the last entry's last seen and user); `None` at the end.
+    pub next_cursor: Option<ListCursor>,
+}
+
+/// What `nearby` asks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NearbyQuery {
+    /// From where.
+    pub at: Location,
+    /// How far, in metres.
+    pub radius_m: f64,
+    /// Only users of this org (a token confined by tenant isolation); `None`: everyone.
+    pub org: Option<OrgId>,
+    /// At most this many users.
+    pub limit: usize,
+}
+
+/// A user `nearby` found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NearbyUser {
+    /// Their view (the truth; the caller shows it as the asker may see it).
+    pub view: PresenceView,
+    /// How far from the query's point, in metres, as Redis GEO measures it ([`crate::geo`]).
+    pub distance_m: f64,
 }
 
 /// Presence storage. Every transition is atomic in the store and writes its event to the
@@ -383,6 +428,32 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// (in Redis: its SUBSCRIBE confirmed, which this waits for). From then on it keeps itself
     /// subscribed through store outages, missing what was published while it was cut off.
     async fn bus(&self) -> Result<Box<dyn BusReceiver>, StoreError>;
+
+    // --- Backend reports: history, inactive users, nearby (SPEC §6) ------------------------
+
+    /// How long `user` was present on each UTC day from `first` to `last` (inclusive), in ms,
+    /// one entry per day in order, zeros included: the history the transitions wrote, plus the
+    /// presence still going on ([`crate::history::open_span`]). One store read. Callers bound
+    /// the range (days past retention are zero).
+    async fn history(
+        &self,
+        user: &UserId,
+        first: Day,
+        last: Day,
+    ) -> Result<Vec<Millis>, StoreError>;
+
+    /// Offline users last seen before `before`, oldest first (ties by user id), at most
+    /// `limit`, after `cursor`; from the last-seen index, O(log n + limit).
+    async fn inactive(
+        &self,
+        before: Millis,
+        limit: usize,
+        cursor: Option<&ListCursor>,
+    ) -> Result<InactivePage, StoreError>;
+
+    /// Present users whom everyone sees as they are (those in the lists) sharing a location
+    /// within `radius_m` of the query's point, nearest first, at most `limit`. One store call.
+    async fn nearby(&self, query: &NearbyQuery) -> Result<Vec<NearbyUser>, StoreError>;
 }
 
 #[cfg(test)]

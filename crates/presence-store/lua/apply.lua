@@ -1,8 +1,10 @@
 -- apply.lua: a change the user asked for.
--- ARGV[5] user   ARGV[6] op: away | online | zone | org | metadata | custom | clear_custom
+-- ARGV[5] user   ARGV[6] op: away | online | zone | org | metadata | custom | clear_custom | privacy |
+--   location
 -- ARGV[7] the new zone, org or metadata JSON ('' clears); for custom, the kind; for away and
 --   online, invisible: '1' go invisible, '0' visible again, '' unchanged; for privacy, who
---   sees the presence (everyone | org | nobody; '' unchanged)
+--   sees the presence (everyone | org | nobody; '' unchanged); for location, 'lat,lon' ('' stops
+--   sharing)
 -- ARGV[8] for privacy only: how last seen shows (exact | approximate | hidden; '' unchanged)
 -- ARGV[8..10] for custom only: text, emoji, expires_at ms ('' = none)
 -- Returns {'ok', feed_id, event, record} | {'not_found'}
@@ -29,5 +31,8 @@ elseif op == 'clear_custom' then clear_custom(r)
 elseif op == 'privacy' then
   if ARGV[7] == 'everyone' then r.pp = nil elseif ARGV[7] ~= '' then r.pp = ARGV[7] end
   if ARGV[8] == 'exact' then r.pl = nil elseif ARGV[8] ~= '' then r.pl = ARGV[8] end
+elseif op == 'location' then
+  -- Kept only while present (record.rs SetLocation): 'lat,lon', or '' to stop sharing.
+  if r.status ~= 'offline' then r.geo = value end
 else return redis.error_reply('unknown op ' .. op) end
 return answer(user, old, r)

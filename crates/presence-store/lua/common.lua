@@ -49,8 +49,12 @@ end
 -- from onlookers outside the org, `iv` = 'since|version|updated' (ms: since when, and the
 -- version and time of the last change they saw, see commit()), and `io` the same for the
 -- org's members.
+-- `os`: when the presence going on began (ms), kept only once its first session has closed;
+-- until then it is that session's open time (see presence_start). `geo` = 'lat,lon': the
+-- location shared for nearby, while present.
 local FIELDS = {'status', 'ar', 'ma', 'last_activity', 'last_seen', 'zone_id', 'org_id', 'dev',
-  'metadata', 'v', 'updated_at', 'gr', 'ni', 'ck', 'ct', 'ce', 'cx', 'inv', 'pp', 'pl', 'iv', 'io'}
+  'metadata', 'v', 'updated_at', 'gr', 'ni', 'ck', 'ct', 'ce', 'cx', 'inv', 'pp', 'pl', 'iv', 'io',
+  'os', 'geo'}
 -- Fields the user's own view shows, minus last_activity and the last-seen setting: a change
 -- to any is one event.
 local VISIBLE = {'status', 'ar', 'zone_id', 'org_id', 'dev', 'metadata', 'ck', 'ct', 'ce', 'cx',
@@ -169,6 +173,7 @@ end
 local function go_offline(r, seen)
   r.status = 'offline'; r.ar = nil; r.dev = nil; r.gr = nil
   r.last_seen = secs(seen)
+  r.geo = nil
 end
 
 local function remove_session(r, id)
@@ -310,6 +315,53 @@ local function save(user, old, r)
   if #del > 0 then redis.call('HDEL', k, unpack(del)) end
 end
 
+-- Online history (presence-core history.rs) -------------------------------------------------
+
+-- When a present user's presence began (ms): `os` once stored, else the open time of their
+-- earliest session (whole seconds, as record.rs keeps it); nil while offline, or for a
+-- presence whose sessions were written before they kept their open time.
+local function presence_start(r)
+  if r == nil or r.status == nil or r.status == 'offline' then return nil end
+  if r.os then return tonumber(r.os) end
+  local first
+  for _, v in pairs(r.sessions) do
+    local _, _, _, opened = parse_session(v)
+    if opened and (not first or opened < first) then first = opened end
+  end
+  return first and first * 1000
+end
+
+local DAY_MS, MAX_SPAN_DAYS = 86400000, 400
+
+-- Adds the presence [from, to) to `history:{user}` (UTC day number -> ms present), split at
+-- midnights, only its last MAX_SPAN_DAYS days; `history:due` keeps each user by their oldest
+-- day, for retention (sweep_history.lua).
+local function add_history(user, from, to)
+  from = math.max(from, to - MAX_SPAN_DAYS * DAY_MS)
+  if to <= from then return end
+  local k = key('history:' .. user)
+  local at = from
+  while at < to do
+    local day = math.floor(at / DAY_MS)
+    local stop = math.min(to, (day + 1) * DAY_MS)
+    redis.call('HINCRBY', k, int(day), int(stop - at))
+    at = stop
+  end
+  redis.call('ZADD', key('history:due'), 'LT', int(math.floor(from / DAY_MS)), user)
+end
+
+-- Keeps the presence start through a transition, and writes the presence to the history when
+-- it ends (the same step as the transition that ends it).
+local function track_presence(user, old, r)
+  local start = presence_start(old)
+  r.os = nil
+  if r.status == 'offline' then
+    if start then add_history(user, start, ms_of(r.last_seen or secs(NOW))) end
+  elseif start and presence_start(r) ~= start then
+    r.os = int(start)
+  end
+end
+
 -- The public scope sets a record belongs to: none while offline or invisible (an invisible
 -- user is in `hidden` instead, see reindex()).
 local function scope_sets(r)
@@ -318,6 +370,16 @@ local function scope_sets(r)
   if r.zone_id then s['zone:' .. r.zone_id] = true end
   if r.org_id then s['org:' .. r.org_id] = true end
   return s
+end
+
+-- The nearby sets a record belongs to ('global', 'org:{o}'): a user in the public scope sets
+-- (record.rs geo_entry) who shares a location.
+local function geo_sets(r)
+  local g = {}
+  if r == nil or r.geo == nil or not scope_sets(r)['global'] then return g end
+  g['global'] = true
+  if r.org_id then g['org:' .. r.org_id] = true end
+  return g
 end
 
 local function lease_members(user, r)
@@ -419,6 +481,18 @@ local function reindex(user, old, r)
   elseif ha and (not hb or old.last_activity ~= r.last_activity) then
     redis.call('ZADD', key('hidden'), r.last_activity, user)
   end
+  -- Nearby: `geo:global` and `geo:org:{o}` hold users in the public scope sets who share a
+  -- location.
+  local gb, ga = geo_sets(old), geo_sets(r)
+  for s in pairs(gb) do
+    if not ga[s] then redis.call('ZREM', key('geo:' .. s), user) end
+  end
+  for s in pairs(ga) do
+    if not gb[s] or old.geo ~= r.geo then
+      local lat, lon = string.match(r.geo, '^([^,]+),([^,]+)$')
+      redis.call('GEOADD', key('geo:' .. s), lon, lat, user)
+    end
+  end
   if old.gr ~= r.gr then
     if old.gr then redis.call('ZREM', key('grace'), user) end
     if r.gr then redis.call('ZADD', key('grace'), r.gr, user) end
@@ -506,6 +580,7 @@ local function commit(user, old, r)
     ev = event_fields(user, old, r, flags)
     id = redis.call('XADD', key('feed'), 'MAXLEN', '~', FEED_MAX, '*', unpack(ev))
   end
+  track_presence(user, old, r)
   index_nodes(user, r)
   save(user, old, r)
   reindex(user, old, r)

@@ -15,15 +15,18 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use presence_core::geo::{distance_m, shown_distance};
+use presence_core::history::{self, Day};
 use presence_core::record::IndexEntry;
 use presence_core::scope::filtered_scan_budget;
 use presence_core::settings::ms;
 use presence_core::{
     Activity, Applied, BusMessage, BusReceiver, Change, ConversationId, FeedId, FeedRead,
-    LeaseRenewal, ListCursor, ListQuery, Millis, NodeId, NodeInfo, OpenSession, PresenceEvent,
-    PresenceView, Scope, ScopeCount, ScopePage, Session, SessionId, SharedClock, Store, StoreError,
-    StoreSettings, SweepReport, TransitionError, Typer, TypingOutcome, TypingSignal, TypingTable,
-    TypingWrite, UserId, UserRecord, UserSessions,
+    InactivePage, InactiveUser, LeaseRenewal, ListCursor, ListQuery, Location, Millis, NearbyQuery,
+    NearbyUser, NodeId, NodeInfo, OpenSession, OrgId, PresenceEvent, PresenceView, Scope,
+    ScopeCount, ScopePage, Session, SessionId, SharedClock, Store, StoreError, StoreSettings,
+    SweepReport, TransitionError, Typer, TypingOutcome, TypingSignal, TypingTable, TypingWrite,
+    UserId, UserRecord, UserSessions,
 };
 use tokio::sync::Notify;
 
@@ -92,6 +95,13 @@ struct State {
     feed_trimmed: bool,
     /// Typing entries (ephemeral: no record, no feed), pruned as they expire.
     typing: TypingTable,
+    /// Users sharing a location whom `nearby` finds (`UserRecord::geo_entry`): where (the
+    /// geohash cell's centre, as Redis GEO keeps it) and their org.
+    located: HashMap<UserId, (Location, Option<OrgId>)>,
+    /// Online history: ms present per UTC day, per user (see `presence_core::history`).
+    history: HashMap<UserId, BTreeMap<Day, Millis>>,
+    /// Each user with history by their oldest day, for retention.
+    history_due: BTreeSet<(Day, UserId)>,
 }
 
 /// Everything a record contributes to the indexes; diffed before and after each change.
@@ -104,6 +114,7 @@ struct IndexKeys {
     nodes: BTreeMap<NodeId, u64>,
     last_seen: Option<Millis>,
     custom_expiry: Option<Millis>,
+    geo: Option<(Location, Option<OrgId>)>,
 }
 
 impl IndexKeys {
@@ -128,6 +139,7 @@ impl IndexKeys {
                 .last_seen
                 .filter(|_| r.status == presence_core::Status::Offline),
             custom_expiry: r.custom_expiry(),
+            geo: r.geo_entry().map(|(l, org)| (l.cell_centre(), org)),
         }
     }
 }
@@ -218,6 +230,28 @@ impl State {
                 self.expiring_custom.insert((t, user.clone()));
             }
         }
+        if old.geo != new.geo {
+            match new.geo {
+                Some(g) => self.located.insert(user.clone(), g),
+                None => self.located.remove(user),
+            };
+        }
+    }
+
+    /// Adds an ended presence to the user's history.
+    fn add_history(&mut self, user: &UserId, from: Millis, to: Millis) {
+        let days = self.history.entry(user.clone()).or_default();
+        let oldest = days.keys().next().copied();
+        history::add_span(days, from, to);
+        let now_oldest = days.keys().next().copied();
+        if now_oldest != oldest {
+            if let Some(d) = oldest {
+                self.history_due.remove(&(d, user.clone()));
+            }
+            if let Some(d) = now_oldest {
+                self.history_due.insert((d, user.clone()));
+            }
+        }
     }
 
     /// Runs one transition on `user`'s record (created when `create`), writes the record and
@@ -240,10 +274,14 @@ impl State {
         let old_keys = IndexKeys::of(old);
         let before = rec.before();
         let out = f(&mut rec)?;
+        let ended = old.and_then(|o| history::ended_span(o, &rec));
         let event = rec
             .finish(before, now)
             .map(|e| self.append(e, now, feed_max_len));
         self.reindex(user, old_keys, IndexKeys::of(Some(&rec)));
+        if let Some((from, to)) = ended {
+            self.add_history(user, from, to);
+        }
         self.users.insert(user.clone(), rec.clone());
         Ok((out, Some(rec), event))
     }
@@ -615,6 +653,38 @@ impl MemoryStore {
         }
     }
 
+    /// History days before `history_retention` are dropped, a user's whole history once
+    /// none is left. O(what expires): users are taken by their oldest day.
+    fn sweep_history(&self, st: &mut State, now: Millis, batch: usize) -> Step {
+        let first = self.settings().history_first_day(now);
+        let due: Vec<(Day, UserId)> = st
+            .history_due
+            .iter()
+            .take_while(|(d, _)| *d < first)
+            .take(batch)
+            .cloned()
+            .collect();
+        for (day, user) in &due {
+            st.history_due.remove(&(*day, user.clone()));
+            let Some(days) = st.history.get_mut(user) else {
+                continue;
+            };
+            days.retain(|d, _| *d >= first);
+            match days.keys().next() {
+                Some(&oldest) => {
+                    st.history_due.insert((oldest, user.clone()));
+                }
+                None => {
+                    st.history.remove(user);
+                }
+            }
+        }
+        Step {
+            changed: due.len(),
+            full: due.len() == batch,
+        }
+    }
+
     /// Ends sessions in a sweep step; returns how many ended.
     fn end_sessions_where(
         &self,
@@ -961,6 +1031,7 @@ impl Store for MemoryStore {
             r.nodes_reaped = reaped.nodes_reaped;
             r.custom_expired = drain(|| self.sweep_custom(st, now, batch));
             r.records_deleted = drain(|| self.sweep_retention(st, now, batch));
+            r.history_pruned = drain(|| self.sweep_history(st, now, batch));
             Self::forget_ended(st, now);
             r
         };
@@ -1029,6 +1100,83 @@ impl Store for MemoryStore {
 
     async fn bus(&self) -> Result<Box<dyn BusReceiver>, StoreError> {
         Ok(self.shared.bus.receiver())
+    }
+
+    async fn history(
+        &self,
+        user: &UserId,
+        first: Day,
+        last: Day,
+    ) -> Result<Vec<Millis>, StoreError> {
+        let now = self.now();
+        let st = self.lock();
+        let mut days: BTreeMap<Day, Millis> = st
+            .history
+            .get(user)
+            .map(|d| d.range(first..=last).map(|(k, v)| (*k, *v)).collect())
+            .unwrap_or_default();
+        if let Some((from, to)) = st.users.get(user).and_then(|r| history::open_span(r, now)) {
+            history::add_span(&mut days, from, to);
+        }
+        Ok((first..=last)
+            .map(|d| days.get(&d).copied().unwrap_or(0))
+            .collect())
+    }
+
+    async fn inactive(
+        &self,
+        before: Millis,
+        limit: usize,
+        cursor: Option<&ListCursor>,
+    ) -> Result<InactivePage, StoreError> {
+        let st = self.lock();
+        let start = match cursor {
+            // Strictly after the cursor's entry.
+            Some(c) => std::ops::Bound::Excluded((c.activity, c.user.clone())),
+            None => std::ops::Bound::Unbounded,
+        };
+        let mut users: Vec<InactiveUser> = st
+            .last_seen
+            .range((start, std::ops::Bound::Unbounded))
+            .take_while(|(t, _)| *t < before)
+            .take(limit + 1)
+            .map(|(t, u)| InactiveUser {
+                user: u.clone(),
+                last_seen: *t,
+            })
+            .collect();
+        let more = users.len() > limit;
+        users.truncate(limit);
+        let next_cursor = more.then(|| {
+            let last = users.last().expect("limit is at least 1");
+            ListCursor {
+                activity: last.last_seen,
+                user: last.user.clone(),
+            }
+        });
+        Ok(InactivePage { users, next_cursor })
+    }
+
+    async fn nearby(&self, query: &NearbyQuery) -> Result<Vec<NearbyUser>, StoreError> {
+        let st = self.lock();
+        let mut found: Vec<(f64, &UserId)> = st
+            .located
+            .iter()
+            .filter(|(_, (_, org))| query.org.is_none() || org.as_ref() == query.org.as_ref())
+            .map(|(user, (at, _))| (distance_m(query.at, *at), user))
+            .filter(|(d, _)| *d <= query.radius_m)
+            .collect();
+        found.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(b.1)));
+        Ok(found
+            .into_iter()
+            .take(query.limit)
+            .filter_map(|(d, user)| {
+                Some(NearbyUser {
+                    view: st.users.get(user)?.view(),
+                    distance_m: shown_distance(d),
+                })
+            })
+            .collect())
     }
 }
 /// The users of an index by activity who crossed into auto-away since `from`: up to `batch`

@@ -76,6 +76,7 @@ fn settings() -> StoreSettings {
         node_lease: Duration::from_secs(15),
         // Short, so offline records are deleted in most runs.
         last_seen_retention: Duration::from_secs(45),
+        history_retention: Duration::from_secs(86_400),
         sessions_per_user: 3,
         // Small, so the feed is trimmed and resumes from old ids must answer reset.
         feed_max_len: FEED_MAX_LEN,

@@ -84,13 +84,42 @@ impl Access {
     /// that user exists. Tenant isolation needs nothing more here: a user token only ever sees
     /// its own user's sessions, and service and admin tokens are never confined.
     pub fn may_see_sessions(&self, user: &UserId) -> Result<(), ApiError> {
+        self.own_or_privileged(user, "a user token sees only its own sessions")
+    }
+
+    /// Whether the caller may read `user`'s online history (`GET /history/{user}`): the same
+    /// rule as sessions. History is the truth (invisible time counts: the user was there), so
+    /// no onlooker reads it.
+    pub fn may_see_history(&self, user: &UserId) -> Result<(), ApiError> {
+        self.own_or_privileged(user, "a user token reads only its own history")
+    }
+
+    fn own_or_privileged(&self, user: &UserId, refusal: &'static str) -> Result<(), ApiError> {
         if self.is_privileged() || *user == self.who.user {
             Ok(())
         } else {
+            Err(ApiError::permission_denied(refusal))
+        }
+    }
+
+    /// Whether the caller may read reports across users (`GET /inactive`): service and admin
+    /// tokens. The report lists exact last-seen times, which a user may hide from onlookers
+    /// (privacy `last_seen`), so it is for the backend, not for user tokens.
+    pub fn may_read_reports(&self) -> Result<(), ApiError> {
+        if self.is_privileged() {
+            Ok(())
+        } else {
             Err(ApiError::permission_denied(
-                "a user token sees only its own sessions",
+                "only service and admin tokens read the inactive report",
             ))
         }
+    }
+
+    /// The org `nearby` searches in for this caller: a confined caller's own org (tenant
+    /// isolation), else `None`, everyone. Only users whom everyone sees as they are (the
+    /// users of the lists) are ever found, so the rest of the rule is [`Access::view`] on each.
+    pub fn nearby_org(&self) -> Option<OrgId> {
+        self.confined_to.clone()
     }
 
     /// Whether the caller may end a user's session (`DELETE /sessions/{user}/{session}`):
@@ -346,6 +375,37 @@ mod tests {
             own.may_end_sessions().unwrap_err().code,
             "permission_denied"
         );
+    }
+
+    #[test]
+    fn history_is_its_users_and_the_backends_and_reports_the_backends_only() {
+        let two = UserId::new("2").unwrap();
+        let own = access("2", Some("100"), Role::User, true);
+        assert!(own.may_see_history(&two).is_ok());
+        assert_eq!(
+            own.may_read_reports().unwrap_err().code,
+            "permission_denied"
+        );
+        let other = access("1", Some("100"), Role::User, false);
+        assert_eq!(
+            other.may_see_history(&two).unwrap_err().code,
+            "permission_denied",
+            "even in the same org"
+        );
+        for role in [Role::Service, Role::Admin] {
+            let backend = access("svc", Some("100"), role, true);
+            assert!(backend.may_see_history(&two).is_ok());
+            assert!(backend.may_read_reports().is_ok());
+            assert_eq!(backend.nearby_org(), None, "never confined");
+        }
+    }
+
+    #[test]
+    fn nearby_searches_a_confined_callers_org_only() {
+        let confined = access("1", Some("100"), Role::User, true);
+        assert_eq!(confined.nearby_org(), Some(org("100")));
+        let free = access("1", Some("100"), Role::User, false);
+        assert_eq!(free.nearby_org(), None);
     }
 
     #[test]

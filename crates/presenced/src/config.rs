@@ -187,7 +187,8 @@ pub struct PresenceConfig {
     /// within a second of the last written one is not written again.
     #[serde(with = "humantime_serde")]
     pub typing_ttl: Duration,
-    /// How long online history is kept. Accepted and not used yet: history is not built.
+    /// How long online history is kept, in whole UTC days back from today (1 to 366 days);
+    /// the sweep drops older days.
     #[serde(with = "humantime_serde")]
     pub history_retention: Duration,
     /// How often buffered activity is written.
@@ -248,6 +249,9 @@ pub struct LimitsConfig {
     /// Users typing at once in one conversation; a start for one more is refused
     /// (`invalid_argument`) until one stops or expires.
     pub typers_per_conversation: usize,
+    /// The largest `radius_m` a `nearby` query may ask, in metres: what one query costs Redis
+    /// grows with the users inside the radius.
+    pub nearby_radius_m: f64,
 }
 
 impl Default for LimitsConfig {
@@ -267,6 +271,7 @@ impl Default for LimitsConfig {
             rest_burst: 100,
             typing_per_connection: 10,
             typers_per_conversation: 50,
+            nearby_radius_m: 50_000.0,
         }
     }
 }
@@ -409,6 +414,13 @@ impl Config {
                 "must be at least 2s (a typing start within a second of the last written one is not written again)",
             ));
         }
+        let day = Duration::from_secs(86_400);
+        if p.history_retention < day || p.history_retention > 366 * day {
+            return Err(invalid(
+                "presence.history_retention",
+                "must be between 1d and 366d",
+            ));
+        }
         if p.sweep_interval > p.node_lease {
             return Err(invalid(
                 "presence.sweep_interval",
@@ -459,6 +471,12 @@ impl Config {
         if l.send_timeout.is_zero() {
             return Err(invalid("limits.send_timeout", "must be positive"));
         }
+        if !(l.nearby_radius_m > 0.0 && l.nearby_radius_m <= 20_037_509.0) {
+            return Err(invalid(
+                "limits.nearby_radius_m",
+                "must be above 0 and at most half the Earth's circumference (20037509)",
+            ));
+        }
         Ok(())
     }
 
@@ -500,6 +518,7 @@ impl Config {
             offline_grace: p.offline_grace,
             node_lease: p.node_lease,
             last_seen_retention: p.last_seen_retention,
+            history_retention: p.history_retention,
             sessions_per_user: self.limits.sessions_per_user,
             feed_max_len: self.store.feed_max_len,
             ..StoreSettings::default()
@@ -600,6 +619,31 @@ mod tests {
                 .to_string()
                 .starts_with("presence.sweep_interval")
         );
+        for (history_retention, nearby_radius_m, setting) in [
+            (
+                Duration::from_secs(3600),
+                1000.0,
+                "presence.history_retention",
+            ),
+            (
+                Duration::from_secs(367 * 86_400),
+                1000.0,
+                "presence.history_retention",
+            ),
+            (Duration::from_secs(86_400), 0.0, "limits.nearby_radius_m"),
+            (
+                Duration::from_secs(86_400),
+                f64::NAN,
+                "limits.nearby_radius_m",
+            ),
+            (Duration::from_secs(86_400), 3e7, "limits.nearby_radius_m"),
+        ] {
+            let mut c = Config::default();
+            c.presence.history_retention = history_retention;
+            c.limits.nearby_radius_m = nearby_radius_m;
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.starts_with(setting), "{e}");
+        }
         let unknown: Result<Config, _> = Figment::from(Serialized::defaults(Config::default()))
             .merge(Toml::string("[server]\nlisten_on = \"x\""))
             .extract();

@@ -6,10 +6,11 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use presence_core::{
-    Activity, Applied, BusMessage, BusReceiver, Change, ConversationId, FeedId, FeedRead,
-    LeaseRenewal, ListQuery, Millis, NodeId, NodeInfo, OpenSession, PresenceEvent, PresenceView,
-    Scope, ScopeCount, ScopePage, SessionId, Store, StoreError, SweepReport, TransitionError,
-    Typer, TypingOutcome, TypingWrite, UserId, UserSessions,
+    Activity, Applied, BusMessage, BusReceiver, Change, ConversationId, Day, FeedId, FeedRead,
+    InactivePage, LeaseRenewal, ListCursor, ListQuery, Millis, NearbyQuery, NearbyUser, NodeId,
+    NodeInfo, OpenSession, PresenceEvent, PresenceView, Scope, ScopeCount, ScopePage, SessionId,
+    Store, StoreError, SweepReport, TransitionError, Typer, TypingOutcome, TypingWrite, UserId,
+    UserSessions,
 };
 
 /// Measures the calls to `inner`.
@@ -152,5 +153,24 @@ impl<S: Store> Store for MeteredStore<S> {
     // Not measured: it waits for a subscription, not for a command.
     async fn bus(&self) -> Result<Box<dyn BusReceiver>, StoreError> {
         self.inner.bus().await
+    }
+    async fn history(
+        &self,
+        user: &UserId,
+        first: Day,
+        last: Day,
+    ) -> Result<Vec<Millis>, StoreError> {
+        measured("history", self.inner.history(user, first, last)).await
+    }
+    async fn inactive(
+        &self,
+        before: Millis,
+        limit: usize,
+        cursor: Option<&ListCursor>,
+    ) -> Result<InactivePage, StoreError> {
+        measured("inactive", self.inner.inactive(before, limit, cursor)).await
+    }
+    async fn nearby(&self, query: &NearbyQuery) -> Result<Vec<NearbyUser>, StoreError> {
+        measured("nearby", self.inner.nearby(query)).await
     }
 }

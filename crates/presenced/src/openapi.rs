@@ -4,7 +4,7 @@
 use utoipa::OpenApi as _;
 
 use crate::error::ErrorBody;
-use crate::http::{admin, events, presence, typing};
+use crate::http::{admin, events, presence, reports, typing};
 
 /// The document.
 #[derive(utoipa::OpenApi)]
@@ -15,6 +15,8 @@ use crate::http::{admin, events, presence, typing};
         presence::end_heartbeat, presence::set_zone, presence::set_org,
         presence::set_custom_status, presence::clear_custom_status, presence::set_privacy,
         presence::list_sessions, presence::end_session,
+        reports::user_history, reports::inactive, reports::set_location, reports::clear_location,
+        reports::nearby,
         events::events, typing::typing_now, admin::nodes),
     components(schemas(presence_core::PresenceView, presence_core::PresenceEvent, ErrorBody)),
     modifiers(&BearerAuth)

@@ -44,6 +44,8 @@ both_stores!(
     tenant_isolation_hides_other_orgs,
     a_subscriber_that_stops_reading_is_closed,
     websocket_connects_share_the_rest_budget,
+    history_inactive_and_nearby_over_rest,
+    nearby_keeps_a_confined_token_to_its_org,
 );
 
 // Exact trimming of the feed is the memory store's (Redis trims `MAXLEN ~` a node at a
@@ -1138,4 +1140,288 @@ async fn websocket_connects_share_the_rest_budget(kind: Kind) {
         at >= 10,
         "the burst of 10 connects went through, refused at {at}"
     );
+}
+
+async fn history_inactive_and_nearby_over_rest(kind: Kind) {
+    let node = Node::start(kind, "").await;
+    let (a, b, gone) = (user("near"), user("far"), user("gone"));
+    let (ta, tb, tg) = (
+        token(&a, "user", None),
+        token(&b, "user", None),
+        token(&gone, "user", None),
+    );
+    let service = token("backend", "service", None);
+    let _wa = node.connect(&ta, "").await;
+    let _wb = node.connect(&tb, "").await;
+    let wg = node.connect(&tg, "").await;
+
+    // Sharing a location answers the view, which does not show it.
+    let put = |t: &str, body: Value| {
+        let (t, node) = (t.to_string(), &node);
+        async move {
+            node.send(Method::PUT, "/messenger/presence/location", &t, Some(body))
+                .await
+        }
+    };
+    let (s, view) = put(&ta, json!({"lat": 52.5210, "lon": 13.405})).await;
+    assert_eq!((s, view["user_id"].as_str()), (200, Some(a.as_str())));
+    assert!(view.get("lat").is_none() && view.get("location").is_none());
+    let (s, _) = put(&tb, json!({"lat": 52.530, "lon": 13.405})).await;
+    assert_eq!(s, 200);
+    let (s, _) = put(
+        &service,
+        json!({"lat": 52.52, "lon": 13.405, "user_id": gone}),
+    )
+    .await;
+    assert_eq!(s, 200, "a service token shares for a user");
+
+    let (s, found) = node
+        .get(
+            "/messenger/presence/nearby?lat=52.52&lon=13.405&radius_m=5000",
+            &tb,
+        )
+        .await;
+    assert_eq!(s, 200, "{found}");
+    let ids: Vec<&str> = found["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["user_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [gone.as_str(), a.as_str(), b.as_str()],
+        "nearest first"
+    );
+    let d = found["users"][1]["distance_m"].as_f64().unwrap();
+    assert!((100.0..125.0).contains(&d), "about 111 m: {d}");
+    assert_eq!(
+        found["users"][1]["status"], "online",
+        "each entry is a view"
+    );
+    let (_, found) = node
+        .get(
+            "/messenger/presence/nearby?lat=52.52&lon=13.405&radius_m=500&limit=1",
+            &tb,
+        )
+        .await;
+    assert_eq!(found["users"].as_array().unwrap().len(), 1);
+
+    // Going offline leaves the results, and a location is refused while offline.
+    drop(wg);
+    loop {
+        let (_, v) = node
+            .get(&format!("/messenger/presence/status/{gone}"), &service)
+            .await;
+        if v["status"] == "offline" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, found) = node
+        .get(
+            "/messenger/presence/nearby?lat=52.52&lon=13.405&radius_m=5000",
+            &tb,
+        )
+        .await;
+    let ids: Vec<&str> = found["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["user_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [a.as_str(), b.as_str()]);
+    let (s, e) = put(&tg, json!({"lat": 52.52, "lon": 13.405})).await;
+    assert_eq!((s, e["error"]["code"].as_str()), (409, Some("conflict")));
+    let (s, _) = put(
+        &token(&user("never"), "user", None),
+        json!({"lat": 1, "lon": 1}),
+    )
+    .await;
+    assert_eq!(s, 404, "a user never seen has no presence to share it with");
+    let (s, _) = node
+        .send(Method::DELETE, "/messenger/presence/location", &ta, None)
+        .await;
+    assert_eq!(s, 200);
+    let (_, found) = node
+        .get(
+            "/messenger/presence/nearby?lat=52.52&lon=13.405&radius_m=5000",
+            &tb,
+        )
+        .await;
+    assert_eq!(found["users"].as_array().unwrap().len(), 1, "{found}");
+
+    // Bad input: a clear error, nothing changed.
+    for (body, why) in [
+        (
+            json!({"lat": 86, "lon": 0}),
+            "beyond what Redis GEO indexes",
+        ),
+        (json!({"lat": 0, "lon": 181}), "lon out of range"),
+        (json!({"lat": "x", "lon": 0}), "not a number"),
+        (json!({"lat": 0}), "lon missing"),
+        (json!({"lat": 0, "lon": 0, "alt": 3}), "unknown field"),
+    ] {
+        let (s, e) = put(&ta, body).await;
+        assert_eq!(
+            (s, e["error"]["code"].as_str()),
+            (400, Some("invalid_argument")),
+            "{why}"
+        );
+    }
+    for q in [
+        "lat=52&lon=13",
+        "lat=52&lon=13&radius_m=0",
+        "lat=52&lon=13&radius_m=50001",
+        "lat=52&lon=13&radius_m=NaN",
+        "lat=91&lon=13&radius_m=10",
+        "lon=13&radius_m=10",
+        "lat=52&lon=13&radius_m=10&limit=0",
+        "lat=52&lon=13&radius_m=10&limit=1001",
+    ] {
+        let (s, e) = node
+            .get(&format!("/messenger/presence/nearby?{q}"), &tb)
+            .await;
+        assert_eq!(
+            (s, e["error"]["code"].as_str()),
+            (400, Some("invalid_argument")),
+            "{q}"
+        );
+    }
+
+    // History: the user's own and the backend's; today counts the presence going on.
+    let (s, h) = node
+        .get(&format!("/messenger/presence/history/{a}"), &ta)
+        .await;
+    assert_eq!(s, 200, "{h}");
+    assert_eq!(h["user_id"], a.as_str());
+    let days = h["days"].as_array().unwrap();
+    assert_eq!(days.len(), 7, "the last 7 days by default");
+    assert_eq!(
+        days.iter()
+            .filter(|d| d["online_seconds"].as_i64().is_some())
+            .count(),
+        7
+    );
+    let today = chrono_free_today();
+    assert_eq!(days[6]["date"], today.as_str());
+    let (s, h) = node
+        .get(
+            &format!("/messenger/presence/history/{gone}?from={today}&to={today}"),
+            &service,
+        )
+        .await;
+    assert_eq!((s, h["days"].as_array().map(Vec::len)), (200, Some(1)));
+    let (s, e) = node
+        .get(&format!("/messenger/presence/history/{a}"), &tb)
+        .await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (403, Some("permission_denied"))
+    );
+    for q in [
+        "from=2024-02-30",
+        "to=yesterday",
+        "from=2024-11-27&to=2024-11-26",
+        "from=2024-01-01&to=2024-12-31",
+    ] {
+        let (s, e) = node
+            .get(&format!("/messenger/presence/history/{a}?{q}"), &ta)
+            .await;
+        assert_eq!(
+            (s, e["error"]["code"].as_str()),
+            (400, Some("invalid_argument")),
+            "{q}"
+        );
+    }
+
+    // Inactive: offline users last seen before now - days, for the backend only.
+    let (s, page) = node
+        .get("/messenger/presence/inactive?days=0", &service)
+        .await;
+    assert_eq!(s, 200, "{page}");
+    let listed: Vec<&str> = page["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["user_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, [gone.as_str()], "only the offline user");
+    assert!(
+        page["users"][0]["last_seen"]
+            .as_str()
+            .unwrap()
+            .ends_with('Z')
+    );
+    assert_eq!(page["next_cursor"], Value::Null);
+    let (_, page) = node
+        .get("/messenger/presence/inactive?days=1", &service)
+        .await;
+    assert_eq!(page["users"], json!([]), "nobody offline for a day yet");
+    let (s, e) = node.get("/messenger/presence/inactive?days=0", &ta).await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (403, Some("permission_denied"))
+    );
+    for q in [
+        "",
+        "days=-1",
+        "days=x",
+        "days=0&limit=0",
+        "days=0&cursor=!!",
+    ] {
+        let (s, e) = node
+            .get(&format!("/messenger/presence/inactive?{q}"), &service)
+            .await;
+        assert_eq!(
+            (s, e["error"]["code"].as_str()),
+            (400, Some("invalid_argument")),
+            "{q}"
+        );
+    }
+}
+
+/// Today's UTC date, `YYYY-MM-DD`, from the system clock the node also reads.
+fn chrono_free_today() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    presence_core::history::format_day(presence_core::history::day_of(now))
+}
+
+async fn nearby_keeps_a_confined_token_to_its_org(kind: Kind) {
+    let node = Node::start(kind, "[auth]\ntenant_isolation = true\n").await;
+    let (a, b) = (user("org_a"), user("org_b"));
+    let ta = token(&a, "user", Some("100"));
+    let tb = token(&b, "user", Some("200"));
+    let _wa = node.connect(&ta, "&org_id=100").await;
+    let _wb = node.connect(&tb, "&org_id=200").await;
+    for t in [&ta, &tb] {
+        let (s, _) = node
+            .send(
+                Method::PUT,
+                "/messenger/presence/location",
+                t,
+                Some(json!({"lat": 48.0, "lon": 2.0})),
+            )
+            .await;
+        assert_eq!(s, 200);
+    }
+    let q = "/messenger/presence/nearby?lat=48&lon=2&radius_m=100";
+    let ids = |v: &Value| -> Vec<String> {
+        v["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["user_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(ids(&node.get(q, &ta).await.1), std::slice::from_ref(&a));
+    assert_eq!(ids(&node.get(q, &tb).await.1), std::slice::from_ref(&b));
+    let mut both = ids(&node.get(q, &token("svc", "service", None)).await.1);
+    both.sort();
+    let mut expected = vec![a, b];
+    expected.sort();
+    assert_eq!(both, expected, "a service token is never confined");
 }

@@ -17,12 +17,15 @@
 //! when, the version and time they were last shown), `io` the same for the org's members.
 //! A feed entry holds the view after the change in short fixed fields (see [`decode_event`]).
 
+use presence_core::geo::shown_distance;
+use presence_core::history;
 use presence_core::time::parse_rfc3339;
 use presence_core::{
-    Applied, AwayReason, CustomStatus, CustomStatusKind, DeviceKind, DeviceSet, FeedId, FeedRead,
-    Hidden, LastSeen, ListCursor, Millis, NodeId, NodeInfo, Onlookers, OpenSession, OrgId,
-    PresenceEvent, PresenceView, Privacy, ScopeCount, ScopePage, Session, SessionId, Status,
-    StoreError, TransitionError, Typer, TypingOutcome, UserId, UserRecord, UserSessions, ZoneId,
+    Applied, AwayReason, CustomStatus, CustomStatusKind, Day, DeviceKind, DeviceSet, FeedId,
+    FeedRead, Hidden, InactivePage, InactiveUser, LastSeen, ListCursor, Location, Millis,
+    NearbyUser, NodeId, NodeInfo, Onlookers, OpenSession, OrgId, PresenceEvent, PresenceView,
+    Privacy, ScopeCount, ScopePage, Session, SessionId, Status, StoreError, TransitionError, Typer,
+    TypingOutcome, UserId, UserRecord, UserSessions, ZoneId,
 };
 use redis::Value;
 
@@ -195,6 +198,8 @@ fn decode_record(user: UserId, fields: &[(String, String)]) -> Result<UserRecord
             "pl" => r.privacy.last_seen = parse(f, v)?,
             "iv" => r.hidden = Some(parse_hidden(v)?),
             "io" => r.hidden_from_org = Some(parse_hidden(v)?),
+            "os" => r.present_since = Some(parse(f, v)?),
+            "geo" => r.location = Some(Location::decode(v).ok_or_else(|| corrupt("bad geo"))?),
             _ => {
                 if let Some(id) = f.strip_prefix("s:") {
                     r.sessions
@@ -207,7 +212,96 @@ fn decode_record(user: UserId, fields: &[(String, String)]) -> Result<UserRecord
     if !r.sessions.is_empty() {
         r.devices = r.sessions.values().map(|s| s.device).collect();
     }
+    // `os` is stored only once the presence's first session has closed; until then the
+    // earliest open time says it (common.lua presence_start).
+    if r.status == Status::Offline {
+        r.present_since = None;
+    } else if r.present_since.is_none() {
+        r.present_since = r.sessions.values().filter_map(|s| s.opened).min();
+    }
     Ok(r)
+}
+
+/// history.lua's reply (`{record, ms per day}`) as ms present per day from `first` to
+/// `last`, with the presence still going on added up to `now`.
+pub(crate) fn decode_history(
+    user: &UserId,
+    reply: &Value,
+    first: Day,
+    last: Day,
+    now: Millis,
+) -> Result<Vec<Millis>, StoreError> {
+    let [record, stored] = array(reply)? else {
+        return Err(corrupt("unexpected history reply"));
+    };
+    let stored = array(stored)?;
+    let mut days = std::collections::BTreeMap::new();
+    for (day, v) in (first..=last).zip(stored) {
+        if !matches!(v, Value::Nil) {
+            days.insert(day, int(v)?);
+        }
+    }
+    let fields = pairs(record)?;
+    if !fields.is_empty() {
+        let r = decode_record(user.clone(), &fields)?;
+        if let Some((from, to)) = history::open_span(&r, now) {
+            history::add_span(&mut days, from, to);
+        }
+    }
+    Ok((first..=last)
+        .map(|d| days.get(&d).copied().unwrap_or(0))
+        .collect())
+}
+
+/// inactive.lua's reply: `{cursor ms or '', cursor user or '', user, last seen ms, ...}`.
+pub(crate) fn decode_inactive(reply: &Value) -> Result<InactivePage, StoreError> {
+    let [cur_ms, cur_user, rest @ ..] = array(reply)? else {
+        return Err(corrupt("unexpected inactive reply"));
+    };
+    if !rest.len().is_multiple_of(2) {
+        return Err(corrupt("odd inactive reply"));
+    }
+    let users = rest
+        .chunks(2)
+        .map(|c| {
+            Ok(InactiveUser {
+                user: user_id(&c[0])?,
+                last_seen: int(&c[1])?,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    let cur_ms = text(cur_ms)?;
+    let next_cursor = if cur_ms.is_empty() {
+        None
+    } else {
+        Some(ListCursor {
+            activity: parse("cursor", &cur_ms)?,
+            user: user_id(cur_user)?,
+        })
+    };
+    Ok(InactivePage { users, next_cursor })
+}
+
+/// nearby.lua's reply: `{user, distance m, record, ...}`, keeping only users still listed
+/// with a location (a hand-made entry in a `geo:` set is never shown).
+pub(crate) fn decode_nearby(reply: &Value) -> Result<Vec<NearbyUser>, StoreError> {
+    let a = array(reply)?;
+    if !a.len().is_multiple_of(3) {
+        return Err(corrupt("nearby reply not in threes"));
+    }
+    let mut out = Vec::with_capacity(a.len() / 3);
+    for c in a.chunks(3) {
+        let r = decode_record(user_id(&c[0])?, &pairs(&c[2])?)?;
+        if r.geo_entry().is_none() {
+            continue;
+        }
+        let d: f64 = parse("distance", &text(&c[1])?)?;
+        out.push(NearbyUser {
+            view: r.view(),
+            distance_m: shown_distance(d),
+        });
+    }
+    Ok(out)
 }
 
 /// A feed entry (`id`, fields) as an event. Entries hold the fields `event_fields` in

@@ -17,6 +17,9 @@
 //! | `last_seen` | zset | offline users by last seen (s), for retention |
 //! | `expiring:custom` | zset | users whose custom status has an `expires_at`, by it (ms) |
 //! | `feed` | stream | events, capped with `MAXLEN ~` |
+//! | `history:{user}` | hash | UTC day number (days since 1970-01-01) → ms present that day, for `history_retention` |
+//! | `history:due` | zset | users with history by their oldest day, for retention |
+//! | `geo:global`, `geo:org:{o}` | zset (GEO) | users in the public scope sets who share a location, for nearby |
 //! | `typing:{conversation}` | hash | user → `until ms|org`: who is typing; the key expires with its newest entry |
 //! | `sweep:away_cutoff`, `sweep:stale_pos`, `sweep:scope_pos` | string | where the sweeps' windows stand |
 //!
@@ -41,10 +44,11 @@ use presence_core::scope::filtered_scan_budget;
 use presence_core::settings::ms;
 use presence_core::time::format_rfc3339;
 use presence_core::{
-    Activity, Applied, BusMessage, BusReceiver, Change, ConversationId, FeedId, FeedRead,
-    LeaseRenewal, ListQuery, Millis, NodeId, NodeInfo, OpenSession, PresenceEvent, PresenceView,
-    Scope, ScopeCount, ScopePage, SessionId, SharedClock, Store, StoreError, StoreSettings,
-    SweepReport, TransitionError, Typer, TypingOutcome, TypingWrite, UserId, UserSessions,
+    Activity, Applied, BusMessage, BusReceiver, Change, ConversationId, Day, FeedId, FeedRead,
+    InactivePage, LeaseRenewal, ListCursor, ListQuery, Millis, NearbyQuery, NearbyUser, NodeId,
+    NodeInfo, OpenSession, PresenceEvent, PresenceView, Scope, ScopeCount, ScopePage, SessionId,
+    SharedClock, Store, StoreError, StoreSettings, SweepReport, TransitionError, Typer,
+    TypingOutcome, TypingWrite, UserId, UserSessions,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Client, Script, ScriptInvocation, Value};
@@ -52,10 +56,10 @@ use tokio::sync::Mutex;
 
 use codec::{
     decode_activity, decode_applied, decode_closed, decode_count, decode_counts, decode_feed_head,
-    decode_feed_read, decode_lease_lost, decode_leases, decode_list, decode_major_version,
-    decode_members, decode_node_sessions, decode_nodes, decode_opened_many, decode_reap_step,
-    decode_renewal, decode_session_count, decode_sessions, decode_sweep_step, decode_typers,
-    decode_typing, decode_views,
+    decode_feed_read, decode_history, decode_inactive, decode_lease_lost, decode_leases,
+    decode_list, decode_major_version, decode_members, decode_nearby, decode_node_sessions,
+    decode_nodes, decode_opened_many, decode_reap_step, decode_renewal, decode_session_count,
+    decode_sessions, decode_sweep_step, decode_typers, decode_typing, decode_views,
 };
 
 use failure::store_error;
@@ -121,6 +125,10 @@ struct Scripts {
     list: Script,
     read_feed: Script,
     typing: Script,
+    history: Script,
+    sweep_history: Script,
+    inactive: Script,
+    nearby: Script,
 }
 
 impl Scripts {
@@ -145,10 +153,14 @@ impl Scripts {
             list: script!("list.lua"),
             read_feed: script!("read_feed.lua"),
             typing: script!("typing.lua"),
+            history: script!("history.lua"),
+            sweep_history: script!("sweep_history.lua"),
+            inactive: script!("inactive.lua"),
+            nearby: script!("nearby.lua"),
         }
     }
 
-    fn all(&self) -> [&Script; 19] {
+    fn all(&self) -> [&Script; 23] {
         [
             &self.open,
             &self.close,
@@ -169,6 +181,10 @@ impl Scripts {
             &self.list,
             &self.read_feed,
             &self.typing,
+            &self.history,
+            &self.sweep_history,
+            &self.inactive,
+            &self.nearby,
         ]
     }
 }
@@ -572,6 +588,7 @@ impl Store for RedisStore {
                 last_seen = Some(l.map_or("", |l| l.as_str()));
                 ("privacy", presence.map_or("", |p| p.as_str()).to_string())
             }
+            Change::SetLocation(l) => ("location", l.map(|l| l.encode()).unwrap_or_default()),
         };
         let mut inv = self.invocation(&self.scripts.apply, self.now());
         inv.arg(user.as_str()).arg(op).arg(value);
@@ -712,6 +729,10 @@ impl Store for RedisStore {
         r.records_deleted = self
             .drain(&scripts.sweep_retention, now, &[cutoff, batch])
             .await?;
+        let first_day = s.history_first_day(now);
+        r.history_pruned = self
+            .drain(&scripts.sweep_history, now, &[first_day, batch])
+            .await?;
         // One slice of the stale-entry walk per sweep: a background check, not a backlog.
         let mut inv = self.invocation(&scripts.sweep_stale, now);
         inv.arg(batch);
@@ -822,5 +843,49 @@ impl Store for RedisStore {
 
     async fn bus(&self) -> Result<Box<dyn BusReceiver>, StoreError> {
         self.bus.receiver().await
+    }
+
+    async fn history(
+        &self,
+        user: &UserId,
+        first: Day,
+        last: Day,
+    ) -> Result<Vec<Millis>, StoreError> {
+        let now = self.now();
+        let mut inv = self.invocation(&self.scripts.history, now);
+        inv.arg(user.as_str());
+        for day in first..=last {
+            inv.arg(day);
+        }
+        decode_history(user, &self.invoke(&inv).await?, first, last, now)
+    }
+
+    async fn inactive(
+        &self,
+        before: Millis,
+        limit: usize,
+        cursor: Option<&ListCursor>,
+    ) -> Result<InactivePage, StoreError> {
+        let mut inv = self.invocation(&self.scripts.inactive, self.now());
+        inv.arg(before).arg(limit.max(1));
+        match cursor {
+            Some(c) => inv.arg(c.activity).arg(c.user.as_str()),
+            None => inv.arg("").arg(""),
+        };
+        decode_inactive(&self.invoke(&inv).await?)
+    }
+
+    async fn nearby(&self, query: &NearbyQuery) -> Result<Vec<NearbyUser>, StoreError> {
+        let set = match &query.org {
+            Some(org) => format!("org:{org}"),
+            None => "global".to_string(),
+        };
+        let mut inv = self.invocation(&self.scripts.nearby, self.now());
+        inv.arg(set)
+            .arg(query.at.lon().to_string())
+            .arg(query.at.lat().to_string())
+            .arg(query.radius_m.to_string())
+            .arg(query.limit.max(1));
+        decode_nearby(&self.invoke(&inv).await?)
     }
 }

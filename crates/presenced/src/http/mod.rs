@@ -5,6 +5,7 @@
 pub(crate) mod admin;
 pub(crate) mod events;
 pub(crate) mod presence;
+pub(crate) mod reports;
 pub(crate) mod typing;
 
 use axum::Router;
@@ -20,6 +21,7 @@ use crate::state::AppState;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .merge(presence::routes())
+        .merge(reports::routes())
         .route("/messenger/presence/events", get(events::events))
         .route(
             "/messenger/presence/typing/{conversation_id}",
