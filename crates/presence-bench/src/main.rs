@@ -495,6 +495,32 @@ impl Bench {
     }
 
     /// Memory of the feed stream, a fixed-size buffer (`feed_max_len` events).
+    /// Unlinks every key matching `pattern` (SCAN, then UNLINK in batches).
+    async fn unlink_matching(&self, pattern: &str) -> anyhow::Result<()> {
+        let mut conn = self.conn.clone();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(10_000)
+                .query_async(&mut conn)
+                .await?;
+            if !keys.is_empty() {
+                let _: i64 = redis::cmd("UNLINK")
+                    .arg(&keys)
+                    .query_async(&mut conn)
+                    .await?;
+            }
+            if next == 0 {
+                return Ok(());
+            }
+            cursor = next;
+        }
+    }
+
     async fn feed_bytes(&self) -> anyhow::Result<f64> {
         let bytes: Option<f64> = redis::cmd("MEMORY")
             .arg("USAGE")
@@ -532,6 +558,11 @@ impl Bench {
         Self::close_all(&store, sessions).await?;
         let ours_offline = (self.used_memory().await? - base) / n as f64;
         let feed_offline = self.feed_bytes().await? / n as f64;
+        // Online history (a hash per user who was ever present, and its retention index):
+        // a feature the seed has not, measured apart.
+        let with_history = self.used_memory().await?;
+        self.unlink_matching("history:*").await?;
+        let history_offline = (with_history - self.used_memory().await?) / n as f64;
         self.flush().await?;
         let tenth = |x: f64| (x * 10.0).round() / 10.0;
         Ok(json!({
@@ -547,6 +578,8 @@ impl Bench {
             "ours_feed_bytes_per_user_online": tenth(feed_online),
             "ours_feed_bytes_per_user_offline": tenth(feed_offline),
             "online_ratio_ours_without_feed_to_seed": ratio(ours_online - feed_online, seed_online),
+            "ours_history_bytes_per_offline_user": history_offline.round(),
+            "offline_ratio_ours_without_history_to_seed": ratio(ours_offline - history_offline, seed_offline),
             "seconds": started.elapsed().as_secs_f64().round(),
         }))
     }

@@ -58,6 +58,20 @@ impl Location {
         self.lon
     }
 
+    /// The location rounded to `decimals` decimal places of a degree (3: a grid of about
+    /// 111 m north–south, less east–west away from the equator): what a service stores when
+    /// users should be findable nearby without giving their exact position away to anyone
+    /// who asks from several points and works it out from the distances.
+    pub fn rounded(self, decimals: u32) -> Self {
+        let scale = 10f64.powi(decimals.min(15) as i32);
+        let round = |v: f64| (v * scale).round() / scale;
+        // Rounding never leaves the ranges: ±180 and ±85.05112878 round inwards or to ±180.
+        Self {
+            lat: round(self.lat).clamp(-LAT_LIMIT, LAT_LIMIT),
+            lon: round(self.lon).clamp(-180.0, 180.0),
+        }
+    }
+
     /// The centre of the geohash cell holding this point: where Redis measures a member from.
     pub fn cell_centre(self) -> Self {
         Self {
@@ -135,6 +149,16 @@ mod tests {
         assert_eq!(Location::decode(&l.encode()), Some(l));
         assert_eq!(Location::decode("91,0"), None);
         assert_eq!(Location::decode("1;2"), None);
+    }
+
+    #[test]
+    fn rounding_snaps_to_the_grid_and_stays_in_range() {
+        let l = Location::new(52.520_449, 13.404_954).unwrap().rounded(3);
+        assert_eq!((l.lat(), l.lon()), (52.52, 13.405));
+        let edge = Location::new(LAT_LIMIT, 179.9999).unwrap().rounded(0);
+        assert_eq!((edge.lat(), edge.lon()), (85.0, 180.0));
+        let south = Location::new(-LAT_LIMIT, -179.9999).unwrap().rounded(6);
+        assert!(Location::new(south.lat(), south.lon()).is_ok());
     }
 
     #[test]

@@ -252,6 +252,10 @@ pub struct LimitsConfig {
     /// The largest `radius_m` a `nearby` query may ask, in metres: what one query costs Redis
     /// grows with the users inside the radius.
     pub nearby_radius_m: f64,
+    /// Decimal places of a degree a shared location is rounded to before it is stored (3: a
+    /// grid of about 111 m): nearby answers distances, and exact ones would let anyone who
+    /// asks from three points work out where a user is. 0 to 7.
+    pub location_decimals: u32,
 }
 
 impl Default for LimitsConfig {
@@ -272,6 +276,7 @@ impl Default for LimitsConfig {
             typing_per_connection: 10,
             typers_per_conversation: 50,
             nearby_radius_m: 50_000.0,
+            location_decimals: 3,
         }
     }
 }
@@ -470,6 +475,12 @@ impl Config {
         }
         if l.send_timeout.is_zero() {
             return Err(invalid("limits.send_timeout", "must be positive"));
+        }
+        if l.location_decimals > 7 {
+            return Err(invalid(
+                "limits.location_decimals",
+                "must be at most 7 (about a centimetre)",
+            ));
         }
         if !(l.nearby_radius_m > 0.0 && l.nearby_radius_m <= 20_037_509.0) {
             return Err(invalid(

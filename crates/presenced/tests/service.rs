@@ -1168,9 +1168,10 @@ async fn history_inactive_and_nearby_over_rest(kind: Kind) {
     assert!(view.get("lat").is_none() && view.get("location").is_none());
     let (s, _) = put(&tb, json!({"lat": 52.530, "lon": 13.405})).await;
     assert_eq!(s, 200);
+    // Stored rounded to limits.location_decimals (3): 52.52049 is 52.520, the point asked.
     let (s, _) = put(
         &service,
-        json!({"lat": 52.52, "lon": 13.405, "user_id": gone}),
+        json!({"lat": 52.52049, "lon": 13.40501, "user_id": gone}),
     )
     .await;
     assert_eq!(s, 200, "a service token shares for a user");
@@ -1192,6 +1193,11 @@ async fn history_inactive_and_nearby_over_rest(kind: Kind) {
         ids,
         [gone.as_str(), a.as_str(), b.as_str()],
         "nearest first"
+    );
+    let d0 = found["users"][0]["distance_m"].as_f64().unwrap();
+    assert!(
+        d0 < 1.0,
+        "rounded onto the point asked, give or take its geohash cell: {d0}"
     );
     let d = found["users"][1]["distance_m"].as_f64().unwrap();
     assert!((100.0..125.0).contains(&d), "about 111 m: {d}");

@@ -222,9 +222,10 @@ pub(crate) struct ClearLocationParams {
     user_id: Option<String>,
 }
 
-/// Shares the user's location for `nearby` until they go offline or clear it; answers the
-/// view (a location is not part of it, and changing it is no event). 409 while the user is
-/// offline: a location lasts as long as the presence.
+/// Shares the user's location for `nearby` until they go offline or clear it, rounded to
+/// `limits.location_decimals` (about 111 m by default) so that distances never give the exact
+/// position away; answers the view (a location is not part of it, and changing it is no
+/// event). 409 while the user is offline: a location lasts as long as the presence.
 #[utoipa::path(put, path = "/messenger/presence/location", request_body = LocationBody, security(("bearer" = [])),
     responses((status = 200, body = presence_core::PresenceView), (status = 400, description = "invalid_argument", body = ErrorBody), (status = 401, description = "unauthenticated", body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, description = "conflict: the user is offline", body = ErrorBody)))]
 pub(crate) async fn set_location(
@@ -233,7 +234,9 @@ pub(crate) async fn set_location(
     Json(b): Json<LocationBody>,
 ) -> Result<axum::Json<PresenceView>, ApiError> {
     let user = state.access(who.0).act_as(b.user_id)?;
-    let at = Location::new(b.lat, b.lon).map_err(|e| ApiError::invalid_argument(e.to_string()))?;
+    let at = Location::new(b.lat, b.lon)
+        .map_err(|e| ApiError::invalid_argument(e.to_string()))?
+        .rounded(state.config.limits.location_decimals);
     let applied = state
         .apply_change(&user, Change::SetLocation(Some(at)))
         .await?;
