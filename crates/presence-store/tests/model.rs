@@ -441,6 +441,8 @@ struct MUser {
     grace: Option<Millis>,
     version: u64,
     updated: Millis,
+    /// While present: when the presence began (its first session's open second).
+    since: Option<Millis>,
 }
 
 /// A custom status as the model keeps it: indexes into the generator's choices.
@@ -544,6 +546,22 @@ struct Model {
     events: Vec<MEvent>,
     ops: u64,
     sweeping: bool,
+    /// Online history: ms present per UTC day (days since 1970), per user; kept apart from
+    /// the records, which retention deletes sooner.
+    history: BTreeMap<u8, BTreeMap<i64, Millis>>,
+}
+
+const DAY: Millis = 86_400_000;
+
+/// Adds `[from, to)` to a user's days, a day at a time.
+fn add_days(days: &mut BTreeMap<i64, Millis>, from: Millis, to: Millis) {
+    let mut at = from;
+    while at < to {
+        let day = at / DAY;
+        let end = to.min((day + 1) * DAY);
+        *days.entry(day).or_default() += end - at;
+        at = end;
+    }
 }
 
 fn d(ms: Duration) -> Millis {
@@ -568,6 +586,7 @@ impl Model {
             events: Vec::new(),
             ops: 0,
             sweeping: false,
+            history: BTreeMap::new(),
         }
     }
 
@@ -629,6 +648,16 @@ impl Model {
         let before = self.users[&user].clone();
         let u = self.users.get_mut(&user).unwrap();
         f(u);
+        // A presence begins with its first session and ends offline: its span goes to the
+        // history then.
+        if before.status == Status::Offline && u.status != Status::Offline {
+            u.since = u.sessions.values().map(|s| s.opened).min();
+        } else if before.status != Status::Offline
+            && u.status == Status::Offline
+            && let (Some(from), Some(to)) = (u.since.take(), u.seen)
+        {
+            add_days(self.history.entry(user).or_default(), from, to);
+        }
         // Hiding starts and ends as the settings say: from now, or for an offline user from
         // their last seen, showing onlookers what they saw.
         let (others, org) = Self::hides(u);
@@ -788,6 +817,7 @@ impl Model {
                     grace: None,
                     version: 0,
                     updated: now,
+                    since: None,
                 });
                 if u.sessions.contains_key(&session) || u.sessions.len() >= s.sessions_per_user {
                     return Outcome::Refused;
@@ -1069,6 +1099,10 @@ impl Model {
                 swept.custom_expired += 1;
                 self.step(id, now, |u| u.custom = None);
             }
+        }
+        let first_day = now / DAY - (d(s.history_retention) / DAY).max(1) + 1;
+        for days in self.history.values_mut() {
+            days.retain(|day, _| *day >= first_day);
         }
         let keep_after = now - d(s.last_seen_retention);
         let before = self.users.len();
@@ -2012,6 +2046,30 @@ impl Runner {
             self.model.users.get(&(probe.limit % USERS)),
         );
         prop_assert_eq!(one, m.1.map(|u| Model::view(m.0, u)), "{}: view", what);
+        // Every user's history of the last three days, the presence going on included.
+        let today = now / DAY;
+        for n in 0..USERS {
+            let got = store
+                .history(&u(&n), today - 2, today)
+                .await
+                .expect("history");
+            let mut days = self.model.history.get(&n).cloned().unwrap_or_default();
+            if let Some(m) = self.model.users.get(&n)
+                && m.status != Status::Offline
+                && let Some(from) = m.since
+            {
+                let to = if m.sessions.is_empty() {
+                    m.seen.unwrap_or(now)
+                } else {
+                    now
+                };
+                add_days(&mut days, from, to);
+            }
+            let want: Vec<Millis> = (today - 2..=today)
+                .map(|d| days.get(&d).copied().unwrap_or(0))
+                .collect();
+            prop_assert_eq!(got, want, "{}: history of u{}", what, n);
+        }
         // Every user's sessions, connect times and last activity.
         for n in 0..USERS {
             let sessions = store.sessions(&u(&n)).await.expect("sessions");
