@@ -8,42 +8,40 @@ local before, limit = tonumber(ARGV[5]), tonumber(ARGV[6])
 local cur_ms, cur_user = ARGV[7], ARGV[8]
 local out, n, more = {}, 0, false
 
--- Takes entries (member, score, ...) in order; false once the page is full or past `before`.
-local function take(entries, skip)
+-- Takes entries (member, score, ...) in order, up to the limit and while last seen before
+-- `before`; one more entry than the limit means there is a next page.
+local function take(entries)
   for i = 1, #entries, 2 do
     local user, seen = entries[i], ms_of(entries[i + 1])
-    if seen >= before then return false end
-    if not skip(user, seen) then
-      if n == limit then more = true; return false end
-      out[#out + 1] = user; out[#out + 1] = int(seen)
-      n = n + 1
-    end
+    if seen >= before then return end
+    if n == limit then more = true; return end
+    out[#out + 1] = user; out[#out + 1] = int(seen)
+    n = n + 1
   end
-  return true
 end
-
-local function never() return false end
 local chunk = limit + 1
 if cur_ms == '' then
-  take(redis.call('ZRANGE', set, 0, chunk - 1, 'WITHSCORES'), never)
+  take(redis.call('ZRANGE', set, 0, chunk - 1, 'WITHSCORES'))
 else
   local at = tonumber(cur_ms)
   local score = redis.call('ZSCORE', set, cur_user)
   if score and ms_of(score) == at then
     -- The cursor's entry is still there: the page starts right after it, by rank.
     local rank = redis.call('ZRANK', set, cur_user)
-    take(redis.call('ZRANGE', set, rank + 1, rank + chunk, 'WITHSCORES'), never)
+    take(redis.call('ZRANGE', set, rank + 1, rank + chunk, 'WITHSCORES'))
   else
-    -- It left (the user came back): from its last seen on, skipping ties up to its id.
-    local function before_cursor(user, seen)
-      return seen == at and not bytes_less(cur_user, user)
+    -- It left (the user came back): the page starts at the first entry after (at, cur_user).
+    -- Entries last seen at `at` (a node's reap ends thousands at one moment) sit together,
+    -- by id; a binary search over their ranks finds the first id after the cursor's in
+    -- O(log² n), however many they are.
+    local lo = redis.call('ZCOUNT', set, '-inf', '(' .. secs(at))
+    local hi = lo + redis.call('ZCOUNT', set, secs(at), secs(at))
+    while lo < hi do
+      local mid = math.floor((lo + hi) / 2)
+      local member = redis.call('ZRANGE', set, mid, mid)[1]
+      if bytes_less(cur_user, member) then hi = mid else lo = mid + 1 end
     end
-    local offset = 0
-    while true do
-      local page = redis.call('ZRANGEBYSCORE', set, secs(at), '+inf', 'WITHSCORES', 'LIMIT', offset, chunk)
-      if #page == 0 or not take(page, before_cursor) or #page / 2 < chunk then break end
-      offset = offset + chunk
-    end
+    take(redis.call('ZRANGE', set, lo, lo + chunk - 1, 'WITHSCORES'))
   end
 end
 local reply = {'', ''}

@@ -254,6 +254,21 @@ async fn inactive_pages_oldest_first_through_ties_and_departures(kind: Kind) {
     let ids: Vec<&str> = rest.users.iter().map(|u| u.user.as_str()).collect();
     assert_eq!(ids, ["u3", "u4", "u5"]);
     assert!(rest.next_cursor.is_none());
+    // The same in the middle of the tie: u3 comes back after a page ending at it.
+    let first = k.store.inactive(k.now(), 2, None).await.unwrap();
+    let cursor = first.next_cursor.expect("more");
+    assert_eq!(
+        (first.users[1].user.as_str(), cursor.user.as_str()),
+        ("u3", "u3")
+    );
+    k.open("u3", "b").await;
+    let rest = k.store.inactive(k.now(), 1, Some(&cursor)).await.unwrap();
+    let ids: Vec<&str> = rest.users.iter().map(|u| u.user.as_str()).collect();
+    assert_eq!(ids, ["u4"]);
+    assert_eq!(
+        rest.next_cursor.map(|c| c.user.to_string()).as_deref(),
+        Some("u4")
+    );
 }
 
 fn loc(lat: f64, lon: f64) -> Location {
