@@ -75,6 +75,11 @@ impl ApiError {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", m)
     }
 
+    /// The WebSocket `error` frame answering the frame `id`.
+    pub fn frame(&self, id: Option<crate::protocol::FrameId>) -> crate::protocol::ServerFrame {
+        crate::protocol::ServerFrame::error(id, self.code, self.message.clone())
+    }
+
     /// The JSON body.
     pub fn body(&self) -> ErrorBody {
         ErrorBody {

@@ -3,7 +3,8 @@
 //! - [`config`]: settings (SPEC §9), layered and validated.
 //! - [`auth`]: JWT checks, the `Caller` extractor and the `token` issuer (SPEC §7).
 //! - [`access`]: who may see or do what — the one place every surface asks.
-//! - [`protocol`]: the WebSocket frames, both ways (SPEC §5).
+//! - [`protocol`]: the WebSocket frames, both ways (SPEC §5), from the `presence-protocol`
+//!   crate the Rust client shares.
 //! - [`app`]: the whole application as one router; [`http`]: the REST API and operations
 //!   routes (SPEC §6); [`ws`]: the WebSocket gateway; [`openapi`]: `/openapi.json`.
 //! - [`hub`]: fan-out of feed events to this node's subscribers; [`snapshot`]: snapshots and
@@ -28,8 +29,10 @@ pub mod hub;
 pub mod loops;
 pub mod metered;
 pub mod openapi;
-pub mod protocol;
 pub mod rate;
+/// The WebSocket protocol, both ways: the `presence-protocol` crate, which the Rust client
+/// shares.
+pub use presence_protocol as protocol;
 pub mod sessions;
 pub mod snapshot;
 pub mod state;

@@ -353,7 +353,7 @@ impl Connection {
             }
             Verdict::Drop if limit.may_answer(now) => {
                 let e = ApiError::rate_limited("too many frames; slow down");
-                Ok(vec![ServerFrame::error(None, &e)])
+                Ok(vec![e.frame(None)])
             }
             Verdict::Drop => Ok(Vec::new()),
             Verdict::Take => match data {

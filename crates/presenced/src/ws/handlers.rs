@@ -59,7 +59,7 @@ impl Connection {
                 .await
                 .map(|()| ack(id.clone())),
         };
-        result.unwrap_or_else(|e| vec![ServerFrame::error(id, &e)])
+        result.unwrap_or_else(|e| vec![e.frame(id)])
     }
 
     /// `status.set`, `zone.set`, `org.set`, `metadata.set`.

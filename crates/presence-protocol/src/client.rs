@@ -5,7 +5,7 @@ use presence_core::{
     Change, ConversationId, CustomStatus, CustomStatusKind, FeedId, LastSeenVisibility, Metadata,
     Millis, OrgId, PresenceVisibility, Scope, UserId, ZoneId,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// A frame the gateway understands.
@@ -49,9 +49,13 @@ pub enum ClientFrame {
     },
 }
 
-#[derive(Deserialize)]
+/// A client frame as it travels, `id` apart: what a client writes (serialized with
+/// [`ClientMessage::encode`]) and what the gateway reads before [`parse_frame`] checks it into
+/// a [`ClientFrame`]. Fields that take ids accept strings or numbers on the wire.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", deny_unknown_fields)]
-enum Wire {
+#[allow(missing_docs)] // each variant is the frame of SPEC §5 its `type` names
+pub enum ClientMessage {
     #[serde(rename = "activity")]
     Activity {},
     #[serde(rename = "ping")]
@@ -115,6 +119,17 @@ enum Wire {
     TypingStop { conversation_id: ConversationId },
 }
 
+impl ClientMessage {
+    /// The frame as JSON text, with `id` when given (its reply echoes it).
+    pub fn encode(&self, id: Option<&Value>) -> String {
+        let mut v = serde_json::to_value(self).expect("client frames serialize");
+        if let (Some(id), Some(o)) = (id, v.as_object_mut()) {
+            o.insert("id".into(), id.clone());
+        }
+        v.to_string()
+    }
+}
+
 /// The change a `privacy.set` frame or `PUT /privacy` asks for: at least one setting.
 pub fn privacy_change(
     presence: Option<PresenceVisibility>,
@@ -152,14 +167,14 @@ pub fn parse_frame(raw: &str) -> Result<(Option<Value>, ClientFrame), (Option<Va
     {
         return Err((None, "id must be a string or a number".into()));
     }
-    let wire: Wire = match value.get("type").and_then(Value::as_str) {
+    let wire: ClientMessage = match value.get("type").and_then(Value::as_str) {
         Some(_) => serde_json::from_value(value).map_err(|e| (id.clone(), e.to_string()))?,
         None => return Err((id, "a frame needs a \"type\"".into())),
     };
     let frame = match wire {
-        Wire::Activity { .. } => ClientFrame::Activity,
-        Wire::Ping { .. } => ClientFrame::Ping,
-        Wire::StatusSet {
+        ClientMessage::Activity { .. } => ClientFrame::Activity,
+        ClientMessage::Ping { .. } => ClientFrame::Ping,
+        ClientMessage::StatusSet {
             status, invisible, ..
         } => {
             let away = match status.as_str() {
@@ -169,10 +184,12 @@ pub fn parse_frame(raw: &str) -> Result<(Option<Value>, ClientFrame), (Option<Va
             };
             ClientFrame::Change(Change::SetStatus { away, invisible })
         }
-        Wire::ZoneSet { zone_id, .. } => ClientFrame::Change(Change::SetZone(zone_id)),
-        Wire::OrgSet { org_id, .. } => ClientFrame::Change(Change::SetOrg(org_id)),
-        Wire::MetadataSet { metadata, .. } => ClientFrame::Change(Change::SetMetadata(metadata)),
-        Wire::CustomStatusSet {
+        ClientMessage::ZoneSet { zone_id, .. } => ClientFrame::Change(Change::SetZone(zone_id)),
+        ClientMessage::OrgSet { org_id, .. } => ClientFrame::Change(Change::SetOrg(org_id)),
+        ClientMessage::MetadataSet { metadata, .. } => {
+            ClientFrame::Change(Change::SetMetadata(metadata))
+        }
+        ClientMessage::CustomStatusSet {
             kind,
             text,
             emoji,
@@ -183,12 +200,12 @@ pub fn parse_frame(raw: &str) -> Result<(Option<Value>, ClientFrame), (Option<Va
             emoji,
             expires_at,
         })),
-        Wire::CustomStatusClear {} => ClientFrame::Change(Change::ClearCustomStatus),
-        Wire::PrivacySet {
+        ClientMessage::CustomStatusClear {} => ClientFrame::Change(Change::ClearCustomStatus),
+        ClientMessage::PrivacySet {
             presence,
             last_seen,
         } => ClientFrame::Change(privacy_change(presence, last_seen).map_err(|e| (id.clone(), e))?),
-        Wire::Subscribe {
+        ClientMessage::Subscribe {
             scopes: s,
             users,
             conversations,
@@ -211,7 +228,7 @@ pub fn parse_frame(raw: &str) -> Result<(Option<Value>, ClientFrame), (Option<Va
                 counts_only,
             }
         }
-        Wire::Unsubscribe {
+        ClientMessage::Unsubscribe {
             scopes: s,
             users,
             conversations,
@@ -221,11 +238,11 @@ pub fn parse_frame(raw: &str) -> Result<(Option<Value>, ClientFrame), (Option<Va
             users,
             conversations,
         },
-        Wire::TypingStart { conversation_id } => ClientFrame::Typing {
+        ClientMessage::TypingStart { conversation_id } => ClientFrame::Typing {
             conversation: conversation_id,
             typing: true,
         },
-        Wire::TypingStop { conversation_id } => ClientFrame::Typing {
+        ClientMessage::TypingStop { conversation_id } => ClientFrame::Typing {
             conversation: conversation_id,
             typing: false,
         },
@@ -297,6 +314,41 @@ mod tests {
             r#"{"type": "subscribe", "scopes": ["global"], "conversations": ["c"], "counts_only": true}"#,
         ] {
             assert!(parse_frame(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn what_a_client_writes_the_gateway_reads() {
+        let frames = [
+            ClientMessage::Activity {},
+            ClientMessage::StatusSet {
+                status: "away".into(),
+                invisible: Some(true),
+            },
+            ClientMessage::Subscribe {
+                scopes: vec!["zone:10".into()],
+                users: vec![UserId::new("7").unwrap()],
+                conversations: vec![],
+                after: Some(FeedId { ms: 1, seq: 2 }),
+                counts_only: false,
+            },
+            ClientMessage::CustomStatusSet {
+                kind: CustomStatusKind::Busy,
+                text: Some("x".into()),
+                emoji: None,
+                expires_at: Some(1_732_616_700_000),
+            },
+            ClientMessage::TypingStart {
+                conversation_id: ConversationId::new("c").unwrap(),
+            },
+        ];
+        for (i, m) in frames.into_iter().enumerate() {
+            let text = m.encode(Some(&Value::from(i)));
+            let (id, _) = parse_frame(&text).unwrap_or_else(|e| panic!("{text}: {e:?}"));
+            assert_eq!(id, Some(Value::from(i)));
+            let mut back: Value = serde_json::from_str(&text).unwrap();
+            back.as_object_mut().unwrap().remove("id");
+            assert_eq!(serde_json::from_value::<ClientMessage>(back).unwrap(), m);
         }
     }
 

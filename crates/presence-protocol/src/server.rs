@@ -1,17 +1,18 @@
 //! Server → client frames (SPEC §5), serialized in one place: [`ServerFrame::encode`].
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use presence_core::{
     ConversationId, FeedId, NodeId, PresenceEvent, PresenceView, SessionId, UserId,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A frame's `id` as the client sent it (a string or a number), echoed in its reply.
 pub type FrameId = serde_json::Value;
 
 /// Per scope: its count, the first page of its users and the cursor to the next page.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ScopeSnapshot {
     /// Users online or away in the scope, as the caller may count them.
     pub count: u64,
@@ -23,7 +24,7 @@ pub struct ScopeSnapshot {
 
 /// What a subscriber is shown of the present: by scope (keyed as the client wrote the scope)
 /// and by user (`null` for a user without presence or hidden from the caller).
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
     /// Scope → its snapshot.
     pub scopes: BTreeMap<String, ScopeSnapshot>,
@@ -31,15 +32,16 @@ pub struct Snapshot {
     pub users: BTreeMap<String, Option<PresenceView>>,
 }
 
-/// Every frame the server sends.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// Every frame the server sends. It deserializes too, for clients (the Rust client reads
+/// frames with it); a frame type it does not know fails to parse, so a client can skip it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum ServerFrame {
     /// `{"type": "system", "event": "connected", ...}`: the first frame of a connection.
     #[serde(rename = "system")]
     Connected {
         /// Always `"connected"`.
-        event: &'static str,
+        event: Cow<'static, str>,
         /// The session this connection holds.
         session_id: SessionId,
         /// The node holding it.
@@ -72,7 +74,7 @@ pub enum ServerFrame {
         /// The frame's id, when it had a readable one.
         id: Option<FrameId>,
         /// `invalid_frame`, or a REST code of SPEC §6.
-        code: &'static str,
+        code: Cow<'static, str>,
         /// What went wrong, for people.
         message: String,
     },
@@ -110,29 +112,30 @@ impl ServerFrame {
     /// The connection's first frame.
     pub fn connected(session_id: SessionId, node_id: NodeId, presence: PresenceView) -> Self {
         Self::Connected {
-            event: "connected",
+            event: Cow::Borrowed("connected"),
             session_id,
             node_id,
             presence,
         }
     }
 
-    /// An `error` frame from an API error.
-    pub fn error(id: Option<FrameId>, e: &crate::error::ApiError) -> Self {
+    /// An `error` frame with one of SPEC §6's codes.
+    pub fn error(id: Option<FrameId>, code: &'static str, message: impl Into<String>) -> Self {
         Self::Error {
             id,
-            code: e.code,
-            message: e.message.clone(),
+            code: Cow::Borrowed(code),
+            message: message.into(),
         }
     }
 
     /// An `invalid_frame` error.
     pub fn invalid_frame(id: Option<FrameId>, message: impl Into<String>) -> Self {
-        Self::Error {
-            id,
-            code: "invalid_frame",
-            message: message.into(),
-        }
+        Self::error(id, "invalid_frame", message)
+    }
+
+    /// Reads a frame a server sent.
+    pub fn decode(text: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(text)
     }
 
     /// The frame as JSON text: the only place a server frame is serialized.
@@ -233,6 +236,51 @@ mod tests {
         assert_eq!(snap["scopes"]["zone:10"]["count"], 1);
         assert_eq!(snap["scopes"]["zone:10"]["next_cursor"], Value::Null);
         assert_eq!(snap["users"]["2"], Value::Null);
+    }
+
+    #[test]
+    fn every_frame_reads_back_as_it_was_written() {
+        let event = PresenceEvent {
+            feed_id: FeedId { ms: 5, seq: 2 },
+            user: view(),
+            prev_status: Status::Offline,
+            prev_zone_id: None,
+            prev_org_id: None,
+            ts: 0,
+            onlookers: Default::default(),
+        };
+        let mut snapshot = Snapshot::default();
+        snapshot.users.insert("1".into(), Some(view()));
+        snapshot.users.insert("2".into(), None);
+        for frame in [
+            ServerFrame::connected(
+                SessionId::new("s1").unwrap(),
+                NodeId::new("n1").unwrap(),
+                view(),
+            ),
+            ServerFrame::Snapshot {
+                id: Some(json!("x")),
+                feed_id: FeedId { ms: 9, seq: 0 },
+                reset: true,
+                snapshot,
+            },
+            ServerFrame::Ack { id: json!(1) },
+            ServerFrame::error(Some(json!(2)), "not_found", "no"),
+            ServerFrame::Pong { id: None },
+            ServerFrame::Count {
+                scope: "global".into(),
+                count: 3,
+            },
+            ServerFrame::Typing {
+                conversation_id: presence_core::ConversationId::new("c").unwrap(),
+                user_id: UserId::new("1").unwrap(),
+                typing: false,
+            },
+            ServerFrame::Presence(event),
+        ] {
+            assert_eq!(ServerFrame::decode(&frame.encode()).unwrap(), frame);
+        }
+        assert!(ServerFrame::decode(r#"{"type": "from_the_future"}"#).is_err());
     }
 
     #[test]
