@@ -1,4 +1,5 @@
-//! The `presenced` command line: `serve` and `token`.
+//! The `presenced` command line: `serve` and `token`, and the client commands of
+//! `remote.rs` (`status`, `online`, `count`, `watch`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -30,6 +31,14 @@ enum Command {
     Serve(ServeArgs),
     /// Prints one HS256 token signed with the configured secret.
     Token(TokenArgs),
+    /// Shows one user's presence (exit 3 when the user has none).
+    Status(crate::remote::StatusArgs),
+    /// Lists users online or away, most recent activity first.
+    Online(crate::remote::OnlineArgs),
+    /// Shows how many users are online or away.
+    Count(crate::remote::CountArgs),
+    /// Prints presence events as they happen, one line each, until interrupted.
+    Watch(crate::remote::WatchArgs),
 }
 
 /// Flags for the common settings; every setting is also a TOML key and a `PRESENCE_*`
@@ -87,10 +96,16 @@ struct TokenArgs {
 }
 
 impl Cli {
-    pub(crate) async fn run(self) -> anyhow::Result<()> {
+    /// Runs the command; the process's exit code on success (see `remote.rs` for the client
+    /// commands' codes).
+    pub(crate) async fn run(self) -> anyhow::Result<u8> {
         match self.command {
-            Command::Serve(a) => serve(a).await,
-            Command::Token(a) => token(a),
+            Command::Serve(a) => serve(a).await.map(|()| 0),
+            Command::Token(a) => token(a).map(|()| 0),
+            Command::Status(a) => crate::remote::status(a).await,
+            Command::Online(a) => crate::remote::online(a).await,
+            Command::Count(a) => crate::remote::count(a).await,
+            Command::Watch(a) => crate::remote::watch(a).await,
         }
     }
 }

@@ -58,6 +58,13 @@ async fn aged_out_resume_gets_a_reset_snapshot() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_commands_show_presence_and_exit_with_codes_scripts_can_trust() {
+    tokio::time::timeout(Duration::from_secs(60), client_commands())
+        .await
+        .expect("test timed out")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rs256_and_es256_public_keys_verify_tokens() {
     tokio::time::timeout(Duration::from_secs(60), public_keys())
         .await
@@ -1430,4 +1437,124 @@ async fn nearby_keeps_a_confined_token_to_its_org(kind: Kind) {
     let mut expected = vec![a, b];
     expected.sort();
     assert_eq!(both, expected, "a service token is never confined");
+}
+
+/// Runs `presenced ARGS` to the end (at most 20 s): exit code, stdout, stderr.
+async fn presenced_cli(args: Vec<String>) -> (i32, String, String) {
+    let run = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_presenced"))
+            .args(&args)
+            .env_remove("PRESENCE_TOKEN")
+            .env_remove("PRESENCE_URL")
+            .output()
+            .unwrap()
+    });
+    let out = tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .expect("the command ends")
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+async fn client_commands() {
+    let node = Node::start(Kind::Memory, "").await;
+    let u = user("cli");
+    let t = token(&u, "user", None);
+    let _ws = node.ws(&t, "&zone_id=10").await;
+    let url = node.url("");
+    let args = |rest: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = rest.iter().map(|s| s.to_string()).collect();
+        a.extend(["--url".into(), url.clone(), "--token".into(), t.clone()]);
+        a
+    };
+
+    let (code, out, _) = presenced_cli(args(&["status", &u])).await;
+    assert_eq!(code, 0);
+    assert!(out.starts_with("USER"), "a table: {out}");
+    assert!(out.contains(&u) && out.contains("online"), "{out}");
+    let (code, out, _) = presenced_cli(args(&["status", &u, "--json"])).await;
+    assert_eq!(code, 0);
+    let view: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (view["user_id"].as_str(), view["zone_id"].as_str()),
+        (Some(u.as_str()), Some("10"))
+    );
+    let (code, _, err) = presenced_cli(args(&["status", "nobody"])).await;
+    assert_eq!(code, 3, "no presence: {err}");
+
+    let (code, out, _) = presenced_cli(args(&["online", "--zone", "10", "--json"])).await;
+    assert_eq!(code, 0);
+    let page: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(page["count"], 1);
+    assert_eq!(page["online_users"][0]["user_id"], u.as_str());
+    let (code, out, _) = presenced_cli(args(&["online"])).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("1 shown of 1"), "{out}");
+    let (code, out, _) = presenced_cli(args(&["count", "--zone", "10", "--json"])).await;
+    assert_eq!(code, 0);
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap(),
+        json!({"global": 1, "zone": 1, "org": null})
+    );
+
+    // Failures say what to do, with exit 1; bad usage is clap's 2.
+    let (code, _, err) = presenced_cli(vec!["count".into(), "--url".into(), url.clone()]).await;
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("no token") && err.contains("presenced token"),
+        "{err}"
+    );
+    let (code, _, err) = presenced_cli(vec![
+        "count".into(),
+        "--url".into(),
+        "http://127.0.0.1:9".into(),
+        "--token".into(),
+        t.clone(),
+    ])
+    .await;
+    assert_eq!(code, 1);
+    assert!(err.contains("is a node running"), "{err}");
+    let (code, _, err) = presenced_cli(args(&["online", "--zone", "a b"])).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("invalid_argument"), "{err}");
+    let (code, _, _) = presenced_cli(args(&["online", "--status", "sleepy"])).await;
+    assert_eq!(code, 2);
+
+    // watch: one JSON line per event, as it happens.
+    let mut watch = std::process::Command::new(env!("CARGO_BIN_EXE_presenced"))
+        .args(args(&["watch", "--scope", "zone:10", "--json"]))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = watch.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    // The stream is open once the node counts it; then a change shows up.
+    let mut line = None;
+    for _ in 0..100 {
+        node.send(Method::POST, "/messenger/presence/away", &t, None)
+            .await;
+        node.send(Method::POST, "/messenger/presence/online", &t, None)
+            .await;
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
+            line = Some(l);
+            break;
+        }
+    }
+    let _ = watch.kill();
+    let _ = watch.wait();
+    let event: Value = serde_json::from_str(&line.expect("an event line")).unwrap();
+    assert_eq!(event["type"], "presence");
+    assert_eq!(event["user"]["user_id"], u.as_str());
 }
