@@ -18,8 +18,9 @@ pub const EARTH_RADIUS_M: f64 = 6_372_797.560_856;
 /// Bits per coordinate in a Redis geohash.
 const STEP: u32 = 26;
 
-/// A point on Earth, validated.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// A point on Earth, validated (also when read back: serialized as `lat,lon`).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(into = "String", try_from = "String")]
 pub struct Location {
     lat: f64,
     lon: f64,
@@ -89,6 +90,19 @@ impl Location {
     pub fn decode(s: &str) -> Option<Self> {
         let (lat, lon) = s.split_once(',')?;
         Self::new(lat.parse().ok()?, lon.parse().ok()?).ok()
+    }
+}
+
+impl From<Location> for String {
+    fn from(l: Location) -> String {
+        l.encode()
+    }
+}
+
+impl TryFrom<String> for Location {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Location::decode(&s).ok_or_else(|| format!("not a location: {s:?}"))
     }
 }
 

@@ -11,6 +11,8 @@
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
+
 use crate::event::{Onlookers, PresenceEvent};
 use crate::geo::Location;
 use crate::ids::{NodeId, OrgId, SessionId, UserId, ZoneId};
@@ -29,7 +31,7 @@ pub const VERSION_STRIDE: u64 = 1024;
 pub type Metadata = serde_json::Map<String, serde_json::Value>;
 
 /// One live session of a user.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Session {
     /// The node holding the WebSocket; `None` for a REST heartbeat session, which belongs to no
     /// node and ends only by its lease.
@@ -130,8 +132,8 @@ pub enum TransitionError {
 }
 
 /// What a user's record holds. Invariant: `status == Offline` exactly when there is no session
-/// and no pending grace.
-#[derive(Debug, Clone, PartialEq)]
+/// and no pending grace. It serializes whole, for the memory store's snapshots.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UserRecord {
     /// Whose record.
     pub user_id: UserId,

@@ -429,6 +429,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// subscribed through store outages, missing what was published while it was cut off.
     async fn bus(&self) -> Result<Box<dyn BusReceiver>, StoreError>;
 
+    /// Makes durable what this store keeps in process: the memory store writes a snapshot to
+    /// its data directory (when it has one); a no-op for a store that is durable by itself.
+    /// The node calls it every `store.snapshot_interval` and once more when it stops.
+    async fn persist(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     // --- Backend reports: history, inactive users, nearby (SPEC §6) ------------------------
 
     /// How long `user` was present on each UTC day from `first` to `last` (inclusive), in ms,

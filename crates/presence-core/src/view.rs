@@ -494,7 +494,7 @@ pub struct PresenceView {
 /// them (shown as both `last_seen` and `last_activity`), and the version and time of the last
 /// change they were shown, so that a change only the user can see (auto-away, a second
 /// device) moves nothing in the view they read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hidden {
     /// When the user began hiding from these onlookers.
     pub since: Millis,

@@ -16,6 +16,7 @@ mod bus;
 mod coalesce;
 mod memory;
 mod redis;
+mod snapshot;
 mod sweep;
 
 pub use coalesce::ActivityCoalescer;

@@ -9,6 +9,11 @@
 //! Handles made by [`MemoryStore::handle`] share the state and speak for other node ids; tests
 //! use them to play several nodes. They share one bus too (a tokio broadcast): a typing write
 //! on any handle reaches every handle's receivers.
+//!
+//! With a data directory ([`MemoryStore::with_data_dir`]) the durable parts — the records, with
+//! their last seen, privacy and custom status, and the online history — are snapshotted there
+//! ([`Store::persist`], which the node calls every `store.snapshot_interval` and when it stops)
+//! and read back at the next start; see `snapshot.rs`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -31,6 +36,7 @@ use presence_core::{
 use tokio::sync::Notify;
 
 use crate::bus::LocalBus;
+use crate::snapshot::{Durable, SnapshotFile};
 use crate::sweep::{Step, drain};
 
 /// The embedded store.
@@ -47,6 +53,8 @@ struct Shared {
     clock: SharedClock,
     settings: StoreSettings,
     bus: LocalBus,
+    /// Where the durable parts are snapshotted, if anywhere.
+    snapshots: Option<SnapshotFile>,
 }
 
 /// Where one user sits in a scope index.
@@ -430,16 +438,47 @@ impl State {
 impl MemoryStore {
     /// A new, empty store speaking for `node`.
     pub fn new(node: NodeId, clock: SharedClock, settings: StoreSettings) -> Self {
+        Self::with_state(node, clock, settings, State::default(), None)
+    }
+
+    fn with_state(
+        node: NodeId,
+        clock: SharedClock,
+        settings: StoreSettings,
+        state: State,
+        snapshots: Option<SnapshotFile>,
+    ) -> Self {
         Self {
             shared: Arc::new(Shared {
-                state: Mutex::default(),
+                state: Mutex::new(state),
                 feed_grew: Notify::new(),
                 clock,
                 settings,
                 bus: LocalBus::new(),
+                snapshots,
             }),
             node,
         }
+    }
+
+    /// A store whose durable parts live in `dir` (created if missing): the last snapshot
+    /// there, if any, is read back first. Users who were present when it was taken are gone
+    /// with the process that held their sessions: they come back offline, last seen at the
+    /// snapshot's time (their presence ends there, in the history too), each with its version
+    /// moved on. The feed starts empty, so a client resuming from before answers `reset`.
+    /// A snapshot that cannot be read is an error, never a silent fresh start.
+    pub fn with_data_dir(
+        node: NodeId,
+        clock: SharedClock,
+        settings: StoreSettings,
+        dir: impl Into<std::path::PathBuf>,
+    ) -> Result<Self, StoreError> {
+        let file = SnapshotFile::in_dir(dir.into())?;
+        let mut state = State::default();
+        if let Some(durable) = file.load()? {
+            state.restore(durable, clock.now_ms());
+        }
+        Ok(Self::with_state(node, clock, settings, state, Some(file)))
     }
 
     /// Another handle on the same state, speaking for `node`.
@@ -1102,6 +1141,17 @@ impl Store for MemoryStore {
         Ok(self.shared.bus.receiver())
     }
 
+    async fn persist(&self) -> Result<(), StoreError> {
+        let Some(file) = self.shared.snapshots.clone() else {
+            return Ok(());
+        };
+        // Copied under the lock, written outside it: transitions go on meanwhile.
+        let durable = self.lock().durable(self.now());
+        tokio::task::spawn_blocking(move || file.save(&durable))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("snapshot task: {e}")))?
+    }
+
     async fn history(
         &self,
         user: &UserId,
@@ -1179,6 +1229,47 @@ impl Store for MemoryStore {
             .collect())
     }
 }
+impl State {
+    /// What a snapshot keeps: every record and the history.
+    fn durable(&self, saved_at: Millis) -> Durable {
+        Durable {
+            saved_at,
+            users: self.users.values().cloned().collect(),
+            history: self
+                .history
+                .iter()
+                .map(|(u, days)| (u.clone(), days.iter().map(|(d, ms)| (*d, *ms)).collect()))
+                .collect(),
+        }
+    }
+
+    /// Reads a snapshot into an empty state (see [`MemoryStore::with_data_dir`]).
+    fn restore(&mut self, durable: Durable, now: Millis) {
+        for (user, days) in durable.history {
+            for (day, spent) in days {
+                let d = day * history::DAY_MS;
+                self.add_history(&user, d, d + spent);
+            }
+        }
+        for mut rec in durable.users {
+            if rec.status != presence_core::Status::Offline {
+                let old = rec.clone();
+                let before = rec.before();
+                rec.end_sessions(|_, _| true, durable.saved_at);
+                rec.expire_grace(Millis::MAX);
+                if let Some((from, to)) = history::ended_span(&old, &rec) {
+                    self.add_history(&rec.user_id, from, to);
+                }
+                // The event is not kept: the feed starts empty after a restart.
+                let _ = rec.finish(before, now);
+            }
+            let user = rec.user_id.clone();
+            self.reindex(&user, IndexKeys::default(), IndexKeys::of(Some(&rec)));
+            self.users.insert(user, rec);
+        }
+    }
+}
+
 /// The users of an index by activity who crossed into auto-away since `from`: up to `batch`
 /// with activity in (`from`, `target`], the new cutoff, and whether the batch was full. A
 /// full batch stops at its last candidate's activity, with every tie at that activity

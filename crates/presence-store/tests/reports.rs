@@ -479,3 +479,118 @@ fn the_days_of_the_tests_are_what_they_say() {
         "a day number times a day is its midnight"
     );
 }
+
+// --- The memory store's snapshots ----------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memory_store_with_a_data_dir_keeps_last_seen_privacy_and_history_across_a_restart() {
+    use std::sync::Arc;
+
+    use presence_store::MemoryStore;
+
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(at("2024-11-28T10:00:00Z"));
+    let shared: SharedClock = Arc::new(clock.clone());
+    let settings = no_grace();
+    let first = MemoryStore::with_data_dir(node("a"), shared.clone(), settings.clone(), dir.path())
+        .unwrap();
+    let open = |user: &str| OpenSession {
+        zone: Some(zone("10")),
+        ..request(user, "s")
+    };
+    first.open_session(open("left")).await.unwrap();
+    first.open_session(open("stays")).await.unwrap();
+    first
+        .apply(
+            &uid("stays"),
+            Change::SetPrivacy {
+                presence: Some(PresenceVisibility::Org),
+                last_seen: Some(LastSeenVisibility::Hidden),
+            },
+        )
+        .await
+        .unwrap();
+    clock.set(at("2024-11-28T11:00:00Z"));
+    first.close_session(&uid("left"), &sid("s")).await.unwrap();
+    let left = first.view(&uid("left")).await.unwrap().unwrap();
+    clock.set(at("2024-11-28T12:00:00Z"));
+    first.persist().await.unwrap();
+    // The process dies an hour later; nothing after the snapshot is kept.
+    clock.set(at("2024-11-28T13:00:00Z"));
+    first.open_session(open("late")).await.unwrap();
+    drop(first);
+
+    let again = MemoryStore::with_data_dir(node("b"), shared, settings, dir.path()).unwrap();
+    assert_eq!(
+        again.view(&uid("left")).await.unwrap(),
+        Some(left),
+        "an offline user comes back as they were"
+    );
+    assert_eq!(
+        again.view(&uid("late")).await.unwrap(),
+        None,
+        "after the snapshot"
+    );
+    let stays = again.view(&uid("stays")).await.unwrap().unwrap();
+    assert_eq!(
+        stays.status,
+        Status::Offline,
+        "present users left with the process"
+    );
+    assert_eq!(
+        stays.last_seen.and_then(LastSeen::at),
+        Some(at("2024-11-28T12:00:00Z")),
+        "last seen at the snapshot"
+    );
+    assert!(stays.version > 1, "the going offline moved the version on");
+    assert_eq!(
+        stays.privacy.map(|p| p.presence),
+        Some(PresenceVisibility::Org),
+        "privacy is kept"
+    );
+    let onlooker = stays.as_seen_by(Onlooker::Other, clock.now_ms());
+    assert_eq!(onlooker.last_seen, None, "and still applies to onlookers");
+    let day = day("2024-11-28");
+    assert_eq!(
+        again.history(&uid("left"), day, day).await.unwrap(),
+        [3_600_000]
+    );
+    assert_eq!(
+        again.history(&uid("stays"), day, day).await.unwrap(),
+        [7_200_000],
+        "a presence cut by the restart counts up to the snapshot"
+    );
+    assert_eq!(again.counts(&[Scope::Global]).await.unwrap()[0].total, 0);
+    let inactive = again
+        .inactive(at("2024-11-28T14:00:00Z"), 10, None)
+        .await
+        .unwrap();
+    assert_eq!(inactive.users.len(), 2, "the last-seen index is rebuilt");
+    assert!(
+        again
+            .read_feed(FeedId::ZERO, 10)
+            .await
+            .unwrap()
+            .events
+            .is_empty()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_that_cannot_be_read_stops_the_store_instead_of_starting_empty() {
+    use std::sync::Arc;
+
+    use presence_store::MemoryStore;
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("presence-memory.json"), b"{not json").unwrap();
+    let clock: SharedClock = Arc::new(ManualClock::new(T0));
+    let e =
+        MemoryStore::with_data_dir(node("a"), clock.clone(), no_grace(), dir.path()).unwrap_err();
+    assert!(matches!(e, StoreError::Corrupt(_)), "{e}");
+    // Without a data directory, persisting is nothing to do.
+    MemoryStore::new(node("a"), clock, no_grace())
+        .persist()
+        .await
+        .unwrap();
+}

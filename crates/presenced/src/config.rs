@@ -86,9 +86,14 @@ pub struct StoreConfig {
     pub redis_url: String,
     /// Prepended to every Redis key.
     pub key_prefix: String,
-    /// Memory store: where durable parts would be snapshotted (not implemented yet; must be
-    /// empty).
+    /// Memory store: the directory its durable parts (records with their last seen, privacy
+    /// and custom status; online history) are snapshotted to and read back from at start.
+    /// Empty: nothing outlives the process.
     pub data_dir: String,
+    /// Memory store with a `data_dir`: how often a snapshot is written (and once more when
+    /// the node stops). What happened since the last one is lost with a crash.
+    #[serde(with = "humantime_serde")]
+    pub snapshot_interval: Duration,
     /// Events kept for resume.
     pub feed_max_len: usize,
     /// How long one Redis command may take.
@@ -103,6 +108,7 @@ impl Default for StoreConfig {
             redis_url: "redis://127.0.0.1:6379".into(),
             key_prefix: String::new(),
             data_dir: String::new(),
+            snapshot_interval: Duration::from_secs(60),
             feed_max_len: StoreSettings::default().feed_max_len,
             command_timeout: Duration::from_secs(2),
         }
@@ -363,11 +369,14 @@ impl Config {
                 "is required when store.kind = \"redis\"",
             ));
         }
-        if !self.store.data_dir.is_empty() {
+        if !self.store.data_dir.is_empty() && self.store.kind == StoreKind::Redis {
             return Err(invalid(
                 "store.data_dir",
-                "snapshots of the memory store are not implemented yet; leave it empty",
+                "is for the memory store (Redis keeps its own data); leave it empty with store.kind = \"redis\"",
             ));
+        }
+        if self.store.snapshot_interval.is_zero() {
+            return Err(invalid("store.snapshot_interval", "must be positive"));
         }
         if self.store.feed_max_len == 0 {
             return Err(invalid("store.feed_max_len", "must be at least 1"));

@@ -57,7 +57,15 @@ pub async fn open_store(
 ) -> anyhow::Result<Arc<dyn Store>> {
     let settings = config.store_settings();
     Ok(match config.store.kind {
-        StoreKind::Memory => Arc::new(MeteredStore::new(MemoryStore::new(node, clock, settings))),
+        StoreKind::Memory if config.store.data_dir.is_empty() => {
+            Arc::new(MeteredStore::new(MemoryStore::new(node, clock, settings)))
+        }
+        StoreKind::Memory => {
+            let dir = &config.store.data_dir;
+            let store = MemoryStore::with_data_dir(node, clock, settings, dir)
+                .map_err(|e| anyhow::anyhow!("store.data_dir {dir}: {e}"))?;
+            Arc::new(MeteredStore::new(store))
+        }
         StoreKind::Redis => {
             let redis = RedisConfig {
                 url: config.store.redis_url.clone(),
@@ -115,6 +123,12 @@ pub async fn serve(state: AppState, listener: TcpListener) -> anyhow::Result<()>
             &shutdown,
         ),
         supervised(
+            "persist",
+            loops::persist(state.clone(), loops.clone()),
+            &loops,
+            &shutdown,
+        ),
+        supervised(
             "counts",
             state
                 .hub
@@ -153,11 +167,15 @@ pub async fn serve(state: AppState, listener: TcpListener) -> anyhow::Result<()>
         }
     };
     let _ = tokio::time::timeout(config.server.shutdown_timeout, drained).await;
-    // Write what activity is buffered, then stop the loops.
+    // Write what activity is buffered, then stop the loops, then a last snapshot (the memory
+    // store with a data directory).
     loops::flush_activity_once(&state, i64::MAX).await;
     loops.cancel();
     for t in tasks {
         let _ = t.await;
+    }
+    if let Err(e) = store.persist().await {
+        tracing::error!(error = %e, "the last snapshot could not be written");
     }
     result
 }

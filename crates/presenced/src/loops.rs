@@ -190,6 +190,22 @@ pub async fn sweep(state: AppState, stop: CancellationToken) {
     }
 }
 
+/// Makes the store's in-process state durable every `store.snapshot_interval` (the memory
+/// store's snapshot to its data directory; nothing for Redis).
+pub async fn persist(state: AppState, stop: CancellationToken) {
+    let mut tick = ticker(state.config.store.snapshot_interval);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = state.store.persist().await {
+            metrics::counter!("presenced_snapshot_failures_total").increment(1);
+            tracing::error!(error = %e, "snapshot failed; the previous one is kept");
+        }
+    }
+}
+
 /// Writes buffered activity every `activity_flush_interval`, in one store call.
 pub async fn flush_activity(state: AppState, stop: CancellationToken) {
     let mut tick = ticker(state.config.presence.activity_flush_interval);

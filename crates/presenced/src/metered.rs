@@ -154,6 +154,9 @@ impl<S: Store> Store for MeteredStore<S> {
     async fn bus(&self) -> Result<Box<dyn BusReceiver>, StoreError> {
         self.inner.bus().await
     }
+    async fn persist(&self) -> Result<(), StoreError> {
+        measured("persist", self.inner.persist()).await
+    }
     async fn history(
         &self,
         user: &UserId,

@@ -65,6 +65,13 @@ async fn the_client_commands_show_presence_and_exit_with_codes_scripts_can_trust
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memory_node_with_a_data_dir_keeps_last_seen_and_history_across_a_restart() {
+    tokio::time::timeout(Duration::from_secs(60), memory_snapshots())
+        .await
+        .expect("test timed out")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rs256_and_es256_public_keys_verify_tokens() {
     tokio::time::timeout(Duration::from_secs(60), public_keys())
         .await
@@ -1557,4 +1564,66 @@ async fn client_commands() {
     let event: Value = serde_json::from_str(&line.expect("an event line")).unwrap();
     assert_eq!(event["type"], "presence");
     assert_eq!(event["user"]["user_id"], u.as_str());
+}
+
+async fn memory_snapshots() {
+    let dir = std::env::temp_dir().join(user("snapshots"));
+    let extra = format!("[store]\ndata_dir = \"{}\"\n", dir.display());
+    let mut node = Node::start(Kind::Memory, &extra).await;
+    let (u, v) = (user("kept"), user("private"));
+    let (tu, tv) = (token(&u, "user", None), token(&v, "user", None));
+    let ws = node.connect(&tu, "&zone_id=10").await;
+    let _wv = node.connect(&tv, "").await;
+    let (s, _) = node
+        .send(
+            Method::PUT,
+            "/messenger/presence/privacy",
+            &tv,
+            Some(json!({"last_seen": "hidden"})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    drop(ws);
+    let offline = loop {
+        let (_, view) = node
+            .get(&format!("/messenger/presence/status/{u}"), &tv)
+            .await;
+        if view["status"] == "offline" {
+            break view;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // A graceful stop writes a last snapshot.
+    node.terminate();
+    node.wait_exit();
+    let again = Node::start(Kind::Memory, &extra).await;
+    let service = token("svc", "service", None);
+    let (s, view) = again
+        .get(&format!("/messenger/presence/status/{u}"), &tv)
+        .await;
+    assert_eq!(s, 200, "the record outlived the process: {view}");
+    assert_eq!(view, offline, "as it was");
+    let (_, private) = again
+        .get(&format!("/messenger/presence/status/{v}"), &tu)
+        .await;
+    assert_eq!(
+        private["status"], "offline",
+        "present users left with the process"
+    );
+    assert_eq!(
+        private["last_seen"],
+        Value::Null,
+        "the privacy setting still applies"
+    );
+    let (_, truth) = again
+        .get(&format!("/messenger/presence/status/{v}"), &service)
+        .await;
+    assert!(truth["last_seen"].is_string(), "{truth}");
+    let (s, h) = again
+        .get(&format!("/messenger/presence/history/{u}"), &service)
+        .await;
+    assert_eq!(s, 200);
+    let days = h["days"].as_array().unwrap();
+    assert!(days.len() == 7, "{h}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -162,6 +162,11 @@ impl Node {
             .status();
     }
 
+    /// Waits until the process has exited (after [`Node::terminate`]).
+    pub fn wait_exit(&mut self) {
+        let _ = self.child.wait();
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
