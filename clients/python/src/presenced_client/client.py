@@ -7,7 +7,7 @@ import contextlib
 import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Union
 
@@ -18,8 +18,11 @@ from .models import (
     Counts,
     CustomStatusKind,
     Device,
+    HistoryDay,
+    InactivePage,
     LastSeenVisibility,
     Lease,
+    NearbyUser,
     OnlinePage,
     PresenceView,
     PresenceVisibility,
@@ -355,6 +358,46 @@ class PresenceClient:
         """Moves the user to an org (``None``: out of every org); answers the view."""
         body = {"org_id": _id(org_id), **_drop_none({"user_id": _id(user_id)})}
         return PresenceView.from_json(await self._call("PUT", f"{PRESENCE}/org", body=body))
+
+    # -- reports and nearby -----------------------------------------------------------------
+
+    async def history(
+        self, user_id: UserRef, *, start: date | None = None, end: date | None = None
+    ) -> list[HistoryDay]:
+        """Seconds the user was present per UTC day from ``start`` to ``end`` (inclusive;
+        default: the last 7 days), zeros included: the user's own token, or a service or
+        admin token."""
+        params = {
+            "from": None if start is None else start.isoformat(),
+            "to": None if end is None else end.isoformat(),
+        }
+        answer = await self._call("GET", f"{PRESENCE}/history/{_id(user_id)}", params=params)
+        return [HistoryDay.from_json(d) for d in answer["days"]]
+
+    async def inactive(self, days: int, *, limit: int | None = None, cursor: str | None = None) -> InactivePage:
+        """One page of the offline users last seen more than ``days`` × 24 h ago, oldest
+        first (service and admin tokens)."""
+        params = {"days": str(days), "limit": None if limit is None else str(limit), "cursor": cursor}
+        return InactivePage.from_json(await self._call("GET", f"{PRESENCE}/inactive", params=params))
+
+    async def set_location(self, lat: float, lon: float, *, user_id: UserRef | None = None) -> PresenceView:
+        """Shares the user's location for :meth:`nearby` until they go offline or clear it
+        (``conflict`` while offline); answers the view, which does not show it."""
+        body = {"lat": lat, "lon": lon, **_drop_none({"user_id": _id(user_id)})}
+        return PresenceView.from_json(await self._call("PUT", f"{PRESENCE}/location", body=body))
+
+    async def clear_location(self, *, user_id: UserRef | None = None) -> PresenceView:
+        """Stops sharing the user's location; answers the view."""
+        return PresenceView.from_json(
+            await self._call("DELETE", f"{PRESENCE}/location", params={"user_id": _id(user_id)})
+        )
+
+    async def nearby(self, lat: float, lon: float, radius_m: float, *, limit: int | None = None) -> list[NearbyUser]:
+        """Online and away users sharing a location within ``radius_m`` of the point,
+        nearest first."""
+        params = {"lat": repr(lat), "lon": repr(lon), "radius_m": repr(radius_m), "limit": None if limit is None else str(limit)}
+        answer = await self._call("GET", f"{PRESENCE}/nearby", params=params)
+        return [NearbyUser.from_json(u) for u in answer["users"]]
 
     # -- streams ----------------------------------------------------------------------------
 

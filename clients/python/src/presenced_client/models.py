@@ -10,7 +10,7 @@ Ids are always strings.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from typing import Any, Literal, Mapping, Union, cast
 
 Status = Literal["online", "away", "offline"]
@@ -384,6 +384,61 @@ class SessionInfo:
             connected_at=_opt_time(d.get("connected_at")),
             last_activity=_opt_time(d.get("last_activity")),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryDay:
+    """One UTC day of a user's online history (``GET /messenger/presence/history/{user_id}``)."""
+
+    date: date
+    #: Seconds present that day (online or away, visible or not).
+    online_seconds: int
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> HistoryDay:
+        return cls(date=date.fromisoformat(str(d["date"])), online_seconds=int(d["online_seconds"]))
+
+
+@dataclass(frozen=True, slots=True)
+class InactiveUser:
+    """An offline user of the inactive report, with when they were last seen."""
+
+    user_id: str
+    last_seen: datetime
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> InactiveUser:
+        return cls(user_id=str(d["user_id"]), last_seen=parse_time(str(d["last_seen"])))
+
+
+@dataclass(frozen=True, slots=True)
+class InactivePage:
+    """One page of the inactive report, oldest last seen first."""
+
+    users: tuple[InactiveUser, ...]
+    next_cursor: str | None
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> InactivePage:
+        return cls(
+            users=tuple(InactiveUser.from_json(u) for u in d["users"]),
+            next_cursor=_opt_str(d.get("next_cursor")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class NearbyUser:
+    """A user ``nearby`` found: the view, and how far from the point asked."""
+
+    view: PresenceView
+    #: Metres, to the centimetre (from the location as stored: rounded to about 111 m).
+    distance_m: float
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> NearbyUser:
+        fields = dict(d)
+        distance = float(fields.pop("distance_m"))
+        return cls(view=PresenceView.from_json(fields), distance_m=distance)
 
 
 #: What a presence stream yields: an event, or a snapshot with ``reset`` true; a WebSocket
