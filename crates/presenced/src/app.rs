@@ -12,6 +12,7 @@ use crate::state::AppState;
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(crate::http::routes())
+        .merge(crate::web::routes())
         .route("/messenger/ws", get(crate::ws::upgrade::upgrade))
         .route("/openapi.json", get(crate::openapi::document))
         .fallback(|| async { ApiError::not_found("no such route") })

@@ -39,6 +39,9 @@ enum Command {
     Count(crate::remote::CountArgs),
     /// Prints presence events as they happen, one line each, until interrupted.
     Watch(crate::remote::WatchArgs),
+    /// Simulated users coming and going, so a node and its dashboard show life. Without --url
+    /// it starts a node of its own (memory store, development secret) on 127.0.0.1:8000.
+    Demo(presenced::demo::DemoArgs),
 }
 
 /// Flags for the common settings; every setting is also a TOML key and a `PRESENCE_*`
@@ -106,6 +109,7 @@ impl Cli {
             Command::Online(a) => crate::remote::online(a).await,
             Command::Count(a) => crate::remote::count(a).await,
             Command::Watch(a) => crate::remote::watch(a).await,
+            Command::Demo(a) => presenced::demo::run(a).await.map(|()| 0),
         }
     }
 }
@@ -155,6 +159,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let dev = config.dev_secret();
     if dev {
         config.auth.jwt_secret = presenced::auth::random_secret();
+        config.auth.generated_dev_secret = true;
     }
     let clock: SharedClock = Arc::new(SystemClock);
     let auth = authenticator(&config, clock.clone())?;
@@ -184,6 +189,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
             config.auth.jwt_secret
         );
         println!("  admin token for user 1, valid 24h: {t}");
+        println!("  dashboard: http://{addr}/ (it offers a development token by itself)");
         println!(
             "  try: curl -H 'Authorization: Bearer {t}' http://{addr}/messenger/presence/count"
         );

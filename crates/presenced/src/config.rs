@@ -132,6 +132,11 @@ pub struct AuthConfig {
     /// Slack on `exp` and `nbf` for clocks that differ.
     #[serde(with = "humantime_serde")]
     pub leeway: Duration,
+    /// Set by the node itself, never read from a file or the environment: the node made up
+    /// its secret at start (none configured), so `GET /dev-token` may hand tokens to loopback
+    /// clients (see `web.rs`). A node with a configured secret or key never does.
+    #[serde(skip)]
+    pub generated_dev_secret: bool,
 }
 
 /// The shortest HS256 secret a node accepts (SPEC §10).
@@ -146,6 +151,7 @@ impl Default for AuthConfig {
             audience: String::new(),
             issuer: String::new(),
             leeway: TokenRules::default().leeway,
+            generated_dev_secret: false,
         }
     }
 }

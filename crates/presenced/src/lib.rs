@@ -14,6 +14,8 @@
 //! - [`metered`]: the store wrapped so every call is measured; [`rate`]: rate limits.
 //! - [`sessions`]: the sessions this node holds, re-asserted when the store forgot them.
 //! - [`state`]: what every handler shares, including the node's [`presence_core::Clock`].
+//! - [`web`]: the dashboard at `/` and the JavaScript client at `/client.js`, embedded.
+//! - [`demo`]: `presenced demo`, simulated users that give a node life.
 //! - [`serve`]: runs a node on a bound listener until its shutdown token fires.
 //!
 //! Presence rules and storage live in `presence-core` and `presence-store`; nothing here
@@ -23,6 +25,7 @@ pub mod access;
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod demo;
 pub mod error;
 pub mod http;
 pub mod hub;
@@ -37,6 +40,7 @@ pub mod sessions;
 pub mod snapshot;
 pub mod state;
 pub mod typing;
+pub mod web;
 pub mod ws;
 
 use std::sync::Arc;
