@@ -110,12 +110,7 @@ function onState(s) {
     closed: 'disconnected',
   };
   el.textContent = words[s.state] ?? s.state;
-  const st = client.stats;
-  $('conn-detail').textContent =
-    `node ${client.nodeId ?? '–'} · connects ${st.connects} · resumes ${st.resumes} · resets ${st.resets}`;
-  $('conn-detail').dataset.connects = String(st.connects);
-  $('conn-detail').dataset.resumes = String(st.resumes);
-  $('conn-detail').dataset.resets = String(st.resets);
+  renderDetail();
   if (s.state === 'open' && s.resumed) {
     tick({ note: 'reconnected; resuming from the last event seen' });
     who.reload();
@@ -128,13 +123,15 @@ function onState(s) {
       tick({ note: `session ended: ${s.error.message}` });
     }
   }
-  if (s.state === 'open') window.setTimeout(onResumed, 0);
 }
 
-function onResumed() {
+function renderDetail() {
   const st = client.stats;
-  $('conn-detail').dataset.resumes = String(st.resumes);
-  $('conn-detail').dataset.resets = String(st.resets);
+  const d = $('conn-detail');
+  d.textContent = `node ${client.nodeId ?? '–'} · connects ${st.connects} · resumes ${st.resumes} · resets ${st.resets}`;
+  d.dataset.connects = String(st.connects);
+  d.dataset.resumes = String(st.resumes);
+  d.dataset.resets = String(st.resets);
 }
 
 // -- counts, busiest zones and orgs ----------------------------------------------------------
@@ -231,7 +228,10 @@ function drawChart() {
   const now = Date.now();
   const max = Math.max(1, ...samples.map((s) => s.n));
   const pad = 24;
-  const x = (t) => pad + ((t - (now - HOUR_MS)) / HOUR_MS) * (w - pad - 6);
+  // The last hour, or since the page opened when that is shorter.
+  const from = Math.max(now - HOUR_MS, samples[0].t);
+  const span = Math.max(now - from, 60_000);
+  const x = (t) => pad + ((t - (now - span)) / span) * (w - pad - 6);
   const y = (n) => h - 16 - (n / max) * (h - 32);
   ctx.strokeStyle = '#e5e7eb';
   ctx.beginPath();
@@ -240,7 +240,7 @@ function drawChart() {
   ctx.stroke();
   ctx.fillText(String(max), 2, y(max) + 4);
   ctx.fillText('0', 2, y(0) + 4);
-  ctx.fillText('-60 min', pad, h - 2);
+  ctx.fillText(`-${Math.round(span / 60_000)} min`, pad, h - 2);
   ctx.fillText('now', w - 30, h - 2);
   ctx.strokeStyle = '#2563eb';
   ctx.lineWidth = 2;
@@ -450,6 +450,7 @@ function el(tag, attrs, ...children) {
 // Everything drawn at most 4 times a second, however fast events come.
 function render() {
   if (!client) return;
+  renderDetail();
   renderCounts();
   renderTicker();
   drawChart();
