@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{Request, header};
+use axum::http::Request;
 use presence_core::{NodeId, SharedClock, SystemClock};
 use presenced::auth::Authenticator;
 use presenced::config::Config;
@@ -190,7 +190,7 @@ fn demo(args: &[&str], secret_env: Option<&str>) -> std::process::Child {
 async fn demo_users_come_online_on_a_given_node_and_leave_when_it_stops() {
     let node = Node::start(Kind::Memory, "").await;
     let url = node.url("");
-    let mut child = demo(
+    let child = demo(
         &[
             "--url",
             &url,
