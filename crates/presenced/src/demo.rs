@@ -622,7 +622,8 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(7);
         let mut seen = [0usize; 4];
         for _ in 0..4000 {
-            let i = ORGS.iter().position(|o| o == pick(&mut rng, ORGS)).unwrap();
+            let picked = pick(&mut rng, ORGS);
+            let i = ORGS.iter().position(|o| o == picked).unwrap();
             seen[i] += 1;
         }
         assert!(seen[0] > seen[3], "{seen:?}");
