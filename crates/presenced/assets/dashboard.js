@@ -8,7 +8,6 @@ import { connect } from './client.js';
 const PAGE_SIZE = 50;
 const MAX_USERS = 5000;
 const MAX_TICKER = 100;
-const MAX_FOLLOWED = 40; // zones and as many orgs followed for "busiest"
 const TOP = 8;
 const SAMPLE_MS = 10_000;
 const HOUR_MS = 3_600_000;
@@ -93,6 +92,7 @@ function run(token) {
   setInterval(sample, SAMPLE_MS);
   setInterval(render, 1000);
   nodes.poll();
+  setTimeout(probeCandidates, PROBE_MS);
 }
 
 function report(e) {
@@ -135,8 +135,20 @@ function renderDetail() {
 }
 
 // -- counts, busiest zones and orgs ----------------------------------------------------------
+//
+// The page follows at most FOLLOW[kind] zones and orgs with counts-only subscriptions (each
+// scope a subscribe reads costs one frame of the connection's budget, 20 a second in bursts of
+// 40, so a resubscribe after a reconnect must stay well under the burst). Other zones and orgs
+// seen in views wait as candidates (at most MAX_CANDIDATES); every PROBE_MS one of each kind is
+// counted over REST, and replaces the smallest followed one if it is bigger: "busiest" settles
+// on the busiest of those seen.
 
+const FOLLOW = { zone: 12, org: 8 };
+const MAX_CANDIDATES = 500;
+const FOLLOW_BATCH_MS = 2000;
+const PROBE_MS = 3000;
 const followed = { zone: new Set(), org: new Set() };
+const candidates = { zone: new Set(), org: new Set() };
 const toFollow = new Set();
 let followTimer = null;
 
@@ -149,23 +161,48 @@ function seeViews(views) {
 
 function consider(kind, id) {
   const scope = `${kind}:${id}`;
-  if (followed[kind].has(scope) || toFollow.has(scope)) return;
-  if (followed[kind].size >= MAX_FOLLOWED) {
-    // Make room only by letting go of one nobody is in.
-    const empty = [...followed[kind]].find((s) => (client.counts.get(s) ?? 0) === 0);
-    if (!empty) return;
-    followed[kind].delete(empty);
-    client.unsubscribe({ scopes: [empty] }).catch(report);
-  }
+  if (followed[kind].has(scope) || candidates[kind].has(scope)) return;
+  if (followed[kind].size < FOLLOW[kind]) follow(kind, scope);
+  else if (candidates[kind].size < MAX_CANDIDATES) candidates[kind].add(scope);
+}
+
+function follow(kind, scope) {
   followed[kind].add(scope);
   toFollow.add(scope);
-  // One subscribe for all the scopes found within a second.
+  // One subscribe for the scopes found within FOLLOW_BATCH_MS.
   followTimer ??= setTimeout(() => {
     followTimer = null;
     const scopes = [...toFollow];
     toFollow.clear();
     client.subscribe({ scopes, countsOnly: true }).catch(report);
-  }, 1000);
+  }, FOLLOW_BATCH_MS);
+}
+
+async function probeCandidates() {
+  for (const kind of ['zone', 'org']) {
+    const next = candidates[kind].values().next();
+    if (next.done) continue;
+    const scope = next.value;
+    candidates[kind].delete(scope); // round robin: back at the end below, or followed
+    const id = scope.slice(kind.length + 1);
+    try {
+      const c = await client.request(`/messenger/presence/count?${kind}_id=${encodeURIComponent(id)}`);
+      const n = c[kind] ?? 0;
+      const smallest = [...followed[kind]].sort((a, b) => (client.counts.get(a) ?? 0) - (client.counts.get(b) ?? 0))[0];
+      if (smallest && n > (client.counts.get(smallest) ?? 0) && !toFollow.has(smallest)) {
+        followed[kind].delete(smallest);
+        client.unsubscribe({ scopes: [smallest] }).catch(report);
+        candidates[kind].add(smallest);
+        follow(kind, scope);
+      } else {
+        candidates[kind].add(scope);
+      }
+    } catch (e) {
+      candidates[kind].add(scope);
+      report(e);
+    }
+  }
+  setTimeout(probeCandidates, PROBE_MS);
 }
 
 let dirty = true;
