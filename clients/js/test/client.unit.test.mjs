@@ -267,3 +267,24 @@ test('the presence map holds at most max users, the least recently changed going
   m.admit(view('c', 1));
   assert.deepEqual([...m.values()].map((v) => v.user_id), ['a', 'c']);
 });
+
+test('an unanswered ping drops a silent connection, not one that still speaks', async () => {
+  const c = open({ pingIntervalMs: 50, requestTimeoutMs: 100 });
+  await until(isOpen(c), 'open');
+  const first = await node.connection(1);
+  // Pings go unanswered, each met by a rate_limited error with no id (what the node sends when
+  // its rate limit drops a frame): the connection still speaks, and is kept.
+  first.ws.removeAllListeners('message');
+  let pings = 0;
+  first.ws.on('message', (d) => {
+    if (JSON.parse(String(d)).type !== 'ping') return;
+    pings += 1;
+    node.send(first, { type: 'error', id: null, code: 'rate_limited', message: 'too many frames; slow down' });
+  });
+  await until(() => pings >= 4, 'four unanswered pings');
+  assert.equal(node.connections.length, 1, 'a connection that still speaks is kept');
+  // Silent now: an unanswered ping drops it, and the client reconnects.
+  first.ws.removeAllListeners('message');
+  await node.connection(2);
+  await until(() => c.stats.connects === 2, 'the reconnect');
+});

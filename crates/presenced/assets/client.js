@@ -179,6 +179,8 @@ export class PresenceClient {
     this._timer = null;
     this._pinger = null;
     this._lastActivity = -Infinity;
+    /** Frames received: the pinger tells a dead connection from a busy one by it. */
+    this._lastHeard = 0;
     this._typing = new Map();
     this._token = null;
     this._autoActivity = null;
@@ -253,6 +255,7 @@ export class PresenceClient {
     let hello = false;
     ws.onmessage = (m) => {
       if (this._ws !== ws) return;
+      this._lastHeard += 1;
       let frame;
       try {
         frame = JSON.parse(typeof m.data === 'string' ? m.data : String(m.data));
@@ -386,7 +389,12 @@ export class PresenceClient {
       // A browser answers the node's pings by itself but cannot see a connection that died
       // without a close (a laptop lid, a NAT timeout): an unanswered ping tells.
       this._pinger = setInterval(() => {
-        this.ping().catch(() => this.reconnect());
+        const sentAt = this._lastHeard;
+        this.ping().catch((e) => {
+          // No pong: dead only if nothing at all came meanwhile (a ping the node's rate limit
+          // dropped gets no pong, but the connection still speaks).
+          if (e.code === 'unavailable' && this._lastHeard === sentAt) this.reconnect();
+        });
       }, this._pingIntervalMs);
     }
     this._resubscribe(resuming);
