@@ -5,6 +5,7 @@
 //   - a user of this script's own appears (ticker and the live first page) and leaves;
 //   - the node is killed (-9) and restarted on the same port: the page reconnects, resumes,
 //     and live events flow again;
+//   - a development node (no secret) offers its own token, and the page goes live with it;
 //   - no error in the page (a CSP violation included); a screenshot in target/browser-test/.
 // Run from .ci/run (or: node clients/js/test/dashboard.browser.mjs after cargo build).
 // Every wait has a timeout, and the whole run has one (HARD_TIMEOUT_MS).
@@ -40,9 +41,10 @@ function log(...a) {
 }
 
 /** Starts the binary; resolves when a stdout line matches `ready`. Output goes to OUT/name.log. */
-function start(name, args, ready) {
+function start(name, args, ready, { devSecret = false } = {}) {
   const logFile = createWriteStream(join(OUT, `${name}.log`), { flags: 'a' });
   const env = { ...process.env, PRESENCE_AUTH__JWT_SECRET: SECRET, RUST_LOG: 'presenced=info,warn' };
+  if (devSecret) delete env.PRESENCE_AUTH__JWT_SECRET;
   delete env.RUST_BACKTRACE;
   const child = spawn(BIN, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
   children.add(child);
@@ -182,6 +184,20 @@ async function main() {
 
     await page.screenshot({ path: join(OUT, 'dashboard.png'), fullPage: true });
     log(`screenshot: ${join(OUT, 'dashboard.png')}`);
+    if (problems.length) throw new Error(`the page reported:\n  ${problems.join('\n  ')}`);
+
+    // A development node (no secret configured) offers its own token, and the page uses it.
+    const devPort = await freePort();
+    await start('dev-node', ['serve', '--listen', `127.0.0.1:${devPort}`], /presenced listening on/, { devSecret: true });
+    const dev = await context.newPage();
+    dev.setDefaultTimeout(WAIT_MS);
+    dev.on('pageerror', (e) => problems.push(`page error (dev): ${e.message}`));
+    await dev.goto(`http://127.0.0.1:${devPort}/`);
+    await dev.waitForSelector('#dev-offer:not([hidden])');
+    await dev.click('#dev-token');
+    await dev.waitForSelector('#conn-state[data-state="open"]');
+    await dev.waitForSelector('#count-global[data-count="0"]'); // its own session is invisible
+    log('a development node offered its token, and the page went live with it');
     if (problems.length) throw new Error(`the page reported:\n  ${problems.join('\n  ')}`);
 
     // The demo stops cleanly on SIGTERM, with exit code 0.
