@@ -12,7 +12,7 @@ export interface CustomStatus {
   expires_at: string | null;
 }
 
-/** A user's view (README "The public view"): every field always present. */
+/** A user's view (SPEC §3 "The public view"): every field always present. */
 export interface PresenceView {
   user_id: string;
   status: Status;

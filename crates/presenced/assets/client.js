@@ -1,4 +1,4 @@
-// presenced client: one WebSocket session of a user (README "WebSocket protocol"), served by
+// presenced client: one WebSocket session of a user (docs/protocol.md), served by
 // every node at /client.js. An ES module with no dependencies and no build step; types in
 // /client.d.ts.
 //
@@ -19,7 +19,7 @@
 //   the node refuses the token (checked over REST after a failed connect, since a browser
 //   WebSocket cannot see the 401).
 
-/** Close codes after which reconnecting cannot help (README "Close codes"). */
+/** Close codes after which reconnecting cannot help (docs/protocol.md, "Close codes"). */
 const FINAL_CLOSES = new Map([
   [1009, 'payload_too_large'], // a frame over frame_bytes: a bug here, not a blip
   [4003, 'permission_denied'],
