@@ -9,6 +9,7 @@ use crate::bus::{BusMessage, BusReceiver, Typer, TypingOutcome, TypingWrite};
 use crate::event::{FeedId, PresenceEvent};
 use crate::ids::{ConversationId, NodeId, OrgId, SessionId, UserId, ZoneId};
 use crate::record::{Change, TransitionError, UserRecord};
+use crate::repair::{RepairMode, RepairReport};
 use crate::scope::{ListQuery, Scope, ScopePage};
 use crate::time::Millis;
 use crate::view::{DeviceKind, PresenceView, Status};
@@ -383,6 +384,19 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// (in Redis: its SUBSCRIBE confirmed, which this waits for). From then on it keeps itself
     /// subscribed through store outages, missing what was published while it was cut off.
     async fn bus(&self) -> Result<Box<dyn BusReceiver>, StoreError>;
+
+    // --- Repair -----------------------------------------------------------------------------
+
+    /// Checks every index against the records and, unless `mode.check_only`, fixes what is off
+    /// (see [`crate::repair`] for the kinds): the seed's "rebuild sorted sets", made safe
+    /// while nodes run, since each fix re-checks the record in the same atomic step as the
+    /// write and is idempotent. An orphan session (its node neither live nor waiting to be
+    /// reaped) is ended through the ordinary transition, with its event. A whole pass
+    /// (`mode.slice == None`) costs O(records + index entries) in bounded calls, apart from one
+    /// atomic recount per scope's away count and per node's session count; a slice
+    /// (`Some(n)`) costs O(n) and carries on where the last slice stopped. Registers no node
+    /// and holds no session: a handle made only to repair never looks like a node.
+    async fn repair(&self, mode: RepairMode) -> Result<RepairReport, StoreError>;
 }
 
 #[cfg(test)]

@@ -21,14 +21,17 @@ use presence_core::settings::ms;
 use presence_core::{
     Activity, Applied, BusMessage, BusReceiver, Change, ConversationId, FeedId, FeedRead,
     LeaseRenewal, ListCursor, ListQuery, Millis, NodeId, NodeInfo, OpenSession, PresenceEvent,
-    PresenceView, Scope, ScopeCount, ScopePage, Session, SessionId, SharedClock, Store, StoreError,
-    StoreSettings, SweepReport, TransitionError, Typer, TypingOutcome, TypingSignal, TypingTable,
-    TypingWrite, UserId, UserRecord, UserSessions,
+    PresenceView, RepairMode, RepairReport, Scope, ScopeCount, ScopePage, Session, SessionId,
+    SharedClock, Store, StoreError, StoreSettings, SweepReport, TransitionError, Typer,
+    TypingOutcome, TypingSignal, TypingTable, TypingWrite, UserId, UserRecord, UserSessions,
 };
 use tokio::sync::Notify;
 
 use crate::bus::LocalBus;
 use crate::sweep::{Step, drain};
+
+// The repair (its own file: it only compares and rebuilds what reindex keeps).
+mod repair;
 
 /// The embedded store.
 #[derive(Debug, Clone)]
@@ -1029,6 +1032,10 @@ impl Store for MemoryStore {
 
     async fn bus(&self) -> Result<Box<dyn BusReceiver>, StoreError> {
         Ok(self.shared.bus.receiver())
+    }
+
+    async fn repair(&self, mode: RepairMode) -> Result<RepairReport, StoreError> {
+        Ok(self.repair_indexes(mode))
     }
 }
 /// The users of an index by activity who crossed into auto-away since `from`: up to `batch`

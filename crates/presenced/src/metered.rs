@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use presence_core::{
     Activity, Applied, BusMessage, BusReceiver, Change, ConversationId, FeedId, FeedRead,
     LeaseRenewal, ListQuery, Millis, NodeId, NodeInfo, OpenSession, PresenceEvent, PresenceView,
-    Scope, ScopeCount, ScopePage, SessionId, Store, StoreError, SweepReport, TransitionError,
-    Typer, TypingOutcome, TypingWrite, UserId, UserSessions,
+    RepairMode, RepairReport, Scope, ScopeCount, ScopePage, SessionId, Store, StoreError,
+    SweepReport, TransitionError, Typer, TypingOutcome, TypingWrite, UserId, UserSessions,
 };
 
 /// Measures the calls to `inner`.
@@ -152,5 +152,8 @@ impl<S: Store> Store for MeteredStore<S> {
     // Not measured: it waits for a subscription, not for a command.
     async fn bus(&self) -> Result<Box<dyn BusReceiver>, StoreError> {
         self.inner.bus().await
+    }
+    async fn repair(&self, mode: RepairMode) -> Result<RepairReport, StoreError> {
+        measured("repair", self.inner.repair(mode)).await
     }
 }

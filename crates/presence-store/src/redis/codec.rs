@@ -731,6 +731,32 @@ pub(crate) fn decode_major_version(reply: &Value) -> Result<Option<u32>, StoreEr
         .and_then(|v| v.trim().split('.').next()?.parse().ok()))
 }
 
+/// A repair script's reply (`lua/repair_*.lua`): with `cursor`, its first element is the next
+/// SCAN or ZSCAN cursor; then integers (counts) and strings, nested arrays flattened into the
+/// strings, in order.
+pub(crate) fn decode_repair_reply(
+    reply: &Value,
+    cursor: bool,
+) -> Result<(String, Vec<i64>, Vec<String>), StoreError> {
+    let a = array(reply)?;
+    let (next, rest) = match (cursor, a) {
+        (true, [c, rest @ ..]) => (text(c)?, rest),
+        (true, []) => return Err(corrupt("a repair step answered nothing")),
+        (false, rest) => (String::new(), rest),
+    };
+    let (mut ints, mut strings) = (Vec::new(), Vec::new());
+    for v in rest {
+        match v {
+            Value::Int(i) => ints.push(*i),
+            Value::Array(_) => {
+                strings.extend(array(v)?.iter().map(text).collect::<Result<Vec<_>, _>>()?)
+            }
+            other => strings.push(text(other)?),
+        }
+    }
+    Ok((next, ints, strings))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,31 @@
+-- repair_away.lua: recounts one scope's away count exactly, in this one atomic call: the
+-- members of `online:{scope}` whose record puts them in the scope (scope_sets) and says away.
+-- A scope with no set has a count of none. Atomic, so exact whatever runs beside it, and
+-- O(members of the set): about 1 s of Redis time per million members (README, "Repair"),
+-- during which every other command waits; a set larger than ARGV[6] (when not 0) is left
+-- alone, which is what the periodic pass asks.
+-- KEYS: none (built from the prefix, see common.lua)
+-- ARGV[5] scope ('global', 'zone:10', 'org:100')   ARGV[6] most members (0: no limit)
+-- ARGV[7] '1': check only
+-- Returns {members counted, 1 when the count was wrong else 0, 1 when skipped (too large)}.
+local scope, most, check = ARGV[5], tonumber(ARGV[6]), ARGV[7] == '1'
+local zset, counts = key('online:' .. scope), key('away_count')
+local n = redis.call('ZCARD', zset)
+if most > 0 and n > most then return {0, 0, 1} end
+local away = 0
+local chunk = 10000
+for from = 0, n - 1, chunk do
+  for _, user in ipairs(redis.call('ZRANGE', zset, from, from + chunk - 1)) do
+    local f = redis.call('HMGET', ukey(user), 'status', 'zone_id', 'org_id', 'iv')
+    if f[1] == 'away' and scope_sets({status = f[1], zone_id = f[2] or nil,
+        org_id = f[3] or nil, iv = f[4] or nil})[scope] then
+      away = away + 1
+    end
+  end
+end
+local stored = tonumber(redis.call('HGET', counts, scope) or '0')
+if stored == away then return {n, 0, 0} end
+if not check then
+  if away > 0 then redis.call('HSET', counts, scope, away) else redis.call('HDEL', counts, scope) end
+end
+return {n, 1, 0}

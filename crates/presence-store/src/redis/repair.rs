@@ -1,0 +1,439 @@
+//! The Redis store's repair ([`presence_core::repair`]): every index rebuilt from the records,
+//! in bounded script calls, each re-checking what it fixes at that moment (`lua/repair_*.lua`),
+//! so it is safe while nodes run. Nothing here reads a record in one round trip and writes
+//! in another: Rust only carries cursors and the names a step found.
+//!
+//! A whole pass ([`RepairMode::slice`] `None`) goes, in order:
+//!
+//! 1. over the records (`SCAN presence:*`, `sweep_batch` keys a call): orphan sessions ended,
+//!    missing index entries added, wrong scores set (`repair_records.lua`);
+//! 2. over every member of every index set (`ZSCAN`, `sweep_batch` a call): members no record
+//!    implies removed (`repair_members.lua`);
+//! 3. over every scope (its set, or its field of `away_count`): the away count recounted in
+//!    one atomic call per scope (`repair_away.lua`), O(members of the scope);
+//! 4. over every node (in `nodes`, with a list or an info key, or named by a record): its list
+//!    completed from the records that name it (`repair_node.lua`), then its duplicates and its
+//!    session count fixed in one atomic call per node, O(list) (`repair_node_count.lua`); a
+//!    node that is not in `nodes` has its keys removed.
+//!
+//! A slice of the periodic pass does one bounded step of each, from positions kept in the
+//! hash `repair:pos` (so every node carries on where the last slice stopped), and checks a
+//! scope's away count or a node's list and count only when the set or list holds at most
+//! [`PERIODIC_WHOLE_FACTOR`] × the slice: a bigger one costs more Redis time at once than a
+//! background pass may take, and is left to the explicit repair (the sweep keeps clamping
+//! away counts to their set's size meanwhile).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::OnceLock;
+
+use presence_core::repair::fixed;
+use presence_core::{RepairMode, RepairReport, StoreError};
+use redis::{Script, Value};
+
+use super::RedisStore;
+use super::codec::decode_repair_reply;
+use super::failure::store_error;
+
+/// In the periodic pass, a scope set or node list is checked whole (one atomic call) only
+/// when it holds at most this many times the slice's entries.
+pub(crate) const PERIODIC_WHOLE_FACTOR: usize = 10;
+
+/// Users named in one `repair_node.lua` call.
+const NODE_CHUNK: usize = 1000;
+
+/// The repair's scripts. Not loaded at connect: the first call of each loads it (EVALSHA
+/// falls back to loading on NOSCRIPT), so a node that never repairs pays nothing.
+struct RepairScripts {
+    records: Script,
+    members: Script,
+    keys: Script,
+    away: Script,
+    node: Script,
+    node_count: Script,
+}
+
+fn scripts() -> &'static RepairScripts {
+    static S: OnceLock<RepairScripts> = OnceLock::new();
+    S.get_or_init(|| RepairScripts {
+        records: script!("repair_records.lua"),
+        members: script!("repair_members.lua"),
+        keys: script!("repair_keys.lua"),
+        away: script!("repair_away.lua"),
+        node: script!("repair_node.lua"),
+        node_count: script!("repair_node_count.lua"),
+    })
+}
+
+fn flag(b: bool) -> &'static str {
+    if b { "1" } else { "" }
+}
+
+fn count(ints: &[i64], i: usize) -> u64 {
+    ints.get(i).copied().unwrap_or(0).max(0) as u64
+}
+
+/// Where the periodic pass stands (fields of the hash `repair:pos`).
+#[derive(Debug, Default)]
+struct Position {
+    /// SCAN cursor over the records.
+    records: String,
+    /// Which of the named index sets (no pattern) is being walked, and its ZSCAN cursor.
+    set: usize,
+    member: String,
+    /// SCAN cursor over the scope sets, for their away counts.
+    scope: String,
+    /// Which node (by rank in `nodes`) is next.
+    node: usize,
+}
+
+impl RedisStore {
+    /// See [`presence_core::Store::repair`] and the module documentation.
+    pub(crate) async fn repair(&self, mode: RepairMode) -> Result<RepairReport, StoreError> {
+        match mode.slice {
+            None => self.repair_whole(mode.check_only).await,
+            Some(n) => self.repair_slice(mode.check_only, n.max(1)).await,
+        }
+    }
+
+    async fn repair_call(
+        &self,
+        script: &Script,
+        cursor: bool,
+        args: &[&str],
+    ) -> Result<(String, Vec<i64>, Vec<String>), StoreError> {
+        let mut inv = self.invocation(script, self.now());
+        for a in args {
+            inv.arg(*a);
+        }
+        decode_repair_reply(&self.invoke(&inv).await?, cursor)
+    }
+
+    /// One step over the records; adds the nodes each record names to `nodes`.
+    async fn repair_records_step(
+        &self,
+        cursor: &str,
+        batch: usize,
+        check: bool,
+        own_sets: bool,
+        report: &mut RepairReport,
+        nodes: &mut BTreeMap<String, BTreeSet<String>>,
+    ) -> Result<String, StoreError> {
+        let batch = batch.to_string();
+        let (next, n, pairs) = self
+            .repair_call(
+                &scripts().records,
+                true,
+                &[cursor, &batch, flag(check), flag(own_sets)],
+            )
+            .await?;
+        report.checked += count(&n, 0);
+        report.add(fixed::ONLINE_MEMBERS_MISSING, count(&n, 1));
+        report.add(fixed::INDEX_MEMBERS_MISSING, count(&n, 2));
+        report.add(fixed::WRONG_SCORES, count(&n, 3));
+        report.add(fixed::STALE_MEMBERS, count(&n, 4));
+        report.add(fixed::ORPHAN_SESSIONS, count(&n, 5));
+        for p in pairs.chunks_exact(2) {
+            nodes.entry(p[0].clone()).or_default().insert(p[1].clone());
+        }
+        Ok(next)
+    }
+
+    /// One ZSCAN step over an index set, removing stale members.
+    async fn repair_members_step(
+        &self,
+        set: &str,
+        cursor: &str,
+        batch: usize,
+        check: bool,
+        report: &mut RepairReport,
+    ) -> Result<String, StoreError> {
+        let batch = batch.to_string();
+        let (next, n, _) = self
+            .repair_call(
+                &scripts().members,
+                true,
+                &[set, cursor, &batch, flag(check)],
+            )
+            .await?;
+        report.checked += count(&n, 0);
+        report.add(fixed::STALE_MEMBERS, count(&n, 1));
+        Ok(next)
+    }
+
+    /// The index sets' patterns, as common.lua's INDEX_SETS has them.
+    async fn index_sets(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self.repair_call(&scripts().keys, false, &[""]).await?.2)
+    }
+
+    /// One SCAN step: keys of `kind` matching `pattern` (after the prefix).
+    async fn keys_step(
+        &self,
+        pattern: &str,
+        cursor: &str,
+        batch: usize,
+        kind: &str,
+    ) -> Result<(String, Vec<String>), StoreError> {
+        let batch = batch.to_string();
+        let (next, _, keys) = self
+            .repair_call(&scripts().keys, true, &[pattern, cursor, &batch, kind])
+            .await?;
+        Ok((next, keys))
+    }
+
+    /// Every key of `kind` matching `pattern` (after the prefix).
+    async fn all_keys(
+        &self,
+        pattern: &str,
+        batch: usize,
+        kind: &str,
+    ) -> Result<BTreeSet<String>, StoreError> {
+        let mut out = BTreeSet::new();
+        let mut cursor = "0".to_string();
+        loop {
+            let (next, keys) = self.keys_step(pattern, &cursor, batch, kind).await?;
+            out.extend(keys);
+            if next == "0" {
+                return Ok(out);
+            }
+            cursor = next;
+        }
+    }
+
+    /// Recounts one scope's away count (`most` 0: whatever its size).
+    async fn repair_away_scope(
+        &self,
+        scope: &str,
+        most: usize,
+        check: bool,
+        report: &mut RepairReport,
+    ) -> Result<(), StoreError> {
+        let most = most.to_string();
+        let (_, n, _) = self
+            .repair_call(&scripts().away, false, &[scope, &most, flag(check)])
+            .await?;
+        report.add(fixed::AWAY_COUNT, count(&n, 1));
+        Ok(())
+    }
+
+    /// Completes a node's list from the users whose records name it, then fixes its
+    /// duplicates and session count (`most` 0: whatever the list's length), or removes the
+    /// keys of a node that is not in `nodes`.
+    async fn repair_node(
+        &self,
+        node: &str,
+        users: &[&str],
+        most: usize,
+        check: bool,
+        report: &mut RepairReport,
+    ) -> Result<(), StoreError> {
+        for chunk in users.chunks(NODE_CHUNK) {
+            let mut args = vec![node, flag(check)];
+            args.extend_from_slice(chunk);
+            let (_, n, _) = self.repair_call(&scripts().node, false, &args).await?;
+            report.add(fixed::NODE_LISTS, count(&n, 1));
+        }
+        let most = most.to_string();
+        let (_, n, _) = self
+            .repair_call(&scripts().node_count, false, &[node, &most, flag(check)])
+            .await?;
+        report.checked += count(&n, 0);
+        report.add(fixed::NODE_LISTS, count(&n, 1));
+        report.add(fixed::NODE_SESSION_COUNTS, count(&n, 2));
+        report.add(fixed::DEAD_NODE_KEYS, count(&n, 3));
+        Ok(())
+    }
+
+    async fn live_nodes(&self) -> Result<Vec<String>, StoreError> {
+        let v: Value = redis::cmd("ZRANGE")
+            .arg(self.key("nodes"))
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(store_error)?;
+        Ok(decode_repair_reply(&v, false)?.2)
+    }
+
+    /// The scopes with a field in `away_count` (HSCAN, so a big hash never blocks).
+    async fn away_count_scopes(&self, batch: usize) -> Result<BTreeSet<String>, StoreError> {
+        let mut out = BTreeSet::new();
+        let mut cursor = "0".to_string();
+        loop {
+            let v: Value = redis::cmd("HSCAN")
+                .arg(self.key("away_count"))
+                .arg(&cursor)
+                .arg("COUNT")
+                .arg(batch)
+                .query_async(&mut self.conn.clone())
+                .await
+                .map_err(store_error)?;
+            let (next, _, flat) = decode_repair_reply(&v, true)?;
+            out.extend(flat.into_iter().step_by(2));
+            if next == "0" {
+                return Ok(out);
+            }
+            cursor = next;
+        }
+    }
+
+    async fn repair_whole(&self, check: bool) -> Result<RepairReport, StoreError> {
+        let batch = self.settings.sweep_batch.max(1);
+        let mut report = RepairReport::default();
+        // 1. The records.
+        let mut named: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut cursor = "0".to_string();
+        loop {
+            cursor = self
+                .repair_records_step(&cursor, batch, check, false, &mut report, &mut named)
+                .await?;
+            if cursor == "0" {
+                break;
+            }
+        }
+        // 2. Every member of every index set.
+        let mut scopes = BTreeSet::new();
+        for pattern in self.index_sets().await? {
+            let sets = if pattern.contains('*') {
+                self.all_keys(&pattern, batch, "zset").await?
+            } else {
+                BTreeSet::from([pattern])
+            };
+            for set in sets {
+                if let Some(scope) = set.strip_prefix("online:") {
+                    scopes.insert(scope.to_string());
+                }
+                let mut cursor = "0".to_string();
+                loop {
+                    cursor = self
+                        .repair_members_step(&set, &cursor, batch, check, &mut report)
+                        .await?;
+                    if cursor == "0" {
+                        break;
+                    }
+                }
+            }
+        }
+        // 3. Every scope's away count, whatever its size.
+        scopes.extend(self.away_count_scopes(batch).await?);
+        for scope in &scopes {
+            self.repair_away_scope(scope, 0, check, &mut report).await?;
+        }
+        // 4. Every node.
+        let mut nodes: BTreeSet<String> = self.live_nodes().await?.into_iter().collect();
+        for (pattern, kind) in [("node:*:users", "list"), ("node:*:info", "hash")] {
+            for k in self.all_keys(pattern, batch, kind).await? {
+                let id = k.strip_prefix("node:").and_then(|k| k.rsplit_once(':'));
+                if let Some((id, _)) = id {
+                    nodes.insert(id.to_string());
+                }
+            }
+        }
+        nodes.extend(named.keys().cloned());
+        for node in &nodes {
+            let users: Vec<&str> = named
+                .get(node)
+                .map(|u| u.iter().map(String::as_str).collect())
+                .unwrap_or_default();
+            self.repair_node(node, &users, 0, check, &mut report)
+                .await?;
+        }
+        Ok(report)
+    }
+
+    async fn position(&self) -> Result<Position, StoreError> {
+        let v: Value = redis::cmd("HMGET")
+            .arg(self.key("repair:pos"))
+            .arg(&["records", "set", "member", "scope", "node"][..])
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(store_error)?;
+        let f = match v {
+            Value::Array(a) => a,
+            other => return Err(StoreError::Corrupt(format!("repair:pos: {other:?}"))),
+        };
+        let text = |i: usize| match f.get(i) {
+            Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+            _ => "0".to_string(),
+        };
+        Ok(Position {
+            records: text(0),
+            set: text(1).parse().unwrap_or(0),
+            member: text(2),
+            scope: text(3),
+            node: text(4).parse().unwrap_or(0),
+        })
+    }
+
+    async fn save_position(&self, p: &Position) -> Result<(), StoreError> {
+        redis::cmd("HSET")
+            .arg(self.key("repair:pos"))
+            .arg("records")
+            .arg(&p.records)
+            .arg("set")
+            .arg(p.set)
+            .arg("member")
+            .arg(&p.member)
+            .arg("scope")
+            .arg(&p.scope)
+            .arg("node")
+            .arg(p.node)
+            .query_async::<Value>(&mut self.conn.clone())
+            .await
+            .map(|_| ())
+            .map_err(store_error)
+    }
+
+    /// One slice of the periodic pass: one bounded step of each part, from `repair:pos`.
+    /// Two nodes reading the position at once repeat a slice, which is harmless: every
+    /// step re-checks and is idempotent.
+    async fn repair_slice(&self, check: bool, n: usize) -> Result<RepairReport, StoreError> {
+        let whole = n.saturating_mul(PERIODIC_WHOLE_FACTOR);
+        let mut report = RepairReport::default();
+        let mut pos = self.position().await?;
+        // Records, with the stale members of each user's own sets (the slice does not walk
+        // every scope set), and the lists of the nodes they name.
+        let mut named = BTreeMap::new();
+        pos.records = self
+            .repair_records_step(&pos.records, n, check, true, &mut report, &mut named)
+            .await?;
+        for (node, users) in &named {
+            let users: Vec<&str> = users.iter().map(String::as_str).collect();
+            self.repair_node(node, &users, whole, check, &mut report)
+                .await?;
+        }
+        // One step over one of the named index sets (patterns are for the whole pass).
+        let sets: Vec<String> = self
+            .index_sets()
+            .await?
+            .into_iter()
+            .filter(|s| !s.contains('*'))
+            .chain(["online:global".to_string()])
+            .collect();
+        let set = &sets[pos.set % sets.len()];
+        pos.member = self
+            .repair_members_step(set, &pos.member, n, check, &mut report)
+            .await?;
+        if pos.member == "0" {
+            pos.set = (pos.set + 1) % sets.len();
+        }
+        // One SCAN step over the scope sets, recounting the small ones.
+        let (next, keys) = self.keys_step("online:*", &pos.scope, n, "zset").await?;
+        pos.scope = next;
+        for k in keys {
+            if let Some(scope) = k.strip_prefix("online:") {
+                self.repair_away_scope(scope, whole, check, &mut report)
+                    .await?;
+            }
+        }
+        // One node's duplicates and count, if its list is small enough.
+        let live = self.live_nodes().await?;
+        if !live.is_empty() {
+            let node = &live[pos.node % live.len()];
+            self.repair_node(node, &[], whole, check, &mut report)
+                .await?;
+            pos.node = (pos.node + 1) % live.len();
+        }
+        self.save_position(&pos).await?;
+        Ok(report)
+    }
+}
