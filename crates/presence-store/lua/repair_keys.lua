@@ -4,8 +4,8 @@
 -- KEYS: none (built from the prefix, see common.lua)
 -- ARGV[5] pattern after the prefix ('' to ask for INDEX_SETS)   ARGV[6] cursor
 -- ARGV[7] COUNT   ARGV[8] type ('zset', 'hash', 'list', ...)
--- Returns {next cursor, {key after the prefix, ...}}, or INDEX_SETS when ARGV[5] is ''.
-if ARGV[5] == '' then return INDEX_SETS end
+-- Returns {next cursor, {key after the prefix, ...}}, or {INDEX_SETS} when ARGV[5] is ''.
+if ARGV[5] == '' then return {INDEX_SETS} end
 local scan = redis.call('SCAN', ARGV[6], 'MATCH', glob_literal(P) .. ARGV[5], 'COUNT',
   tonumber(ARGV[7]))
 local out = {}

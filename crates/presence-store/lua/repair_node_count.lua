@@ -2,15 +2,16 @@
 --   - A node in `nodes` (live, or waiting to be reaped): entries its list holds twice are
 --     dropped (each user is listed once, see common.lua), and its count of sessions
 --     (`node:{id}:info` `sc`, node_session_count) is set to the sessions its listed users'
---     records hold on it. Exact when the list holds every user with a session on the node,
---     which repair_node.lua makes sure of first and every transition keeps. O(list): about
---     the cost of node_sessions.lua (README, "Repair").
+--     records hold on it, and those of the users given (the records that name the node, so
+--     a check counts what a fix adds to the list). Exact when the list holds every user with
+--     a session on the node, which repair_node.lua makes sure of first and every transition
+--     keeps. O(list + users given): about the cost of node_sessions.lua (README, "Repair").
 --   - A node not in `nodes` (reaped, or never registered): its list and info keys are left
 --     over from damage or an orphan's end, and go.
 -- Nothing is changed with ARGV[7] = '1' (check only).
 -- KEYS: none (built from the prefix, see common.lua)
 -- ARGV[5] node id   ARGV[6] most list entries (0: no limit; a longer list is skipped)
--- ARGV[7] '1': check only
+-- ARGV[7] '1': check only   ARGV[8..] users whose records name the node
 -- Returns {entries checked, duplicate entries, 1 when `sc` was wrong, dead node keys,
 --   1 when skipped (too long)}.
 local node, most, check = ARGV[5], tonumber(ARGV[6]), ARGV[7] == '1'
@@ -24,13 +25,22 @@ local len = redis.call('LLEN', list)
 if most > 0 and len > most then return {0, 0, 0, 0, 1} end
 local entries = redis.call('LRANGE', list, 0, -1)
 local seen, unique, sessions = {}, {}, 0
+local function count(user)
+  for _, v in pairs((load(user) or {sessions = {}}).sessions) do
+    if parse_session(v) == node then sessions = sessions + 1 end
+  end
+end
 for _, user in ipairs(entries) do
   if not seen[user] then
     seen[user] = true
     unique[#unique + 1] = user
-    for _, v in pairs((load(user) or {sessions = {}}).sessions) do
-      if parse_session(v) == node then sessions = sessions + 1 end
-    end
+    count(user)
+  end
+end
+for i = 8, #ARGV do
+  if not seen[ARGV[i]] then
+    seen[ARGV[i]] = true
+    count(ARGV[i])
   end
 end
 local dups = #entries - #unique

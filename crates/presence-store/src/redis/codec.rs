@@ -731,30 +731,41 @@ pub(crate) fn decode_major_version(reply: &Value) -> Result<Option<u32>, StoreEr
         .and_then(|v| v.trim().split('.').next()?.parse().ok()))
 }
 
-/// A repair script's reply (`lua/repair_*.lua`): with `cursor`, its first element is the next
-/// SCAN or ZSCAN cursor; then integers (counts) and strings, nested arrays flattened into the
-/// strings, in order.
-pub(crate) fn decode_repair_reply(
-    reply: &Value,
-    cursor: bool,
-) -> Result<(String, Vec<i64>, Vec<String>), StoreError> {
+/// A repair script's reply (`lua/repair_*.lua`), or a plain array of strings.
+#[derive(Debug, Default)]
+pub(crate) struct RepairReply {
+    /// The next SCAN or ZSCAN cursor (when asked for: the reply's first element).
+    pub(crate) cursor: String,
+    /// The integers (counts), in order.
+    pub(crate) ints: Vec<i64>,
+    /// The strings at the top level, in order.
+    pub(crate) strings: Vec<String>,
+    /// The nested arrays, each as strings, in order.
+    pub(crate) lists: Vec<Vec<String>>,
+}
+
+/// Reads a [`RepairReply`]; with `cursor`, the first element is the cursor.
+pub(crate) fn decode_repair_reply(reply: &Value, cursor: bool) -> Result<RepairReply, StoreError> {
     let a = array(reply)?;
-    let (next, rest) = match (cursor, a) {
-        (true, [c, rest @ ..]) => (text(c)?, rest),
+    let mut out = RepairReply::default();
+    let rest = match (cursor, a) {
+        (true, [c, rest @ ..]) => {
+            out.cursor = text(c)?;
+            rest
+        }
         (true, []) => return Err(corrupt("a repair step answered nothing")),
-        (false, rest) => (String::new(), rest),
+        (false, rest) => rest,
     };
-    let (mut ints, mut strings) = (Vec::new(), Vec::new());
     for v in rest {
         match v {
-            Value::Int(i) => ints.push(*i),
-            Value::Array(_) => {
-                strings.extend(array(v)?.iter().map(text).collect::<Result<Vec<_>, _>>()?)
-            }
-            other => strings.push(text(other)?),
+            Value::Int(i) => out.ints.push(*i),
+            Value::Array(_) => out
+                .lists
+                .push(array(v)?.iter().map(text).collect::<Result<_, _>>()?),
+            other => out.strings.push(text(other)?),
         }
     }
-    Ok((next, ints, strings))
+    Ok(out)
 }
 
 #[cfg(test)]

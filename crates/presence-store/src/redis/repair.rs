@@ -31,7 +31,7 @@ use presence_core::{RepairMode, RepairReport, StoreError};
 use redis::{Script, Value};
 
 use super::RedisStore;
-use super::codec::decode_repair_reply;
+use super::codec::{RepairReply, decode_repair_reply};
 use super::failure::store_error;
 
 /// In the periodic pass, a scope set or node list is checked whole (one atomic call) only
@@ -72,6 +72,15 @@ fn count(ints: &[i64], i: usize) -> u64 {
     ints.get(i).copied().unwrap_or(0).max(0) as u64
 }
 
+/// What the walk over the records found besides its fixes.
+#[derive(Debug, Default)]
+struct Found {
+    /// Node → users whose records say the node's list holds them.
+    nodes: BTreeMap<String, BTreeSet<String>>,
+    /// Scope → away users in it.
+    away: BTreeMap<String, u64>,
+}
+
 /// Where the periodic pass stands (fields of the hash `repair:pos`).
 #[derive(Debug, Default)]
 struct Position {
@@ -100,7 +109,7 @@ impl RedisStore {
         script: &Script,
         cursor: bool,
         args: &[&str],
-    ) -> Result<(String, Vec<i64>, Vec<String>), StoreError> {
+    ) -> Result<RepairReply, StoreError> {
         let mut inv = self.invocation(script, self.now());
         for a in args {
             inv.arg(*a);
@@ -116,26 +125,35 @@ impl RedisStore {
         check: bool,
         own_sets: bool,
         report: &mut RepairReport,
-        nodes: &mut BTreeMap<String, BTreeSet<String>>,
+        found: &mut Found,
     ) -> Result<String, StoreError> {
         let batch = batch.to_string();
-        let (next, n, pairs) = self
+        let reply = self
             .repair_call(
                 &scripts().records,
                 true,
                 &[cursor, &batch, flag(check), flag(own_sets)],
             )
             .await?;
+        let n = reply.ints;
         report.checked += count(&n, 0);
         report.add(fixed::ONLINE_MEMBERS_MISSING, count(&n, 1));
         report.add(fixed::INDEX_MEMBERS_MISSING, count(&n, 2));
         report.add(fixed::WRONG_SCORES, count(&n, 3));
         report.add(fixed::STALE_MEMBERS, count(&n, 4));
         report.add(fixed::ORPHAN_SESSIONS, count(&n, 5));
-        for p in pairs.chunks_exact(2) {
-            nodes.entry(p[0].clone()).or_default().insert(p[1].clone());
+        let mut lists = reply.lists.into_iter();
+        for p in lists.next().unwrap_or_default().chunks_exact(2) {
+            found
+                .nodes
+                .entry(p[0].clone())
+                .or_default()
+                .insert(p[1].clone());
         }
-        Ok(next)
+        for scope in lists.next().unwrap_or_default() {
+            *found.away.entry(scope).or_default() += 1;
+        }
+        Ok(reply.cursor)
     }
 
     /// One ZSCAN step over an index set, removing stale members.
@@ -148,21 +166,22 @@ impl RedisStore {
         report: &mut RepairReport,
     ) -> Result<String, StoreError> {
         let batch = batch.to_string();
-        let (next, n, _) = self
+        let reply = self
             .repair_call(
                 &scripts().members,
                 true,
                 &[set, cursor, &batch, flag(check)],
             )
             .await?;
-        report.checked += count(&n, 0);
-        report.add(fixed::STALE_MEMBERS, count(&n, 1));
-        Ok(next)
+        report.checked += count(&reply.ints, 0);
+        report.add(fixed::STALE_MEMBERS, count(&reply.ints, 1));
+        Ok(reply.cursor)
     }
 
     /// The index sets' patterns, as common.lua's INDEX_SETS has them.
     async fn index_sets(&self) -> Result<Vec<String>, StoreError> {
-        Ok(self.repair_call(&scripts().keys, false, &[""]).await?.2)
+        let reply = self.repair_call(&scripts().keys, false, &[""]).await?;
+        Ok(reply.lists.into_iter().next().unwrap_or_default())
     }
 
     /// One SCAN step: keys of `kind` matching `pattern` (after the prefix).
@@ -174,10 +193,13 @@ impl RedisStore {
         kind: &str,
     ) -> Result<(String, Vec<String>), StoreError> {
         let batch = batch.to_string();
-        let (next, _, keys) = self
+        let reply = self
             .repair_call(&scripts().keys, true, &[pattern, cursor, &batch, kind])
             .await?;
-        Ok((next, keys))
+        Ok((
+            reply.cursor,
+            reply.lists.into_iter().next().unwrap_or_default(),
+        ))
     }
 
     /// Every key of `kind` matching `pattern` (after the prefix).
@@ -208,9 +230,10 @@ impl RedisStore {
         report: &mut RepairReport,
     ) -> Result<(), StoreError> {
         let most = most.to_string();
-        let (_, n, _) = self
+        let n = self
             .repair_call(&scripts().away, false, &[scope, &most, flag(check)])
-            .await?;
+            .await?
+            .ints;
         report.add(fixed::AWAY_COUNT, count(&n, 1));
         Ok(())
     }
@@ -229,13 +252,18 @@ impl RedisStore {
         for chunk in users.chunks(NODE_CHUNK) {
             let mut args = vec![node, flag(check)];
             args.extend_from_slice(chunk);
-            let (_, n, _) = self.repair_call(&scripts().node, false, &args).await?;
+            let n = self.repair_call(&scripts().node, false, &args).await?.ints;
             report.add(fixed::NODE_LISTS, count(&n, 1));
         }
+        // The users named count too: a check, which added none to the list, counts what a fix
+        // would have added (and a fix has added them: they count once).
         let most = most.to_string();
-        let (_, n, _) = self
-            .repair_call(&scripts().node_count, false, &[node, &most, flag(check)])
-            .await?;
+        let mut args = vec![node, &most, flag(check)];
+        args.extend_from_slice(users);
+        let n = self
+            .repair_call(&scripts().node_count, false, &args)
+            .await?
+            .ints;
         report.checked += count(&n, 0);
         report.add(fixed::NODE_LISTS, count(&n, 1));
         report.add(fixed::NODE_SESSION_COUNTS, count(&n, 2));
@@ -251,12 +279,12 @@ impl RedisStore {
             .query_async(&mut self.conn.clone())
             .await
             .map_err(store_error)?;
-        Ok(decode_repair_reply(&v, false)?.2)
+        Ok(decode_repair_reply(&v, false)?.strings)
     }
 
-    /// The scopes with a field in `away_count` (HSCAN, so a big hash never blocks).
-    async fn away_count_scopes(&self, batch: usize) -> Result<BTreeSet<String>, StoreError> {
-        let mut out = BTreeSet::new();
+    /// The fields of `away_count`: scope → away users (HSCAN, so a big hash never blocks).
+    async fn away_counts(&self, batch: usize) -> Result<BTreeMap<String, i64>, StoreError> {
+        let mut out = BTreeMap::new();
         let mut cursor = "0".to_string();
         loop {
             let v: Value = redis::cmd("HSCAN")
@@ -267,12 +295,15 @@ impl RedisStore {
                 .query_async(&mut self.conn.clone())
                 .await
                 .map_err(store_error)?;
-            let (next, _, flat) = decode_repair_reply(&v, true)?;
-            out.extend(flat.into_iter().step_by(2));
-            if next == "0" {
+            let reply = decode_repair_reply(&v, true)?;
+            let flat = reply.lists.into_iter().next().unwrap_or_default();
+            for p in flat.chunks_exact(2) {
+                out.insert(p[0].clone(), p[1].parse().unwrap_or(i64::MIN));
+            }
+            if reply.cursor == "0" {
                 return Ok(out);
             }
-            cursor = next;
+            cursor = reply.cursor;
         }
     }
 
@@ -280,11 +311,11 @@ impl RedisStore {
         let batch = self.settings.sweep_batch.max(1);
         let mut report = RepairReport::default();
         // 1. The records.
-        let mut named: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut found = Found::default();
         let mut cursor = "0".to_string();
         loop {
             cursor = self
-                .repair_records_step(&cursor, batch, check, false, &mut report, &mut named)
+                .repair_records_step(&cursor, batch, check, false, &mut report, &mut found)
                 .await?;
             if cursor == "0" {
                 break;
@@ -313,10 +344,22 @@ impl RedisStore {
                 }
             }
         }
-        // 3. Every scope's away count, whatever its size.
-        scopes.extend(self.away_count_scopes(batch).await?);
-        for scope in &scopes {
-            self.repair_away_scope(scope, 0, check, &mut report).await?;
+        // 3. Every scope's away count, whatever its size: a fix recounts each scope in one
+        // atomic call; a check, which fixed no member above, compares with the away users
+        // the records walk found in each scope (exact while nothing changes meanwhile).
+        let stored = self.away_counts(batch).await?;
+        if check {
+            scopes.extend(stored.keys().cloned());
+            for scope in &scopes {
+                let want = found.away.get(scope).copied().unwrap_or(0) as i64;
+                let have = stored.get(scope).copied().unwrap_or(0);
+                report.add(fixed::AWAY_COUNT, u64::from(want != have));
+            }
+        } else {
+            scopes.extend(stored.into_keys());
+            for scope in &scopes {
+                self.repair_away_scope(scope, 0, check, &mut report).await?;
+            }
         }
         // 4. Every node.
         let mut nodes: BTreeSet<String> = self.live_nodes().await?.into_iter().collect();
@@ -328,9 +371,10 @@ impl RedisStore {
                 }
             }
         }
-        nodes.extend(named.keys().cloned());
+        nodes.extend(found.nodes.keys().cloned());
         for node in &nodes {
-            let users: Vec<&str> = named
+            let users: Vec<&str> = found
+                .nodes
                 .get(node)
                 .map(|u| u.iter().map(String::as_str).collect())
                 .unwrap_or_default();
@@ -392,11 +436,11 @@ impl RedisStore {
         let mut pos = self.position().await?;
         // Records, with the stale members of each user's own sets (the slice does not walk
         // every scope set), and the lists of the nodes they name.
-        let mut named = BTreeMap::new();
+        let mut found = Found::default();
         pos.records = self
-            .repair_records_step(&pos.records, n, check, true, &mut report, &mut named)
+            .repair_records_step(&pos.records, n, check, true, &mut report, &mut found)
             .await?;
-        for (node, users) in &named {
+        for (node, users) in &found.nodes {
             let users: Vec<&str> = users.iter().map(String::as_str).collect();
             self.repair_node(node, &users, whole, check, &mut report)
                 .await?;
