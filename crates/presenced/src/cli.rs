@@ -1,4 +1,4 @@
-//! The `presenced` command line: `serve` and `token`.
+//! The `presenced` command line: `serve`, `token` and `repair`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -30,6 +30,9 @@ enum Command {
     Serve(ServeArgs),
     /// Prints one HS256 token signed with the configured secret.
     Token(TokenArgs),
+    /// Checks the Redis store's indexes against its records and fixes what is off, talking to
+    /// the store directly; safe while nodes run. Prints the report as JSON.
+    Repair(RepairArgs),
 }
 
 /// Flags for the common settings; every setting is also a TOML key and a `PRESENCE_*`
@@ -91,6 +94,7 @@ impl Cli {
         match self.command {
             Command::Serve(a) => serve(a).await,
             Command::Token(a) => token(a),
+            Command::Repair(a) => repair(a).await,
         }
     }
 }
@@ -224,5 +228,54 @@ fn token(a: TokenArgs) -> anyhow::Result<()> {
         .issue(&sub, org.as_ref(), role, a.ttl)
         .expect("an HS256 authenticator issues tokens");
     println!("{t}");
+    Ok(())
+}
+
+#[derive(clap::Args)]
+struct RepairArgs {
+    /// The nodes' TOML configuration file (`[store]` says where Redis is).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Change nothing; exit with 1 when anything is off.
+    #[arg(long)]
+    check: bool,
+}
+
+/// `presenced repair`: one whole pass on the configured Redis store. It speaks to the store
+/// under an id no node has and never renews a lease or opens a session, so to the nodes it
+/// is not a node: nothing of it is ever reaped or listed. Exits 1 when `--check` found
+/// something off, and on any error (an error message on stderr, no report).
+async fn repair(a: RepairArgs) -> anyhow::Result<()> {
+    let config = Config::load(a.config.as_deref(), Figment::new())?;
+    if config.store.kind == StoreKind::Memory {
+        anyhow::bail!(
+            "store.kind is \"memory\": its presence lives inside the running node, so there is nothing to repair from outside; ask the node with POST /admin/repair (admin token), or pass --config with store.kind = \"redis\""
+        );
+    }
+    let redis = presence_store::RedisConfig {
+        url: config.store.redis_url.clone(),
+        key_prefix: config.store.key_prefix.clone(),
+        command_timeout: config.store.command_timeout,
+    };
+    let node = NodeId::new("presenced-repair").expect("a valid id");
+    let store = presence_store::RedisStore::connect(
+        redis,
+        node,
+        Arc::new(SystemClock),
+        config.store_settings(),
+    )
+    .await?;
+    let report = presence_core::Store::repair(
+        &store,
+        presence_core::RepairMode {
+            check_only: a.check,
+            slice: None,
+        },
+    )
+    .await?;
+    println!("{}", serde_json::to_string(&report)?);
+    if a.check && !report.is_clean() {
+        std::process::exit(1);
+    }
     Ok(())
 }
