@@ -1,5 +1,6 @@
 -- repair_away.lua: recounts one scope's away count exactly, in this one atomic call: the
--- members of `online:{scope}` whose record puts them in the scope (scope_sets) and says away.
+-- members of `online:{scope}` whose record puts them in the scope (as scope_sets() would:
+-- visible, in that zone or org) and says away.
 -- A scope with no set has a count of none. Atomic, so exact whatever runs beside it, and
 -- O(members of the set): about 1 s of Redis time per million members (README, "Repair"),
 -- during which every other command waits; a set larger than ARGV[6] (when not 0) is left
@@ -14,12 +15,18 @@ local n = redis.call('ZCARD', zset)
 if most > 0 and n > most then return {0, 0, 1} end
 local away = 0
 local chunk = 10000
+local kind, id = string.match(scope, '^(%a+):(.*)$')
 for from = 0, n - 1, chunk do
   for _, user in ipairs(redis.call('ZRANGE', zset, from, from + chunk - 1)) do
-    local f = redis.call('HMGET', ukey(user), 'status', 'zone_id', 'org_id', 'iv')
-    if f[1] == 'away' and scope_sets({status = f[1], zone_id = f[2] or nil,
-        org_id = f[3] or nil, iv = f[4] or nil})[scope] then
-      away = away + 1
+    -- Most members are online: one HGET each; an away one is then checked against
+    -- scope_sets' rule (visible, and in this zone or org).
+    local k = ukey(user)
+    if redis.call('HGET', k, 'status') == 'away' then
+      local f = redis.call('HMGET', k, 'zone_id', 'org_id', 'iv')
+      if not f[3] and (scope == 'global' or (kind == 'zone' and f[1] == id)
+          or (kind == 'org' and f[2] == id)) then
+        away = away + 1
+      end
     end
   end
 end

@@ -25,9 +25,13 @@ local len = redis.call('LLEN', list)
 if most > 0 and len > most then return {0, 0, 0, 0, 1} end
 local entries = redis.call('LRANGE', list, 0, -1)
 local seen, unique, sessions = {}, {}, 0
+-- Without load(): the sessions' fields straight from HGETALL (as node_sessions.lua).
 local function count(user)
-  for _, v in pairs((load(user) or {sessions = {}}).sessions) do
-    if parse_session(v) == node then sessions = sessions + 1 end
+  local flat = redis.call('HGETALL', ukey(user))
+  for i = 1, #flat, 2 do
+    if string.sub(flat[i], 1, 2) == 's:' and parse_session(flat[i + 1]) == node then
+      sessions = sessions + 1
+    end
   end
 end
 for _, user in ipairs(entries) do

@@ -13,15 +13,15 @@
 -- ARGV[8] '1': also look for stale members of the user's sets
 -- Returns {next cursor, records checked, online members missing, other index members
 --   missing, wrong scores, stale members, orphan sessions, {node, user, node, user, ...},
---   {scope, scope, ...}}: the nodes each user's record says index it (sessions and `ni`), for
---   the node lists' check (repair_node.lua), and the scopes of each away user, for a check's
---   away counts (a fix recounts each scope atomically instead, repair_away.lua).
+--   {scope, scope, ...}, {node, sessions, ...}}: the nodes each user's record says index it
+--   (sessions and `ni`), for the node lists' check (repair_node.lua); the scopes of each away
+--   user, and the sessions each node holds, to compare with the stored counts.
 local check, own_sets = ARGV[7] == '1', ARGV[8] == '1'
 local scan = redis.call('SCAN', ARGV[5], 'MATCH', glob_literal(P) .. 'presence:*', 'COUNT',
   tonumber(ARGV[6]))
 local skip = #P + #'presence:'
 local checked, online_missing, index_missing, wrong, stale, orphans = 0, 0, 0, 0, 0, 0
-local pairs_out, away_scopes = {}, {}
+local pairs_out, away_scopes, node_sessions = {}, {}, {}
 
 local function live(node)
   return redis.call('ZSCORE', key('nodes'), node) ~= false
@@ -87,6 +87,9 @@ for _, k in ipairs(scan[2]) do
       if rec.status == 'away' then
         for scope in pairs(scope_sets(rec)) do away_scopes[#away_scopes + 1] = scope end
       end
+      for node, c in pairs(node_counts(rec)) do
+        node_sessions[node] = (node_sessions[node] or 0) + c
+      end
       for node in string.gmatch(rec.ni or '', '[^,]+') do
         pairs_out[#pairs_out + 1] = node
         pairs_out[#pairs_out + 1] = user
@@ -94,5 +97,10 @@ for _, k in ipairs(scan[2]) do
     end
   end
 end
+local per_node = {}
+for node, c in pairs(node_sessions) do
+  per_node[#per_node + 1] = node
+  per_node[#per_node + 1] = tostring(c)
+end
 return {scan[1], checked, online_missing, index_missing, wrong, stale, orphans, pairs_out,
-  away_scopes}
+  away_scopes, per_node}

@@ -216,7 +216,7 @@ impl Default for PresenceConfig {
             history_retention: Duration::from_secs(90 * 86_400),
             activity_flush_interval: Duration::from_millis(250),
             repair_interval: Duration::ZERO,
-            repair_batch: 500,
+            repair_batch: presence_core::repair::REPAIR_BATCH,
         }
     }
 }

@@ -731,7 +731,8 @@ pub(crate) fn decode_major_version(reply: &Value) -> Result<Option<u32>, StoreEr
         .and_then(|v| v.trim().split('.').next()?.parse().ok()))
 }
 
-/// A repair script's reply (`lua/repair_*.lua`), or a plain array of strings.
+/// A repair script's reply (`lua/repair_*.lua`), or a plain array of strings (a nil is an
+/// empty string).
 #[derive(Debug, Default)]
 pub(crate) struct RepairReply {
     /// The next SCAN or ZSCAN cursor (when asked for: the reply's first element).
@@ -759,6 +760,7 @@ pub(crate) fn decode_repair_reply(reply: &Value, cursor: bool) -> Result<RepairR
     for v in rest {
         match v {
             Value::Int(i) => out.ints.push(*i),
+            Value::Nil => out.strings.push(String::new()),
             Value::Array(_) => out
                 .lists
                 .push(array(v)?.iter().map(text).collect::<Result<_, _>>()?),
