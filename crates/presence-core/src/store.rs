@@ -392,9 +392,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// while nodes run, since each fix re-checks the record in the same atomic step as the
     /// write and is idempotent. An orphan session (its node neither live nor waiting to be
     /// reaped) is ended through the ordinary transition, with its event. A whole pass
-    /// (`mode.slice == None`) costs O(records + index entries) in bounded calls, apart from one
-    /// atomic recount per scope's away count and per node's session count; a slice
-    /// (`Some(n)`) costs O(n) and carries on where the last slice stopped. Registers no node
+    /// (`mode.slice == None`) costs O(records + index entries) in bounded calls, apart from an
+    /// atomic recount of a scope's away count, or of a node's session count, that disagrees
+    /// with the records (O(members), once); a slice (`Some(n)`) costs O(n) and carries on
+    /// where the last slice stopped. Registers no node
     /// and holds no session: a handle made only to repair never looks like a node.
     async fn repair(&self, mode: RepairMode) -> Result<RepairReport, StoreError>;
 }

@@ -2,9 +2,10 @@
 -- members of `online:{scope}` whose record puts them in the scope (as scope_sets() would:
 -- visible, in that zone or org) and says away.
 -- A scope with no set has a count of none. Atomic, so exact whatever runs beside it, and
--- O(members of the set): about 1 s of Redis time per million members (README, "Repair"),
--- during which every other command waits; a set larger than ARGV[6] (when not 0) is left
--- alone, which is what the periodic pass asks.
+-- O(members of the set): about 3 s of Redis time per million members, half of them away
+-- (README, "Repair"), during which every other command waits; the whole repair calls it only
+-- for a scope whose count disagrees with the records. A set larger than ARGV[6] (when not 0)
+-- is left alone, which is what the periodic pass asks.
 -- KEYS: none (built from the prefix, see common.lua)
 -- ARGV[5] scope ('global', 'zone:10', 'org:100')   ARGV[6] most members (0: no limit)
 -- ARGV[7] '1': check only

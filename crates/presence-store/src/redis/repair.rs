@@ -5,17 +5,19 @@
 //!
 //! A whole pass ([`RepairMode::slice`] `None`) goes, in order:
 //!
-//! 1. over the records (`SCAN presence:*`, `sweep_batch` keys a call): orphan sessions ended,
-//!    missing index entries added, wrong scores set (`repair_records.lua`);
-//! 2. over every member of every index set (`ZSCAN`, `sweep_batch` a call): members no record
+//! 1. over the records (`SCAN presence:*`, [`presence_core::repair::REPAIR_BATCH`] keys a
+//!    call): orphan sessions ended, missing index entries added, wrong scores set
+//!    (`repair_records.lua`);
+//! 2. over every member of every index set (`ZSCAN`, as many a call): members no record
 //!    implies removed (`repair_members.lua`);
 //! 3. over every scope (its set, or its field of `away_count`): the away count compared with
 //!    the away users the records walk found there; one that differs is recounted in one
 //!    atomic call (`repair_away.lua`), O(members of the scope);
 //! 4. over every node (in `nodes`, with a list or an info key, or named by a record): its list
-//!    completed from the records that name it (`repair_node.lua`), then its duplicates and its
-//!    session count fixed in one atomic call per node, O(list) (`repair_node_count.lua`); a
-//!    node that is not in `nodes` has its keys removed.
+//!    completed from the records that name it (`repair_node.lua`, O(list) per 1,000 users);
+//!    unless its list length and session count agree with the records, its duplicates and
+//!    count are fixed in one atomic call, O(list) (`repair_node_count.lua`); a node that is not
+//!    in `nodes` has its keys removed.
 //!
 //! A slice of the periodic pass does one bounded step of each, from positions kept in the
 //! hash `repair:pos` (so every node carries on where the last slice stopped), and checks a
@@ -238,7 +240,7 @@ impl RedisStore {
         check: bool,
         report: &mut RepairReport,
     ) -> Result<(), StoreError> {
-        // A whole scope is one call that may outlast the command timeout (about 1.5 s at a
+        // A whole scope is one call that may outlast the command timeout (about 3 s at a
         // million members): it gets a connection of its own that waits for it, so the repair
         // does not report as failed a recount Redis carries out anyway.
         let mut inv = self.invocation(&scripts().away, self.now());
