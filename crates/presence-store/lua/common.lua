@@ -557,8 +557,14 @@ local function answer(user, old, r)
   return {'ok', '', {}, flatten(r)}
 end
 
--- Deletes a record and every index entry it had.
+-- Deletes a record and every index entry it had, its node lists' entries too: `ni` goes with
+-- the record, and an entry left behind would make a second one for the same user and node
+-- when the user comes back (compaction keeps both while the user has a session there).
+-- O(the lists named): retention deletes offline users, whose lists are the few they left.
 local function delete_record(user, r)
+  for node in string.gmatch(r.ni or '', '[^,]+') do
+    redis.call('LREM', key('node:' .. node .. ':users'), 0, user)
+  end
   redis.call('DEL', ukey(user))
   reindex(user, r, nil)
   count_node_sessions(r, {sessions = {}})

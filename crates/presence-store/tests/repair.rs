@@ -715,3 +715,33 @@ async fn measure_repair_cost_at_scale() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_deleted_by_retention_leaves_no_node_list_entry_behind() {
+    let settings = StoreSettings {
+        last_seen_retention: Duration::from_secs(45),
+        ..no_grace()
+    };
+    let k = Kit::with(Kind::Redis, settings).await;
+    let b = k.node("node-b");
+    k.open("1", "s1").await;
+    k.close("1", "s1").await;
+    k.advance(Duration::from_secs(46)).await;
+    b.renew_node_lease(0).await.unwrap();
+    // Another node's sweep deletes the record: node-a's own sweep, which compacts its list,
+    // has not run since.
+    assert_eq!(b.sweep().await.unwrap().records_deleted, 1);
+    k.open("1", "s2").await;
+    k.sweep().await;
+    let check = k.store.repair(RepairMode::CHECK).await.unwrap();
+    assert!(check.is_clean(), "{check:?}");
+    let prefix = k.redis().unwrap().key_prefix().to_string();
+    let list: Vec<String> = redis::cmd("LRANGE")
+        .arg(format!("{prefix}node:node-a:users"))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut raw_redis().await)
+        .await
+        .unwrap();
+    assert_eq!(list, ["1"], "one entry per user and node");
+}
