@@ -14,6 +14,7 @@
 //! - [`bus`]: ephemeral node-to-node messages (typing indicators) and the typing types.
 //! - [`settings`]: timings and limits with their defaults.
 //! - [`time`]: milliseconds, the [`Clock`], RFC 3339.
+//! - [`repair`]: what a repair of the indexes reports, and its modes.
 
 pub mod bus;
 pub mod event;
@@ -21,6 +22,7 @@ pub mod geo;
 pub mod history;
 pub mod ids;
 pub mod record;
+pub mod repair;
 pub mod scope;
 pub mod settings;
 pub mod store;
@@ -36,6 +38,7 @@ pub use geo::{BadLocation, Location};
 pub use history::Day;
 pub use ids::{ConversationId, IdError, NodeId, OrgId, SessionId, UserId, ZoneId};
 pub use record::{Change, Metadata, Session, TransitionError, UserRecord};
+pub use repair::{RepairMode, RepairReport};
 pub use scope::{ListCursor, ListQuery, Scope, ScopePage};
 pub use settings::StoreSettings;
 pub use store::{

@@ -11,6 +11,7 @@ use crate::geo::Location;
 use crate::history::Day;
 use crate::ids::{ConversationId, NodeId, OrgId, SessionId, UserId, ZoneId};
 use crate::record::{Change, TransitionError, UserRecord};
+use crate::repair::{RepairMode, RepairReport};
 use crate::scope::{ListCursor, ListQuery, Scope, ScopePage};
 use crate::time::Millis;
 use crate::view::{DeviceKind, PresenceView, Status};
@@ -461,6 +462,20 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Present users whom everyone sees as they are (those in the lists) sharing a location
     /// within `radius_m` of the query's point, nearest first, at most `limit`. One store call.
     async fn nearby(&self, query: &NearbyQuery) -> Result<Vec<NearbyUser>, StoreError>;
+
+    // --- Repair -----------------------------------------------------------------------------
+
+    /// Checks every index against the records and, unless `mode.check_only`, fixes what is off
+    /// (see [`crate::repair`] for the kinds): the seed's "rebuild sorted sets", made safe
+    /// while nodes run, since each fix re-checks the record in the same atomic step as the
+    /// write and is idempotent. An orphan session (its node neither live nor waiting to be
+    /// reaped) is ended through the ordinary transition, with its event. A whole pass
+    /// (`mode.slice == None`) costs O(records + index entries) in bounded calls, apart from an
+    /// atomic recount of a scope's away count, or of a node's session count, that disagrees
+    /// with the records (O(members), once); a slice (`Some(n)`) costs O(n) and carries on
+    /// where the last slice stopped. Registers no node
+    /// and holds no session: a handle made only to repair never looks like a node.
+    async fn repair(&self, mode: RepairMode) -> Result<RepairReport, StoreError>;
 }
 
 #[cfg(test)]

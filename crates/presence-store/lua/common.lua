@@ -451,65 +451,110 @@ local function count_node_sessions(old, r)
   end
 end
 
--- Brings every index in line with the record: the seed's online:* sets (score = last
--- activity), the away counts, grace, REST leases, node membership and last seen.
+-- Every sorted-set entry a record implies, as {set name (after the prefix) → {member →
+-- score}}: the one place that says which index holds what for a user. reindex() writes the
+-- difference between a record's entries before and after a transition; the repair scripts
+-- compare them with what the sets hold (repair_records.lua) and remove what no record implies
+-- (repair_members.lua). A new index is a line here, plus its set (or pattern) in
+-- INDEX_SETS, plus, when it is not a plain ZADD, a case in index_add and index_score_matches.
+local function index_entries(user, r)
+  local e = {}
+  if r == nil then return e end
+  local function put(set, member, score)
+    local s = e[set]
+    if s == nil then s = {}; e[set] = s end
+    s[member] = score
+  end
+  -- The seed's online:* sets, by last activity (s).
+  for scope in pairs(scope_sets(r)) do put('online:' .. scope, user, r.last_activity) end
+  -- Users hiding from onlookers (iv) who are present, by last activity, so that auto-away
+  -- finds them.
+  if r.iv and r.status ~= 'offline' and r.status ~= nil then put('hidden', user, r.last_activity) end
+  if r.gr then put('grace', user, r.gr) end
+  if r.sessions then
+    for m, t in pairs(lease_members(user, r)) do put('leases', m, t) end
+  end
+  if r.status == 'offline' and r.last_seen then put('last_seen', user, r.last_seen) end
+  -- Custom statuses with an expiry, by expires_at (ms), for sweep_custom.lua.
+  if r.cx then put('expiring:custom', user, r.cx) end
+  -- Nearby: the GEO sets of geo_sets(), at the shared location ('lat,lon': see index_add).
+  for s in pairs(geo_sets(r)) do put('geo:' .. s, user, r.geo) end
+  return e
+end
+
+local function is_geo(set) return string.sub(set, 1, 4) == 'geo:' end
+
+-- The sorted sets of index_entries, as SCAN patterns after the prefix (a name without `*`
+-- is itself), for the repair's walk over their members; and the user a member stands for.
+local INDEX_SETS = {'online:*', 'hidden', 'grace', 'leases', 'last_seen', 'expiring:custom',
+  'geo:*'}
+local function index_member_user(set, member)
+  if set == 'leases' then return string.match(member, '^([^|]*)|') end
+  return member
+end
+
+-- The sets of index_entries a user's member could sit in, as far as the record names them
+-- (a stale zone or org set of a user who moved is found by the walk over the sets instead).
+local function index_sets_of(r)
+  local sets = {'online:global', 'hidden', 'grace', 'last_seen', 'expiring:custom'}
+  if r.zone_id then sets[#sets + 1] = 'online:zone:' .. r.zone_id end
+  if r.org_id then sets[#sets + 1] = 'online:org:' .. r.org_id end
+  sets[#sets + 1] = 'geo:global'
+  if r.org_id then sets[#sets + 1] = 'geo:org:' .. r.org_id end
+  return sets
+end
+
+-- A GEO set's entry is a location ('lat,lon'), added with GEOADD; the rest are plain scores.
+local function index_add(set, member, score)
+  if is_geo(set) then
+    local lat, lon = string.match(score, '^([^,]+),([^,]+)$')
+    redis.call('GEOADD', key(set), lon, lat, member)
+  else
+    redis.call('ZADD', key(set), score, member)
+  end
+end
+
+-- Whether what `set` holds for `member` (`stored`: ZSCORE's answer) is the entry
+-- index_entries implies. A GEO member's score is a geohash: its position (GEOPOS, the centre
+-- of its cell, within 1e-5 degrees of the point) is compared instead.
+local function index_score_matches(set, member, stored, score)
+  if is_geo(set) then
+    local at = redis.call('GEOPOS', key(set), member)[1]
+    local lat, lon = string.match(score, '^([^,]+),([^,]+)$')
+    return at ~= nil and at ~= false and math.abs(tonumber(at[1]) - tonumber(lon)) < 1e-5
+      and math.abs(tonumber(at[2]) - tonumber(lat)) < 1e-5
+  end
+  return tonumber(stored) == tonumber(score)
+end
+
+-- Brings every index in line with the record: the away counts of the scope sets, and every
+-- sorted-set entry of index_entries (the seed's online:* sets by last activity, hidden,
+-- grace, REST leases, last seen, custom status expiries).
 local function reindex(user, old, r)
   local before, after = scope_sets(old), scope_sets(r)
   local was_away, is_away = old.status == 'away', r and r.status == 'away'
   for scope in pairs(before) do
-    if not after[scope] then
-      redis.call('ZREM', key('online:' .. scope), user)
-      if was_away then redis.call('HINCRBY', key('away_count'), scope, -1) end
-    end
+    if not after[scope] and was_away then redis.call('HINCRBY', key('away_count'), scope, -1) end
   end
   for scope in pairs(after) do
-    if not before[scope] or old.last_activity ~= r.last_activity then
-      redis.call('ZADD', key('online:' .. scope), r.last_activity, user)
-    end
     if not before[scope] then
       if is_away then redis.call('HINCRBY', key('away_count'), scope, 1) end
     elseif was_away ~= is_away then
       redis.call('HINCRBY', key('away_count'), scope, is_away and 1 or -1)
     end
   end
-  local empty = {sessions = {}}
-  r = r or empty
-  -- Users hiding from onlookers (iv) who are present, by last activity, so that auto-away finds them.
-  local hb = old.iv and old.status ~= 'offline' and old.status ~= nil
-  local ha = r.iv and r.status ~= 'offline' and r.status ~= nil
-  if hb and not ha then redis.call('ZREM', key('hidden'), user)
-  elseif ha and (not hb or old.last_activity ~= r.last_activity) then
-    redis.call('ZADD', key('hidden'), r.last_activity, user)
-  end
-  -- Nearby: `geo:global` and `geo:org:{o}` hold users in the public scope sets who share a
-  -- location.
-  local gb, ga = geo_sets(old), geo_sets(r)
-  for s in pairs(gb) do
-    if not ga[s] then redis.call('ZREM', key('geo:' .. s), user) end
-  end
-  for s in pairs(ga) do
-    if not gb[s] or old.geo ~= r.geo then
-      local lat, lon = string.match(r.geo, '^([^,]+),([^,]+)$')
-      redis.call('GEOADD', key('geo:' .. s), lon, lat, user)
+  local eb, ea = index_entries(user, old), index_entries(user, r)
+  for set, members in pairs(eb) do
+    local kept = ea[set] or {}
+    for m in pairs(members) do
+      if kept[m] == nil then redis.call('ZREM', key(set), m) end
     end
   end
-  if old.gr ~= r.gr then
-    if old.gr then redis.call('ZREM', key('grace'), user) end
-    if r.gr then redis.call('ZADD', key('grace'), r.gr, user) end
-  end
-  local lb, la = lease_members(user, old), lease_members(user, r)
-  for m in pairs(lb) do if la[m] == nil then redis.call('ZREM', key('leases'), m) end end
-  for m, t in pairs(la) do if lb[m] ~= t then redis.call('ZADD', key('leases'), t, m) end end
-  local sb = old.status == 'offline' and old.last_seen or nil
-  local sa = r.status == 'offline' and r.last_seen or nil
-  if sb ~= sa then
-    if sa then redis.call('ZADD', key('last_seen'), sa, user)
-    else redis.call('ZREM', key('last_seen'), user) end
-  end
-  -- Custom statuses with an expiry, by expires_at (ms), for sweep_custom.lua.
-  if old.cx ~= r.cx then
-    if r.cx then redis.call('ZADD', key('expiring:custom'), r.cx, user)
-    else redis.call('ZREM', key('expiring:custom'), user) end
+  for set, members in pairs(ea) do
+    local was = eb[set] or {}
+    for m, score in pairs(members) do
+      if was[m] ~= score then index_add(set, m, score) end
+    end
   end
 end
 
@@ -596,8 +641,14 @@ local function answer(user, old, r)
   return {'ok', '', {}, flatten(r)}
 end
 
--- Deletes a record and every index entry it had.
+-- Deletes a record and every index entry it had, its node lists' entries too: `ni` goes with
+-- the record, and an entry left behind would make a second one for the same user and node
+-- when the user comes back (compaction keeps both while the user has a session there).
+-- O(the lists named): retention deletes offline users, whose lists are the few they left.
 local function delete_record(user, r)
+  for node in string.gmatch(r.ni or '', '[^,]+') do
+    redis.call('LREM', key('node:' .. node .. ':users'), 0, user)
+  end
   redis.call('DEL', ukey(user))
   reindex(user, r, nil)
   count_node_sessions(r, {sessions = {}})

@@ -7,6 +7,8 @@
 //!
 //! - [`ActivityCoalescer`]: a node's activity buffer, so activity reaches a store in batches.
 //! - `bus`: the bus's transport (a broadcast in process; Redis Pub/Sub between nodes).
+//! - [`replay`]: the feed replay check (folding the feed from empty gives the current views),
+//!   for the tests of both stores.
 //!
 //! Both stores pass one conformance suite (`tests/conformance.rs`) and one property test against a
 //! naive reference model (`tests/model.rs`). This crate depends on the domain crate and the
@@ -16,6 +18,7 @@ mod bus;
 mod coalesce;
 mod memory;
 mod redis;
+pub mod replay;
 mod snapshot;
 mod sweep;
 

@@ -28,16 +28,19 @@ use presence_core::settings::ms;
 use presence_core::{
     Activity, Applied, BusMessage, BusReceiver, Change, ConversationId, FeedId, FeedRead,
     InactivePage, InactiveUser, LeaseRenewal, ListCursor, ListQuery, Location, Millis, NearbyQuery,
-    NearbyUser, NodeId, NodeInfo, OpenSession, OrgId, PresenceEvent, PresenceView, Scope,
-    ScopeCount, ScopePage, Session, SessionId, SharedClock, Store, StoreError, StoreSettings,
-    SweepReport, TransitionError, Typer, TypingOutcome, TypingSignal, TypingTable, TypingWrite,
-    UserId, UserRecord, UserSessions,
+    NearbyUser, NodeId, NodeInfo, OpenSession, OrgId, PresenceEvent, PresenceView, RepairMode,
+    RepairReport, Scope, ScopeCount, ScopePage, Session, SessionId, SharedClock, Store, StoreError,
+    StoreSettings, SweepReport, TransitionError, Typer, TypingOutcome, TypingSignal, TypingTable,
+    TypingWrite, UserId, UserRecord, UserSessions,
 };
 use tokio::sync::Notify;
 
 use crate::bus::LocalBus;
 use crate::snapshot::{Durable, SnapshotFile};
 use crate::sweep::{Step, drain};
+
+// The repair (its own file: it only compares and rebuilds what reindex keeps).
+mod repair;
 
 /// The embedded store.
 #[derive(Debug, Clone)]
@@ -1227,6 +1230,10 @@ impl Store for MemoryStore {
                 })
             })
             .collect())
+    }
+
+    async fn repair(&self, mode: RepairMode) -> Result<RepairReport, StoreError> {
+        Ok(self.repair_indexes(mode))
     }
 }
 impl State {

@@ -1,6 +1,8 @@
 //! One conformance suite, run against both stores: the seed's own 14 scenarios, every row of
 //! the SPEC §3 table, two nodes on one store, scopes and pages, and the feed.
-//! Each scenario is an `async fn(Kind)`; `conformance!` instantiates it for memory and Redis.
+//! Each scenario is an `async fn(Kind)`; `conformance!` instantiates it for memory and Redis,
+//! and checks every store the scenario made afterwards (`checked_scenario`: the feed replayed
+//! from empty gives the current views, and a repair check finds nothing off).
 
 mod common;
 
@@ -14,11 +16,11 @@ macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod memory {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Kind::Memory).await })*
+            async fn $name() { super::checked_scenario(super::$name(super::Kind::Memory)).await })*
         }
         mod redis {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Kind::Redis).await })*
+            async fn $name() { super::checked_scenario(super::$name(super::Kind::Redis)).await })*
         }
     };
 }

@@ -2208,6 +2208,17 @@ async fn run_case(
     for (i, (op, probe)) in steps.iter().enumerate() {
         r.step(i, op, probe).await?;
     }
+    // As after every conformance scenario: the feed replays to the views, and no index is off.
+    let replay = presence_store::replay::check(r.k.store.as_ref())
+        .await
+        .unwrap();
+    prop_assert!(
+        replay.mismatches.is_empty(),
+        "replay: {:#?}",
+        replay.mismatches
+    );
+    let check = r.k.store.repair(RepairMode::CHECK).await.unwrap();
+    prop_assert!(check.is_clean(), "repair check: {check:?}");
     Ok(())
 }
 

@@ -1,5 +1,5 @@
-//! The `presenced` command line: `serve` and `token`, and the client commands of
-//! `remote.rs` (`status`, `online`, `count`, `watch`).
+//! The `presenced` command line: `serve`, `token`, `repair` and `demo`, and the client
+//! commands of `remote.rs` (`status`, `online`, `count`, `watch`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -42,6 +42,9 @@ enum Command {
     /// Simulated users coming and going, so a node and its dashboard show life. Without --url
     /// it starts a node of its own (memory store, development secret) on 127.0.0.1:8000.
     Demo(presenced::demo::DemoArgs),
+    /// Checks the Redis store's indexes against its records and fixes what is off, talking to
+    /// the store directly; safe while nodes run. Prints the report as JSON.
+    Repair(RepairArgs),
 }
 
 /// Flags for the common settings; every setting is also a TOML key and a `PRESENCE_*`
@@ -110,6 +113,7 @@ impl Cli {
             Command::Count(a) => crate::remote::count(a).await,
             Command::Watch(a) => crate::remote::watch(a).await,
             Command::Demo(a) => presenced::demo::run(a).await.map(|()| 0),
+            Command::Repair(a) => repair(a).await,
         }
     }
 }
@@ -246,4 +250,50 @@ fn token(a: TokenArgs) -> anyhow::Result<()> {
         .expect("an HS256 authenticator issues tokens");
     println!("{t}");
     Ok(())
+}
+
+#[derive(clap::Args)]
+struct RepairArgs {
+    /// The nodes' TOML configuration file (`[store]` says where Redis is).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Change nothing; exit with 1 when anything is off.
+    #[arg(long)]
+    check: bool,
+}
+
+/// `presenced repair`: one whole pass on the configured Redis store. It speaks to the store
+/// under an id no node has and never renews a lease or opens a session, so to the nodes it
+/// is not a node: nothing of it is ever reaped or listed. Exits 1 when `--check` found
+/// something off, and on any error (an error message on stderr, no report).
+async fn repair(a: RepairArgs) -> anyhow::Result<u8> {
+    let config = Config::load(a.config.as_deref(), Figment::new())?;
+    if config.store.kind == StoreKind::Memory {
+        anyhow::bail!(
+            "store.kind is \"memory\": its presence lives inside the running node, so there is nothing to repair from outside; ask the node with POST /admin/repair (admin token), or pass --config with store.kind = \"redis\""
+        );
+    }
+    let redis = presence_store::RedisConfig {
+        url: config.store.redis_url.clone(),
+        key_prefix: config.store.key_prefix.clone(),
+        command_timeout: config.store.command_timeout,
+    };
+    let node = NodeId::new("presenced-repair").expect("a valid id");
+    let store = presence_store::RedisStore::connect(
+        redis,
+        node,
+        Arc::new(SystemClock),
+        config.store_settings(),
+    )
+    .await?;
+    let report = presence_core::Store::repair(
+        &store,
+        presence_core::RepairMode {
+            check_only: a.check,
+            slice: None,
+        },
+    )
+    .await?;
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(u8::from(a.check && !report.is_clean()))
 }

@@ -206,6 +206,12 @@ pub struct PresenceConfig {
     /// How often buffered activity is written.
     #[serde(with = "humantime_serde")]
     pub activity_flush_interval: Duration,
+    /// How often the node runs a slice of the periodic repair (README, "Repair"); `0s`, the
+    /// default, turns it off.
+    #[serde(with = "humantime_serde")]
+    pub repair_interval: Duration,
+    /// Records and index entries one slice of the periodic repair examines.
+    pub repair_batch: usize,
 }
 
 impl Default for PresenceConfig {
@@ -222,6 +228,8 @@ impl Default for PresenceConfig {
             typing_ttl: Duration::from_secs(6),
             history_retention: Duration::from_secs(90 * 86_400),
             activity_flush_interval: Duration::from_millis(250),
+            repair_interval: Duration::ZERO,
+            repair_batch: presence_core::repair::REPAIR_BATCH,
         }
     }
 }
@@ -447,6 +455,9 @@ impl Config {
                 "must not be longer than presence.node_lease",
             ));
         }
+        if p.repair_batch == 0 {
+            return Err(invalid("presence.repair_batch", "must be at least 1"));
+        }
         if p.node_lease < Duration::from_secs(1) {
             return Err(invalid(
                 "presence.node_lease",
@@ -670,6 +681,18 @@ mod tests {
             let e = c.validate().unwrap_err().to_string();
             assert!(e.starts_with(setting), "{e}");
         }
+        let mut c = Config::default();
+        assert!(
+            c.presence.repair_interval.is_zero(),
+            "the periodic repair is off"
+        );
+        c.presence.repair_batch = 0;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("presence.repair_batch")
+        );
         let unknown: Result<Config, _> = Figment::from(Serialized::defaults(Config::default()))
             .merge(Toml::string("[server]\nlisten_on = \"x\""))
             .extract();

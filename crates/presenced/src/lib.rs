@@ -9,7 +9,8 @@
 //!   routes (SPEC §6); [`ws`]: the WebSocket gateway; [`openapi`]: `/openapi.json`.
 //! - [`hub`]: fan-out of feed events to this node's subscribers; [`snapshot`]: snapshots and
 //!   feed replays for subscribers.
-//! - [`loops`]: lease renewal, the sweep, activity flushing, following the bus.
+//! - [`loops`]: lease renewal, the sweep, activity flushing, following the bus, the periodic
+//!   repair.
 //! - [`typing`]: typing indicators: what a connection types, what the node relayed.
 //! - [`metered`]: the store wrapped so every call is measured; [`rate`]: rate limits.
 //! - [`sessions`]: the sessions this node holds, re-asserted when the store forgot them.
@@ -138,6 +139,12 @@ pub async fn serve(state: AppState, listener: TcpListener) -> anyhow::Result<()>
                 .hub
                 .clone()
                 .run_counts(store.clone(), hub::COUNT_PERIOD, loops.clone()),
+            &loops,
+            &shutdown,
+        ),
+        supervised(
+            "repair",
+            loops::repair(state.clone(), loops.clone()),
             &loops,
             &shutdown,
         ),

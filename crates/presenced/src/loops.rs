@@ -1,4 +1,5 @@
-//! The node's own loops: lease renewal, the sweep, activity flushing, and following the bus.
+//! The node's own loops: lease renewal, the sweep, activity flushing, following the bus, and
+//! the periodic repair.
 //! Each runs until its token is cancelled and survives store outages by trying again on its
 //! next tick.
 
@@ -279,5 +280,43 @@ pub async fn follow_bus(state: AppState, mut bus: Box<dyn BusReceiver>, stop: Ca
                 }
             },
         }
+    }
+}
+
+/// Runs a slice of the periodic repair every `repair_interval` (`0s`: never), each
+/// examining `repair_batch` records and index entries and carrying on where the last slice,
+/// on any node, stopped; what it fixed is counted in `presenced_repair_fixed_total{what}`.
+pub async fn repair(state: AppState, stop: CancellationToken) {
+    let p = &state.config.presence;
+    if p.repair_interval.is_zero() {
+        // Off: nothing to do, but a loop ends only when the node stops.
+        return stop.cancelled().await;
+    }
+    let mut tick = ticker(p.repair_interval);
+    let mode = presence_core::RepairMode {
+        check_only: false,
+        slice: Some(p.repair_batch),
+    };
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match state.store.repair(mode).await {
+            Ok(report) => {
+                if !report.is_clean() {
+                    tracing::warn!(fixed = ?report.fixed, "the periodic repair fixed damage");
+                }
+                count_repaired(&report);
+            }
+            Err(e) => tracing::warn!(error = %e, "periodic repair failed"),
+        }
+    }
+}
+
+/// Counts what a repair fixed in `presenced_repair_fixed_total{what}`.
+pub(crate) fn count_repaired(report: &presence_core::RepairReport) {
+    for (what, n) in &report.fixed {
+        metrics::counter!("presenced_repair_fixed_total", "what" => what.clone()).increment(*n);
     }
 }

@@ -8,9 +8,9 @@ use async_trait::async_trait;
 use presence_core::{
     Activity, Applied, BusMessage, BusReceiver, Change, ConversationId, Day, FeedId, FeedRead,
     InactivePage, LeaseRenewal, ListCursor, ListQuery, Millis, NearbyQuery, NearbyUser, NodeId,
-    NodeInfo, OpenSession, PresenceEvent, PresenceView, Scope, ScopeCount, ScopePage, SessionId,
-    Store, StoreError, SweepReport, TransitionError, Typer, TypingOutcome, TypingWrite, UserId,
-    UserSessions,
+    NodeInfo, OpenSession, PresenceEvent, PresenceView, RepairMode, RepairReport, Scope,
+    ScopeCount, ScopePage, SessionId, Store, StoreError, SweepReport, TransitionError, Typer,
+    TypingOutcome, TypingWrite, UserId, UserSessions,
 };
 
 /// Measures the calls to `inner`.
@@ -175,5 +175,8 @@ impl<S: Store> Store for MeteredStore<S> {
     }
     async fn nearby(&self, query: &NearbyQuery) -> Result<Vec<NearbyUser>, StoreError> {
         measured("nearby", self.inner.nearby(query)).await
+    }
+    async fn repair(&self, mode: RepairMode) -> Result<RepairReport, StoreError> {
+        measured("repair", self.inner.repair(mode)).await
     }
 }

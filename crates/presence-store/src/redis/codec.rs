@@ -825,6 +825,45 @@ pub(crate) fn decode_major_version(reply: &Value) -> Result<Option<u32>, StoreEr
         .and_then(|v| v.trim().split('.').next()?.parse().ok()))
 }
 
+/// A repair script's reply (`lua/repair_*.lua`), or a plain array of strings (a nil is an
+/// empty string).
+#[derive(Debug, Default)]
+pub(crate) struct RepairReply {
+    /// The next SCAN or ZSCAN cursor (when asked for: the reply's first element).
+    pub(crate) cursor: String,
+    /// The integers (counts), in order.
+    pub(crate) ints: Vec<i64>,
+    /// The strings at the top level, in order.
+    pub(crate) strings: Vec<String>,
+    /// The nested arrays, each as strings, in order.
+    pub(crate) lists: Vec<Vec<String>>,
+}
+
+/// Reads a [`RepairReply`]; with `cursor`, the first element is the cursor.
+pub(crate) fn decode_repair_reply(reply: &Value, cursor: bool) -> Result<RepairReply, StoreError> {
+    let a = array(reply)?;
+    let mut out = RepairReply::default();
+    let rest = match (cursor, a) {
+        (true, [c, rest @ ..]) => {
+            out.cursor = text(c)?;
+            rest
+        }
+        (true, []) => return Err(corrupt("a repair step answered nothing")),
+        (false, rest) => rest,
+    };
+    for v in rest {
+        match v {
+            Value::Int(i) => out.ints.push(*i),
+            Value::Nil => out.strings.push(String::new()),
+            Value::Array(_) => out
+                .lists
+                .push(array(v)?.iter().map(text).collect::<Result<_, _>>()?),
+            other => out.strings.push(text(other)?),
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

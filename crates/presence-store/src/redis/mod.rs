@@ -22,6 +22,7 @@
 //! | `geo:global`, `geo:org:{o}` | zset (GEO) | users in the public scope sets who share a location, for nearby |
 //! | `typing:{conversation}` | hash | user → `until ms|org`: who is typing; the key expires with its newest entry |
 //! | `sweep:away_cutoff`, `sweep:stale_pos`, `sweep:scope_pos` | string | where the sweeps' windows stand |
+//! | `repair:pos` | hash | where the periodic repair stands: `records` (SCAN cursor), `set` and `member` (index set and ZSCAN cursor), `scope` (SCAN cursor), `node` (rank in `nodes`) |
 //!
 //! and one Pub/Sub channel, `presenced:bus` (after the prefix): the bus (see `crate::bus`).
 //!
@@ -46,9 +47,9 @@ use presence_core::time::format_rfc3339;
 use presence_core::{
     Activity, Applied, BusMessage, BusReceiver, Change, ConversationId, Day, FeedId, FeedRead,
     InactivePage, LeaseRenewal, ListCursor, ListQuery, Millis, NearbyQuery, NearbyUser, NodeId,
-    NodeInfo, OpenSession, PresenceEvent, PresenceView, Scope, ScopeCount, ScopePage, SessionId,
-    SharedClock, Store, StoreError, StoreSettings, SweepReport, TransitionError, Typer,
-    TypingOutcome, TypingWrite, UserId, UserSessions,
+    NodeInfo, OpenSession, PresenceEvent, PresenceView, RepairMode, RepairReport, Scope,
+    ScopeCount, ScopePage, SessionId, SharedClock, Store, StoreError, StoreSettings, SweepReport,
+    TransitionError, Typer, TypingOutcome, TypingWrite, UserId, UserSessions,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Client, Script, ScriptInvocation, Value};
@@ -888,4 +889,11 @@ impl Store for RedisStore {
             .arg(query.limit.max(1));
         decode_nearby(&self.invoke(&inv).await?)
     }
+
+    async fn repair(&self, mode: RepairMode) -> Result<RepairReport, StoreError> {
+        RedisStore::repair(self, mode).await
+    }
 }
+
+// The repair (its own file: it only reads and fixes what the transitions write).
+mod repair;

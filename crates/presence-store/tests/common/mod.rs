@@ -23,6 +23,39 @@ pub enum Kind {
     Redis,
 }
 
+tokio::task_local! {
+    /// The stores the kits of one scenario made, for [`checked_scenario`].
+    static SCENARIO_STORES: std::cell::RefCell<Vec<Arc<dyn Store>>>;
+}
+
+/// Runs one scenario, then checks every store it made, in one place for every scenario:
+/// replaying the feed from empty gives every user's current view, and a repair check finds
+/// nothing off (no transition leaves an index behind its record). A scenario that makes a
+/// kit outside this (no conformance macro) is not checked.
+pub async fn checked_scenario(scenario: impl Future<Output = ()>) {
+    let stores = SCENARIO_STORES
+        .scope(std::cell::RefCell::new(Vec::new()), async {
+            scenario.await;
+            SCENARIO_STORES.with(|s| s.take())
+        })
+        .await;
+    for store in stores {
+        let replay = presence_store::replay::check(store.as_ref())
+            .await
+            .expect("replay check");
+        assert!(
+            replay.mismatches.is_empty(),
+            "the feed replayed from empty disagrees with the store: {:#?}",
+            replay.mismatches
+        );
+        let check = store.repair(RepairMode::CHECK).await.expect("repair check");
+        assert!(
+            check.is_clean(),
+            "a repair check after the scenario: {check:?}"
+        );
+    }
+}
+
 pub struct Kit {
     pub kind: Kind,
     pub clock: ManualClock,
@@ -125,6 +158,12 @@ impl Kit {
     }
 
     pub async fn with(kind: Kind, settings: StoreSettings) -> Self {
+        let kit = Self::unchecked(kind, settings).await;
+        let _ = SCENARIO_STORES.try_with(|s| s.borrow_mut().push(kit.store.clone()));
+        kit
+    }
+
+    async fn unchecked(kind: Kind, settings: StoreSettings) -> Self {
         let clock = ManualClock::new(T0);
         let shared: SharedClock = Arc::new(clock.clone());
         match kind {

@@ -1,11 +1,12 @@
-//! Admin routes (admin role).
+//! Admin routes (admin role): the nodes, and repair.
 
 use axum::extract::State;
 use presence_core::time::format_rfc3339;
-use serde::Serialize;
+use presence_core::{RepairMode, RepairReport};
+use serde::{Deserialize, Serialize};
 
 use crate::auth::Caller;
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody, Query};
 use crate::state::AppState;
 
 /// A live node.
@@ -44,4 +45,37 @@ pub(crate) async fn nodes(
             })
             .collect(),
     }))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RepairParams {
+    /// `true`: report what is off and change nothing.
+    check: Option<bool>,
+}
+
+/// Checks every index against the records and fixes what is off (unless `check=true`):
+/// `{"checked": N, "fixed": {"what": N, ...}}`, the kinds as README's "Repair" lists them.
+/// Safe while nodes run. Costs Redis time in proportion to the store (README, "Repair").
+#[utoipa::path(post, path = "/admin/repair", params(RepairParams), security(("bearer" = [])),
+    responses((status = 200, body = presence_core::RepairReport), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub(crate) async fn repair(
+    State(state): State<AppState>,
+    who: Caller,
+    Query(q): Query<RepairParams>,
+) -> Result<axum::Json<RepairReport>, ApiError> {
+    state.access(who.0).administer()?;
+    let check_only = q.check.unwrap_or(false);
+    let report = state
+        .store
+        .repair(RepairMode {
+            check_only,
+            slice: None,
+        })
+        .await?;
+    if !check_only {
+        crate::loops::count_repaired(&report);
+    }
+    Ok(axum::Json(report))
 }

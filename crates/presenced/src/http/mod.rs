@@ -28,6 +28,7 @@ pub fn routes() -> Router<AppState> {
             get(typing::typing_now),
         )
         .route("/admin/nodes", get(admin::nodes))
+        .route("/admin/repair", axum::routing::post(admin::repair))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
