@@ -12,6 +12,7 @@
 //! - [`bus`]: ephemeral node-to-node messages (typing indicators) and the typing types.
 //! - [`settings`]: timings and limits with their defaults.
 //! - [`time`]: milliseconds, the [`Clock`], RFC 3339.
+//! - [`webhook`]: webhook delivery leases: which node delivers an endpoint, how far it got.
 
 pub mod bus;
 pub mod event;
@@ -22,6 +23,7 @@ pub mod settings;
 pub mod store;
 pub mod time;
 pub mod view;
+pub mod webhook;
 
 pub use bus::{
     BusError, BusMessage, BusReceiver, EndedSession, MAX_BUS_MESSAGE_BYTES, Typer, TypingOutcome,
@@ -42,3 +44,4 @@ pub use view::{
     LastSeenBucket, LastSeenVisibility, Onlooker, PresenceView, PresenceVisibility, Privacy,
     Status,
 };
+pub use webhook::{EndpointId, WebhookClaim, WebhookLease, WebhookLeaseTable};

@@ -18,6 +18,7 @@
 //! | `expiring:custom` | zset | users whose custom status has an `expires_at`, by it (ms) |
 //! | `feed` | stream | events, capped with `MAXLEN ~` |
 //! | `typing:{conversation}` | hash | user → `until ms|org`: who is typing; the key expires with its newest entry |
+//! | `webhook:{endpoint}` | hash | a webhook endpoint's delivery lease: `holder`, `until` (ms), `acked` (feed id), `report` (see `webhooks.rs`) |
 //! | `sweep:away_cutoff`, `sweep:stale_pos`, `sweep:scope_pos` | string | where the sweeps' windows stand |
 //!
 //! and one Pub/Sub channel, `presenced:bus` (after the prefix): the bus (see `crate::bus`).
@@ -823,4 +824,40 @@ impl Store for RedisStore {
     async fn bus(&self) -> Result<Box<dyn BusReceiver>, StoreError> {
         self.bus.receiver().await
     }
+
+    // --- Webhook delivery leases: see webhooks.rs.
+
+    async fn claim_webhook(
+        &self,
+        endpoint: &presence_core::EndpointId,
+        lease: Duration,
+        report: Option<&str>,
+    ) -> Result<presence_core::WebhookClaim, StoreError> {
+        self.claim_webhook_lease(endpoint, lease, report).await
+    }
+
+    async fn ack_webhook(
+        &self,
+        endpoint: &presence_core::EndpointId,
+        upto: FeedId,
+    ) -> Result<bool, StoreError> {
+        self.ack_webhook_lease(endpoint, upto).await
+    }
+
+    async fn release_webhook(
+        &self,
+        endpoint: &presence_core::EndpointId,
+    ) -> Result<(), StoreError> {
+        self.release_webhook_lease(endpoint).await
+    }
+
+    async fn webhook_leases(
+        &self,
+        endpoints: &[presence_core::EndpointId],
+    ) -> Result<Vec<Option<presence_core::WebhookLease>>, StoreError> {
+        self.webhook_lease_states(endpoints).await
+    }
 }
+
+// Declared after `script!`, which it uses.
+mod webhooks;
