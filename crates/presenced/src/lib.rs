@@ -13,6 +13,7 @@
 //! - [`metered`]: the store wrapped so every call is measured; [`rate`]: rate limits.
 //! - [`sessions`]: the sessions this node holds, re-asserted when the store forgot them.
 //! - [`state`]: what every handler shares, including the node's [`presence_core::Clock`].
+//! - [`webhooks`]: signed webhooks, one delivery lease per endpoint.
 //! - [`serve`]: runs a node on a bound listener until its shutdown token fires.
 //!
 //! Presence rules and storage live in `presence-core` and `presence-store`; nothing here
@@ -34,6 +35,7 @@ pub mod sessions;
 pub mod snapshot;
 pub mod state;
 pub mod typing;
+pub mod webhooks;
 pub mod ws;
 
 use std::sync::Arc;
@@ -79,6 +81,9 @@ pub async fn serve(state: AppState, listener: TcpListener) -> anyhow::Result<()>
     // Subscribed before the node serves: a typing start on another node after this one is
     // up reaches its subscribers.
     let bus = store.bus().await?;
+    // Each endpoint's lease tried once before the node serves (a new endpoint starts at the
+    // feed's head).
+    let webhooks = webhooks::Webhooks::start(&state).await?;
     let loops = tokio_util::sync::CancellationToken::new();
     let tasks = [
         supervised(
@@ -120,6 +125,7 @@ pub async fn serve(state: AppState, listener: TcpListener) -> anyhow::Result<()>
             &loops,
             &shutdown,
         ),
+        supervised("webhooks", webhooks.run(loops.clone()), &loops, &shutdown),
     ];
     let app = app::router(state.clone());
     let stop = shutdown.clone();

@@ -15,7 +15,7 @@ use crate::http::{admin, events, presence, typing};
         presence::end_heartbeat, presence::set_zone, presence::set_org,
         presence::set_custom_status, presence::clear_custom_status, presence::set_privacy,
         presence::list_sessions, presence::end_session,
-        events::events, typing::typing_now, admin::nodes),
+        events::events, typing::typing_now, admin::nodes, admin::webhooks),
     components(schemas(presence_core::PresenceView, presence_core::PresenceEvent, ErrorBody)),
     modifiers(&BearerAuth)
 )]

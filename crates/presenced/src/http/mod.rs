@@ -26,6 +26,7 @@ pub fn routes() -> Router<AppState> {
             get(typing::typing_now),
         )
         .route("/admin/nodes", get(admin::nodes))
+        .route("/admin/webhooks", get(admin::webhooks))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
