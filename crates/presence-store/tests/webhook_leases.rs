@@ -163,7 +163,7 @@ async fn a_released_lease_is_claimed_at_once(kind: Kind) {
         WebhookClaim::Taken { .. }
     ));
     a.release_webhook(&e).await.unwrap();
-    let lease = b.webhook_leases(&[e.clone()]).await.unwrap()[0]
+    let lease = b.webhook_leases(std::slice::from_ref(&e)).await.unwrap()[0]
         .clone()
         .unwrap();
     assert_eq!(lease.holder, None);
