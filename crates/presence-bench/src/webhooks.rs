@@ -3,8 +3,11 @@
 //! would) and answers 204.
 //!
 //! - `burst`: `burst` status changes made as fast as the node takes them (a service token over
-//!   REST, 32 requests in flight, spread over the users); deliveries a second from the first
-//!   delivery to the last.
+//!   REST, 32 requests in flight, spread over the users), delivered as they come; deliveries
+//!   a second from the first delivery to the last (bounded by how fast changes are made).
+//! - `backlog`: the same, with the receiver holding the first request until all the changes
+//!   are made, then answering: how fast one endpoint drains a backlog, from the release to
+//!   the last delivery.
 //! - `paced`: `rate` changes a second for `seconds`; the lag of each delivery: the receiver's
 //!   clock at arrival minus the event's `ts` (the node's clock; the same machine).
 
@@ -33,6 +36,8 @@ struct Inbox {
     /// Per delivery: the receiver's time (ms) and the lag (ms).
     arrivals: Mutex<Vec<(i64, i64)>>,
     bad: std::sync::atomic::AtomicU64,
+    /// `false`: requests wait until it turns `true` (the backlog run).
+    open: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 fn now_ms() -> i64 {
@@ -43,6 +48,9 @@ fn now_ms() -> i64 {
 }
 
 async fn hook(State(inbox): State<Arc<Inbox>>, headers: HeaderMap, body: String) -> StatusCode {
+    if let Some(open) = &inbox.open {
+        let _ = open.clone().wait_for(|o| *o).await;
+    }
     let arrived = now_ms();
     let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("");
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&SECRET_KEY).expect("any key");
@@ -57,7 +65,11 @@ async fn hook(State(inbox): State<Arc<Inbox>>, headers: HeaderMap, body: String)
     }
     let ts = serde_json::from_str::<serde_json::Value>(&body)
         .ok()
-        .and_then(|v| v["ts"].as_str().and_then(presence_core::time::parse_rfc3339));
+        .and_then(|v| {
+            v["ts"]
+                .as_str()
+                .and_then(presence_core::time::parse_rfc3339)
+        });
     if let Some(ts) = ts {
         inbox
             .arrivals
@@ -74,7 +86,11 @@ pub(crate) async fn run(
     rate: u64,
     seconds: u64,
 ) -> anyhow::Result<serde_json::Value> {
-    let inbox = Arc::new(Inbox::default());
+    let (gate, open) = tokio::sync::watch::channel(true);
+    let inbox = Arc::new(Inbox {
+        open: Some(open),
+        ..Default::default()
+    });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let hook_url = format!("http://{}/hook", listener.local_addr()?);
     let app = axum::Router::new()
@@ -113,7 +129,11 @@ pub(crate) async fn run(
     // Let the online events be delivered, then start counting.
     wait_for(&inbox, USERS as usize, Duration::from_secs(30)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    inbox.arrivals.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    inbox
+        .arrivals
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clear();
 
     // Burst: as fast as the node takes the changes.
     let base = format!("http://127.0.0.1:{port}/messenger/presence");
@@ -122,7 +142,11 @@ pub(crate) async fn run(
         async move {
             let user = format!("wh{}", n % USERS);
             // Each user alternates away and online: every request is a change.
-            let path = if (n / USERS).is_multiple_of(2) { "away" } else { "online" };
+            let path = if (n / USERS).is_multiple_of(2) {
+                "away"
+            } else {
+                "online"
+            };
             http.post(format!("{base}/{path}"))
                 .bearer_auth(&service)
                 .json(&json!({"user_id": user}))
@@ -142,10 +166,26 @@ pub(crate) async fn run(
     let failed = results.iter().filter(|r| r.is_err()).count();
     anyhow::ensure!(failed == 0, "{failed} changes failed");
     wait_for(&inbox, burst as usize, Duration::from_secs(120)).await;
-    let burst_arrivals = std::mem::take(&mut *inbox.arrivals.lock().unwrap_or_else(|p| p.into_inner()));
+    let burst_arrivals =
+        std::mem::take(&mut *inbox.arrivals.lock().unwrap_or_else(|p| p.into_inner()));
     let first = burst_arrivals.iter().map(|a| a.0).min().unwrap_or(0);
     let last = burst_arrivals.iter().map(|a| a.0).max().unwrap_or(0);
     let per_second = burst_arrivals.len() as f64 / ((last - first).max(1) as f64 / 1000.0);
+
+    // Backlog: the receiver holds the first request until every change is made.
+    gate.send_replace(false);
+    let results: Vec<_> = futures::StreamExt::collect(futures::StreamExt::buffered(
+        futures::stream::iter((burst..2 * burst).map(change)),
+        IN_FLIGHT,
+    ))
+    .await;
+    anyhow::ensure!(results.iter().all(|r| r.is_ok()), "changes failed");
+    let released = now_ms();
+    gate.send_replace(true);
+    wait_for(&inbox, burst as usize, Duration::from_secs(120)).await;
+    let backlog = std::mem::take(&mut *inbox.arrivals.lock().unwrap_or_else(|p| p.into_inner()));
+    let drained = backlog.iter().map(|a| a.0).max().unwrap_or(released);
+    let backlog_per_second = backlog.len() as f64 / ((drained - released).max(1) as f64 / 1000.0);
 
     // Paced: lag from change to delivery at a rate the endpoint keeps up with.
     let total = rate * seconds;
@@ -153,7 +193,7 @@ pub(crate) async fn run(
     let mut pending = Vec::new();
     for n in 0..total {
         tick.tick().await;
-        pending.push(tokio::spawn(change(burst + n)));
+        pending.push(tokio::spawn(change(2 * burst + n)));
     }
     for p in pending {
         p.await??;
@@ -170,10 +210,12 @@ pub(crate) async fn run(
     let _ = std::fs::remove_dir_all(&dir);
     anyhow::ensure!(bad == 0, "{bad} deliveries failed the signature check");
     Ok(json!({
-        "title": format!("webhooks: one endpoint on a local receiver (signatures checked); a burst of {burst} changes, then {rate} changes/s for {seconds} s"),
+        "title": format!("webhooks: one endpoint on a local receiver (signatures checked); a burst of {burst} changes delivered live, {burst} more as a backlog, then {rate} changes/s for {seconds} s"),
         "burst_changes_made_per_s": (burst as f64 / made.as_secs_f64()).round(),
         "burst_delivered": burst_arrivals.len(),
         "burst_deliveries_per_s": per_second.round(),
+        "backlog_delivered": backlog.len(),
+        "backlog_deliveries_per_s": backlog_per_second.round(),
         "paced_delivered": paced.len(),
         "paced_lag_ms_p50": hist.value_at_quantile(0.5),
         "paced_lag_ms_p99": hist.value_at_quantile(0.99),
@@ -184,7 +226,12 @@ pub(crate) async fn run(
 /// Waits until the receiver has `n` deliveries, or `limit` passed.
 async fn wait_for(inbox: &Inbox, n: usize, limit: Duration) {
     let deadline = Instant::now() + limit;
-    while inbox.arrivals.lock().unwrap_or_else(|p| p.into_inner()).len() < n
+    while inbox
+        .arrivals
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .len()
+        < n
         && Instant::now() < deadline
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
