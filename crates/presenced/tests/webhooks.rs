@@ -63,6 +63,8 @@ struct Inbox {
     bad_signatures: AtomicU64,
     /// Each accepted delivery is answered after this long (ms).
     slowness_ms: AtomicU64,
+    /// Events of this user are answered 503, always.
+    poisoned: Mutex<Option<String>>,
 }
 
 /// A webhook receiver on 127.0.0.1 that verifies the Standard Webhooks signature of every
@@ -114,6 +116,10 @@ async fn hook(State(inbox): State<Arc<Inbox>>, headers: HeaderMap, body: String)
         return StatusCode::UNAUTHORIZED;
     }
     inbox.attempts.lock().unwrap().push(id.clone());
+    let poisoned = inbox.poisoned.lock().unwrap().clone();
+    if poisoned.is_some_and(|p| body.contains(&format!("\"user_id\":\"{p}\""))) {
+        return StatusCode::SERVICE_UNAVAILABLE;
+    }
     let act = inbox.script.lock().unwrap().pop_front();
     match act {
         Some(Act::Answer(code)) => return StatusCode::from_u16(code).unwrap(),
@@ -773,6 +779,95 @@ async fn the_delivering_node_killed_mid_stream_loses_nothing_and_keeps_per_user_
         assert_eq!(metric(&nodes[survivor], &held).await, 1.0, "taken over");
         r.assert_signatures_held();
         drop(sockets);
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_failing_for_max_retry_duration_is_given_up_and_the_next_ones_flow() {
+    within(async {
+        let r = Receiver::start().await;
+        let extra = format!("{}\n[webhooks]\nmax_retry_duration = \"1s\"", config(&r.url()));
+        let node = Node::start(Kind::Memory, &extra).await;
+        let (poison, next) = (user("poison"), user("next"));
+        *r.inbox.poisoned.lock().unwrap() = Some(poison.clone());
+        let _p = node.connect(&token(&poison, "user", None), "").await;
+        let _n = node.connect(&token(&next, "user", None), "").await;
+        r.until("the event after the poisoned one", |r| {
+            r.statuses(&next) == ["online"]
+        })
+        .await;
+        assert!(r.of(&poison).is_empty());
+        let id = endpoint_state(&node).await["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            metric(
+                &node,
+                &format!(
+                    "presenced_webhook_given_up_total{{endpoint=\"{id}\",reason=\"max_retry_duration\"}}"
+                )
+            )
+            .await,
+            1.0
+        );
+        let tries = r.inbox.attempts.lock().unwrap().len() - 1;
+        assert!(tries >= 2, "retried before giving up: {tries}");
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledged_id_that_aged_out_of_the_feed_is_counted_and_delivery_goes_on_from_the_head()
+ {
+    within(async {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let extra = format!(
+            "{}\n[store]\nfeed_max_len = 3",
+            config(&format!("http://{port}/hook"))
+        );
+        let node = Node::start(Kind::Memory, &extra).await;
+        let u = user("aged");
+        let _ws = node.connect(&token(&u, "user", None), "").await;
+        let id = endpoint_state(&node).await["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        // The worker holds the online event, failing to connect...
+        let connect =
+            format!("presenced_webhook_failures_total{{endpoint=\"{id}\",kind=\"connect\"}}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while metric(&node, &connect).await < 1.0 {
+            assert!(Instant::now() < deadline, "no connection failure counted");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // ... while six more changes push it out of a feed of three.
+        for i in 0..6 {
+            set(&node, &u, i % 2 == 0).await;
+        }
+        let r = Receiver::start_on(port, Arc::default()).await;
+        r.until("the event the worker held", |r| {
+            r.statuses(&u) == ["online"]
+        })
+        .await;
+        let resets = format!("presenced_webhook_feed_resets_total{{endpoint=\"{id}\"}}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while metric(&node, &resets).await < 1.0 {
+            assert!(Instant::now() < deadline, "the reset is never counted");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // From the head on: the next change arrives, the aged-out ones never do.
+        set(&node, &u, true).await;
+        r.until("the change after the reset", |r| {
+            r.statuses(&u) == ["online", "away"]
+        })
+        .await;
+        assert_eq!(metric(&node, &resets).await, 1.0);
+        r.assert_signatures_held();
     })
     .await
 }
