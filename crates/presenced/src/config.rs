@@ -510,6 +510,12 @@ impl Config {
     }
 }
 
+/// The most deliveries to one endpoint at once (`webhooks.max_in_flight`).
+pub const MAX_WEBHOOK_IN_FLIGHT: usize = 256;
+
+/// The most events one endpoint's worker reads ahead (`webhooks.read_ahead`).
+pub const MAX_WEBHOOK_READ_AHEAD: usize = 100_000;
+
 /// `[webhooks]` (SPEC §9): signed deliveries of the feed to HTTP endpoints.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -526,6 +532,12 @@ pub struct WebhooksConfig {
     /// The longest delay between two attempts (also caps a `Retry-After`).
     #[serde(with = "humantime_serde")]
     pub retry_max: Duration,
+    /// Deliveries to one endpoint at once, never two of one user (each user's events arrive
+    /// in feed order); 1: one at a time, in feed order.
+    pub max_in_flight: usize,
+    /// Events one endpoint's worker reads ahead of the oldest not yet delivered: what it
+    /// holds while an event is retried (the other users' events keep going up to here).
+    pub read_ahead: usize,
     /// `[[webhooks.endpoints]]`, any number.
     pub endpoints: Vec<WebhookEndpointConfig>,
 }
@@ -537,6 +549,8 @@ impl Default for WebhooksConfig {
             request_timeout: Duration::from_secs(10),
             retry_initial: Duration::from_secs(1),
             retry_max: Duration::from_secs(300),
+            max_in_flight: 8,
+            read_ahead: 1000,
             endpoints: Vec::new(),
         }
     }
@@ -580,6 +594,18 @@ impl WebhooksConfig {
             if d.is_zero() {
                 return Err(invalid(setting, "must be positive"));
             }
+        }
+        if !(1..=MAX_WEBHOOK_IN_FLIGHT).contains(&self.max_in_flight) {
+            return Err(invalid(
+                "webhooks.max_in_flight",
+                format!("must be between 1 and {MAX_WEBHOOK_IN_FLIGHT}"),
+            ));
+        }
+        if self.read_ahead < self.max_in_flight || self.read_ahead > MAX_WEBHOOK_READ_AHEAD {
+            return Err(invalid(
+                "webhooks.read_ahead",
+                format!("must be between webhooks.max_in_flight and {MAX_WEBHOOK_READ_AHEAD}"),
+            ));
         }
         if self.retry_max < self.retry_initial {
             return Err(invalid(
@@ -786,6 +812,9 @@ mod tests {
             ("request_timeout = \"0s\"", "webhooks.request_timeout"),
             ("max_retry_duration = \"0s\"", "webhooks.max_retry_duration"),
             ("retry_initial = \"10m\"", "webhooks.retry_max"),
+            ("max_in_flight = 0", "webhooks.max_in_flight"),
+            ("max_in_flight = 100000", "webhooks.max_in_flight"),
+            ("read_ahead = 4", "webhooks.read_ahead"),
         ] {
             let err = load(&format!("[webhooks]\n{key}")).unwrap_err();
             assert!(err.starts_with(named), "{key}: {err}");

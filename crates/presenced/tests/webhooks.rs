@@ -65,6 +65,13 @@ struct Inbox {
     slowness_ms: AtomicU64,
     /// Events of this user are answered 503, always.
     poisoned: Mutex<Option<String>>,
+    /// Requests being answered now, and the most there ever were at once.
+    open_requests: AtomicU64,
+    most_at_once: AtomicU64,
+    /// Users with a request being answered now, and how often a second one of the same user
+    /// came meanwhile.
+    open_users: Mutex<HashSet<String>>,
+    same_user_overlaps: AtomicU64,
 }
 
 /// A webhook receiver on 127.0.0.1 that verifies the Standard Webhooks signature of every
@@ -116,6 +123,22 @@ async fn hook(State(inbox): State<Arc<Inbox>>, headers: HeaderMap, body: String)
         return StatusCode::UNAUTHORIZED;
     }
     inbox.attempts.lock().unwrap().push(id.clone());
+    let now_open = inbox.open_requests.fetch_add(1, Ordering::SeqCst) + 1;
+    inbox.most_at_once.fetch_max(now_open, Ordering::SeqCst);
+    let who = serde_json::from_str::<Value>(&body).unwrap()["user"]["user_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    if !inbox.open_users.lock().unwrap().insert(who.clone()) {
+        inbox.same_user_overlaps.fetch_add(1, Ordering::SeqCst);
+    }
+    let answer = answer(&inbox, id, body).await;
+    inbox.open_users.lock().unwrap().remove(&who);
+    inbox.open_requests.fetch_sub(1, Ordering::SeqCst);
+    answer
+}
+
+async fn answer(inbox: &Inbox, id: String, body: String) -> StatusCode {
     let poisoned = inbox.poisoned.lock().unwrap().clone();
     if poisoned.is_some_and(|p| body.contains(&format!("\"user_id\":\"{p}\""))) {
         return StatusCode::SERVICE_UNAVAILABLE;
@@ -667,7 +690,9 @@ async fn feed_ids(node: &Node, users: &[String], n: usize) -> Vec<String> {
 async fn two_nodes_deliver_each_event_once() {
     within(async {
         let r = Receiver::start().await;
-        let nodes = Node::cluster(2, &config(&r.url())).await;
+        // One delivery at a time: in feed order across users too.
+        let extra = format!("{}\n[webhooks]\nmax_in_flight = 1", config(&r.url()));
+        let nodes = Node::cluster(2, &extra).await;
         let users: Vec<String> = (0..4).map(|i| user(&format!("pair{i}"))).collect();
         let mut sockets = Vec::new();
         for (i, u) in users.iter().enumerate() {
@@ -693,6 +718,7 @@ async fn two_nodes_deliver_each_event_once() {
         let truth = feed_ids(&nodes[1], &users, expected).await;
         let delivered: Vec<String> = got.iter().map(|g| g.id.clone()).collect();
         assert_eq!(delivered, truth, "in feed order");
+        assert_eq!(r.inbox.most_at_once.load(Ordering::SeqCst), 1);
         assert_eq!(
             endpoint_state(&nodes[1]).await["holder"],
             holder,
@@ -760,22 +786,8 @@ async fn the_delivering_node_killed_mid_stream_loses_nothing_and_keeps_per_user_
         })
         .await;
         // Per user, first sightings come in feed order (a replay after the takeover repeats
-        // a suffix; a consumer drops what it saw by feed id or version).
-        let mut seen: HashSet<String> = HashSet::new();
-        let mut last: HashMap<String, (String, u64)> = HashMap::new();
-        for g in r.got() {
-            if !seen.insert(g.id.clone()) {
-                continue;
-            }
-            let u = g.body["user"]["user_id"].as_str().unwrap().to_string();
-            let version = g.body["user"]["version"].as_u64().unwrap();
-            let id: presence_core::FeedId = g.id.parse().unwrap();
-            if let Some((prev, v)) = last.get(&u) {
-                let prev: presence_core::FeedId = prev.parse().unwrap();
-                assert!(prev < id && *v < version, "{u}: {prev} then {id}");
-            }
-            last.insert(u, (g.id.clone(), version));
-        }
+        // what was not acknowledged; a consumer drops what it saw by feed id or version).
+        assert_per_user_order(&r);
         assert_eq!(metric(&nodes[survivor], &held).await, 1.0, "taken over");
         r.assert_signatures_held();
         drop(sockets);
@@ -787,33 +799,42 @@ async fn the_delivering_node_killed_mid_stream_loses_nothing_and_keeps_per_user_
 async fn an_event_failing_for_max_retry_duration_is_given_up_and_the_next_ones_flow() {
     within(async {
         let r = Receiver::start().await;
-        let extra = format!("{}\n[webhooks]\nmax_retry_duration = \"1s\"", config(&r.url()));
+        let extra = format!(
+            "{}\n[webhooks]\nmax_retry_duration = \"1s\"",
+            config(&r.url())
+        );
         let node = Node::start(Kind::Memory, &extra).await;
-        let (poison, next) = (user("poison"), user("next"));
+        let (poison, other) = (user("poison"), user("other"));
         *r.inbox.poisoned.lock().unwrap() = Some(poison.clone());
         let _p = node.connect(&token(&poison, "user", None), "").await;
-        let _n = node.connect(&token(&next, "user", None), "").await;
-        r.until("the event after the poisoned one", |r| {
-            r.statuses(&next) == ["online"]
+        let _o = node.connect(&token(&other, "user", None), "").await;
+        // Another user's events do not wait for it.
+        r.until("the other user's event", |r| {
+            r.statuses(&other) == ["online"]
         })
         .await;
-        assert!(r.of(&poison).is_empty());
         let id = endpoint_state(&node).await["id"]
             .as_str()
             .unwrap()
             .to_string();
-        assert_eq!(
-            metric(
-                &node,
-                &format!(
-                    "presenced_webhook_given_up_total{{endpoint=\"{id}\",reason=\"max_retry_duration\"}}"
-                )
-            )
-            .await,
-            1.0
+        let given_up = format!(
+            "presenced_webhook_given_up_total{{endpoint=\"{id}\",reason=\"max_retry_duration\"}}"
         );
-        let tries = r.inbox.attempts.lock().unwrap().len() - 1;
-        assert!(tries >= 2, "retried before giving up: {tries}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while metric(&node, &given_up).await < 1.0 {
+            assert!(Instant::now() < deadline, "never given up");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let online = r.inbox.attempts.lock().unwrap()[0].clone();
+        assert!(r.attempts_at(&online) >= 2, "retried before giving up");
+        // The receiver recovers: the user's next event flows, the given-up one never comes.
+        *r.inbox.poisoned.lock().unwrap() = None;
+        set(&node, &poison, true).await;
+        r.until("the poisoned user's next event", |r| {
+            r.statuses(&poison) == ["away"]
+        })
+        .await;
+        assert_eq!(metric(&node, &given_up).await, 1.0);
     })
     .await
 }
@@ -827,47 +848,119 @@ async fn an_acknowledged_id_that_aged_out_of_the_feed_is_counted_and_delivery_go
             .local_addr()
             .unwrap();
         let extra = format!(
-            "{}\n[store]\nfeed_max_len = 3",
+            "{}\n[store]\nfeed_max_len = 3\n[webhooks]\nread_ahead = 20",
             config(&format!("http://{port}/hook"))
         );
         let node = Node::start(Kind::Memory, &extra).await;
         let u = user("aged");
         let _ws = node.connect(&token(&u, "user", None), "").await;
+        // The receiver is down: the worker holds the user's events, up to its read-ahead of 20,
+        // and then reads no more while further changes push its read position out of a feed
+        // of three. (While it still reads, it may fall behind such a short feed too.)
+        let service = token("svc", "service", None);
+        let changes = 60u32;
+        let made: Vec<(u16, Value)> = futures::StreamExt::collect(futures::StreamExt::buffered(
+            futures::stream::iter((0..changes).map(|i| {
+                let path = if i % 2 == 0 {
+                    "/messenger/presence/away"
+                } else {
+                    "/messenger/presence/online"
+                };
+                node.send(Method::POST, path, &service, Some(json!({"user_id": u})))
+            })),
+            1,
+        ))
+        .await;
+        assert!(made.iter().all(|(s, _)| *s == 200));
         let id = endpoint_state(&node).await["id"]
             .as_str()
             .unwrap()
             .to_string();
-        // The worker holds the online event, failing to connect...
-        let connect =
-            format!("presenced_webhook_failures_total{{endpoint=\"{id}\",kind=\"connect\"}}");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while metric(&node, &connect).await < 1.0 {
-            assert!(Instant::now() < deadline, "no connection failure counted");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        // ... while six more changes push it out of a feed of three.
-        for i in 0..6 {
-            set(&node, &u, i % 2 == 0).await;
-        }
         let r = Receiver::start_on(port, Arc::default()).await;
-        r.until("the event the worker held", |r| {
-            r.statuses(&u) == ["online"]
-        })
-        .await;
         let resets = format!("presenced_webhook_feed_resets_total{{endpoint=\"{id}\"}}");
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(30);
         while metric(&node, &resets).await < 1.0 {
             assert!(Instant::now() < deadline, "the reset is never counted");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        // From the head on: the next change arrives, the aged-out ones never do.
-        set(&node, &u, true).await;
+        // From the head on: the next change arrives; what aged out unread never does.
+        let (s, _) = node
+            .send(
+                Method::PUT,
+                "/messenger/presence/zone",
+                &token(&u, "user", None),
+                Some(json!({"zone_id": "after-reset"})),
+            )
+            .await;
+        assert_eq!(s, 200);
         r.until("the change after the reset", |r| {
-            r.statuses(&u) == ["online", "away"]
+            r.of(&u)
+                .last()
+                .is_some_and(|g| g.body["user"]["zone_id"] == "after-reset")
         })
         .await;
-        assert_eq!(metric(&node, &resets).await, 1.0);
+        let delivered = r.of(&u).len() as u32;
+        assert!(
+            delivered < changes + 2,
+            "events were lost to the reset: {delivered} of {}",
+            changes + 2
+        );
+        assert_per_user_order(&r);
         r.assert_signatures_held();
     })
     .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_overlap_across_users_and_never_within_one() {
+    within(async {
+        let r = Receiver::start().await;
+        // Slow answers: events of several users are waiting at once.
+        r.inbox.slowness_ms.store(50, Ordering::SeqCst);
+        let extra = format!("{}\n[webhooks]\nmax_in_flight = 4", config(&r.url()));
+        let node = Node::start(Kind::Memory, &extra).await;
+        let users: Vec<String> = (0..6).map(|i| user(&format!("many{i}"))).collect();
+        let mut sockets = Vec::new();
+        for u in &users {
+            sockets.push(node.connect(&token(u, "user", None), "").await);
+        }
+        for round in 0..5 {
+            for u in &users {
+                set(&node, u, round % 2 == 0).await;
+            }
+        }
+        r.until("every event", |r| r.got().len() == users.len() * 6)
+            .await;
+        assert_per_user_order(&r);
+        let most = r.inbox.most_at_once.load(Ordering::SeqCst);
+        assert!(
+            (2..=4).contains(&most),
+            "deliveries overlapped, at most max_in_flight: {most}"
+        );
+        assert_eq!(
+            r.inbox.same_user_overlaps.load(Ordering::SeqCst),
+            0,
+            "never two of one user at once"
+        );
+        r.assert_signatures_held();
+    })
+    .await
+}
+
+/// Per user, the first sighting of each event comes in feed order and with a greater version.
+fn assert_per_user_order(r: &Receiver) {
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut last: HashMap<String, (presence_core::FeedId, u64)> = HashMap::new();
+    for g in r.got() {
+        if !seen.insert(g.id.clone()) {
+            continue;
+        }
+        let u = g.body["user"]["user_id"].as_str().unwrap().to_string();
+        let version = g.body["user"]["version"].as_u64().unwrap();
+        let id: presence_core::FeedId = g.id.parse().unwrap();
+        if let Some((prev, v)) = last.get(&u) {
+            assert!(*prev < id && *v < version, "{u}: {prev} then {id}");
+        }
+        last.insert(u, (id, version));
+    }
 }

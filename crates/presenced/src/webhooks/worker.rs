@@ -4,15 +4,20 @@
 //! deliveries; while another node holds the lease it stands by and tries again every third of
 //! the lease.
 //!
-//! Deliveries to one endpoint are sequential, in feed order: per-user order holds because
-//! every event is, and one event's retries hold back that endpoint's later events (never
-//! another endpoint's, each has its own worker).
+//! Deliveries to one endpoint run up to `webhooks.max_in_flight` at once, never two of one
+//! user, each user's in feed order; an event being retried holds back its user's later events
+//! (and, once `webhooks.read_ahead` events wait behind it, the endpoint's), never another
+//! endpoint's: each has its own worker. With `max_in_flight = 1` deliveries follow the feed's
+//! order.
 
+use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt as _;
+use futures::stream::FuturesUnordered;
 use presence_core::time::format_rfc3339;
-use presence_core::{FeedId, PresenceEvent, StoreError, WebhookClaim};
+use presence_core::{FeedId, StoreError, UserId, WebhookClaim};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -76,6 +81,26 @@ pub struct DeliveryReport {
     pub attempts: u32,
     /// When the next attempt is due.
     pub next_attempt_at: Option<String>,
+}
+
+/// One event in a worker's window.
+struct Slot {
+    id: FeedId,
+    /// Whose event; `None` for a position only (a reset, undecodable entries).
+    user: Option<UserId>,
+    state: SlotState,
+}
+
+enum SlotState {
+    /// To deliver: its body and the event's time.
+    Waiting {
+        body: String,
+        ts: presence_core::Millis,
+    },
+    /// Being delivered.
+    Started,
+    /// Delivered, given up on, or not for this endpoint.
+    Done,
 }
 
 /// How one event ended for this worker.
@@ -189,97 +214,178 @@ impl Worker {
     }
 
     /// Follows the feed from `from`, delivering, until `held` is cancelled; returns how far
-    /// it delivered.
+    /// it delivered (every event up to there is done).
+    ///
+    /// Up to `webhooks.max_in_flight` deliveries run at once, never two of one user: an event
+    /// starts only once every earlier event of its user is done, so each user's events arrive
+    /// in feed order. Events read but not done wait in a window of at most
+    /// `webhooks.read_ahead`; what is acknowledged is the prefix of the window that is done.
     async fn follow(&self, from: FeedId, held: &CancellationToken) -> FeedId {
         let store = self.state.store.clone();
-        let (mut pos, mut acked) = (from, from);
+        let limit = self.state.config.webhooks.max_in_flight.max(1);
+        let window_len = self.state.config.webhooks.read_ahead.max(limit);
+        let (mut pos, mut acked, mut read_to) = (from, from, from);
+        let mut window: VecDeque<Slot> = VecDeque::new();
+        let mut in_flight = FuturesUnordered::new();
+        let mut caught_up = false;
         let mut last_ack = Instant::now();
         // The hub rings this worker when an event for its endpoint passes: subscribed before
         // each idle wait, so nothing after the last read is missed.
         let mut bell: Option<Subscription> = None;
         loop {
-            let read = tokio::select! {
-                biased;
-                _ = held.cancelled() => return pos,
-                r = store.read_feed(pos, FEED_BATCH) => r,
-            };
-            let read = match read {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!(endpoint = %self.endpoint.id, error = %e, "could not read the feed for webhooks; retrying");
-                    if !pause(held, RETRY_STORE_AFTER).await {
-                        return pos;
+            // Start what may start, in feed order: an event whose user has an earlier event
+            // not done yet waits for it.
+            let mut blocked: HashSet<&UserId> = HashSet::new();
+            for slot in window.iter_mut() {
+                let Some(user) = &slot.user else { continue };
+                match &mut slot.state {
+                    SlotState::Done => {}
+                    SlotState::Started => {
+                        blocked.insert(user);
                     }
-                    continue;
+                    SlotState::Waiting { .. } if in_flight.len() >= limit => {
+                        blocked.insert(user);
+                    }
+                    SlotState::Waiting { .. } if !blocked.insert(user) => {}
+                    waiting @ SlotState::Waiting { .. } => {
+                        let SlotState::Waiting { body, ts } =
+                            std::mem::replace(waiting, SlotState::Started)
+                        else {
+                            unreachable!("matched above")
+                        };
+                        let id = slot.id;
+                        in_flight
+                            .push(async move { (id, self.deliver(id, ts, &body, held).await) });
+                    }
                 }
-            };
-            if read.reset {
-                let head = match store.feed_head().await {
-                    Ok(h) => h,
+            }
+            // Move past the done prefix; acknowledge it now and then.
+            while window
+                .front()
+                .is_some_and(|s| matches!(s.state, SlotState::Done))
+            {
+                pos = window.pop_front().expect("checked").id;
+            }
+            if pos > acked && (window.is_empty() || last_ack.elapsed() >= ACK_EVERY) {
+                if !self.ack(pos, held).await {
+                    return pos;
+                }
+                (acked, last_ack) = (pos, Instant::now());
+            }
+            // Read more while there is room.
+            if window.len() < window_len && !caught_up {
+                let read = tokio::select! {
+                    biased;
+                    _ = held.cancelled() => return pos,
+                    r = store.read_feed(read_to, (window_len - window.len()).min(FEED_BATCH)) => r,
+                };
+                let read = match read {
+                    Ok(r) => r,
                     Err(e) => {
-                        tracing::warn!(endpoint = %self.endpoint.id, error = %e, "could not read the feed head; retrying");
+                        tracing::warn!(endpoint = %self.endpoint.id, error = %e, "could not read the feed for webhooks; retrying");
                         if !pause(held, RETRY_STORE_AFTER).await {
                             return pos;
                         }
                         continue;
                     }
                 };
-                tracing::error!(endpoint = %self.endpoint.id, url = %self.endpoint.shown_url,
-                    after = %pos, %head,
-                    "this endpoint's acknowledged feed id aged out of the feed: the events in between are lost to it; continuing from the feed's head");
-                metrics::counter!("presenced_webhook_feed_resets_total", "endpoint" => self.label())
-                    .increment(1);
-                pos = head;
-                if !self.ack(pos, held).await {
-                    return pos;
+                if read.reset {
+                    let head = match store.feed_head().await {
+                        Ok(h) => h,
+                        Err(e) => {
+                            tracing::warn!(endpoint = %self.endpoint.id, error = %e, "could not read the feed head; retrying");
+                            if !pause(held, RETRY_STORE_AFTER).await {
+                                return pos;
+                            }
+                            continue;
+                        }
+                    };
+                    tracing::error!(endpoint = %self.endpoint.id, url = %self.endpoint.shown_url,
+                        after = %read_to, %head,
+                        "this endpoint's feed position aged out of the feed: the events in between are lost to it; continuing from the feed's head");
+                    metrics::counter!("presenced_webhook_feed_resets_total", "endpoint" => self.label())
+                        .increment(1);
+                    // Done at once: once what the window holds is done, the position jumps
+                    // to the head.
+                    window.push_back(Slot {
+                        id: head,
+                        user: None,
+                        state: SlotState::Done,
+                    });
+                    read_to = head;
+                    continue;
                 }
-                acked = pos;
+                caught_up = read.last_id.is_none();
+                let next = read.next_after(read_to);
+                let last_id = read.last_id;
+                for e in read.events {
+                    let state = match self.endpoint.body(&e) {
+                        Some(body) => SlotState::Waiting { body, ts: e.ts },
+                        None => SlotState::Done,
+                    };
+                    window.push_back(Slot {
+                        id: e.feed_id,
+                        user: Some(e.user.user_id),
+                        state,
+                    });
+                }
+                read_to = next;
+                if let Some(last) = last_id
+                    && window.back().is_none_or(|s| s.id < last)
+                {
+                    // Undecodable entries at the end still move the position on.
+                    window.push_back(Slot {
+                        id: last,
+                        user: None,
+                        state: SlotState::Done,
+                    });
+                }
                 continue;
             }
-            for e in &read.events {
-                match self.deliver(e, held).await {
-                    Outcome::Done => pos = e.feed_id,
-                    Outcome::Interrupted => return pos,
+            if caught_up {
+                let ringing = bell
+                    .as_ref()
+                    .is_some_and(|b| !b.slow.is_cancelled() && !b.reset.is_cancelled());
+                if !ringing {
+                    bell = Some(
+                        self.state
+                            .hub
+                            .subscribe(self.endpoint.interest(), BELL_QUEUE),
+                    );
+                    // Something may have come before the subscription was in place.
+                    caught_up = false;
+                    continue;
                 }
-                if pos > acked && last_ack.elapsed() >= ACK_EVERY {
-                    if !self.ack(pos, held).await {
-                        return pos;
+            }
+            // Wait for a delivery to end, for the hub's ring (or a while) when caught up, or
+            // for the time to acknowledge.
+            let bell_ref = bell.as_mut();
+            let ring = async {
+                match bell_ref {
+                    Some(b) => {
+                        tokio::select! {
+                            _ = b.rx.recv() => {}
+                            _ = b.slow.cancelled() => {}
+                            _ = tokio::time::sleep(FEED_POLL) => {}
+                        }
+                        while b.rx.try_recv().is_ok() {}
                     }
-                    (acked, last_ack) = (pos, Instant::now());
+                    None => std::future::pending().await,
                 }
-            }
-            let caught_up = read.last_id.is_none();
-            pos = read.next_after(pos);
-            if pos > acked {
-                if !self.ack(pos, held).await {
-                    return pos;
-                }
-                (acked, last_ack) = (pos, Instant::now());
-            }
-            if !caught_up {
-                continue;
-            }
-            // Idle: wait for the hub's ring (or a while, whatever comes first).
-            let ringing = bell
-                .as_ref()
-                .is_some_and(|b| !b.slow.is_cancelled() && !b.reset.is_cancelled());
-            if !ringing {
-                bell = Some(
-                    self.state
-                        .hub
-                        .subscribe(self.endpoint.interest(), BELL_QUEUE),
-                );
-                // Something may have come before the subscription was in place.
-                continue;
-            }
-            let b = bell.as_mut().expect("subscribed above");
+            };
             tokio::select! {
                 _ = held.cancelled() => return pos,
-                _ = b.rx.recv() => {}
-                _ = b.slow.cancelled() => {}
-                _ = tokio::time::sleep(FEED_POLL) => {}
+                Some((id, outcome)) = in_flight.next(), if !in_flight.is_empty() => match outcome {
+                    Outcome::Interrupted => return pos,
+                    Outcome::Done => {
+                        if let Ok(i) = window.binary_search_by_key(&id, |s| s.id) {
+                            window[i].state = SlotState::Done;
+                        }
+                    }
+                },
+                _ = ring, if caught_up => caught_up = false,
+                _ = tokio::time::sleep(ACK_EVERY), if pos > acked => {}
             }
-            while b.rx.try_recv().is_ok() {}
         }
     }
 
@@ -304,11 +410,14 @@ impl Worker {
 
     /// Delivers one event, retrying until it is delivered, refused for good, or retried for
     /// `max_retry_duration`.
-    async fn deliver(&self, e: &PresenceEvent, held: &CancellationToken) -> Outcome {
-        let Some(body) = self.endpoint.body(e) else {
-            return Outcome::Done;
-        };
-        let id = e.feed_id.to_string();
+    async fn deliver(
+        &self,
+        feed_id: FeedId,
+        ts: presence_core::Millis,
+        body: &str,
+        held: &CancellationToken,
+    ) -> Outcome {
+        let id = feed_id.to_string();
         let label = self.label();
         let max = self.state.config.webhooks.max_retry_duration;
         let first = self.state.now();
@@ -326,7 +435,7 @@ impl Worker {
                     "webhook-signature",
                     self.endpoint.sign(&id, timestamp, body.as_bytes()),
                 )
-                .body(body.clone());
+                .body(body.to_string());
             let (verdict, detail) = tokio::select! {
                 biased;
                 _ = held.cancelled() => return Outcome::Interrupted,
@@ -337,7 +446,7 @@ impl Worker {
                 Verdict::Delivered => {
                     metrics::counter!("presenced_webhook_deliveries_total", "endpoint" => label.clone())
                         .increment(1);
-                    let lag = (now - e.ts).max(0) as f64 / 1000.0;
+                    let lag = (now - ts).max(0) as f64 / 1000.0;
                     metrics::histogram!("presenced_webhook_lag_seconds", "endpoint" => label)
                         .record(lag);
                     let mut r = self.report();
