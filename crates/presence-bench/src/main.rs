@@ -158,9 +158,15 @@ enum Scenario {
         /// Changes a second afterwards, for the lag.
         #[arg(long, default_value_t = 200)]
         rate: u64,
-        /// How long to drive them.
+        /// How long to drive them (0: no lag run).
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// The receiver answers each request this much later (a round trip away).
+        #[arg(long, default_value_t = 0)]
+        receiver_delay_ms: u64,
+        /// The node's `webhooks.max_in_flight`.
+        #[arg(long, default_value_t = 8)]
+        max_in_flight: usize,
     },
     /// P2 and P3: activity events and open + close transitions per second of Redis CPU.
     StoreThroughput {
@@ -280,7 +286,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             burst,
             rate,
             seconds,
-        } => webhooks::run(&url, burst, rate, seconds).await?,
+            receiver_delay_ms,
+            max_in_flight,
+        } => {
+            let load = webhooks::Load {
+                burst,
+                rate,
+                seconds,
+                receiver_delay: Duration::from_millis(receiver_delay_ms),
+                max_in_flight,
+            };
+            webhooks::run(&url, load).await?
+        }
         Scenario::IdleWorker(_) | Scenario::StormWorker(_) => unreachable!("handled above"),
         Scenario::StoreThroughput {
             users,

@@ -10,6 +10,10 @@
 //!   the last delivery.
 //! - `paced`: `rate` changes a second for `seconds`; the lag of each delivery: the receiver's
 //!   clock at arrival minus the event's `ts` (the node's clock; the same machine).
+//!
+//! `--receiver-delay-ms` makes the receiver answer each request that much later, as a
+//! receiver across a network would (one round trip); `--max-in-flight` sets the node's
+//! `webhooks.max_in_flight`.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -38,6 +42,8 @@ struct Inbox {
     bad: std::sync::atomic::AtomicU64,
     /// `false`: requests wait until it turns `true` (the backlog run).
     open: Option<tokio::sync::watch::Receiver<bool>>,
+    /// Each answer comes this much later.
+    delay: Duration,
 }
 
 fn now_ms() -> i64 {
@@ -50,6 +56,9 @@ fn now_ms() -> i64 {
 async fn hook(State(inbox): State<Arc<Inbox>>, headers: HeaderMap, body: String) -> StatusCode {
     if let Some(open) = &inbox.open {
         let _ = open.clone().wait_for(|o| *o).await;
+    }
+    if !inbox.delay.is_zero() {
+        tokio::time::sleep(inbox.delay).await;
     }
     let arrived = now_ms();
     let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -80,15 +89,27 @@ async fn hook(State(inbox): State<Arc<Inbox>>, headers: HeaderMap, body: String)
     StatusCode::NO_CONTENT
 }
 
-pub(crate) async fn run(
-    redis_url: &str,
-    burst: u64,
-    rate: u64,
-    seconds: u64,
-) -> anyhow::Result<serde_json::Value> {
+/// What the scenario is asked for.
+pub(crate) struct Load {
+    pub(crate) burst: u64,
+    pub(crate) rate: u64,
+    pub(crate) seconds: u64,
+    pub(crate) receiver_delay: Duration,
+    pub(crate) max_in_flight: usize,
+}
+
+pub(crate) async fn run(redis_url: &str, load: Load) -> anyhow::Result<serde_json::Value> {
+    let Load {
+        burst,
+        rate,
+        seconds,
+        receiver_delay,
+        max_in_flight,
+    } = load;
     let (gate, open) = tokio::sync::watch::channel(true);
     let inbox = Arc::new(Inbox {
         open: Some(open),
+        delay: receiver_delay,
         ..Default::default()
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -108,7 +129,7 @@ pub(crate) async fn run(
     std::fs::write(
         &config,
         format!(
-            "[[webhooks.endpoints]]\nurl = \"{hook_url}\"\nsecret = \"{secret}\"\nevents = [\"presence\"]\n"
+            "[webhooks]\nmax_in_flight = {max_in_flight}\n[[webhooks.endpoints]]\nurl = \"{hook_url}\"\nsecret = \"{secret}\"\nevents = [\"presence\"]\n"
         ),
     )?;
     let port = crate::free_port()?;
@@ -210,7 +231,7 @@ pub(crate) async fn run(
     let _ = std::fs::remove_dir_all(&dir);
     anyhow::ensure!(bad == 0, "{bad} deliveries failed the signature check");
     Ok(json!({
-        "title": format!("webhooks: one endpoint on a local receiver (signatures checked); a burst of {burst} changes delivered live, {burst} more as a backlog, then {rate} changes/s for {seconds} s"),
+        "title": format!("webhooks: one endpoint on a local receiver (signatures checked, answers after {} ms), max_in_flight {max_in_flight}; a burst of {burst} changes delivered live, {burst} more as a backlog, then {rate} changes/s for {seconds} s", receiver_delay.as_millis()),
         "burst_changes_made_per_s": (burst as f64 / made.as_secs_f64()).round(),
         "burst_delivered": burst_arrivals.len(),
         "burst_deliveries_per_s": per_second.round(),

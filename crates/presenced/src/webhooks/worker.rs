@@ -235,15 +235,16 @@ impl Worker {
         loop {
             // Start what may start, in feed order: an event whose user has an earlier event
             // not done yet waits for it.
+            // Stops once `limit` are in flight: nothing more may start.
             let mut blocked: HashSet<&UserId> = HashSet::new();
             for slot in window.iter_mut() {
+                if in_flight.len() >= limit {
+                    break;
+                }
                 let Some(user) = &slot.user else { continue };
                 match &mut slot.state {
                     SlotState::Done => {}
                     SlotState::Started => {
-                        blocked.insert(user);
-                    }
-                    SlotState::Waiting { .. } if in_flight.len() >= limit => {
                         blocked.insert(user);
                     }
                     SlotState::Waiting { .. } if !blocked.insert(user) => {}
@@ -272,8 +273,8 @@ impl Worker {
                 }
                 (acked, last_ack) = (pos, Instant::now());
             }
-            // Read more while there is room.
-            if window.len() < window_len && !caught_up {
+            // Read more once half the window is free: in batches, not a read per delivery.
+            if window.len() <= window_len / 2 && !caught_up {
                 let read = tokio::select! {
                     biased;
                     _ = held.cancelled() => return pos,
@@ -452,8 +453,10 @@ impl Worker {
                     let mut r = self.report();
                     r.delivered += 1;
                     r.last_delivery_at = Some(format_rfc3339(now));
+                    if r.retrying_feed_id.as_ref() == Some(&id) {
+                        (r.retrying_feed_id, r.attempts, r.next_attempt_at) = (None, 0, None);
+                    }
                     r.last_delivered_feed_id = Some(id);
-                    (r.retrying_feed_id, r.attempts, r.next_attempt_at) = (None, 0, None);
                     return Outcome::Done;
                 }
                 Verdict::Final { kind } => {
@@ -464,7 +467,7 @@ impl Worker {
                     tracing::warn!(endpoint = %self.endpoint.id, url = %self.endpoint.shown_url,
                         feed_id = %id, answer = %detail,
                         "the endpoint refused a webhook for good; skipping that event");
-                    self.failed(&detail, now, None, 0, None);
+                    self.failed(&detail, now, &id, None);
                     self.report().given_up += 1;
                     return Outcome::Done;
                 }
@@ -479,7 +482,7 @@ impl Worker {
                         tracing::error!(endpoint = %self.endpoint.id, url = %self.endpoint.shown_url,
                             feed_id = %id, attempts = attempt, last = %detail,
                             "gave up on a webhook after webhooks.max_retry_duration; skipping that event");
-                        self.failed(&detail, now, None, 0, None);
+                        self.failed(&detail, now, &id, None);
                         self.report().given_up += 1;
                         return Outcome::Done;
                     }
@@ -487,7 +490,7 @@ impl Worker {
                         .increment(1);
                     tracing::debug!(endpoint = %self.endpoint.id, feed_id = %id, attempt, ?delay, last = %detail, "webhook attempt failed; retrying");
                     let next = now + presence_core::settings::ms(delay);
-                    self.failed(&detail, now, Some(&id), attempt, Some(next));
+                    self.failed(&detail, now, &id, Some((attempt, next)));
                     tokio::select! {
                         biased;
                         _ = held.cancelled() => return Outcome::Interrupted,
@@ -503,20 +506,29 @@ impl Worker {
         self.report.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Reports a failed attempt at event `id`; `retry`: its attempts so far and when the
+    /// next is due, `None` when it is given up on.
     fn failed(
         &self,
         detail: &str,
         now: presence_core::Millis,
-        retrying: Option<&str>,
-        attempts: u32,
-        next: Option<presence_core::Millis>,
+        id: &str,
+        retry: Option<(u32, presence_core::Millis)>,
     ) {
         let mut r = self.report();
         r.last_error = Some(detail.chars().take(MAX_ERROR_CHARS).collect());
         r.last_error_at = Some(format_rfc3339(now));
-        r.retrying_feed_id = retrying.map(str::to_string);
-        r.attempts = attempts;
-        r.next_attempt_at = next.map(format_rfc3339);
+        match retry {
+            Some((attempts, next)) => {
+                r.retrying_feed_id = Some(id.to_string());
+                r.attempts = attempts;
+                r.next_attempt_at = Some(format_rfc3339(next));
+            }
+            None if r.retrying_feed_id.as_deref() == Some(id) => {
+                (r.retrying_feed_id, r.attempts, r.next_attempt_at) = (None, 0, None);
+            }
+            None => {}
+        }
     }
 }
 
