@@ -17,6 +17,8 @@
 //! - `typing`: typing frames through node A to subscribers on node B, beside presence changes
 //!   at the same rate, and what eager repeated starts cost.
 //! - `crash` (P7): kill -9 of a node holding many users; time until all are offline.
+//! - `webhooks`: deliveries a second to one local receiver, and the lag from a change to its
+//!   delivery.
 //!
 //! With no `--redis-url`, a scenario starts a private `redis-server` and stops it at the end.
 
@@ -26,6 +28,7 @@ mod redis_server;
 mod seed;
 mod sockets;
 mod typing;
+mod webhooks;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -146,6 +149,25 @@ enum Scenario {
         #[arg(long, default_value_t = 2)]
         workers: u64,
     },
+    /// Issue 11: webhook deliveries a second to one local receiver, and the lag from a
+    /// change to its delivery (needs `presenced` built).
+    Webhooks {
+        /// Changes made at once, for deliveries a second.
+        #[arg(long, default_value_t = 5000)]
+        burst: u64,
+        /// Changes a second afterwards, for the lag.
+        #[arg(long, default_value_t = 200)]
+        rate: u64,
+        /// How long to drive them (0: no lag run).
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// The receiver answers each request this much later (a round trip away).
+        #[arg(long, default_value_t = 0)]
+        receiver_delay_ms: u64,
+        /// The node's `webhooks.max_in_flight`.
+        #[arg(long, default_value_t = 8)]
+        max_in_flight: usize,
+    },
     /// P2 and P3: activity events and open + close transitions per second of Redis CPU.
     StoreThroughput {
         /// Online users loaded first (the size of the sets the operations touch).
@@ -260,6 +282,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             seconds,
             subscribers,
         } => typing::run(&url, rate, seconds, subscribers).await?,
+        Scenario::Webhooks {
+            burst,
+            rate,
+            seconds,
+            receiver_delay_ms,
+            max_in_flight,
+        } => {
+            let load = webhooks::Load {
+                burst,
+                rate,
+                seconds,
+                receiver_delay: Duration::from_millis(receiver_delay_ms),
+                max_in_flight,
+            };
+            webhooks::run(&url, load).await?
+        }
         Scenario::IdleWorker(_) | Scenario::StormWorker(_) => unreachable!("handled above"),
         Scenario::StoreThroughput {
             users,

@@ -15,6 +15,7 @@
 //! - [`settings`]: timings and limits with their defaults.
 //! - [`time`]: milliseconds, the [`Clock`], RFC 3339.
 //! - [`repair`]: what a repair of the indexes reports, and its modes.
+//! - [`webhook`]: webhook delivery leases: which node delivers an endpoint, how far it got.
 
 pub mod bus;
 pub mod event;
@@ -28,6 +29,7 @@ pub mod settings;
 pub mod store;
 pub mod time;
 pub mod view;
+pub mod webhook;
 
 pub use bus::{
     BusError, BusMessage, BusReceiver, EndedSession, MAX_BUS_MESSAGE_BYTES, Typer, TypingOutcome,
@@ -51,3 +53,4 @@ pub use view::{
     LastSeenBucket, LastSeenVisibility, Onlooker, PresenceView, PresenceVisibility, Privacy,
     Status,
 };
+pub use webhook::{EndpointId, WebhookClaim, WebhookLease, WebhookLeaseTable};

@@ -15,6 +15,7 @@ use crate::repair::{RepairMode, RepairReport};
 use crate::scope::{ListCursor, ListQuery, Scope, ScopePage};
 use crate::time::Millis;
 use crate::view::{DeviceKind, PresenceView, Status};
+use crate::webhook::{EndpointId, WebhookClaim, WebhookLease};
 
 /// Why a store call failed.
 #[derive(Debug, thiserror::Error)]
@@ -476,6 +477,35 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// where the last slice stopped. Registers no node
     /// and holds no session: a handle made only to repair never looks like a node.
     async fn repair(&self, mode: RepairMode) -> Result<RepairReport, StoreError>;
+
+    // --- Webhook delivery leases ---------------------------------------------------------
+
+    /// Claims or renews this node's lease on `endpoint` for `lease` from now (the handle's
+    /// clock), storing `report` (cut to [`crate::webhook::MAX_WEBHOOK_REPORT_BYTES`]) when
+    /// given. This node gets it when nobody holds it, when the holder's lease lapsed, or when
+    /// it holds it already; otherwise [`WebhookClaim::Taken`]. An endpoint claimed for the
+    /// first time starts at the feed's head, in the same atomic step. One store call.
+    async fn claim_webhook(
+        &self,
+        endpoint: &EndpointId,
+        lease: Duration,
+        report: Option<&str>,
+    ) -> Result<WebhookClaim, StoreError>;
+
+    /// Acknowledges every event of `endpoint` up to `upto` as delivered (or given up on).
+    /// Only the holder may: `Ok(false)` when this node does not hold the lease (it must stop
+    /// delivering). The acknowledged id never moves back. One store call.
+    async fn ack_webhook(&self, endpoint: &EndpointId, upto: FeedId) -> Result<bool, StoreError>;
+
+    /// Gives up this node's lease on `endpoint` (graceful shutdown) so another node may
+    /// claim it at once; a lease another node holds is left alone.
+    async fn release_webhook(&self, endpoint: &EndpointId) -> Result<(), StoreError>;
+
+    /// The leases of `endpoints`, in order (`None`: never claimed). One store call.
+    async fn webhook_leases(
+        &self,
+        endpoints: &[EndpointId],
+    ) -> Result<Vec<Option<WebhookLease>>, StoreError>;
 }
 
 #[cfg(test)]

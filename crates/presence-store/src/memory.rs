@@ -113,6 +113,8 @@ struct State {
     history: HashMap<UserId, BTreeMap<Day, Millis>>,
     /// Each user with history by their oldest day, for retention.
     history_due: BTreeSet<(Day, UserId)>,
+    /// Webhook delivery leases, one per endpoint ever claimed.
+    webhooks: presence_core::WebhookLeaseTable,
 }
 
 /// Everything a record contributes to the indexes; diffed before and after each change.
@@ -1234,6 +1236,46 @@ impl Store for MemoryStore {
 
     async fn repair(&self, mode: RepairMode) -> Result<RepairReport, StoreError> {
         Ok(self.repair_indexes(mode))
+    }
+
+    // --- Webhook delivery leases: the rule is presence_core's WebhookLeaseTable.
+
+    async fn claim_webhook(
+        &self,
+        endpoint: &presence_core::EndpointId,
+        lease: Duration,
+        report: Option<&str>,
+    ) -> Result<presence_core::WebhookClaim, StoreError> {
+        let now = self.now();
+        let mut st = self.lock();
+        let head = st.feed_last;
+        Ok(st
+            .webhooks
+            .claim(endpoint, &self.node, now, now + ms(lease), head, report))
+    }
+
+    async fn ack_webhook(
+        &self,
+        endpoint: &presence_core::EndpointId,
+        upto: FeedId,
+    ) -> Result<bool, StoreError> {
+        Ok(self.lock().webhooks.ack(endpoint, &self.node, upto))
+    }
+
+    async fn release_webhook(
+        &self,
+        endpoint: &presence_core::EndpointId,
+    ) -> Result<(), StoreError> {
+        self.lock().webhooks.release(endpoint, &self.node);
+        Ok(())
+    }
+
+    async fn webhook_leases(
+        &self,
+        endpoints: &[presence_core::EndpointId],
+    ) -> Result<Vec<Option<presence_core::WebhookLease>>, StoreError> {
+        let st = self.lock();
+        Ok(endpoints.iter().map(|e| st.webhooks.get(e)).collect())
     }
 }
 impl State {

@@ -24,6 +24,8 @@ pub struct Access {
     confined_to: Option<OrgId>,
     /// Now, for what depends on it (an approximate last seen).
     clock: SharedClock,
+    /// A backend onlooker that is nobody's self (webhook endpoints): see [`Access::outsider`].
+    outsider: bool,
 }
 
 impl Access {
@@ -38,6 +40,28 @@ impl Access {
             who,
             confined_to,
             clock,
+            outsider: false,
+        }
+    }
+
+    /// The rights of a backend that sees what anyone outside every org sees (a webhook
+    /// endpoint): never privileged, never a user's self, never a member of a user's org, never
+    /// confined. Invisible users and privacy `org` and `nobody` look offline to it, and
+    /// changes they hide reach it not at all — the same [`Onlooker::Other`] view any
+    /// stranger's token gets.
+    pub fn outsider(clock: SharedClock) -> Self {
+        let who = Principal {
+            // Never compared: an outsider is nobody's self (see `onlooker`).
+            user: UserId::new("webhook").expect("a valid id"),
+            org: None,
+            role: crate::auth::Role::User,
+            expires_at: u64::MAX,
+        };
+        Self {
+            who,
+            confined_to: None,
+            clock,
+            outsider: true,
         }
     }
 
@@ -161,7 +185,7 @@ impl Access {
     /// token carrying that org) or as anyone else. Invisible and privacy `nobody` hide from
     /// both; privacy `org` from anyone else only (SPEC §3).
     pub fn onlooker(&self, user: &UserId, org: Option<&OrgId>) -> Option<Onlooker> {
-        if self.is_privileged() || *user == self.who.user {
+        if !self.outsider && (self.is_privileged() || *user == self.who.user) {
             return None;
         }
         match (org, &self.who.org) {
@@ -569,6 +593,22 @@ mod tests {
                 free.sees_typing(Some(&other)) && free.sees_typing(None),
                 "{free:?}"
             );
+        }
+    }
+
+    #[test]
+    fn an_outsider_is_a_stranger_to_everyone_even_a_user_of_its_placeholder_id() {
+        let outsider = Access::outsider(std::sync::Arc::new(presence_core::ManualClock::new(0)));
+        assert!(!outsider.is_privileged());
+        assert_eq!(outsider.confined_to(), None);
+        for user in ["webhook", "123"] {
+            let user = UserId::new(user).unwrap();
+            assert_eq!(
+                outsider.onlooker(&user, Some(&org("100"))),
+                Some(Onlooker::Other),
+                "{user}"
+            );
+            assert!(!outsider.sees_truth_of(&user));
         }
     }
 }

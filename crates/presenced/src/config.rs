@@ -27,6 +27,8 @@ pub struct Config {
     pub presence: PresenceConfig,
     /// `[limits]`
     pub limits: LimitsConfig,
+    /// `[webhooks]`
+    pub webhooks: WebhooksConfig,
 }
 
 /// `[server]`
@@ -514,6 +516,7 @@ impl Config {
                 "must be above 0 and at most half the Earth's circumference (20037509)",
             ));
         }
+        self.webhooks.validate()?;
         Ok(())
     }
 
@@ -560,6 +563,131 @@ impl Config {
             feed_max_len: self.store.feed_max_len,
             ..StoreSettings::default()
         }
+    }
+}
+
+/// The most deliveries to one endpoint at once (`webhooks.max_in_flight`).
+pub const MAX_WEBHOOK_IN_FLIGHT: usize = 256;
+
+/// The most events one endpoint's worker reads ahead (`webhooks.read_ahead`).
+pub const MAX_WEBHOOK_READ_AHEAD: usize = 100_000;
+
+/// `[webhooks]` (SPEC §9): signed deliveries of the feed to HTTP endpoints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// Retrying one event stops (it is given up on) this long after its first attempt.
+    #[serde(with = "humantime_serde")]
+    pub max_retry_duration: Duration,
+    /// One delivery attempt's timeout (connect, send, answer).
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// The first retry's delay; each next one doubles, with jitter, up to `retry_max`.
+    #[serde(with = "humantime_serde")]
+    pub retry_initial: Duration,
+    /// The longest delay between two attempts (also caps a `Retry-After`).
+    #[serde(with = "humantime_serde")]
+    pub retry_max: Duration,
+    /// Deliveries to one endpoint at once, never two of one user (each user's events arrive
+    /// in feed order); 1: one at a time, in feed order.
+    pub max_in_flight: usize,
+    /// Events one endpoint's worker reads ahead of the oldest not yet delivered: what it
+    /// holds while an event is retried (the other users' events keep going up to here).
+    pub read_ahead: usize,
+    /// `[[webhooks.endpoints]]`, any number.
+    pub endpoints: Vec<WebhookEndpointConfig>,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            max_retry_duration: Duration::from_secs(24 * 3600),
+            request_timeout: Duration::from_secs(10),
+            retry_initial: Duration::from_secs(1),
+            retry_max: Duration::from_secs(300),
+            max_in_flight: 8,
+            read_ahead: 1000,
+            endpoints: Vec::new(),
+        }
+    }
+}
+
+/// One `[[webhooks.endpoints]]`.
+#[derive(Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookEndpointConfig {
+    /// `http://` or `https://` URL the events are POSTed to.
+    pub url: String,
+    /// Standard Webhooks secret: `whsec_` + base64 of 24 to 64 bytes.
+    pub secret: String,
+    /// Event types to send; only `presence` exists (typing is not in the feed).
+    pub events: Vec<String>,
+    /// `global`, `zone:{id}`, `org:{id}` or `user:{id}`, matched as subscriptions are (a
+    /// user's zone or org before or after the change); empty: every event.
+    pub scopes: Vec<String>,
+}
+
+/// The secret never shows, not even in a debug print of the configuration.
+impl std::fmt::Debug for WebhookEndpointConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookEndpointConfig")
+            .field("url", &self.url)
+            .field("secret", &"<redacted>")
+            .field("events", &self.events)
+            .field("scopes", &self.scopes)
+            .finish()
+    }
+}
+
+impl WebhooksConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (setting, d) in [
+            ("webhooks.max_retry_duration", self.max_retry_duration),
+            ("webhooks.request_timeout", self.request_timeout),
+            ("webhooks.retry_initial", self.retry_initial),
+            ("webhooks.retry_max", self.retry_max),
+        ] {
+            if d.is_zero() {
+                return Err(invalid(setting, "must be positive"));
+            }
+        }
+        if !(1..=MAX_WEBHOOK_IN_FLIGHT).contains(&self.max_in_flight) {
+            return Err(invalid(
+                "webhooks.max_in_flight",
+                format!("must be between 1 and {MAX_WEBHOOK_IN_FLIGHT}"),
+            ));
+        }
+        if self.read_ahead < self.max_in_flight || self.read_ahead > MAX_WEBHOOK_READ_AHEAD {
+            return Err(invalid(
+                "webhooks.read_ahead",
+                format!("must be between webhooks.max_in_flight and {MAX_WEBHOOK_READ_AHEAD}"),
+            ));
+        }
+        if self.retry_max < self.retry_initial {
+            return Err(invalid(
+                "webhooks.retry_max",
+                "must be at least webhooks.retry_initial",
+            ));
+        }
+        let mut ids = std::collections::HashSet::new();
+        for (i, e) in self.endpoints.iter().enumerate() {
+            let at = |problem: String| format!("endpoint {} ({}): {problem}", i + 1, e.url);
+            let url = crate::webhooks::parse_url(&e.url)
+                .map_err(|p| invalid("webhooks.endpoints.url", at(p)))?;
+            if !ids.insert(crate::webhooks::endpoint_id(&url)) {
+                return Err(invalid(
+                    "webhooks.endpoints.url",
+                    at("appears twice".into()),
+                ));
+            }
+            crate::webhooks::decode_secret(&e.secret)
+                .map_err(|p| invalid("webhooks.endpoints.secret", at(p)))?;
+            crate::webhooks::parse_events(&e.events)
+                .map_err(|p| invalid("webhooks.endpoints.events", at(p)))?;
+            crate::webhooks::parse_scopes(&e.scopes)
+                .map_err(|p| invalid("webhooks.endpoints.scopes", at(p)))?;
+        }
+        Ok(())
     }
 }
 
@@ -697,5 +825,100 @@ mod tests {
             .merge(Toml::string("[server]\nlisten_on = \"x\""))
             .extract();
         assert!(unknown.is_err(), "unknown keys are refused");
+    }
+
+    #[test]
+    fn webhooks_are_a_checked_section() {
+        let load = |toml: &str| -> Result<Config, String> {
+            let c: Config = Figment::from(Serialized::defaults(Config::default()))
+                .merge(Toml::string(toml))
+                .extract()
+                .map_err(|e| e.to_string())?;
+            c.validate().map_err(|e| e.to_string())?;
+            Ok(c)
+        };
+        let good = r#"
+            [webhooks]
+            max_retry_duration = "1h"
+            request_timeout = "2s"
+            [[webhooks.endpoints]]
+            url = "https://example.com/presence-hook"
+            secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+            events = ["presence"]
+            scopes = ["zone:10", "org:100", "user:123", "global"]
+            [[webhooks.endpoints]]
+            url = "http://127.0.0.1:9000/hook"
+            secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+            events = ["presence"]
+        "#;
+        let c = load(good).unwrap();
+        assert_eq!(c.webhooks.endpoints.len(), 2);
+        assert_eq!(c.webhooks.max_retry_duration, Duration::from_secs(3600));
+        assert_eq!(
+            Config::default().webhooks.max_retry_duration,
+            Duration::from_secs(24 * 3600)
+        );
+        assert_eq!(
+            Config::default().webhooks.request_timeout,
+            Duration::from_secs(10)
+        );
+        let endpoint = |field: &str, value: &str| {
+            let mut lines = vec![
+                ("url", "\"https://example.com/h\""),
+                ("secret", "\"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\""),
+                ("events", "[\"presence\"]"),
+                ("scopes", "[]"),
+            ];
+            for l in &mut lines {
+                if l.0 == field {
+                    l.1 = value;
+                }
+            }
+            let body: Vec<String> = lines.iter().map(|(k, v)| format!("{k} = {v}")).collect();
+            format!("[[webhooks.endpoints]]\n{}", body.join("\n"))
+        };
+        for (field, value, named) in [
+            ("url", "\"ftp://example.com/h\"", "webhooks.endpoints.url"),
+            ("url", "\"not a url\"", "webhooks.endpoints.url"),
+            (
+                "secret",
+                "\"MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"",
+                "webhooks.endpoints.secret",
+            ),
+            ("secret", "\"whsec_%%%\"", "webhooks.endpoints.secret"),
+            ("events", "[\"typing\"]", "webhooks.endpoints.events"),
+            ("events", "[]", "webhooks.endpoints.events"),
+            ("scopes", "[\"room:1\"]", "webhooks.endpoints.scopes"),
+            ("scopes", "[\"zone:\"]", "webhooks.endpoints.scopes"),
+        ] {
+            let err = load(&endpoint(field, value)).unwrap_err();
+            assert!(err.starts_with(named), "{field} = {value}: {err}");
+            assert!(!err.contains("MfKQ9r8G"), "the secret never shows: {err}");
+        }
+        let twice = format!(
+            "{}\n{}",
+            endpoint("url", "\"https://a.example/h\""),
+            endpoint("url", "\"https://a.example/h\"")
+        );
+        assert!(load(&twice).unwrap_err().contains("appears twice"));
+        for (key, named) in [
+            ("request_timeout = \"0s\"", "webhooks.request_timeout"),
+            ("max_retry_duration = \"0s\"", "webhooks.max_retry_duration"),
+            ("retry_initial = \"10m\"", "webhooks.retry_max"),
+            ("max_in_flight = 0", "webhooks.max_in_flight"),
+            ("max_in_flight = 100000", "webhooks.max_in_flight"),
+            ("read_ahead = 4", "webhooks.read_ahead"),
+        ] {
+            let err = load(&format!("[webhooks]\n{key}")).unwrap_err();
+            assert!(err.starts_with(named), "{key}: {err}");
+        }
+        assert!(
+            load("[webhooks]\nendpoint = []").is_err(),
+            "unknown keys are refused"
+        );
+        assert!(
+            !format!("{:?}", c.webhooks).contains("MfKQ9r8G"),
+            "a debug print hides the secret"
+        );
     }
 }

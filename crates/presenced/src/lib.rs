@@ -17,6 +17,7 @@
 //! - [`state`]: what every handler shares, including the node's [`presence_core::Clock`].
 //! - [`web`]: the dashboard at `/` and the JavaScript client at `/client.js`, embedded.
 //! - [`demo`]: `presenced demo`, simulated users that give a node life.
+//! - [`webhooks`]: signed webhooks, one delivery lease per endpoint.
 //! - [`serve`]: runs a node on a bound listener until its shutdown token fires.
 //!
 //! Presence rules and storage live in `presence-core` and `presence-store`; nothing here
@@ -42,6 +43,7 @@ pub mod snapshot;
 pub mod state;
 pub mod typing;
 pub mod web;
+pub mod webhooks;
 pub mod ws;
 
 use std::sync::Arc;
@@ -95,6 +97,9 @@ pub async fn serve(state: AppState, listener: TcpListener) -> anyhow::Result<()>
     // Subscribed before the node serves: a typing start on another node after this one is
     // up reaches its subscribers.
     let bus = store.bus().await?;
+    // Each endpoint's lease tried once before the node serves (a new endpoint starts at the
+    // feed's head).
+    let webhooks = webhooks::Webhooks::start(&state).await?;
     let loops = tokio_util::sync::CancellationToken::new();
     let tasks = [
         supervised(
@@ -148,6 +153,7 @@ pub async fn serve(state: AppState, listener: TcpListener) -> anyhow::Result<()>
             &loops,
             &shutdown,
         ),
+        supervised("webhooks", webhooks.run(loops.clone()), &loops, &shutdown),
     ];
     let app = app::router(state.clone());
     let stop = shutdown.clone();

@@ -179,4 +179,35 @@ impl<S: Store> Store for MeteredStore<S> {
     async fn repair(&self, mode: RepairMode) -> Result<RepairReport, StoreError> {
         measured("repair", self.inner.repair(mode)).await
     }
+    async fn claim_webhook(
+        &self,
+        endpoint: &presence_core::EndpointId,
+        lease: Duration,
+        report: Option<&str>,
+    ) -> Result<presence_core::WebhookClaim, StoreError> {
+        measured(
+            "claim_webhook",
+            self.inner.claim_webhook(endpoint, lease, report),
+        )
+        .await
+    }
+    async fn ack_webhook(
+        &self,
+        endpoint: &presence_core::EndpointId,
+        upto: FeedId,
+    ) -> Result<bool, StoreError> {
+        measured("ack_webhook", self.inner.ack_webhook(endpoint, upto)).await
+    }
+    async fn release_webhook(
+        &self,
+        endpoint: &presence_core::EndpointId,
+    ) -> Result<(), StoreError> {
+        measured("release_webhook", self.inner.release_webhook(endpoint)).await
+    }
+    async fn webhook_leases(
+        &self,
+        endpoints: &[presence_core::EndpointId],
+    ) -> Result<Vec<Option<presence_core::WebhookLease>>, StoreError> {
+        measured("webhook_leases", self.inner.webhook_leases(endpoints)).await
+    }
 }

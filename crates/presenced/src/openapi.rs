@@ -17,7 +17,7 @@ use crate::http::{admin, events, presence, reports, typing};
         presence::list_sessions, presence::end_session,
         reports::user_history, reports::inactive, reports::set_location, reports::clear_location,
         reports::nearby,
-        events::events, typing::typing_now, admin::nodes, admin::repair),
+        events::events, typing::typing_now, admin::nodes, admin::repair, admin::webhooks),
     components(schemas(presence_core::PresenceView, presence_core::PresenceEvent, presence_core::RepairReport, ErrorBody)),
     modifiers(&BearerAuth)
 )]

@@ -21,6 +21,7 @@
 //! | `history:due` | zset | users with history by their oldest day, for retention |
 //! | `geo:global`, `geo:org:{o}` | zset (GEO) | users in the public scope sets who share a location, for nearby |
 //! | `typing:{conversation}` | hash | user → `until ms|org`: who is typing; the key expires with its newest entry |
+//! | `webhook:{endpoint}` | hash | a webhook endpoint's delivery lease: `holder`, `until` (ms), `acked` (feed id), `report` (see `webhooks.rs`) |
 //! | `sweep:away_cutoff`, `sweep:stale_pos`, `sweep:scope_pos` | string | where the sweeps' windows stand |
 //! | `repair:pos` | hash | where the periodic repair stands: `records` (SCAN cursor), `set` and `member` (index set and ZSCAN cursor), `scope` (SCAN cursor), `node` (rank in `nodes`) |
 //!
@@ -893,7 +894,43 @@ impl Store for RedisStore {
     async fn repair(&self, mode: RepairMode) -> Result<RepairReport, StoreError> {
         RedisStore::repair(self, mode).await
     }
+
+    // --- Webhook delivery leases: see webhooks.rs.
+
+    async fn claim_webhook(
+        &self,
+        endpoint: &presence_core::EndpointId,
+        lease: Duration,
+        report: Option<&str>,
+    ) -> Result<presence_core::WebhookClaim, StoreError> {
+        self.claim_webhook_lease(endpoint, lease, report).await
+    }
+
+    async fn ack_webhook(
+        &self,
+        endpoint: &presence_core::EndpointId,
+        upto: FeedId,
+    ) -> Result<bool, StoreError> {
+        self.ack_webhook_lease(endpoint, upto).await
+    }
+
+    async fn release_webhook(
+        &self,
+        endpoint: &presence_core::EndpointId,
+    ) -> Result<(), StoreError> {
+        self.release_webhook_lease(endpoint).await
+    }
+
+    async fn webhook_leases(
+        &self,
+        endpoints: &[presence_core::EndpointId],
+    ) -> Result<Vec<Option<presence_core::WebhookLease>>, StoreError> {
+        self.webhook_lease_states(endpoints).await
+    }
 }
 
 // The repair (its own file: it only reads and fixes what the transitions write).
 mod repair;
+
+// Declared after `script!`, which it uses.
+mod webhooks;

@@ -29,6 +29,7 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/admin/nodes", get(admin::nodes))
         .route("/admin/repair", axum::routing::post(admin::repair))
+        .route("/admin/webhooks", get(admin::webhooks))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))

@@ -260,6 +260,10 @@ fn merge_sections(toml: &str) -> String {
         let t = line.trim();
         if t.starts_with('[') {
             current = t.to_string();
+            // An array of tables (`[[webhooks.endpoints]]`) is one table per header: never merged.
+            if t.starts_with("[[") {
+                current = format!("{t}#{}", order.len());
+            }
             if !sections.contains_key(&current) {
                 order.push(current.clone());
                 sections.insert(current.clone(), String::new());
@@ -277,7 +281,8 @@ fn merge_sections(toml: &str) -> String {
     }
     let mut out = String::new();
     for s in order {
-        out.push_str(&format!("{s}\n{}\n", sections[&s]));
+        let header = s.split('#').next().unwrap_or(&s);
+        out.push_str(&format!("{header}\n{}\n", sections[&s]));
     }
     out
 }
