@@ -425,3 +425,18 @@ async fn reconnect_and_resume() {
     assert_eq!(seen[2].user.status, Status::Offline);
     drop(again);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_and_wss_go_through_tls() {
+    // A node that speaks plain HTTP: a TLS handshake with it fails, as an error (a crypto
+    // provider set up wrong would panic here instead).
+    let node = Node::start(None, 0).await;
+    let tls_url = node.url.replace("http://", "https://");
+    let client = Client::new(&tls_url, node.token("u", Role::User, None));
+    assert!(matches!(
+        client.count(None, None).await,
+        Err(Error::Unreachable(_))
+    ));
+    let err = client.session(SessionOptions::default()).await.unwrap_err();
+    assert!(matches!(err, Error::Unreachable(_)), "{err}");
+}
