@@ -146,7 +146,7 @@ pub(crate) async fn run(redis_url: &str, load: Load) -> anyhow::Result<serde_jso
             Duration::from_secs(3600),
         )
         .context("token")?;
-    let http = reqwest::Client::new();
+    let presence = presence_client::Client::new(format!("http://127.0.0.1:{port}"), service);
     // Let the online events be delivered, then start counting.
     wait_for(&inbox, USERS as usize, Duration::from_secs(30)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -157,24 +157,13 @@ pub(crate) async fn run(redis_url: &str, load: Load) -> anyhow::Result<serde_jso
         .clear();
 
     // Burst: as fast as the node takes the changes.
-    let base = format!("http://127.0.0.1:{port}/messenger/presence");
     let change = |n: u64| {
-        let (http, service, base) = (http.clone(), service.clone(), base.clone());
+        let presence = presence.clone();
         async move {
             let user = format!("wh{}", n % USERS);
             // Each user alternates away and online: every request is a change.
-            let path = if (n / USERS).is_multiple_of(2) {
-                "away"
-            } else {
-                "online"
-            };
-            http.post(format!("{base}/{path}"))
-                .bearer_auth(&service)
-                .json(&json!({"user_id": user}))
-                .send()
-                .await
-                .and_then(|r| r.error_for_status())
-                .map(|_| ())
+            let away = (n / USERS).is_multiple_of(2);
+            presence.set_status(away, Some(&user)).await
         }
     };
     let started = Instant::now();

@@ -6,6 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
+use presence_client::Status;
 use serde_json::json;
 
 /// Test timings, but nobody turns auto-away during a test.
@@ -46,18 +47,20 @@ async fn tabs_on_three_nodes_are_one_user_seen_from_every_node() {
         let nodes = Node::cluster(3, LONG_GRACE).await;
         let a = user("tabs");
         let t = token(&a, "user", None);
-        let mut watcher = nodes[2].connect(&token(&user("w"), "user", None), "").await;
-        watcher
-            .subscribe(json!({"type": "subscribe", "users": [a]}))
+        let mut watcher = nodes[2]
+            .watch_users(&token(&user("w"), "user", None), &[&a])
             .await;
         let mut tabs = Vec::new();
         for n in &nodes {
             tabs.push(n.connect(&t, "&zone_id=7").await);
         }
-        let online = watcher.until(|f| f["type"] == "presence").await;
-        assert!(is_event(&online, &a, "online"), "{online}");
+        let online = watcher.event().await;
+        assert_eq!(
+            (online.user.user_id.as_str(), online.user.status),
+            (a.as_str(), Status::Online)
+        );
         watcher
-            .assert_quiet(Duration::from_millis(700), "three tabs, one online event")
+            .assert_no_event(Duration::from_millis(700), "three tabs, one online event")
             .await;
         for n in &nodes {
             let (_, c) = n.get("/messenger/presence/count?zone_id=7", &t).await;
@@ -67,15 +70,18 @@ async fn tabs_on_three_nodes_are_one_user_seen_from_every_node() {
         // past the time their grace would have ended.
         tabs.truncate(1);
         watcher
-            .assert_quiet(LONGER_THAN_THE_GRACE, "one tab still open")
+            .assert_no_event(LONGER_THAN_THE_GRACE, "one tab still open")
             .await;
         for n in &nodes {
             let (s, v) = n.get(&format!("/messenger/presence/status/{a}"), &t).await;
             assert_eq!((s, &v["status"]), (200, &json!("online")), "{v}");
         }
         tabs.clear();
-        let off = watcher.until(|f| f["type"] == "presence").await;
-        assert!(is_event(&off, &a, "offline"));
+        let off = watcher.event().await;
+        assert_eq!(
+            (off.user.user_id.as_str(), off.user.status),
+            (a.as_str(), Status::Offline)
+        );
     })
     .await
 }
@@ -86,16 +92,15 @@ async fn a_reconnect_to_another_node_within_the_grace_emits_nothing() {
         let nodes = Node::cluster(2, LONG_GRACE).await;
         let a = user("hop");
         let t = token(&a, "user", None);
-        let mut watcher = nodes[1].connect(&token(&user("w"), "user", None), "").await;
-        watcher
-            .subscribe(json!({"type": "subscribe", "users": [a]}))
+        let mut watcher = nodes[1]
+            .watch_users(&token(&user("w"), "user", None), &[&a])
             .await;
         let on_a = nodes[0].connect(&t, "").await;
-        watcher.until(|f| is_event(f, &a, "online")).await;
+        assert_eq!(watcher.event().await.user.status, Status::Online);
         drop(on_a);
         let _on_b = nodes[1].connect(&t, "").await;
         watcher
-            .assert_quiet(LONGER_THAN_THE_GRACE, "moved nodes quietly")
+            .assert_no_event(LONGER_THAN_THE_GRACE, "moved nodes quietly")
             .await;
         let (_, v) = nodes[0]
             .get(&format!("/messenger/presence/status/{a}"), &t)
@@ -175,17 +180,16 @@ async fn a_rolling_restart_moves_clients_without_anyone_going_offline() {
         let nodes = Node::cluster(2, LONG_GRACE).await;
         let a = user("roll");
         let t = token(&a, "user", None);
-        let mut watcher = nodes[1].connect(&token(&user("w"), "user", None), "").await;
-        watcher
-            .subscribe(json!({"type": "subscribe", "users": [a]}))
+        let mut watcher = nodes[1]
+            .watch_users(&token(&user("w"), "user", None), &[&a])
             .await;
         let mut client = nodes[0].connect(&t, "").await;
-        watcher.until(|f| is_event(f, &a, "online")).await;
+        assert_eq!(watcher.event().await.user.status, Status::Online);
         nodes[0].terminate();
         assert_eq!(client.closed_with(Duration::from_secs(5)).await, Some(1012));
         let _moved = nodes[1].connect(&t, "").await;
         watcher
-            .assert_quiet(LONGER_THAN_THE_GRACE, "nobody seen going offline")
+            .assert_no_event(LONGER_THAN_THE_GRACE, "nobody seen going offline")
             .await;
     })
     .await
@@ -491,33 +495,33 @@ async fn a_custom_status_set_on_one_node_reaches_a_subscriber_on_another() {
         let nodes = Node::cluster(2, CLUSTER).await;
         let a = user("status");
         let t = token(&a, "user", None);
-        let mut watcher = nodes[1].connect(&token(&user("w"), "user", None), "").await;
-        let mut tab = nodes[0].connect(&t, "").await;
-        watcher
-            .subscribe(json!({"type": "subscribe", "users": [a]}))
+        let tab = nodes[0]
+            .presence(&t)
+            .session(presence_client::SessionOptions::default())
+            .await
+            .unwrap();
+        let mut watcher = nodes[1]
+            .watch_users(&token(&user("w"), "user", None), &[&a])
             .await;
-        tab.send(
-            json!({"type": "custom_status.set", "kind": "busy", "text": "Deep work", "id": 1}),
+        tab.set_custom_status(
+            presence_core::CustomStatusKind::Busy,
+            Some("Deep work"),
+            None,
+            None,
         )
-        .await;
-        assert_eq!(tab.until(|f| f["id"] == 1).await["type"], "ack");
-        let e = watcher.until(|f| f["type"] == "presence").await;
+        .await
+        .unwrap();
+        let e = watcher.event().await;
+        let kind = e.user.custom_status.as_ref().map(|c| c.kind);
         assert_eq!(
-            (&e["user"]["custom_status"]["kind"], &e["user"]["status"]),
-            (&json!("busy"), &json!("online")),
-            "{e}"
+            (kind, e.user.status),
+            (Some(presence_core::CustomStatusKind::Busy), Status::Online),
+            "{e:?}"
         );
-        let (s, _) = nodes[1]
-            .send(
-                reqwest::Method::DELETE,
-                "/messenger/presence/custom-status",
-                &t,
-                None,
-            )
-            .await;
-        assert_eq!(s, 200);
-        let e = watcher.until(|f| f["type"] == "presence").await;
-        assert_eq!(e["user"]["custom_status"], serde_json::Value::Null, "{e}");
+        let cleared = nodes[1].presence(&t).clear_custom_status().await.unwrap();
+        assert_eq!(cleared.custom_status, None);
+        let e = watcher.event().await;
+        assert_eq!(e.user.custom_status, None, "{e:?}");
     })
     .await
 }

@@ -592,3 +592,61 @@ impl Drop for OwnRedis {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// An ordinary app's session through the Rust client (`presence-client`), for tests that
+/// watch presence as an app would. Tests of the protocol itself (bad frames, close codes,
+/// exact frames and their repeats) keep the raw [`Client`]: the Rust client hides what a raw
+/// test must see (it drops repeated versions, reconnects by itself).
+pub struct Watcher(presence_client::Session);
+
+impl Node {
+    /// The Rust client for this node, calling with `token`.
+    pub fn presence(&self, token: &str) -> presence_client::Client {
+        presence_client::Client::new(self.url(""), token)
+    }
+
+    /// A session for `token` following `users` (events and their snapshots).
+    pub async fn watch_users(&self, token: &str, users: &[&str]) -> Watcher {
+        let session = self
+            .presence(token)
+            .session(presence_client::SessionOptions::default())
+            .await
+            .expect("the watcher connects");
+        session
+            .subscribe(presence_client::Subscription::users(users.iter().copied()))
+            .await
+            .expect("the watcher subscribes");
+        Watcher(session)
+    }
+}
+
+impl Watcher {
+    /// The next presence event (10 s at most).
+    pub async fn event(&mut self) -> presence_client::PresenceEvent {
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), self.0.next()).await {
+                Err(_) => panic!("no event within 10 s"),
+                Ok(None) => panic!("the watcher's session ended"),
+                Ok(Some(presence_client::SessionItem::Event(e))) => return *e,
+                Ok(Some(presence_client::SessionItem::Closed(e))) => panic!("watcher closed: {e}"),
+                Ok(Some(_)) => {}
+            }
+        }
+    }
+
+    /// No presence event within `d`.
+    pub async fn assert_no_event(&mut self, d: Duration, why: &str) {
+        let deadline = tokio::time::Instant::now() + d;
+        loop {
+            match tokio::time::timeout_at(deadline, self.0.next()).await {
+                Err(_) => return,
+                Ok(Some(presence_client::SessionItem::Event(e))) => {
+                    panic!("{why}: unexpected event {e:?}")
+                }
+                Ok(Some(presence_client::SessionItem::Closed(e))) => panic!("watcher closed: {e}"),
+                Ok(None) => panic!("the watcher's session ended"),
+                Ok(Some(_)) => {}
+            }
+        }
+    }
+}
