@@ -1289,25 +1289,35 @@ async fn history_inactive_and_nearby_over_rest(kind: Kind) {
             "{why}"
         );
     }
-    for q in [
-        "lat=52&lon=13",
-        "lat=52&lon=13&radius_m=0",
-        "lat=52&lon=13&radius_m=50001",
-        "lat=52&lon=13&radius_m=NaN",
-        "lat=91&lon=13&radius_m=10",
-        "lon=13&radius_m=10",
-        "lat=52&lon=13&radius_m=10&limit=0",
-        "lat=52&lon=13&radius_m=10&limit=1001",
-    ] {
-        let (s, e) = node
-            .get(&format!("/messenger/presence/nearby?{q}"), &tb)
-            .await;
-        assert_eq!(
-            (s, e["error"]["code"].as_str()),
-            (400, Some("invalid_argument")),
-            "{q}"
-        );
-    }
+    // Each query a clear 400 `invalid_argument`.
+    let refused = |path: String, token: String, queries: &'static [&'static str]| {
+        let node = &node;
+        async move {
+            for q in queries {
+                let (s, e) = node.get(&format!("{path}?{q}"), &token).await;
+                assert_eq!(
+                    (s, e["error"]["code"].as_str()),
+                    (400, Some("invalid_argument")),
+                    "{path}?{q}"
+                );
+            }
+        }
+    };
+    refused(
+        "/messenger/presence/nearby".into(),
+        tb.clone(),
+        &[
+            "lat=52&lon=13",
+            "lat=52&lon=13&radius_m=0",
+            "lat=52&lon=13&radius_m=50001",
+            "lat=52&lon=13&radius_m=NaN",
+            "lat=91&lon=13&radius_m=10",
+            "lon=13&radius_m=10",
+            "lat=52&lon=13&radius_m=10&limit=0",
+            "lat=52&lon=13&radius_m=10&limit=1001",
+        ],
+    )
+    .await;
 
     // History: the user's own and the backend's; today counts the presence going on.
     let (s, h) = node
@@ -1339,21 +1349,17 @@ async fn history_inactive_and_nearby_over_rest(kind: Kind) {
         (s, e["error"]["code"].as_str()),
         (403, Some("permission_denied"))
     );
-    for q in [
-        "from=2024-02-30",
-        "to=yesterday",
-        "from=2024-11-27&to=2024-11-26",
-        "from=2024-01-01&to=2024-12-31",
-    ] {
-        let (s, e) = node
-            .get(&format!("/messenger/presence/history/{a}?{q}"), &ta)
-            .await;
-        assert_eq!(
-            (s, e["error"]["code"].as_str()),
-            (400, Some("invalid_argument")),
-            "{q}"
-        );
-    }
+    refused(
+        format!("/messenger/presence/history/{a}"),
+        ta.clone(),
+        &[
+            "from=2024-02-30",
+            "to=yesterday",
+            "from=2024-11-27&to=2024-11-26",
+            "from=2024-01-01&to=2024-12-31",
+        ],
+    )
+    .await;
 
     // Inactive: offline users last seen before now - days, for the backend only.
     let (s, page) = node
@@ -1383,22 +1389,18 @@ async fn history_inactive_and_nearby_over_rest(kind: Kind) {
         (s, e["error"]["code"].as_str()),
         (403, Some("permission_denied"))
     );
-    for q in [
-        "",
-        "days=-1",
-        "days=x",
-        "days=0&limit=0",
-        "days=0&cursor=!!",
-    ] {
-        let (s, e) = node
-            .get(&format!("/messenger/presence/inactive?{q}"), &service)
-            .await;
-        assert_eq!(
-            (s, e["error"]["code"].as_str()),
-            (400, Some("invalid_argument")),
-            "{q}"
-        );
-    }
+    refused(
+        "/messenger/presence/inactive".into(),
+        service.clone(),
+        &[
+            "",
+            "days=-1",
+            "days=x",
+            "days=0&limit=0",
+            "days=0&cursor=!!",
+        ],
+    )
+    .await;
 }
 
 /// Today's UTC date, `YYYY-MM-DD`, from the system clock the node also reads.

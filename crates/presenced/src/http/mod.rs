@@ -35,6 +35,39 @@ pub fn routes() -> Router<AppState> {
         .route("/metrics", get(metrics_text))
 }
 
+/// A query parameter as a number in `range` (`default` when absent, else required), or the
+/// clear error naming it.
+pub(crate) fn number<T>(
+    name: &str,
+    value: Option<&str>,
+    default: Option<T>,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<T, ApiError>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+{
+    let out_of_range = || {
+        ApiError::invalid_argument(format!(
+            "{name} must be between {} and {}",
+            range.start(),
+            range.end()
+        ))
+    };
+    match value {
+        None => default.ok_or_else(|| ApiError::invalid_argument(format!("{name} is required"))),
+        Some(v) => v
+            .parse::<T>()
+            .ok()
+            .filter(|v| range.contains(v))
+            .ok_or_else(out_of_range),
+    }
+}
+
+/// A page's `limit`: 1–1000, 100 when absent (every paged route).
+pub(crate) fn page_limit(value: Option<&str>) -> Result<usize, ApiError> {
+    number("limit", value, Some(100), 1..=1000)
+}
+
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     match state.store.ping().await {
         Ok(()) => (StatusCode::OK, "ready").into_response(),

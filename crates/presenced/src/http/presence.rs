@@ -105,14 +105,7 @@ pub(crate) async fn list_online(
     who: Caller,
     Query(q): Query<ListParams>,
 ) -> Result<axum::Json<OnlinePage>, ApiError> {
-    let limit = match q.limit.as_deref() {
-        None => 100,
-        Some(l) => l
-            .parse::<usize>()
-            .ok()
-            .filter(|l| (1..=1000).contains(l))
-            .ok_or_else(|| ApiError::invalid_argument("limit must be between 1 and 1000"))?,
-    };
+    let limit = super::page_limit(q.limit.as_deref())?;
     let status = match q.status.as_deref() {
         None => None,
         Some("online") => Some(Status::Online),

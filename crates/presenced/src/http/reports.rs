@@ -26,38 +26,6 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/messenger/presence/nearby", get(nearby))
 }
 
-/// A query parameter as a number in `range`, or the clear error naming it.
-fn number<T>(
-    name: &str,
-    value: Option<&str>,
-    default: Option<T>,
-    range: std::ops::RangeInclusive<T>,
-) -> Result<T, ApiError>
-where
-    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
-{
-    let out_of_range = || {
-        ApiError::invalid_argument(format!(
-            "{name} must be a number between {} and {}",
-            range.start(),
-            range.end()
-        ))
-    };
-    match value {
-        None => default.ok_or_else(|| ApiError::invalid_argument(format!("{name} is required"))),
-        Some(v) => v
-            .parse::<T>()
-            .ok()
-            .filter(|v| range.contains(v))
-            .ok_or_else(out_of_range),
-    }
-}
-
-/// `limit`: 1–1000, 100 when absent (as the lists).
-fn limit(value: Option<&str>) -> Result<usize, ApiError> {
-    number("limit", value, Some(100), 1..=1000)
-}
-
 // --- History ---------------------------------------------------------------------------
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -177,8 +145,8 @@ pub(crate) async fn inactive(
     Query(q): Query<InactiveParams>,
 ) -> Result<axum::Json<InactiveAnswer>, ApiError> {
     state.access(who.0).may_read_reports()?;
-    let days: i64 = number("days", q.days.as_deref(), None, 0..=3650)?;
-    let limit = limit(q.limit.as_deref())?;
+    let days: i64 = super::number("days", q.days.as_deref(), None, 0..=3650)?;
+    let limit = super::page_limit(q.limit.as_deref())?;
     let cursor = q
         .cursor
         .as_deref()
@@ -301,15 +269,15 @@ pub(crate) async fn nearby(
     who: Caller,
     Query(q): Query<NearbyParams>,
 ) -> Result<axum::Json<NearbyAnswer>, ApiError> {
-    let lat: f64 = number("lat", q.lat.as_deref(), None, -90.0..=90.0)?;
-    let lon: f64 = number("lon", q.lon.as_deref(), None, -180.0..=180.0)?;
+    let lat: f64 = super::number("lat", q.lat.as_deref(), None, -90.0..=90.0)?;
+    let lon: f64 = super::number("lon", q.lon.as_deref(), None, -180.0..=180.0)?;
     let at = Location::new(lat, lon).map_err(|e| ApiError::invalid_argument(e.to_string()))?;
     let max_radius = state.config.limits.nearby_radius_m;
-    let radius_m: f64 = number("radius_m", q.radius_m.as_deref(), None, 0.0..=max_radius)?;
+    let radius_m: f64 = super::number("radius_m", q.radius_m.as_deref(), None, 0.0..=max_radius)?;
     if radius_m <= 0.0 {
         return Err(ApiError::invalid_argument("radius_m must be above 0"));
     }
-    let limit = limit(q.limit.as_deref())?;
+    let limit = super::page_limit(q.limit.as_deref())?;
     let access = state.access(who.0);
     let found = state
         .store
