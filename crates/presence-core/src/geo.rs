@@ -117,9 +117,10 @@ impl fmt::Display for Location {
 fn quantized(v: f64, min: f64, max: f64) -> f64 {
     let cells = (1u64 << STEP) as f64;
     let scale = max - min;
-    // The 26 bits: Redis converts the offset to uint32 (truncation); the top edge stays in the
-    // last cell.
-    let cell = (((v - min) / scale) * cells).min(cells - 1.0).floor();
+    // The 26 bits: Redis converts the offset to uint32 (truncation). The top edge itself
+    // spills into a cell past the last one, whose centre is clamped back onto the edge, as
+    // Redis does.
+    let cell = (((v - min) / scale) * cells).floor();
     let low = min + (cell / cells) * scale;
     let high = min + ((cell + 1.0) / cells) * scale;
     ((low + high) / 2.0).clamp(min, max)

@@ -392,6 +392,18 @@ impl CustomStatus {
     /// answers `invalid_argument` with. Empty `text` or `emoji` strings are refused (omit the
     /// field instead), so a stored status never holds an empty string.
     pub fn problem(&self, now: Millis) -> Option<String> {
+        // Control characters and bidirectional overrides would reach every screen and
+        // terminal that shows the status (escape sequences, text that reads backwards).
+        let unsafe_char = |c: char| {
+            c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+        };
+        for (field, value) in [("text", &self.text), ("emoji", &self.emoji)] {
+            if value.as_deref().is_some_and(|v| v.chars().any(unsafe_char)) {
+                return Some(format!(
+                    "custom_status.{field} must not hold control characters or direction overrides"
+                ));
+            }
+        }
         if let Some(text) = &self.text {
             let chars = text.chars().count();
             if chars == 0 {
@@ -662,6 +674,16 @@ mod tests {
         assert_eq!(custom(None, Some("👩‍💻"), None).problem(now), None);
         let p = custom(None, Some("👨‍👩‍👧‍👦"), None).problem(now).unwrap();
         assert!(p.contains("25 bytes"), "{p}");
+        for hostile in ["hi\u{1b}]0;PWNED\u{7}", "a\nb", "\u{202e}txt", "x\u{2066}y"] {
+            let p = custom(Some(hostile), None, None).problem(now).unwrap();
+            assert!(p.contains("control characters"), "{p}");
+            assert!(custom(None, Some(hostile), None).problem(now).is_some());
+        }
+        assert!(
+            custom(Some("Ünïcode ✓ 日本"), None, None)
+                .problem(now)
+                .is_none()
+        );
         assert!(custom(Some(""), None, None).problem(now).is_some());
         assert!(custom(None, Some(""), None).problem(now).is_some());
         assert!(custom(None, None, Some(now)).problem(now).is_some());

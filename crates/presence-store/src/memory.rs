@@ -1194,12 +1194,13 @@ impl Store for MemoryStore {
             .last_seen
             .range((start, std::ops::Bound::Unbounded))
             .take_while(|(t, _)| *t < before)
-            .take(limit + 1)
+            .take(limit.max(1) + 1)
             .map(|(t, u)| InactiveUser {
                 user: u.clone(),
                 last_seen: *t,
             })
             .collect();
+        let limit = limit.max(1);
         let more = users.len() > limit;
         users.truncate(limit);
         let next_cursor = more.then(|| {
@@ -1224,7 +1225,7 @@ impl Store for MemoryStore {
         found.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(b.1)));
         Ok(found
             .into_iter()
-            .take(query.limit)
+            .take(query.limit.max(1))
             .filter_map(|(d, user)| {
                 Some(NearbyUser {
                     view: st.users.get(user)?.view(),

@@ -57,7 +57,12 @@ impl SnapshotFile {
     pub(crate) fn save(&self, durable: &Durable) -> Result<(), StoreError> {
         let tmp = self.path.with_extension("json.tmp");
         let write = || -> std::io::Result<()> {
-            let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+            // Only the node's own user may read it: it holds every record, metadata included.
+            let mut open = std::fs::OpenOptions::new();
+            open.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
+            let mut f = std::io::BufWriter::new(open.open(&tmp)?);
             serde_json::to_writer(&mut f, durable)?;
             f.flush()?;
             f.get_ref().sync_all()?;

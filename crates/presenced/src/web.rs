@@ -131,6 +131,36 @@ fn host_is_loopback(headers: &HeaderMap) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// Whether the request carries what a reverse proxy adds, or comes from a page elsewhere: a
+/// proxy in front of a development node forwards `Host: 127.0.0.1`, so the `Host` check alone
+/// would hand the outside world an admin token.
+fn came_through_a_proxy(headers: &HeaderMap) -> bool {
+    let proxied = [
+        "forwarded",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-real-ip",
+        "via",
+    ]
+    .iter()
+    .any(|h| headers.contains_key(*h));
+    let foreign_origin = headers.get(header::ORIGIN).is_some_and(|o| {
+        let mut m = HeaderMap::new();
+        let host = o
+            .to_str()
+            .ok()
+            .and_then(|o| o.split_once("://").map(|(_, h)| h.to_string()));
+        match host.and_then(|h| HeaderValue::from_str(&h).ok()) {
+            Some(v) => {
+                m.insert(header::HOST, v);
+                !host_is_loopback(&m)
+            }
+            None => true,
+        }
+    });
+    proxied || foreign_origin
+}
+
 fn serve(asset: &Asset, request: &HeaderMap, extra: &[(header::HeaderName, String)]) -> Response {
     let fresh = request
         .get(header::IF_NONE_MATCH)
@@ -204,7 +234,10 @@ struct DevToken {
 }
 
 async fn dev_token(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if !state.config.auth.generated_dev_secret || !host_is_loopback(&headers) {
+    if !state.config.auth.generated_dev_secret
+        || !host_is_loopback(&headers)
+        || came_through_a_proxy(&headers)
+    {
         return ApiError::not_found("no such route").into_response();
     }
     let user = UserId::new(DEV_TOKEN_USER).expect("a valid user id");

@@ -164,6 +164,25 @@ async fn a_dev_token_only_from_a_node_on_its_own_secret_and_only_to_loopback() {
         assert_eq!(r.status(), 404, "{host}");
     }
     assert_eq!(get(&dev, "/dev-token", &[]).await.status(), 404);
+    // Through a reverse proxy (which forwards Host: 127.0.0.1), or asked by a page elsewhere.
+    for extra in [
+        ("x-forwarded-for", "203.0.113.9"),
+        ("forwarded", "for=203.0.113.9"),
+        ("via", "1.1 nginx"),
+        ("origin", "https://evil.example"),
+    ] {
+        let r = get(&dev, "/dev-token", &[("host", "127.0.0.1:8000"), extra]).await;
+        assert_eq!(r.status(), 404, "{extra:?}");
+    }
+    let page = [
+        ("host", "127.0.0.1:8000"),
+        ("origin", "http://127.0.0.1:8000"),
+    ];
+    assert_eq!(
+        get(&dev, "/dev-token", &page).await.status(),
+        200,
+        "the dashboard itself"
+    );
     // A node with a configured secret never hands one out.
     let (configured, _) = app(false).await;
     let r = get(&configured, "/dev-token", &[("host", "127.0.0.1:8000")]).await;

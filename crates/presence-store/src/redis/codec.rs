@@ -17,7 +17,7 @@
 //! when, the version and time they were last shown), `io` the same for the org's members.
 //! A feed entry holds the view after the change in short fixed fields (see [`decode_event`]).
 
-use presence_core::geo::shown_distance;
+use presence_core::geo::{distance_m, shown_distance};
 use presence_core::history;
 use presence_core::time::parse_rfc3339;
 use presence_core::{
@@ -282,9 +282,10 @@ pub(crate) fn decode_inactive(reply: &Value) -> Result<InactivePage, StoreError>
     Ok(InactivePage { users, next_cursor })
 }
 
-/// nearby.lua's reply: `{user, distance m, record, ...}`, keeping only users still listed
+/// nearby.lua's reply: `{user, {lon, lat}, record, ...}`, measured from `from` as the memory
+/// store measures, keeping only users still listed
 /// with a location (a hand-made entry in a `geo:` set is never shown).
-pub(crate) fn decode_nearby(reply: &Value) -> Result<Vec<NearbyUser>, StoreError> {
+pub(crate) fn decode_nearby(reply: &Value, from: Location) -> Result<Vec<NearbyUser>, StoreError> {
     let a = array(reply)?;
     if !a.len().is_multiple_of(3) {
         return Err(corrupt("nearby reply not in threes"));
@@ -295,10 +296,14 @@ pub(crate) fn decode_nearby(reply: &Value) -> Result<Vec<NearbyUser>, StoreError
         if r.geo_entry().is_none() {
             continue;
         }
-        let d: f64 = parse("distance", &text(&c[1])?)?;
+        let [lon, lat] = array(&c[1])? else {
+            return Err(corrupt("a position is lon and lat"));
+        };
+        let (lon, lat): (f64, f64) = (parse("lon", &text(lon)?)?, parse("lat", &text(lat)?)?);
+        let at = Location::new(lat, lon).map_err(|e| corrupt(format_args!("position: {e}")))?;
         out.push(NearbyUser {
             view: r.view(),
-            distance_m: shown_distance(d),
+            distance_m: shown_distance(distance_m(from, at)),
         });
     }
     Ok(out)

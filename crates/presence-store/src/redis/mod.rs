@@ -888,7 +888,7 @@ impl Store for RedisStore {
             .arg(query.at.lat().to_string())
             .arg(query.radius_m.to_string())
             .arg(query.limit.max(1));
-        decode_nearby(&self.invoke(&inv).await?)
+        decode_nearby(&self.invoke(&inv).await?, query.at)
     }
 
     async fn repair(&self, mode: RepairMode) -> Result<RepairReport, StoreError> {
